@@ -1,0 +1,165 @@
+"""Checking a pair over a set of shapes: explicit ones, presets, or Hypothesis fuzzing.
+
+``check(pair, shapes="fuzz")`` runs every named preset under every input recipe (the
+explicit examples), then ``examples`` more cases drawn by Hypothesis from the pair's shape
+space and recipes. Every non-equivalent verdict is shrunk to a minimal counterexample and
+given a one-line repro.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+from equiv.compare import VERDICTS
+from equiv.options import Options
+from equiv.pair import KernelPair
+from equiv.runner import Case, CaseResult, run_case, shrink, variants, verdict_counts
+from equiv.shapes import Shape, ShapeError
+
+DEFAULT_FUZZ_EXAMPLES = 30
+Progress = Callable[[str, int, int, Case | None], None]
+
+
+@dataclass
+class CheckResult:
+    """Everything one check of one pair found."""
+
+    pair: str
+    contract: str
+    shapes: str
+    seed: int
+    results: list[CaseResult]
+    counterexamples: list[CaseResult] = field(default_factory=list)
+    seconds: float = 0.0
+    options: dict = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        return verdict_counts(self.results)
+
+    @property
+    def regressions(self) -> list[CaseResult]:
+        return [r for r in self.results if "regression" in r.verdicts.values()]
+
+    @property
+    def narrowed(self) -> list[CaseResult]:
+        """Cases only the retiled version rejects (its contract is narrower than pre's)."""
+        return [r for r in self.results
+                if any("narrowed contract" in reason for o in r.outputs.values() for reason in o.reasons)]
+
+    @property
+    def ok(self) -> bool:
+        return not self.regressions
+
+    def max_ulp(self, output: str | None = None) -> int:
+        vals = [o.max_ulp for r in self.results for name, o in r.outputs.items()
+                if output in (None, name) and o.verdict != "rejected"]
+        return max(vals, default=0)
+
+    def findings(self) -> list[str]:
+        """Distinct coverage and hazard findings, one line each."""
+        seen: dict[str, None] = {}
+        for r in self.results:
+            for o in r.outputs.values():
+                for reason in o.reasons:
+                    if any(k in reason for k in ("unwritten", "uninitialised", "oob", "race", "raised")):
+                        seen.setdefault(f"{r.case.shape}: {reason}", None)
+        return list(seen)
+
+    def to_dict(self) -> dict:
+        return {"pair": self.pair, "contract": self.contract, "shapes": self.shapes, "seed": self.seed,
+                "seconds": round(self.seconds, 3), "options": self.options, "counts": self.counts,
+                "results": [r.to_dict() for r in self.results],
+                "counterexamples": [r.to_dict() for r in self.counterexamples]}
+
+
+def explicit_shapes(pair: KernelPair, spec: str) -> list[Shape] | None:
+    """Shapes named by `spec` (a preset, or literal shapes separated by ';'); None for 'fuzz'."""
+    if spec == "fuzz":
+        return None
+    if spec in pair.shapes.presets:
+        return pair.shapes.preset(spec)
+    if "=" in spec:
+        return [pair.shapes.parse(part) for part in spec.split(";") if part.strip()]
+    known = ", ".join(["fuzz", *pair.shapes.presets])
+    raise ShapeError(f"unknown shape set {spec!r} for {pair.name}: use one of {known}, "
+                     f"or a literal shape like '{','.join(f'{k}={v}' for k, v in pair.shapes.base().items())}'")
+
+
+def fuzz_cases(pair: KernelPair, examples: int, seed: int, recipes: Sequence[str]) -> list[tuple[Shape, str, int]]:
+    """`examples` (shape, recipe, input seed) triples drawn by Hypothesis, reproducibly from `seed`."""
+    drawn: list[tuple[Shape, str, int]] = []
+    strategy = st.tuples(pair.shapes.strategy(), st.sampled_from(list(recipes)), st.integers(0, 2**31 - 1))
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=examples, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def draw(triple):
+        if triple not in drawn and len(drawn) < examples:
+            drawn.append(triple)
+
+    draw()
+    return drawn
+
+
+def plan(pair: KernelPair, shapes: str = "nominal", examples: int | None = None, seed: int = 0,
+         recipes: Sequence[str] | None = None, fixed: Mapping[str, Any] | None = None) -> list[Case]:
+    """The cases a check will run."""
+    recipes = list(recipes or pair.recipes)
+    unknown = [r for r in recipes if r not in pair.recipes]
+    if unknown:
+        raise ValueError(f"{pair.name} has no input recipe {', '.join(unknown)}; it has {', '.join(pair.recipes)}")
+    vs = variants(pair, fixed)
+    explicit = explicit_shapes(pair, shapes)
+    triples: list[tuple[Shape, str, int]] = []
+    if explicit is not None:
+        reps = max(1, examples or 1)
+        triples = [(s, r, seed + i) for s in explicit for r in recipes for i in range(reps)]
+    else:
+        triples = [(s, r, seed) for s in pair.shapes.all_presets() for r in recipes]
+        triples += fuzz_cases(pair, DEFAULT_FUZZ_EXAMPLES if examples is None else examples, seed, recipes)
+    return [Case(s, r, sd, v) for s, r, sd in triples for v in vs]
+
+
+def check(pair: KernelPair, shapes: str = "nominal", examples: int | None = None, seed: int = 0,
+          options: Options | None = None, recipes: Sequence[str] | None = None,
+          fixed: Mapping[str, Any] | None = None, progress: Progress | None = None,
+          shrink_budget: int = 40, time_budget: float | None = None) -> CheckResult:
+    """Check `pair` over `shapes` ("nominal", "fuzz", a preset name, or "T=8,D=7168").
+
+    `fixed` pins option values the pair would otherwise sweep (e.g. one row_sum order).
+    `time_budget` (seconds) stops drawing new cases once exceeded (the CI profile uses it).
+    """
+    options = options or Options()
+    t0 = time.perf_counter()
+    cases = plan(pair, shapes, examples, seed, recipes, fixed)
+    results: list[CaseResult] = []
+    for i, case in enumerate(cases):
+        if time_budget is not None and results and time.perf_counter() - t0 > time_budget:
+            break
+        if progress:
+            progress(pair.name, i, len(cases), case)
+        results.append(run_case(pair, case, options))
+    if progress:
+        progress(pair.name, len(results), len(cases), None)
+    counterexamples = []
+    seen: set[tuple] = set()
+    for r in results:
+        key = tuple(sorted((k, v) for k, v in r.verdicts.items() if v != "equivalent"))
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        small = shrink(pair, r, options, budget=shrink_budget) if shrink_budget else r
+        counterexamples.append(small)
+    return CheckResult(pair.name, str(pair.contract), shapes, seed, results, counterexamples,
+                       time.perf_counter() - t0, options.to_dict())
+
+
+__all__ = ["CheckResult", "check", "plan", "fuzz_cases", "explicit_shapes", "VERDICTS", "DEFAULT_FUZZ_EXAMPLES"]

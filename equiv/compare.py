@@ -1,0 +1,299 @@
+"""Per-output comparison of pre, retiled and the float64 reference, and the verdict.
+
+Verdicts (DESIGN.md):
+
+``equivalent``   pre and retiled agree within the contract, both cover every element, and
+                 retiled is no less accurate against the reference than pre
+``regression``   the retiled version breaks the contract where pre honours it: different bits,
+                 more ULP than allowed, elements unwritten or dependent on uninitialised memory
+                 that pre got right, an exception, a memory hazard (out-of-range access, race)
+                 that pre does not have, or an accuracy drop against the float64 reference
+``pre-defect``   pre has defective elements and retiled is right: the retile fixed something
+``both-defect``  both versions leave defective elements (retiled adds none of its own)
+``rejected``     the shape is outside a version's declared preconditions
+
+Hazards (out-of-range accesses and races) are judged separately from values: a hazard the
+retiled version introduces is a regression; a hazard pre already has is reported as a
+finding of pre without changing the verdict of values that agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from equiv import numerics
+from equiv.pair import Contract
+
+VERDICTS: tuple[str, ...] = ("equivalent", "regression", "pre-defect", "both-defect", "rejected")
+
+
+@dataclass
+class SideRun:
+    """One version run on one case (merged over its two poison runs)."""
+
+    side: str
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)   # native dtype, CPU
+    written: dict[str, torch.Tensor] = field(default_factory=dict)   # bool masks
+    poisoned: dict[str, torch.Tensor] = field(default_factory=dict)  # differs between poison runs
+    hazards: list[dict] = field(default_factory=list)
+    error: str | None = None
+    rejected: str | None = None
+
+
+# ----------------------------------------------------------------------------------------
+# Regions and histograms
+# ----------------------------------------------------------------------------------------
+def _ranges(flags: torch.Tensor) -> list[list[int]]:
+    idx = flags.nonzero().flatten().tolist()
+    out: list[list[int]] = []
+    for i in idx:
+        if out and out[-1][1] == i:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1])
+    return out
+
+
+def region(mask: torch.Tensor, dim_names: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Describe the set elements of `mask` as index ranges.
+
+    Product-shaped sets (e.g. rows 8..9 × every column) are given exactly as per-dimension
+    ranges; other sets as a bounding box plus a count.
+    """
+    mask = mask.to("cpu")
+    count = int(mask.sum())
+    if count == 0:
+        return {"count": 0}
+    ndim = mask.dim()
+    per_dim = []
+    for d in range(ndim):
+        other = tuple(x for x in range(ndim) if x != d)
+        per_dim.append(mask.any(dim=other) if other else mask)
+    product = per_dim[0]
+    for d in range(1, ndim):
+        product = product.unsqueeze(-1) & per_dim[d].view(*([1] * d), -1)
+    exact = bool((product == mask).all())
+    ranges = [_ranges(f) for f in per_dim]
+    names = dim_names or tuple(f"dim{d}" for d in range(ndim))
+    if exact:
+        text = " × ".join(
+            f"{n} " + ", ".join(f"[{a}, {b})" for a, b in r)
+            if not (len(r) == 1 and r[0] == [0, mask.shape[d]]) else f"all {n}"
+            for d, (n, r) in enumerate(zip(names, ranges)))
+    else:
+        box = [[r[0][0], r[-1][1]] for r in ranges]
+        text = f"{count} elements within " + " × ".join(f"{n} [{a}, {b})" for n, (a, b) in zip(names, box))
+    return {"count": count, "exact": exact, "ranges": ranges, "text": text,
+            "shape": list(mask.shape)}
+
+
+def coverage_map(mask: torch.Tensor, max_rows: int = 48, max_cols: int = 96) -> list[list[float]]:
+    """Fraction of set elements per cell of a coarse grid over the mask viewed as 2-D."""
+    m = mask.to("cpu").reshape(mask.shape[0] if mask.dim() else 1, -1).to(torch.float64)
+    rows, cols = m.shape
+    rb, cb = -(-rows // max_rows), -(-cols // max_cols)
+    pr, pc = -(-rows // rb) * rb - rows, -(-cols // cb) * cb - cols
+    m = torch.nn.functional.pad(m, (0, pc, 0, pr), value=0.0)
+    cells = m.reshape(m.shape[0] // rb, rb, m.shape[1] // cb, cb).mean(dim=(1, 3))
+    return [[round(float(v), 3) for v in row] for row in cells]
+
+
+def ulp_bucket_label(b: int) -> str:
+    if b <= 2:
+        return str(b)
+    return f"{2 ** (b - 2) + 1}-{2 ** (b - 1)}"
+
+
+def ulp_histogram(dist: torch.Tensor) -> dict[str, int]:
+    """Counts of pre↔retiled ULP distances in power-of-two buckets, plus NaN/Inf mismatches."""
+    hist: dict[str, int] = {}
+    mism = dist >= numerics.MISMATCH
+    d = dist[~mism]
+    if d.numel():
+        bucket = torch.where(d == 0, torch.zeros_like(d),
+                             torch.floor(torch.log2(torch.clamp(d - 1, min=1).double())).long() + 2)
+        bucket = torch.where(d == 1, torch.ones_like(bucket), bucket)
+        bucket = torch.where(d == 2, torch.full_like(bucket, 2), bucket)
+        vals, counts = torch.unique(bucket, return_counts=True)
+        for v, c in zip(vals.tolist(), counts.tolist()):
+            hist[ulp_bucket_label(int(v))] = int(c)
+    if int(mism.sum()):
+        hist["NaN/Inf mismatch"] = int(mism.sum())
+    return hist
+
+
+ERR_EDGES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 4096.0)
+
+
+def error_histogram(err: torch.Tensor) -> dict[str, int]:
+    """Counts of fractional ULP errors against the reference in fixed buckets."""
+    hist: dict[str, int] = {}
+    lo = 0.0
+    for edge in ERR_EDGES:
+        n = int(((err > lo) & (err <= edge)).sum()) + (int((err == 0).sum()) if lo == 0.0 else 0)
+        if n:
+            hist[f"≤{edge:g}"] = n
+        lo = edge
+    n = int((err > ERR_EDGES[-1]).sum())
+    if n:
+        hist[f">{ERR_EDGES[-1]:g}"] = n
+    return hist
+
+
+# ----------------------------------------------------------------------------------------
+# One output
+# ----------------------------------------------------------------------------------------
+@dataclass
+class OutputResult:
+    name: str
+    verdict: str
+    reasons: list[str]
+    compared: int = 0
+    differing: int = 0
+    max_ulp: int = 0
+    ulp_hist: dict[str, int] = field(default_factory=dict)
+    first_difference: dict | None = None
+    error_vs_ref: dict[str, dict] = field(default_factory=dict)   # side -> {max, hist}
+    unwritten: dict[str, dict] = field(default_factory=dict)      # side -> region
+    poisoned: dict[str, dict] = field(default_factory=dict)       # side -> region
+    maps: dict[str, list[list[float]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if a.dtype.is_floating_point:
+        return numerics.ulp_distance(a, b) == 0
+    return a == b
+
+
+def _distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if a.dtype.is_floating_point:
+        return numerics.ulp_distance(a, b)
+    return torch.where(a == b, 0, numerics.MISMATCH).to(torch.int64)
+
+
+def _ref_error(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    if x.dtype.is_floating_point:
+        return numerics.ulp_error(x, ref, numerics.format_of(x.dtype))
+    return torch.where(x.to(torch.float64) == ref, 0.0, float("inf"))
+
+
+def _element(idx: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(i) for i in idx) + "]"
+
+
+def _value_text(v: torch.Tensor) -> str:
+    if v.dtype.is_floating_point:
+        return f"{float(v):.9g}"
+    return str(int(v))
+
+
+def _hazard_kinds(run: SideRun) -> set[tuple[str, str]]:
+    return {(h["kind"], h["tensor"]) for h in run.hazards}
+
+
+def compare_output(name: str, pre: SideRun, ret: SideRun, ref: torch.Tensor | None, contract: Contract,
+                   accuracy_slack: float = 1.0, dim_names: tuple[str, ...] = ()) -> OutputResult:
+    """Compare one output of a case and decide its verdict."""
+    reasons: list[str] = []
+    if pre.rejected or ret.rejected:
+        for run in (pre, ret):
+            if run.rejected:
+                reasons.append(f"{run.side} rejects this shape: {run.rejected}")
+        if pre.rejected and not ret.rejected:
+            reasons.append("retiled accepts a shape pre rejected (widened contract)")
+        if ret.rejected and not pre.rejected:
+            reasons.append("retiled rejects a shape pre accepts (narrowed contract)")
+        return OutputResult(name, "rejected", reasons)
+
+    bad: dict[str, torch.Tensor] = {}
+    res = OutputResult(name, "equivalent", reasons)
+    for run in (pre, ret):
+        if run.error:
+            reasons.append(f"{run.side} raised: {run.error}")
+            shape = (pre if run is ret else ret).outputs.get(name)
+            bad[run.side] = torch.ones(shape.shape if shape is not None else (), dtype=torch.bool)
+            continue
+        unwritten = ~run.written[name]
+        poisoned = run.poisoned[name] & run.written[name]
+        bad[run.side] = unwritten | poisoned
+        if int(unwritten.sum()):
+            res.unwritten[run.side] = region(unwritten, dim_names)
+            res.maps[f"{run.side} unwritten"] = coverage_map(unwritten)
+            reasons.append(f"{run.side} leaves {res.unwritten[run.side]['text']} of {name} unwritten "
+                           f"({res.unwritten[run.side]['count']} elements)")
+        if int(poisoned.sum()):
+            res.poisoned[run.side] = region(poisoned, dim_names)
+            res.maps[f"{run.side} uninitialised"] = coverage_map(poisoned)
+            reasons.append(f"{run.side} output {res.poisoned[run.side]['text']} of {name} depends on "
+                           f"uninitialised memory ({res.poisoned[run.side]['count']} elements)")
+
+    regression = False
+    if ret.error and not pre.error:
+        regression = True
+    if not pre.error and not ret.error:
+        a, b = pre.outputs[name], ret.outputs[name]
+        both = ~(bad["pre"] | bad["retiled"])
+        dist = _distance(a, b)[both]
+        res.compared = int(both.sum())
+        res.differing = int((dist != 0).sum())
+        res.max_ulp = int(dist.max()) if dist.numel() else 0
+        res.ulp_hist = ulp_histogram(dist)
+        allowed = contract.max_ulp if a.dtype.is_floating_point else 0
+        over = (_distance(a, b) > allowed) & both
+        if int(over.sum()):
+            first = tuple(int(i) for i in over.nonzero()[0].tolist())
+            d = int(_distance(a, b)[first])
+            res.first_difference = {"index": list(first), "pre": _value_text(a[first]),
+                                    "retiled": _value_text(b[first]),
+                                    "ulp": d if d < numerics.MISMATCH else "NaN/Inf mismatch"}
+            how = f"{d} ULP" if d < numerics.MISMATCH else "NaN/Inf mismatch"
+            reasons.append(
+                f"{res.differing if allowed == 0 else int(over.sum())} of {res.compared} elements of {name} "
+                f"break the contract ({contract if a.dtype.is_floating_point else 'exact'}); first at "
+                f"{_element(first)}: pre {_value_text(a[first])}, retiled {_value_text(b[first])} ({how}, "
+                f"allowed {allowed})")
+            regression = True
+        if ref is not None:
+            ref_cpu = ref.to("cpu", torch.float64)
+            errs = {}
+            for run, x in (("pre", a), ("retiled", b)):
+                e = _ref_error(x, ref_cpu)[both]
+                finite = e[torch.isfinite(e)]
+                errs[run] = e
+                res.error_vs_ref[run] = {"max": float(e.max()) if e.numel() else 0.0,
+                                         "hist": error_histogram(e),
+                                         "mean": float(finite.mean()) if finite.numel() else 0.0}
+            pm, rm = res.error_vs_ref["pre"]["max"], res.error_vs_ref["retiled"]["max"]
+            if rm > pm + accuracy_slack:
+                reasons.append(f"accuracy drop on {name}: retiled max error vs float64 reference "
+                               f"{rm:.3g} ULP > pre's {pm:.3g} ULP + {accuracy_slack:g}")
+                regression = True
+
+    new_bad = bad["retiled"] & ~bad["pre"] if bad["retiled"].shape == bad["pre"].shape else bad["retiled"]
+    if int(new_bad.sum()):
+        regression = True
+    new_hazards = _hazard_kinds(ret) - _hazard_kinds(pre)
+    for h in ret.hazards:
+        if (h["kind"], h["tensor"]) in new_hazards:
+            reasons.append(f"retiled {h['kind']} on {h['tensor']} at {h['site']}: {h['detail']}")
+            regression = True
+    for h in pre.hazards:
+        if (h["kind"], h["tensor"]) not in _hazard_kinds(ret):
+            reasons.append(f"note: pre {h['kind']} on {h['tensor']} at {h['site']}: {h['detail']}")
+
+    pre_bad, ret_bad = bool(bad["pre"].any()), bool(bad["retiled"].any())
+    if regression:
+        res.verdict = "regression"
+    elif pre_bad and not ret_bad:
+        res.verdict = "pre-defect"
+    elif pre_bad and ret_bad:
+        res.verdict = "both-defect"
+    else:
+        res.verdict = "equivalent"
+    return res

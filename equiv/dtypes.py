@@ -1,0 +1,65 @@
+"""PyPTO element types as the emulator sees them.
+
+Every value is held in a wide *container* (float64 for floating types, int64 for integer
+types) whose contents are always exactly representable in the element type. Arithmetic is
+done in the container and rounded once to the element type, which is how the emulator gets
+IEEE results that are identical on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from equiv import numerics
+
+
+@dataclass(frozen=True)
+class DType:
+    name: str
+    torch_dtype: torch.dtype
+    is_float: bool
+    bits: int
+
+    @property
+    def container(self) -> torch.dtype:
+        return torch.float64 if self.is_float else torch.int64
+
+    @property
+    def fmt(self) -> numerics.FloatFormat:
+        if not self.is_float:
+            raise TypeError(f"{self.name} is not a floating type")
+        return numerics.format_of(self.torch_dtype)
+
+    @property
+    def int_range(self) -> tuple[int, int]:
+        if self.is_float:
+            raise TypeError(f"{self.name} is not an integer type")
+        if self.name.startswith("UINT"):
+            return 0, 2**self.bits - 1
+        return -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
+
+    def __repr__(self) -> str:
+        return f"pl.{self.name}"
+
+
+INT8 = DType("INT8", torch.int8, False, 8)
+INT16 = DType("INT16", torch.int16, False, 16)
+INT32 = DType("INT32", torch.int32, False, 32)
+INT64 = DType("INT64", torch.int64, False, 64)
+UINT8 = DType("UINT8", torch.uint8, False, 8)
+FP16 = DType("FP16", torch.float16, True, 16)
+BF16 = DType("BF16", torch.bfloat16, True, 16)
+FP32 = DType("FP32", torch.float32, True, 32)
+# INDEX is the scalar index type of the DSL; scalars are plain Python ints here.
+INDEX = DType("INDEX", torch.int64, False, 64)
+
+ALL: dict[str, DType] = {d.name: d for d in (INT8, INT16, INT32, INT64, UINT8, FP16, BF16, FP32, INDEX)}
+
+
+def from_torch(dtype: torch.dtype) -> DType:
+    for d in ALL.values():
+        if d.torch_dtype == dtype and d is not INDEX:
+            return d
+    raise TypeError(f"no PyPTO element type for torch dtype {dtype}")

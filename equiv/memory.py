@@ -1,0 +1,332 @@
+"""Global memory of the emulator: tensors with written-masks, poison, bounds and race checks.
+
+A `Tensor` is a region of device global memory (an input, an output, or ``pl.create_tensor``
+scratch). It remembers which elements were ever written and, per element, which parallel
+block wrote it last, so the runner can report unwritten output, the emulator can report two
+blocks of one stage writing the same element, and every access outside the tensor is caught
+with the kernel's file and line.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+
+from equiv import dtypes
+from equiv.dtypes import DType
+from equiv.options import Options
+
+_EQUIV_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class KernelError(Exception):
+    """An error in a kernel program, located at the kernel's source line."""
+
+    def __init__(self, message: str, site: str | None = None):
+        self.site = site or kernel_site()
+        super().__init__(f"{self.site}: {message}")
+
+
+class OutOfBoundsError(KernelError):
+    pass
+
+
+def kernel_site() -> str:
+    """file:line of the innermost frame outside the emulator (the kernel's own line)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        fname = os.path.abspath(frame.f_code.co_filename)
+        if not fname.startswith(_EQUIV_DIR + os.sep) and "contextlib" not in fname:
+            return f"{short_path(fname)}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<unknown>"
+
+
+def short_path(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+@dataclass
+class Finding:
+    """A memory hazard seen while running one kernel: out-of-range access or a race."""
+
+    kind: str  # "oob-read" | "oob-write" | "race"
+    tensor: str
+    site: str
+    detail: str
+    count: int = 1
+    # Bounding box (per dimension [lo, hi)) of the offending element indices.
+    region: list[tuple[int, int]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "tensor": self.tensor, "site": self.site, "detail": self.detail,
+                "count": self.count, "region": [list(r) for r in self.region]}
+
+    def describe(self) -> str:
+        box = " × ".join(f"[{lo}, {hi})" for lo, hi in self.region)
+        return f"{self.kind} on {self.tensor} at {self.site}: {self.detail}" + (f" (region {box})" if box else "")
+
+
+class BlockNode:
+    """One iteration of a parallel construct; nodes form a tree rooted at the kernel body."""
+
+    __slots__ = ("token", "parent", "stage", "block", "name")
+
+    def __init__(self, token: int, parent: "BlockNode | None", stage: int, block: int, name: str):
+        self.token, self.parent, self.stage, self.block, self.name = token, parent, stage, block, name
+
+    def chain(self) -> list["BlockNode"]:
+        out, node = [], self
+        while node is not None:
+            out.append(node)
+            node = node.parent
+        return out[::-1]
+
+
+class RunContext:
+    """State of one kernel execution: options, poison generator, block tree, findings."""
+
+    def __init__(self, options: Options, kernel_name: str = "kernel"):
+        self.options = options
+        self.kernel_name = kernel_name
+        self.device = torch.device(options.device)
+        self.gen = torch.Generator(device="cpu").manual_seed(options.seed * 7919 + 17)
+        self.root = BlockNode(0, None, -1, 0, "<kernel>")
+        self.current = self.root
+        self.nodes: dict[int, BlockNode] = {0: self.root}
+        self._next_token = 1
+        self._next_stage = 0
+        self.findings: dict[tuple[str, str, str], Finding] = {}
+
+    # -- parallel structure -------------------------------------------------------------
+    def new_stage(self) -> int:
+        self._next_stage += 1
+        return self._next_stage
+
+    @contextmanager
+    def block(self, stage: int, index: int, name: str) -> Iterator[None]:
+        node = BlockNode(self._next_token, self.current, stage, index, name)
+        self.nodes[node.token] = node
+        self._next_token += 1
+        saved, self.current = self.current, node
+        try:
+            yield
+        finally:
+            self.current = saved
+
+    def block_order(self, n: int) -> list[int]:
+        if n <= 1 or not self.options.shuffle_blocks:
+            return list(range(n))
+        return torch.randperm(n, generator=self.gen).tolist()
+
+    def races_with(self, token: int) -> BlockNode | None:
+        """The conflicting sibling block if the last writer `token` races with the current block."""
+        if token < 0 or token == self.current.token:
+            return None
+        a, b = self.nodes[token].chain(), self.current.chain()
+        for x, y in zip(a, b):
+            if x is y:
+                continue
+            return x if (x.stage == y.stage and x.block != y.block) else None
+        return None
+
+    def block_label(self, node: BlockNode) -> str:
+        return "/".join(f"{n.name}[{n.block}]" for n in node.chain()[1:]) or "<kernel>"
+
+    # -- findings -----------------------------------------------------------------------
+    def record(self, kind: str, tensor: str, detail: str, region: Sequence[tuple[int, int]],
+               count: int = 1, site: str | None = None) -> None:
+        site = site or kernel_site()
+        key = (kind, tensor, site)
+        f = self.findings.get(key)
+        if f is None:
+            self.findings[key] = Finding(kind, tensor, site, detail, count, list(region))
+        else:
+            f.count += count
+            f.region = [(min(a, c), max(b, d)) for (a, b), (c, d) in zip(f.region, region)]
+
+    # -- poison -------------------------------------------------------------------------
+    def poison(self, shape: Sequence[int], dtype: DType) -> torch.Tensor:
+        shape = tuple(int(s) for s in shape)
+        if dtype.is_float:
+            if self.options.poison == "nan":
+                data = torch.full(shape, float("nan"), dtype=torch.float64)
+            else:
+                # Finite values over many binades, so a use of them rarely cancels out.
+                mant = torch.rand(shape, generator=self.gen, dtype=torch.float64) + 1.0
+                sign = torch.randint(0, 2, shape, generator=self.gen).to(torch.float64) * 2 - 1
+                exp = torch.randint(-8, 9, shape, generator=self.gen).to(torch.float64)
+                from equiv import rounding  # local import: rounding imports dtypes only
+                data = rounding.to_float(sign * mant * torch.exp2(exp), dtype)
+        else:
+            lo, hi = dtype.int_range
+            lo, hi = max(lo, -(2**31)), min(hi, 2**31 - 1)
+            data = torch.randint(lo, hi + 1, shape, generator=self.gen, dtype=torch.int64)
+        return data.to(self.device)
+
+
+_CURRENT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("equiv_run", default=None)
+
+
+def current() -> RunContext:
+    ctx = _CURRENT.get()
+    if ctx is None:
+        # Outside a harness run (e.g. a kernel called from a REPL): default options.
+        ctx = RunContext(Options())
+        _CURRENT.set(ctx)
+    return ctx
+
+
+@contextmanager
+def running(ctx: RunContext) -> Iterator[RunContext]:
+    token = _CURRENT.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _CURRENT.reset(token)
+
+
+Window = tuple[tuple[int, int], ...]  # per dimension [start, stop)
+
+
+class Tensor:
+    """A global-memory tensor of the emulator (what a kernel receives and ``create_tensor`` makes)."""
+
+    def __init__(self, name: str, shape: Sequence[int], dtype: DType, data: torch.Tensor | None = None,
+                 written: bool = False):
+        ctx = current()
+        self.name = name
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = dtype
+        self.data = ctx.poison(self.shape, dtype) if data is None else data.to(ctx.device)
+        if tuple(self.data.shape) != self.shape:
+            raise ValueError(f"{name}: data shape {tuple(self.data.shape)} != declared {self.shape}")
+        self.written = torch.full(self.shape, written, dtype=torch.bool, device=ctx.device)
+        self.writer = torch.full(self.shape, -1, dtype=torch.int64, device=ctx.device)
+
+    @classmethod
+    def from_torch(cls, name: str, value: torch.Tensor) -> "Tensor":
+        dt = dtypes.from_torch(value.dtype)
+        return cls(name, value.shape, dt, value.to(dt.container), written=True)
+
+    def to_torch(self) -> torch.Tensor:
+        return self.data.to(self.dtype.torch_dtype)
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.name}, {list(self.shape)}, {self.dtype!r})"
+
+    # -- windows --------------------------------------------------------------------------
+    def window(self, key) -> Window:
+        """Turn an index key (slices / ints, missing trailing dims = full) into a window.
+
+        Like the DSL, the extent of ``a:b`` is ``b - a``; it is NOT clipped to the tensor.
+        """
+        if not isinstance(key, tuple):
+            key = (key,)
+        if len(key) > len(self.shape):
+            raise KernelError(f"{self.name}: {len(key)} indices for a {len(self.shape)}-d tensor")
+        win = []
+        for dim, k in enumerate(key):
+            if isinstance(k, slice):
+                if k.step not in (None, 1):
+                    raise KernelError(f"{self.name}: strided slices are not supported")
+                start = 0 if k.start is None else int(k.start)
+                stop = self.shape[dim] if k.stop is None else int(k.stop)
+            else:
+                start = int(k)
+                stop = start + 1
+            win.append((start, stop))
+        for dim in range(len(key), len(self.shape)):
+            win.append((0, self.shape[dim]))
+        return tuple(win)
+
+    def _clip(self, win: Window, kind: str) -> tuple[Window, bool]:
+        clipped = tuple((max(a, 0), min(b, n)) for (a, b), n in zip(win, self.shape))
+        if clipped == win:
+            return win, False
+        total = 1
+        inside = 1
+        for (a, b), (c, d) in zip(win, clipped):
+            total *= max(b - a, 0)
+            inside *= max(d - c, 0)
+        ctx = current()
+        site = kernel_site()
+        idx = ", ".join(f"{a}:{b}" for a, b in win)
+        detail = (f"{'read of' if kind == 'oob-read' else 'write to'} {self.name}[{idx}] "
+                  f"but {self.name} has shape {list(self.shape)}")
+        if ctx.options.out_of_bounds == "raise":
+            raise OutOfBoundsError(detail, site)
+        outside = []
+        for (a, b), n in zip(win, self.shape):
+            outside.append((a, b) if (a < 0 or b > n) else (a, b))
+        ctx.record(kind, self.name, detail, outside, count=total - inside, site=site)
+        return clipped, True
+
+    @staticmethod
+    def _slices(win: Window, origin: Window | None = None) -> tuple[slice, ...]:
+        if origin is None:
+            return tuple(slice(a, b) for a, b in win)
+        return tuple(slice(a - o, b - o) for (a, b), (o, _) in zip(win, origin))
+
+    def load(self, win: Window) -> torch.Tensor:
+        """Container values of `win`; parts outside the tensor read as poison."""
+        shape = [b - a for a, b in win]
+        if any(s < 0 for s in shape):
+            raise KernelError(f"{self.name}: empty or negative window {win}")
+        inside, clipped = self._clip(win, "oob-read")
+        if not clipped:
+            return self.data[self._slices(win)].clone()
+        out = current().poison(shape, self.dtype)
+        if all(b > a for a, b in inside):
+            out[self._slices(inside, win)] = self.data[self._slices(inside)]
+        return out
+
+    def store(self, win: Window, values: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Write container `values` (shape of `win`) where `mask` (default all) is set."""
+        inside, clipped = self._clip(win, "oob-write")
+        if not all(b > a for a, b in inside):
+            return
+        src = values[self._slices(inside, win)] if clipped else values
+        m = None if mask is None else (mask[self._slices(inside, win)] if clipped else mask)
+        sl = self._slices(inside)
+        ctx = current()
+        if ctx.options.detect_races:
+            self._check_race(inside, sl, m)
+        if m is None:
+            self.data[sl] = src
+            self.written[sl] = True
+            self.writer[sl] = ctx.current.token
+        else:
+            self.data[sl] = torch.where(m, src, self.data[sl])
+            self.written[sl] |= m
+            self.writer[sl] = torch.where(m, torch.full_like(self.writer[sl], ctx.current.token),
+                                          self.writer[sl])
+
+    def _check_race(self, win: Window, sl: tuple[slice, ...], mask: torch.Tensor | None) -> None:
+        ctx = current()
+        prev = self.writer[sl]
+        if mask is not None:
+            prev = torch.where(mask, prev, torch.full_like(prev, -1))
+        for token in torch.unique(prev).tolist():
+            other = ctx.races_with(int(token))
+            if other is None:
+                continue
+            hit = (prev == token).nonzero()
+            offs = torch.tensor([a for a, _ in win], device=hit.device)
+            idx = hit + offs
+            region = [(int(idx[:, d].min()), int(idx[:, d].max()) + 1) for d in range(idx.shape[1])]
+            first = tuple(int(v) for v in idx[0].tolist())
+            ctx.record("race", self.name,
+                       f"element {list(first)} written by {ctx.block_label(other)} and "
+                       f"{ctx.block_label(ctx.current)} of the same parallel stage",
+                       region, count=int(hit.shape[0]))

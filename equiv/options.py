@@ -1,0 +1,66 @@
+"""The emulator's knobs, in one frozen object.
+
+Every behaviour of the tile emulator that is a *policy* rather than a fact of the PyPTO
+language lives here, with its default and the reason for it. A run of a kernel is fully
+determined by its inputs and one `Options` value, which is what makes a saved case
+replayable bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+RowSumOrder = Literal["sequential", "pairwise", "a2a3"]
+ROW_SUM_ORDERS: tuple[str, ...] = ("sequential", "pairwise", "a2a3")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the emulator runs one kernel.
+
+    Attributes:
+        seed: seeds the shuffled order of parallel blocks and the integer poison pattern.
+        poison: how uninitialised float memory (``create_tensor`` scratch, unwritten output,
+            tile padding beyond ``valid_shape``) is filled. ``"nan"`` makes any use visible as
+            NaN; ``"pattern"`` fills seeded finite values of many magnitudes. A case is run
+            under both; an output element that differs between them depends on
+            uninitialised memory. Integer memory always gets a seeded random pattern.
+        shuffle_blocks: run ``pl.spmd`` / ``pl.parallel`` iterations in a seeded random
+            order, because the hardware gives no order between blocks.
+        detect_races: report an element written by two blocks of one parallel stage.
+        out_of_bounds: ``"record"`` clips the access to the tensor (reads of the outside
+            part see poison, writes to it are dropped) and records the site; ``"raise"``
+            stops the kernel with `OutOfBoundsError` at the first one.
+        row_sum_order: the fp32 summation order model of ``pl.row_sum`` (hardware-defined):
+            ``"sequential"`` left to right; ``"pairwise"`` adjacent-pair tree;
+            ``"a2a3"`` the Ascend a2a3 lowering (64-lane repeats combined lane-wise, then a
+            64-lane adjacent-pair tree), see docs/arithmetic.md.
+        device: torch device the emulation runs on (``"cpu"`` or ``"cuda"``). Results are
+            bit-identical on both: every op is exact or computed in float64 and rounded once.
+    """
+
+    seed: int = 0
+    poison: Literal["nan", "pattern"] = "nan"
+    shuffle_blocks: bool = True
+    detect_races: bool = True
+    out_of_bounds: Literal["record", "raise"] = "record"
+    row_sum_order: RowSumOrder = "a2a3"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.poison not in ("nan", "pattern"):
+            raise ValueError(f"Options.poison must be 'nan' or 'pattern', not {self.poison!r}")
+        if self.out_of_bounds not in ("record", "raise"):
+            raise ValueError(
+                f"Options.out_of_bounds must be 'record' or 'raise', not {self.out_of_bounds!r}")
+        if self.row_sum_order not in ROW_SUM_ORDERS:
+            raise ValueError(
+                f"Options.row_sum_order must be one of {ROW_SUM_ORDERS}, not {self.row_sum_order!r}")
+
+    def replace(self, **changes) -> "Options":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,246 @@
+"""Running cases: one shape and one input draw through pre, retiled and the reference.
+
+Each version runs twice: once with NaN poison and one block order, once with finite poison
+and another block order. Elements that differ between the two runs depend on uninitialised
+memory (or on the order of blocks); elements never written are unwritten. The reference
+runs once in float64. `compare.compare_output` turns that into a verdict per output.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+
+from equiv import numerics
+from equiv.compare import VERDICTS, OutputResult, SideRun, compare_output
+from equiv.inputs import generator
+from equiv.memory import RunContext, Tensor, running, short_path
+from equiv.options import Options
+from equiv.pair import KernelPair
+from equiv.shapes import Shape
+
+SIDES = ("pre", "retiled")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One checkable unit: a shape, an input recipe, an input seed and option overrides."""
+
+    shape: Shape
+    recipe: str
+    seed: int
+    variant: tuple[tuple[str, Any], ...] = ()  # option overrides, e.g. (("row_sum_order", "a2a3"),)
+
+    @property
+    def variant_label(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.variant) or "default"
+
+    def to_dict(self) -> dict:
+        return {"shape": dict(self.shape), "recipe": self.recipe, "seed": self.seed,
+                "variant": [list(kv) for kv in self.variant]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Case":
+        return cls(Shape(d["shape"]), d["recipe"], int(d["seed"]), tuple(tuple(kv) for kv in d.get("variant", [])))
+
+
+@dataclass
+class CaseResult:
+    pair: str
+    case: Case
+    outputs: dict[str, OutputResult]
+    hazards: dict[str, list[dict]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        return {k: v.verdict for k, v in self.outputs.items()}
+
+    @property
+    def worst(self) -> str:
+        order = ("regression", "rejected", "both-defect", "pre-defect", "equivalent")
+        vs = set(self.verdicts.values())
+        return next((v for v in order if v in vs), "equivalent")
+
+    def repro(self) -> str:
+        c = self.case
+        cmd = f"equiv check {self.pair} --shapes '{c.shape}' --recipe {c.recipe} --seed {c.seed}"
+        for k, v in c.variant:
+            if k == "row_sum_order":
+                cmd += f" --row-sum-order {v}"
+        return cmd
+
+    def to_dict(self) -> dict:
+        return {"pair": self.pair, "case": self.case.to_dict(), "repro": self.repro(),
+                "verdicts": self.verdicts, "outputs": {k: v.to_dict() for k, v in self.outputs.items()},
+                "hazards": self.hazards, "errors": self.errors, "seconds": round(self.seconds, 4)}
+
+
+def make_inputs(pair: KernelPair, case: Case) -> dict[str, Any]:
+    if case.recipe not in pair.recipes:
+        raise KeyError(f"{pair.name} has no input recipe {case.recipe!r}; it has {', '.join(pair.recipes)}")
+    return pair.recipes[case.recipe](case.shape, generator(case.seed))
+
+
+def _kernel_error(exc: BaseException) -> str:
+    """The exception, located at its innermost frame outside the emulator (the kernel's line)."""
+    site = None
+    for fs in traceback.extract_tb(exc.__traceback__):
+        if f"{os.sep}equiv{os.sep}" not in fs.filename:
+            site = f"{short_path(fs.filename)}:{fs.lineno}"
+    msg = f"{type(exc).__name__}: {exc}"
+    return msg if not site or site in msg else f"{msg} (at {site})"
+
+
+def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[str, Any], options: Options,
+              side: str) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
+    ctx = RunContext(options, kernel_name=f"{pair.name}:{side}")
+    with running(ctx):
+        args: dict[str, Any] = {}
+        for name, value in inputs.items():
+            args[name] = Tensor.from_torch(name, value.to(options.device)) if isinstance(value, torch.Tensor) else value
+        outs = {name: Tensor(name, shape, dt) for name, (shape, dt) in pair.outputs(case.shape).items()}
+        error = None
+        try:
+            kernel(**args, **outs, cfg=case.shape)
+        except Exception as exc:  # a kernel that raises is a verdict, not a crash
+            error = _kernel_error(exc)
+        return outs, [f.to_dict() for f in ctx.findings.values()], error
+
+
+def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any], options: Options) -> SideRun:
+    run = SideRun(side)
+    rejected = pair.rejection(side, case.shape)
+    if rejected:
+        run.rejected = rejected
+        return run
+    kernel = pair.kernel(side)
+    base = options.replace(**dict(case.variant))
+    first = base.replace(poison="nan", seed=case.seed * 2 + 1)
+    second = base.replace(poison="pattern", seed=case.seed * 2 + 2)
+    outs_a, haz_a, err_a = _run_once(kernel, pair, case, inputs, first, side)
+    outs_b, haz_b, err_b = _run_once(kernel, pair, case, inputs, second, side)
+    run.error = err_a or err_b
+    seen = set()
+    for h in haz_a + haz_b:
+        key = (h["kind"], h["tensor"], h["site"])
+        if key not in seen:
+            seen.add(key)
+            run.hazards.append(h)
+    for name in outs_a:
+        a, b = outs_a[name], outs_b[name]
+        va, vb = a.to_torch().cpu(), b.to_torch().cpu()
+        run.outputs[name] = va
+        run.written[name] = (a.written & b.written).cpu()
+        same = numerics.ulp_distance(va, vb) == 0 if va.dtype.is_floating_point else va == vb
+        run.poisoned[name] = ~same
+    return run
+
+
+def run_case(pair: KernelPair, case: Case, options: Options | None = None) -> CaseResult:
+    """Run one case of `pair` and compare every output."""
+    options = options or Options()
+    t0 = time.perf_counter()
+    inputs = make_inputs(pair, case)
+    runs = {side: run_side(pair, side, case, inputs, options) for side in SIDES}
+    ref = None
+    ref_error = None
+    if not any(r.rejected for r in runs.values()):
+        try:
+            ref = pair.reference({k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()},
+                                 case.shape)
+        except Exception as exc:
+            ref_error = f"reference raised {type(exc).__name__}: {exc}"
+    outputs = {}
+    for name, (shape, _dt) in pair.outputs(case.shape).items():
+        dims = ("rows", "cols") if len(shape) == 2 else ()
+        outputs[name] = compare_output(name, runs["pre"], runs["retiled"], None if ref is None else ref.get(name),
+                                       pair.contract, pair.accuracy_slack, dims)
+        if ref_error:
+            outputs[name].reasons.append(ref_error)
+    return CaseResult(pair.name, case, outputs,
+                      hazards={s: r.hazards for s, r in runs.items() if r.hazards},
+                      errors={s: r.error for s, r in runs.items() if r.error},
+                      seconds=time.perf_counter() - t0)
+
+
+def variants(pair: KernelPair, fixed: Mapping[str, Any] | None = None) -> list[tuple[tuple[str, Any], ...]]:
+    """Every combination of the pair's option sweep (a fixed value overrides a swept one)."""
+    fixed = dict(fixed or {})
+    keys = [k for k in pair.sweep if k not in fixed]
+    combos = itertools.product(*(pair.sweep[k] for k in keys)) if keys else [()]
+    out = []
+    for combo in combos:
+        v = dict(zip(keys, combo))
+        v.update(fixed)
+        out.append(tuple(sorted(v.items())))
+    return out or [tuple(sorted(fixed.items()))]
+
+
+def verdict_counts(results: Iterable[CaseResult]) -> dict[str, dict[str, int]]:
+    """output -> verdict -> number of cases."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in results:
+        for name, o in r.outputs.items():
+            c = counts.setdefault(name, {v: 0 for v in VERDICTS})
+            c[o.verdict] += 1
+    return counts
+
+
+def shrink(pair: KernelPair, result: CaseResult, options: Options, budget: int = 40,
+           on_try: Callable[[Case], None] | None = None) -> CaseResult:
+    """A smaller case with the same verdicts on the same outputs (greedy, bounded by `budget` runs).
+
+    Tries, per dimension, the smallest values of its domain first (then halving and -1),
+    and the realistic recipe and seed 0, keeping a change when the verdicts stay the same.
+    """
+    target = result.verdicts
+    best = result
+    tries = 0
+
+    def attempt(case: Case) -> CaseResult | None:
+        nonlocal tries
+        if tries >= budget:
+            return None
+        try:
+            pair.shapes.validate(case.shape)
+        except ValueError:
+            return None
+        tries += 1
+        if on_try:
+            on_try(case)
+        r = run_case(pair, case, options)
+        return r if r.verdicts == target else None
+
+    improved = True
+    while improved and tries < budget:
+        improved = False
+        c = best.case
+        for name, dim in pair.shapes.dims.items():
+            v = c.shape[name]
+            cands = sorted({x for x in dim.interesting() if x < v} | {v // 2, v - 1})
+            for cand in cands:
+                if cand >= v or not dim.contains(cand):
+                    continue
+                r = attempt(Case(c.shape.replace(**{name: cand}), c.recipe, c.seed, c.variant))
+                if r is not None:
+                    best, improved = r, True
+                    break
+            c = best.case
+        if c.recipe != "realistic":
+            r = attempt(Case(c.shape, "realistic", c.seed, c.variant))
+            if r is not None:
+                best, improved = r, True
+        c = best.case
+        if c.seed != 0:
+            r = attempt(Case(c.shape, c.recipe, 0, c.variant))
+            if r is not None:
+                best, improved = r, True
+    return best

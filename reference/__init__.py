@@ -1,0 +1,1 @@
+"""Float64 references of each kernel's intended math."""
