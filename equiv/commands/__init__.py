@@ -1,0 +1,1 @@
+"""One module per ``equiv`` subcommand; each exposes ``register(subparsers)``."""
