@@ -68,7 +68,7 @@ class Tile:
         if self.valid == tuple(self.data.shape):
             return None
         mask = torch.zeros(self.data.shape, dtype=torch.bool, device=self.data.device)
-        mask[tuple(slice(0, v) for v in self.valid)] = True
+        mask[tuple(_slice_type(0, v) for v in self.valid)] = True
         return mask
 
     def __getitem__(self, key) -> "Tile":
@@ -606,3 +606,157 @@ def gather(x: Tile, dim: int = -1, index: Tile | None = None) -> Tile:
     if bool(bad.any()):
         out = torch.where(bad, current().poison(out.shape, x.dtype), out)
     return Tile(out, x.dtype, index.valid)
+
+
+# ========================================================================================
+# Source mode: further DSL names used by unmodified PyPTO files (see equiv/source.py and
+# docs/source-mode.md). Kept in one section so the core subset above stays readable.
+# ========================================================================================
+class DynDim:
+    """``pl.dynamic("T_DYN")``: a symbolic dimension of a tensor annotation.
+
+    It has no value of its own: a kernel reads the actual size with ``pl.tensor.dim``.
+    equiv.source binds it from the tensors a kernel receives and checks it is consistent.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = str(name)
+
+    def __repr__(self) -> str:
+        return f"pl.dynamic({self.name!r})"
+
+
+def dynamic(name: str) -> DynDim:
+    return DynDim(name)
+
+
+class _TensorNamespace:
+    """``pl.tensor.*``: queries on global tensors."""
+
+    @staticmethod
+    def dim(t: Tensor | Tile, axis: int) -> int:
+        """Size of axis `axis` (negative counts from the end) as a Python int."""
+        shape = list(t.shape)
+        if not -len(shape) <= int(axis) < len(shape):
+            raise KernelError(f"pl.tensor.dim: axis {axis} of a {len(shape)}-d tensor {shape}")
+        return int(shape[int(axis)])
+
+
+tensor = _TensorNamespace()
+
+
+def _tensor_bind_dynamic(self: Tensor, axis: int, dim: DynDim | int) -> None:
+    """``t.bind_dynamic(axis, T_DYN)``: declares axis `axis` dynamic; nothing to do eagerly."""
+    if not -len(self.shape) <= int(axis) < len(self.shape):
+        raise KernelError(f"bind_dynamic: axis {axis} of {self.name} with shape {list(self.shape)}")
+    if isinstance(dim, int) and dim != self.shape[int(axis)]:
+        raise KernelError(f"bind_dynamic: {self.name} axis {axis} has size {self.shape[int(axis)]}, not {dim}")
+
+
+Tensor.bind_dynamic = _tensor_bind_dynamic  # type: ignore[attr-defined]
+
+
+def const(value: int | float, dtype: DType = INDEX) -> int | float:
+    """A scalar constant of `dtype` (a Python number, rounded to the type)."""
+    if dtype is INDEX:
+        return int(value)
+    return _scalar_to(value, dtype)
+
+
+class AtomicType:
+    """Store modes of ``pl.assemble``."""
+
+    NONE = "none"
+    Add = "add"
+
+
+class PadValue:
+    """Fill values of ``pl.fillpad``: ``zero``, ``min`` (-inf / the integer minimum), ``max``."""
+
+    zero = "zero"
+    min = "min"
+    max = "max"
+
+
+def set_validshape(tile: Tile, *valid: int) -> Tile:
+    """The same tile with valid region `valid` (one size per dimension, each ≤ the tile's)."""
+    if not isinstance(tile, Tile):
+        raise KernelError("set_validshape needs a tile")
+    vals = [int(v) for v in valid]
+    if len(vals) != len(tile.shape):
+        raise KernelError(f"set_validshape: {len(vals)} sizes for a {len(tile.shape)}-d tile {tile.shape}")
+    if any(v < 0 or v > n for v, n in zip(vals, tile.shape)):
+        raise KernelError(f"set_validshape: valid shape {vals} outside tile shape {tile.shape}")
+    return Tile(tile.data, tile.dtype, vals)
+
+
+def _pad_scalar(pad_value: str, dtype: DType) -> float | int:
+    if pad_value in (PadValue.zero, None):
+        return 0.0 if dtype.is_float else 0
+    if pad_value not in (PadValue.min, PadValue.max):
+        raise KernelError(f"fillpad: unknown pad value {pad_value!r}")
+    if dtype.is_float:
+        return float("-inf") if pad_value == PadValue.min else float("inf")
+    lo, hi = dtype.int_range
+    return lo if pad_value == PadValue.min else hi
+
+
+def fillpad(tile: Tile, pad_value: str = PadValue.zero) -> Tile:
+    """Fill the part of `tile` beyond its valid shape with `pad_value`; the result is all valid."""
+    if not isinstance(tile, Tile):
+        raise KernelError("fillpad needs a tile")
+    data = tile.data.clone()
+    mask = tile.valid_mask()
+    if mask is not None:
+        data[~mask] = _pad_scalar(pad_value, tile.dtype)
+    return Tile(data, tile.dtype)
+
+
+def assemble(target: Tensor, tile: Tile, offset: Sequence[int], atomic: str | None = None) -> Tensor:
+    """Store `tile` into global tensor `target` at `offset` and return `target`.
+
+    ``atomic=pl.AtomicType.Add`` adds the tile to what `target` holds (one rounding to
+    `target`'s type per add). Atomic adds from different blocks are not races; their order
+    is the blocks' (shuffled) order, so a sum whose bits depend on it shows up as an
+    output that differs between the two runs of a case.
+    """
+    if not isinstance(target, Tensor):
+        raise KernelError("assemble into a tile is not covered; assemble targets a global tensor")
+    if not isinstance(tile, Tile):
+        raise KernelError("assemble needs a tile to store")
+    if len(offset) != len(tile.shape):
+        raise KernelError(f"assemble: offset {list(offset)} for a {len(tile.shape)}-d tile")
+    key = tuple(_slice_type(int(o), int(o) + int(n)) for o, n in zip(offset, tile.shape))
+    if atomic in (None, AtomicType.NONE):
+        _tensor_setitem(target, key, tile)
+        return target
+    if atomic != AtomicType.Add:
+        raise KernelError(f"assemble: atomic mode {atomic!r} is not covered (only pl.AtomicType.Add)")
+    if tile.dtype != target.dtype:
+        raise KernelError(f"atomic add of a {tile.dtype!r} tile into {target.name} of {target.dtype!r}")
+    win = target.window(key)
+    inside, clipped = target._clip(win, "oob-write")
+    if not all(b > a for a, b in inside):
+        return target
+    sl = Tensor._slices(inside)
+    src = tile.data[Tensor._slices(inside, win)] if clipped else tile.data
+    mask = tile.valid_mask()
+    if mask is not None and clipped:
+        mask = mask[Tensor._slices(inside, win)]
+    summed = _result(target.data[sl] + src, target.dtype, src.shape).data
+    token = current().current.token
+    if mask is None:
+        target.data[sl] = summed
+        target.written[sl] = True
+        target.writer[sl] = token
+    else:
+        target.data[sl] = torch.where(mask, summed, target.data[sl])
+        target.written[sl] |= mask
+        target.writer[sl] = torch.where(mask, torch.full_like(target.writer[sl], token), target.writer[sl])
+    return target
+
+
+__all__ += ["DynDim", "dynamic", "tensor", "const", "AtomicType", "PadValue", "set_validshape", "fillpad",
+            "assemble"]

@@ -8,6 +8,7 @@ import sys
 from equiv import registry
 from equiv.check import CheckResult, check
 from equiv.cli import UsageError
+from equiv.commands import source_check
 from equiv.commands.common import add_run_options, fixed_from, options_from, resolve_pair, write_json_atomic
 from equiv.progress import Progress
 from equiv.shapes import ShapeError
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the full results as JSON")
     p.add_argument("--report", metavar="PATH", help="also write a self-contained HTML report")
     add_run_options(p)
+    source_check.add_arguments(p)  # source mode: --source PATH:ENTRY --pre-rev/--retiled-rev ...
     p.set_defaults(func=run)
 
 
@@ -51,6 +53,8 @@ def run_checks(names: list[str], args: argparse.Namespace, progress: Progress) -
 
 
 def run(args: argparse.Namespace) -> int:
+    if source_check.wants_source(args):
+        return source_check.run(args)
     if args.all == bool(args.name):
         raise UsageError("give one pair name or --all (see `equiv list`)")
     names = registry.names() if args.all else [args.name]
