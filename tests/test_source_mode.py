@@ -24,6 +24,7 @@ from equiv.memory import RunContext, Tensor, running
 from equiv.options import Options
 from equiv.runner import Case, run_case
 from equiv.shapes import Shape
+from kernels.moe_combine.pair import PAIR as COMBINE
 from equiv.source import (SourceError, SourceKernel, SourceLoader, SourceRef, UnsupportedOpError, call_entry,
                           exec_with_overrides, load_kernel, parse_assignments, source_pair)
 
@@ -46,7 +47,7 @@ def fixture_line(name: str, needle: str) -> int:
 
 
 def combine_pair(pre: SourceRef, retiled: SourceRef, **kw):
-    return source_pair(equiv.get("moe.combine"), pre, retiled, bind=COMBINE_BIND, **kw)
+    return source_pair(COMBINE, pre, retiled, bind=COMBINE_BIND, **kw)
 
 
 # ----------------------------------------------------------------------------------------
@@ -262,7 +263,7 @@ def test_two_files_tail_drop_is_a_regression_with_the_unwritten_columns():
 
 
 def test_source_pair_keeps_reference_recipes_and_contract():
-    base = equiv.get("moe.combine")
+    base = COMBINE
     pair = combine_pair(ref("combine_v1.py"), ref("combine_v2_ok.py"))
     assert pair.reference is base.reference and pair.recipes is base.recipes
     assert pair.contract == base.contract and pair.shapes is base.shapes
