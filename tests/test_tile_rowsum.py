@@ -121,3 +121,28 @@ def test_to_float_fp32_fast_path_matches_exact_rounding():
     assert nan[0].isnan() and nan[1] == 1.0
     assert rounding._to_fp32_rne(x[x.abs() >= 2.0**-126]) is not None
     assert rounding._to_fp32_rne(torch.tensor([1.0, 2.0**-130], dtype=torch.float64)) is None
+
+
+def test_cast_fp32_to_bf16_fast_path_matches_exact_rounding():
+    n = 100_000
+    x = numerics.round_to(_fp32_values(1, n, 13, spread=126).flatten(), numerics.FP32)
+    f = x[:2000]
+    # exact ties between bf16 neighbours, and one fp32 ulp either side of them
+    e = torch.frexp(f)[1].to(torch.float64)
+    half = torch.copysign(torch.ldexp(torch.ones_like(f), (e - 9).to(torch.int64)), f)
+    ties = numerics.round_to(numerics.round_to(f, numerics.BF16) + half, numerics.FP32)
+    ulp32 = torch.ldexp(torch.ones_like(f), (e - 24).to(torch.int64))
+    top = numerics.FP32.max_finite
+    extra = torch.tensor([top, -top, 3.3895313892515355e38, 3.3961775292304957e38, 0.0, -0.0,
+                          float("inf"), -float("inf"), 2.0**-126, 1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8],
+                         dtype=torch.float64)
+    x = numerics.round_to(torch.cat([x, ties, ties + ulp32, ties - ulp32, extra]), numerics.FP32)
+    normal = x[(x.abs() >= 2.0**-126) | (x == 0) | x.isinf()]
+    for vals in (x, normal):
+        tile = pl.Tile(vals.view(1, -1).clone(), FP32)
+        got = pl.cast(tile, BF16, mode="rint").data.flatten()
+        want = numerics.round_to(vals, numerics.BF16)
+        assert torch.equal(got.view(torch.int64), want.view(torch.int64))
+    assert pl._fp32_to_bf16_rne(normal) is not None
+    nan = pl.cast(pl.Tile(torch.tensor([[float("nan"), 1.0]], dtype=torch.float64), FP32), BF16, mode="rint").data
+    assert nan[0, 0].isnan() and nan[0, 1] == 1.0
