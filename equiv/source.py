@@ -53,7 +53,7 @@ from equiv.shapes import Shape
 # instance (FLASH, DEMO, PRO); a key that is a module constant (``MOE_TOKENS``) is rebound
 # where the config assigns it; ``FLASH.hidden_size`` targets one instance.
 DEFAULT_BINDS: dict[str, dict[str, str]] = {
-    "expert_shared": {"T": "MOE_TOKENS", "D": "hidden_size", "I": "moe_intermediate_size"},
+    "expert_shared": {"T": "MOE_TOKENS", "D": "hidden_size", "I": "moe_intermediate_size", "L": "swiglu_limit"},
     # hc_post's token count is a pl.dynamic dimension (taken from the tensors), not a constant.
     "hc_post": {"D": "hidden_size"},
 }
@@ -261,6 +261,17 @@ def _stored_names(stmt: ast.stmt) -> set[str]:
     return names
 
 
+def _like(old: Any, value: Any) -> Any:
+    """`value` in the numeric type of the value it replaces (an int shape for a float field)."""
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _replace_field(obj: Any, fld: str, value: Any) -> Any:
+    return dataclasses.replace(obj, **{fld: _like(getattr(obj, fld), value)})
+
+
 def _apply_overrides(ns: dict, bound: set[str], overrides: Mapping[str, Any], used: set[str]) -> None:
     for key, value in overrides.items():
         obj_name, _, fld = key.rpartition(".")
@@ -268,18 +279,18 @@ def _apply_overrides(ns: dict, bound: set[str], overrides: Mapping[str, Any], us
             if obj_name in bound and dataclasses.is_dataclass(ns.get(obj_name)) and not isinstance(ns[obj_name], type):
                 if fld not in {f.name for f in dataclasses.fields(ns[obj_name])}:
                     raise SourceError(f"config override {key}: {obj_name} has no field {fld!r}")
-                ns[obj_name] = dataclasses.replace(ns[obj_name], **{fld: value})
+                ns[obj_name] = _replace_field(ns[obj_name], fld, value)
                 used.add(key)
             continue
         if key in bound:
-            ns[key] = value
+            ns[key] = _like(ns.get(key), value)
             used.add(key)
             continue
         for name in bound:
             obj = ns.get(name)
             if dataclasses.is_dataclass(obj) and not isinstance(obj, type) and \
                     key in {f.name for f in dataclasses.fields(obj)}:
-                ns[name] = dataclasses.replace(obj, **{key: value})
+                ns[name] = _replace_field(obj, key, value)
                 used.add(key)
 
 

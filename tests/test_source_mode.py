@@ -109,6 +109,14 @@ def test_qualified_override_touches_one_instance():
     assert config.BIG.hidden_size == 32 and config.TOY.hidden_size == 256 and mod.D == 256
 
 
+def test_integer_shape_values_keep_the_type_of_a_float_they_replace():
+    mod = SourceLoader().load(ref("combine_v1.py"), {"clamp_limit": 0, "SCALE_MAX": 3, "hidden_size": 64})
+    config = sys.modules[[n for n in mod.__equiv_modules__ if n.endswith("_config")][0]]
+    assert type(config.TOY.clamp_limit) is float and config.TOY.clamp_limit == 0.0
+    assert type(config.SCALE_MAX) is float and config.SCALE_MAX == 3.0
+    assert type(config.TOY.hidden_size) is int
+
+
 def test_unknown_override_is_an_error_listing_what_exists():
     with pytest.raises(SourceError, match=r"no constant or dataclass field named hiden_size.*hidden_size"):
         SourceLoader().load(ref("combine_v1.py"), {"hiden_size": 64})
