@@ -14,7 +14,7 @@ regions, optionally the error of each run against a registered float64 reference
 Unwritten output: on a device nothing records which elements a kernel wrote, so the
 harness pre-fills outputs and an element still holding the pre-fill afterwards was not
 written. The convention here (docs/device-runs.md) is to pre-fill with a *sentinel*: a NaN
-with a payload no arithmetic produces (or, for integers, the type's minimum), see
+with a payload arithmetic on real data never produces (for integers, the type's minimum), see
 `SENTINEL_BITS`. `capture` prepares a pypto-lib golden-harness run that way and saves the
 device's outputs in the layout above.
 """
@@ -34,8 +34,9 @@ from equiv.runner import Case, CaseResult
 from equiv.shapes import Shape
 
 # Bit patterns of the "never written" pre-fill, per dtype. Floats: quiet NaNs with a payload
-# (0x55 / 0xD5 patterns) that no IEEE operation returns (operations return the canonical NaN
-# or propagate an input's payload); integers: the type's minimum.
+# (0x55 / 0xD5 patterns) that arithmetic on real data never returns (an invalid operation
+# gives the platform's default NaN; only an operation on the sentinel itself may carry its
+# payload on); integers: the type's minimum.
 SENTINEL_BITS: dict[torch.dtype, int] = {
     torch.bfloat16: 0x7FD5,
     torch.float16: 0x7ED5,
