@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input recipe(s) to use (repeatable; default: all the pair has)")
     p.add_argument("--json", metavar="PATH", help="also write the full results as JSON")
     p.add_argument("--report", metavar="PATH", help="also write a self-contained HTML report")
+    p.add_argument("--save-cases", nargs="?", const="reports/cases", default=None, metavar="DIR",
+                   help="save every non-equivalent case (inputs included) for `equiv replay` "
+                        "(default DIR: reports/cases)")
     add_run_options(p)
     source_check.add_arguments(p)  # source mode: --source PATH:ENTRY --pre-rev/--retiled-rev ...
     p.set_defaults(func=run)
@@ -71,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json_atomic(args.json, {"checks": [r.to_dict() for r in results]})
         print(f"results written to {args.json}", file=sys.stderr)
+    if args.save_cases:
+        from equiv import cases
+
+        saved = [p for r in results for p in cases.save_results(resolve_pair(r.pair), r, args.save_cases)]
+        print(f"{len(saved)} non-equivalent case{'s' if len(saved) != 1 else ''} saved under {args.save_cases}"
+              + (f" (replay with: equiv replay {saved[0]})" if saved else ""), file=sys.stderr)
     if args.report:
         from equiv import report
 
