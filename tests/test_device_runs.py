@@ -99,6 +99,7 @@ def test_flipped_bit_is_a_one_ulp_regression(runs, capsys):
     data = json.load(open(root / "r.json"))
     o = data["checks"][0]["results"][0]["outputs"]["ffn_out"]
     assert o["verdict"] == "regression" and o["first_difference"]["index"] == [2, 7]
+    assert data["checks"][0]["results"][0]["repro"] == f"equiv compare {pre} {root / 'ret'}"
 
 
 def test_flipped_bit_within_a_ulp_contract_is_equivalent(runs, capsys):

@@ -340,11 +340,16 @@ def test_cli_check_of_two_revisions_reports_regression_and_repro(toy_repo, capsy
     repo, revs = toy_repo
     rc = main(["check", "moe.combine", "--source", "models/toy/combine.py:combine_test",
                "--pre-rev", revs["v1"], "--retiled-rev", revs["tail"], "--repo", str(repo), "--bind", BIND_ARG,
-               "--shapes", "T=8,D=1040,TOPK=2", "--recipe", "realistic"])
+               "--shapes", "T=8,D=1040,TOPK=2", "--recipe", "realistic", "--json", str(repo / "r.json")])
     out = capsys.readouterr().out
     assert rc == 1
     assert "regression" in out and "[1024, 1040)" in out and "unwritten" in out
-    assert f"repro: equiv check moe.combine --source models/toy/combine.py:combine_test --pre-rev {revs['v1']}" in out
+    want = f"equiv check moe.combine --source models/toy/combine.py:combine_test --pre-rev {revs['v1']}"
+    assert f"repro: {want}" in out
+    import json
+
+    data = json.load(open(repo / "r.json"))["checks"][0]
+    assert data["counterexamples"] and all(r["repro"].startswith(want) for r in data["counterexamples"])
 
 
 @needs_git

@@ -110,15 +110,18 @@ def run(args: argparse.Namespace) -> int:
     if result.worst != "equivalent":
         print(f"repro: {_repro(args)}")
     print(f"result: {'REGRESSION' if check.regressions else 'OK (no regression)'}")
+    data = check.to_dict()
+    for r in data["results"] + data["counterexamples"]:
+        r["repro"] = _repro(args)  # not `equiv check`: these cases come from saved runs
     if args.json:
-        write_json_atomic(args.json, {"checks": [check.to_dict()]})
+        write_json_atomic(args.json, {"checks": [data]})
         print(f"results written to {args.json}", file=sys.stderr)
     if args.report:
         try:
             from equiv import report
         except ImportError:
             raise UsageError("--report: the HTML report module (equiv.report) is not available") from None
-        report.write_report([check.to_dict()], args.report)
+        report.write_report([data], args.report)
         print(f"report written to {args.report}", file=sys.stderr)
     return 1 if check.regressions else 0
 

@@ -258,16 +258,19 @@ def run(args: argparse.Namespace) -> int:
     except (ShapeError, ValueError, KeyError) as exc:
         raise UsageError(f"{pair.name}: {exc}") from None
     progress.clear()
-    text = render(result).replace(f"equiv check {pair.name} ", repro_prefix(args, base) + " ")
+    generic, actual = f"equiv check {pair.name} ", repro_prefix(args, base) + " "
     print(f"{pair.description}")
-    print(text)
+    print(render(result).replace(generic, actual))
+    data = result.to_dict()
+    for r in data["results"] + data["counterexamples"]:  # repro lines that rerun the files
+        r["repro"] = r.get("repro", "").replace(generic, actual)
     if args.json:
-        write_json_atomic(args.json, {"checks": [result.to_dict()]})
+        write_json_atomic(args.json, {"checks": [data]})
         print(f"results written to {args.json}", file=sys.stderr)
     if args.report:
         from equiv import report
 
-        report.write_report([result.to_dict()], args.report)
+        report.write_report([data], args.report)
         print(f"report written to {args.report}", file=sys.stderr)
     errors = kernel_errors(result)
     gaps = sorted(set(unsupported_in(errors)))
