@@ -174,7 +174,7 @@ def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.dtype.is_floating_point:
         return numerics.ulp_distance(a, b)
-    return torch.where(a == b, 0, numerics.MISMATCH).to(torch.int64)
+    return (a != b).to(torch.int64)  # integers: 1 = differs (ULP has no meaning)
 
 
 def _ref_error(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -191,6 +191,12 @@ def _value_text(v: torch.Tensor) -> str:
     if v.dtype.is_floating_point:
         return f"{float(v):.9g}"
     return str(int(v))
+
+
+def how_short(a: torch.Tensor, d: int) -> int | str:
+    if not a.dtype.is_floating_point:
+        return "differs"
+    return d if d < numerics.MISMATCH else "NaN/Inf mismatch"
 
 
 def _hazard_kinds(run: SideRun) -> set[tuple[str, str]]:
@@ -251,8 +257,9 @@ def compare_output(name: str, pre: SideRun, ret: SideRun, ref: torch.Tensor | No
             d = int(_distance(a, b)[first])
             res.first_difference = {"index": list(first), "pre": _value_text(a[first]),
                                     "retiled": _value_text(b[first]),
-                                    "ulp": d if d < numerics.MISMATCH else "NaN/Inf mismatch"}
-            how = f"{d} ULP" if d < numerics.MISMATCH else "NaN/Inf mismatch"
+                                    "ulp": how_short(a, d)}
+            how = how_short(a, d)
+            how = f"{how} ULP" if isinstance(how, int) else how
             reasons.append(
                 f"{res.differing if allowed == 0 else int(over.sum())} of {res.compared} elements of {name} "
                 f"break the contract ({contract if a.dtype.is_floating_point else 'exact'}); first at "

@@ -44,10 +44,36 @@ def round_integer(y: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(f"unknown cast mode {mode!r}; expected one of {CAST_MODES}")
 
 
+def _nearest_even_fast(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
+    """Round-to-nearest-even to fp32 or bf16 with native conversions, or None to use the slow path.
+
+    float64 -> float32 is one correctly rounded conversion. For bf16 a direct conversion would
+    round twice (via float32), so the float32 step rounds to *odd* instead (truncate, then set
+    the last bit if inexact): with 16 spare bits that makes the final RNE to bf16 exact.
+    """
+    if dtype.torch_dtype not in (torch.float32, torch.bfloat16):
+        return None
+    f = x.to(torch.float32)
+    back = f.to(torch.float64)
+    if bool((torch.isinf(back) & torch.isfinite(x)).any()):
+        return None  # overflow: leave it to the general path
+    if dtype.torch_dtype == torch.float32:
+        return back
+    inexact = (back != x) & torch.isfinite(x)
+    bits = f.view(torch.int32)
+    bits = bits - (inexact & (back.abs() > x.abs())).to(torch.int32)  # toward zero
+    bits = bits | inexact.to(torch.int32)
+    return bits.view(torch.float32).to(torch.bfloat16).to(torch.float64)
+
+
 def to_float(x: torch.Tensor, dtype: DType, mode: str = "rint") -> torch.Tensor:
     """Round float64 `x` to floating `dtype` under `mode`; returns the float64 container."""
     fmt = dtype.fmt
     x = x.to(torch.float64)
+    if mode in ("rint", "none"):
+        fast = _nearest_even_fast(x, dtype)
+        if fast is not None:
+            return fast
     if fmt.torch_dtype is torch.float32 and mode in ("rint", "none") and x.device.type == "cpu":
         fast = _to_fp32_rne(x)
         if fast is not None:

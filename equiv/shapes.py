@@ -182,4 +182,6 @@ class ShapeSpace:
             except ShapeError:
                 return False
 
-        return st.fixed_dictionaries({k: d.strategy() for k, d in self.dims.items()}).map(Shape).filter(ok)
+        order = list(self.dims)
+        return st.fixed_dictionaries({k: d.strategy() for k, d in self.dims.items()}) \
+            .map(lambda d: Shape({k: d[k] for k in order})).filter(ok)
