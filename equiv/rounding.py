@@ -44,6 +44,9 @@ def round_integer(y: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(f"unknown cast mode {mode!r}; expected one of {CAST_MODES}")
 
 
+_FP32_MIN_NORMAL = 2.0**-126
+
+
 def _nearest_even_fast(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
     """Round-to-nearest-even to fp32 or bf16 with native conversions, or None to use the slow path.
 
@@ -53,6 +56,9 @@ def _nearest_even_fast(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
     """
     if dtype.torch_dtype not in (torch.float32, torch.bfloat16):
         return None
+    a = x.abs()
+    if bool(((a < _FP32_MIN_NORMAL) & (a > 0)).any()):
+        return None  # fp32 subnormals: immune to flush-to-zero settings only on the exact path
     f = x.to(torch.float32)
     back = f.to(torch.float64)
     if bool((torch.isinf(back) & torch.isfinite(x)).any()):
@@ -74,10 +80,6 @@ def to_float(x: torch.Tensor, dtype: DType, mode: str = "rint") -> torch.Tensor:
         fast = _nearest_even_fast(x, dtype)
         if fast is not None:
             return fast
-    if fmt.torch_dtype is torch.float32 and mode in ("rint", "none") and x.device.type == "cpu":
-        fast = _to_fp32_rne(x)
-        if fast is not None:
-            return fast
     _, exp = torch.frexp(x.abs())
     e = torch.clamp(exp.to(torch.int64) - 1, min=fmt.emin)
     quantum = torch.ldexp(torch.ones_like(x), (e - fmt.mantissa_bits).to(x.dtype))
@@ -94,23 +96,6 @@ def to_float(x: torch.Tensor, dtype: DType, mode: str = "rint") -> torch.Tensor:
     # Keep NaN, infinities and the sign of zero exactly.
     r = torch.where(torch.isfinite(x), r, x)
     return torch.where(r == 0, torch.copysign(torch.zeros_like(r), x), r)
-
-
-_FP32_MIN_NORMAL = 2.0**-126
-
-
-def _to_fp32_rne(x: torch.Tensor) -> torch.Tensor | None:
-    """Fast path of ``to_float(x, FP32, "rint")`` on the CPU: the hardware float64 -> float32
-    conversion, which is IEEE round-to-nearest-even (overflow to inf, NaN, inf and -0 kept).
-
-    Used only when no element lies in the subnormal range of fp32, so the result does not
-    depend on flush-to-zero / denormals-are-zero settings; otherwise returns None and the
-    caller takes the exact path.
-    """
-    a = x.abs()
-    if bool(((a < _FP32_MIN_NORMAL) & (a > 0)).any()):
-        return None
-    return x.to(torch.float32).to(torch.float64)
 
 
 def to_int(x: torch.Tensor, dtype: DType, mode: str = "round") -> torch.Tensor:
