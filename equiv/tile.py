@@ -259,8 +259,10 @@ def slice(src: Tensor | Tile, shape: Sequence[int], offset: Sequence[int],  # no
     return Tile(data, src.dtype, valid)
 
 
-def reshape(tile: Tile, shape: Sequence[int]) -> Tile:
+def reshape(tile: Tile | Tensor, shape: Sequence[int]) -> Tile | Tensor:
     shape = [int(s) for s in shape]
+    if isinstance(tile, Tensor):
+        return _tensor_view(tile, shape)
     if math.prod(shape) != math.prod(tile.shape):
         raise KernelError(f"reshape of a {tile.shape} tile to {shape}")
     valid = shape if tile.valid == tuple(tile.shape) else None
@@ -269,6 +271,25 @@ def reshape(tile: Tile, shape: Sequence[int]) -> Tile:
         nvalid = math.prod(tile.valid)
         valid = [nvalid // math.prod(shape[1:])] + shape[1:] if len(shape) > 1 else [nvalid]
     return Tile(tile.data.reshape(shape), tile.dtype, valid)
+
+
+def _tensor_view(src: Tensor, shape: list[int]) -> Tensor:
+    """``pl.reshape`` of a global tensor: a view of the same memory under another shape.
+
+    Data, written-mask and last-writer map are shared with `src` (same name in findings),
+    so stores through the view count as writes of `src` and bounds are checked against
+    the view's shape.
+    """
+    if math.prod(shape) != math.prod(src.shape):
+        raise KernelError(f"reshape of tensor {src.name} {list(src.shape)} to {shape}")
+    try:
+        data, written, writer = (t.view(shape) for t in (src.data, src.written, src.writer))
+    except RuntimeError as exc:
+        raise KernelError(f"reshape of tensor {src.name}: its memory is not contiguous ({exc})") from None
+    view = Tensor.__new__(Tensor)
+    view.__dict__.update(src.__dict__)
+    view.shape, view.data, view.written, view.writer = tuple(shape), data, written, writer
+    return view
 
 
 def read(src: Tensor | Tile, indices: Sequence[int]) -> int | float:
@@ -300,12 +321,19 @@ def _scalar_to(value: Any, dtype: DType, mode: str = "rint") -> int | float:
     return int(rounding.wrap_int(torch.tensor(int(value)), dtype)) if not lo <= int(value) <= hi else int(value)
 
 
+# Float conversions where every value of the source type (±0, ±inf and NaN included) is a
+# value of the target type: exact under every cast mode, so the container is reused as is.
+_EXACT_FLOAT_CASTS = frozenset({(BF16, FP32), (FP16, FP32), (BF16, BF16), (FP16, FP16), (FP32, FP32)})
+
+
 def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile | int | float:
     """Convert to ``target_type`` under cast ``mode`` (default ``round``: ties away from zero)."""
     if not isinstance(x, Tile):
         if target_type is INDEX:
             return int(x)
         return _scalar_to(x, target_type, mode)
+    if (x.dtype, target_type) in _EXACT_FLOAT_CASTS and mode in rounding.CAST_MODES:
+        return Tile(x.data, target_type, x.valid)
     if x.dtype is FP32 and target_type is BF16 and mode in ("rint", "none") and x.data.device.type == "cpu":
         fast = _fp32_to_bf16_rne(x.data)
         if fast is not None:
