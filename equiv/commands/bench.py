@@ -1,0 +1,51 @@
+"""``equiv bench``: how fast the emulator runs each pair."""
+
+from __future__ import annotations
+
+import argparse
+
+from equiv import registry
+from equiv.bench import bench_preset, fuzz_throughput
+from equiv.cli import UsageError
+from equiv.commands.common import add_run_options, options_from, resolve_pair, write_json_atomic
+from equiv.summary import table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time pre, retiled and the reference per pair and preset",
+                       description="Wall time of one run of pre, retiled and the float64 reference at each "
+                                   "preset (best of --repeat), the emulator's overhead against the reference, "
+                                   "fuzzing throughput (cases/s) and the process's peak memory.")
+    p.add_argument("name", nargs="?", help="pair name (default: every pair)")
+    p.add_argument("--presets", default="demo,flash,pro", help="comma-separated presets (default demo,flash,pro)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per measurement, best kept (default 1)")
+    p.add_argument("--fuzz-examples", type=int, default=4, help="fuzz cases for the throughput figure (0 = skip)")
+    p.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from(args)
+    pairs = [resolve_pair(args.name)] if args.name else registry.all_pairs()
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    rows, throughput = [], {}
+    for pair in pairs:
+        for preset in presets:
+            if preset not in pair.shapes.presets:
+                raise UsageError(f"{pair.name} has no preset {preset!r} (has {', '.join(pair.shapes.presets)})")
+            rows += bench_preset(pair, preset, options, repeat=max(1, args.repeat))
+        if args.fuzz_examples:
+            throughput[pair.name] = fuzz_throughput(pair, options, args.fuzz_examples)
+    print(f"device: {options.device}")
+    print(table(["pair", "preset", "shape", "pre s", "retiled s", "reference s", "overhead ×", "peak RSS MB"],
+                [[r.pair, r.preset, r.shape, f"{r.pre_s:.3f}", f"{r.retiled_s:.3f}", f"{r.reference_s:.4f}",
+                  f"{r.overhead:.0f}", f"{r.peak_rss_mb:.0f}"] for r in rows]))
+    if throughput:
+        print()
+        print(table(["pair", "fuzz cases/s"], [[k, f"{v:.2f}"] for k, v in throughput.items()]))
+    if args.json:
+        write_json_atomic(args.json, {"device": options.device,
+                                      "rows": [dict(r.__dict__, overhead=r.overhead) for r in rows],
+                                      "fuzz_cases_per_second": throughput})
+    return 0
