@@ -1,0 +1,81 @@
+"""The command line: verdict output, exit codes, usage errors with the fix in them, determinism."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from equiv.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_names_every_pair(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0 and "moe.combine" in out and "bit-exact" in out
+
+
+def test_check_pre_defect_prints_region_counterexample_and_repro(capsys):
+    code, out, _ = run(capsys, "check", "moe.combine", "--shapes", "T=10,D=256", "--recipe", "realistic")
+    assert code == 0
+    assert "pre-defect" in out
+    assert "rows [8, 10) × all cols of ffn_out unwritten" in out
+    assert "repro: equiv check moe.combine --shapes '" in out
+
+
+def test_check_regression_exits_1(capsys, monkeypatch):
+    import dataclasses
+
+    import equiv
+    from equiv import registry
+    from tests import broken_combine
+
+    pair = equiv.get("moe.combine")
+    monkeypatch.setitem(registry._PAIRS, "moe.combine", dataclasses.replace(pair, retiled=broken_combine.drops_tail))
+    code, out, _ = run(capsys, "check", "moe.combine", "--shapes", "T=8,D=64", "--recipe", "realistic")
+    assert code == 1 and "REGRESSION" in out and "rows [7, 8)" in out
+
+
+def test_json_output_is_written(capsys, tmp_path):
+    path = tmp_path / "r.json"
+    code, _, _ = run(capsys, "check", "moe.combine", "--shapes", "T=4,D=32", "--recipe", "ties", "--json", str(path))
+    data = json.loads(path.read_text())
+    assert code == 0 and data["checks"][0]["pair"] == "moe.combine"
+    assert data["checks"][0]["results"][0]["verdicts"] == {"ffn_out": "equivalent"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["check", "moe.combin"], "did you mean moe.combine"),
+    (["check", "moe.combine", "--shapes", "T=ten"], "malformed shape"),
+    (["check", "moe.combine", "--shapes", "T=0,D=64"], "T=0 outside the domain 1..160"),
+    (["check", "moe.combine", "--shapes", "Q=3"], "unknown dimension(s) Q"),
+    (["check", "moe.combine", "--shapes", "huge"], "unknown shape set 'huge'"),
+    (["check", "moe.combine", "--recipe", "nope"], "no input recipe nope"),
+    (["check"], "give one pair name or --all"),
+])
+def test_usage_errors_exit_2_with_a_clear_message(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_a_usage_error(capsys):
+    code, _, err = run(capsys, "check", "moe.combine", "--device", "cuda")
+    assert code == 2 and "no CUDA device" in err and "--device cpu" in err
+
+
+def test_same_seed_prints_identical_results():
+    argv = [sys.executable, "-m", "equiv.cli", "check", "moe.combine", "--shapes", "fuzz", "--examples", "2",
+            "--seed", "7", "--recipe", "realistic"]
+    outs = [subprocess.run(argv, capture_output=True, text=True, check=False) for _ in range(2)]
+    strip = lambda s: "\n".join(l for l in s.splitlines() if " cases in " not in l)
+    assert outs[0].returncode == outs[1].returncode == 0, outs[0].stderr
+    assert strip(outs[0].stdout) == strip(outs[1].stdout)
+    assert "moe.combine" in outs[0].stdout
