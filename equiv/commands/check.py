@@ -9,7 +9,8 @@ from equiv import registry
 from equiv.check import CheckResult, check
 from equiv.cli import UsageError
 from equiv.commands import source_check
-from equiv.commands.common import add_run_options, fixed_from, options_from, resolve_pair, write_json_atomic
+from equiv.commands.common import (add_run_options, fixed_from, options_from, resolve_pair, write_json_atomic,
+                                   write_text_atomic)
 from equiv.progress import Progress
 from equiv.shapes import ShapeError
 from equiv.summary import render, render_summary
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input recipe(s) to use (repeatable; default: all the pair has)")
     p.add_argument("--json", metavar="PATH", help="also write the full results as JSON")
     p.add_argument("--report", metavar="PATH", help="also write a self-contained HTML report")
+    p.add_argument("--markdown", metavar="PATH", help="also write a Markdown verdict document (claim by claim)")
     p.add_argument("--save-cases", nargs="?", const="reports/cases", default=None, metavar="DIR",
                    help="save every non-equivalent case (inputs included) for `equiv replay` "
                         "(default DIR: reports/cases)")
@@ -80,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
         saved = [p for r in results for p in cases.save_results(resolve_pair(r.pair), r, args.save_cases)]
         print(f"{len(saved)} non-equivalent case{'s' if len(saved) != 1 else ''} saved under {args.save_cases}"
               + (f" (replay with: equiv replay {saved[0]})" if saved else ""), file=sys.stderr)
+    if args.markdown:
+        from equiv.markdown import render_markdown
+
+        write_text_atomic(args.markdown, render_markdown(results, "equiv " + " ".join(sys.argv[1:])))
+        print(f"verdict document written to {args.markdown}", file=sys.stderr)
     if args.report:
         from equiv import report
 

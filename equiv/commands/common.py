@@ -46,12 +46,17 @@ def fixed_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def write_json_atomic(path: str, data: Any) -> None:
     """Write JSON so that an interrupted run never leaves a half-written file."""
+    write_text_atomic(path, json.dumps(data, indent=1, default=str))
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write via a temporary file and a rename: readers see the old file or the whole new one."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, default=str)
+            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
