@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import pkgutil
 
 from equiv.pair import KernelPair
@@ -25,8 +26,8 @@ def _discover() -> dict[str, KernelPair]:
         import kernels
 
         for mod in sorted(pkgutil.iter_modules(kernels.__path__), key=lambda m: m.name):
-            if not mod.ispkg:
-                continue
+            if not mod.ispkg or importlib.util.find_spec(f"kernels.{mod.name}.pair") is None:
+                continue  # a folder without pair.py (yet) is not a pair
             module = importlib.import_module(f"kernels.{mod.name}.pair")
             pair = getattr(module, "PAIR", None)
             if isinstance(pair, KernelPair):
