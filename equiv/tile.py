@@ -27,6 +27,7 @@ import math
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from equiv import rounding
@@ -556,6 +557,10 @@ def _reduce_sum(v: torch.Tensor, add, order: str) -> torch.Tensor:
     if n == 0:
         return torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
     if order == "sequential":
+        if add is torch.add and v.dtype == torch.float32 and v.device.type == "cpu":
+            # numpy's accumulate is the left-to-right fold, one native fp32 add per step.
+            with np.errstate(all="ignore"):  # inf / NaN sums are results, not errors
+                return torch.from_numpy(np.add.accumulate(v.numpy(), axis=1)[:, -1].copy())
         acc = v[:, 0]
         for j in _range(1, n):
             acc = add(acc, v[:, j])
