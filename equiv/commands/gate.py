@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     failing = result.failing
     if failing:
         print(f"gate: FAIL — {len(failing)} of {len(selection.pairs)} pair{'s' if len(selection.pairs) != 1 else ''} "
-              f"fail: " + "; ".join(f"{k} ({v})" for k, v in failing.items()))
+              f"{'fails' if len(failing) == 1 else 'fail'}: " + "; ".join(f"{k} ({v})" for k, v in failing.items()))
         for r in result.results:
             if r.pair in failing:
                 for res in r.regressions[:3]:
