@@ -163,11 +163,16 @@ def run_case(pair: KernelPair, case: Case, options: Options | None = None) -> Ca
 
 def _run_case(pair: KernelPair, case: Case, options: Options) -> CaseResult:
     t0 = time.perf_counter()
-    inputs = make_inputs(pair, case)
-    runs = {side: run_side(pair, side, case, inputs, options) for side in SIDES}
+    rejected = {side: pair.rejection(side, case.shape) for side in SIDES}
+    if any(rejected.values()):
+        # A shape outside a version's preconditions is not run at all: the verdict is `rejected`.
+        runs = {side: SideRun(side, rejected=rejected[side]) for side in SIDES}
+    else:
+        inputs = make_inputs(pair, case)
+        runs = {side: run_side(pair, side, case, inputs, options) for side in SIDES}
     ref = None
     ref_error = None
-    if not any(r.rejected for r in runs.values()):
+    if not any(rejected.values()):
         try:
             ref = pair.reference({k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()},
                                  case.shape)
