@@ -50,13 +50,18 @@ def flash():
     return equiv.check(PAIR, shapes="flash", recipes=["realistic", "wide_range"], seed=0, shrink_budget=0)
 
 
+@pytest.fixture(scope="module")
+def pro():
+    return equiv.check(PAIR, shapes="pro", recipes=["realistic"], seed=0, shrink_budget=0)
+
+
 def test_every_case_runs_under_every_row_sum_model(small_all_recipes):
     r = small_all_recipes
     assert models(r) == set(ROW_SUM_ORDERS)
     assert len(r.results) == 2 * len(PAIR.recipes) * len(ROW_SUM_ORDERS)
 
 
-@pytest.mark.parametrize("which", ["small_all_recipes", "flash"])
+@pytest.mark.parametrize("which", ["small_all_recipes", "flash", "pro"])
 def test_within_one_bf16_ulp_under_every_model(which, request):
     r = request.getfixturevalue(which)
     assert r.ok
@@ -68,7 +73,7 @@ def test_within_one_bf16_ulp_under_every_model(which, request):
         assert not o.unwritten and not o.poisoned
 
 
-@pytest.mark.parametrize("which", ["small_all_recipes", "flash"])
+@pytest.mark.parametrize("which", ["small_all_recipes", "flash", "pro"])
 def test_no_accuracy_regression_against_float64_reference(which, request):
     r = request.getfixturevalue(which)
     for c in r.results:
