@@ -4,7 +4,10 @@ A saved case is one ``.pt`` file (``torch.save`` of a plain dict, loaded back wi
 ``weights_only=True``) under ``<root>/<pair>/``, holding:
 
 * the case: shape, input recipe, seed, option variant; the emulator options it ran under;
-* the inputs themselves (tensors and scalars), so a replay does not depend on the recipe;
+* the inputs themselves (tensors and scalars), so a replay does not depend on the recipe,
+  and their digest. A caller may cap the size of saved inputs (``max_input_bytes``; the
+  gate saves at most 16 MiB per case): a larger case keeps only the digest, and its replay
+  regenerates the inputs from recipe and seed and refuses if they no longer match;
 * the pair's ``source_hash()`` and, per side, which kernel function ran
   (``module:qualname``) and a hash of the file it is defined in;
 * the verdicts, reasons and repro line of the original run;
@@ -40,7 +43,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from equiv import registry
+from equiv import registry, runner
 from equiv.options import Options
 from equiv.pair import KernelPair, project_root
 from equiv.runner import SIDES, Case, CaseResult, make_inputs, run_case, run_side
@@ -115,10 +118,14 @@ def digest_runs(pair: KernelPair, case: Case, inputs: Mapping[str, Any], options
     Returns ``{"all": hex, "sides": {side: {output: hex}}}``. A rejected side hashes its
     rejection message, a side that raised hashes its error text along with its outputs.
     """
+    return _digest_sides({side: run_side(pair, side, case, inputs, options) for side in SIDES})
+
+
+def _digest_sides(runs: Mapping[str, Any]) -> dict[str, Any]:
     sides: dict[str, dict[str, str]] = {}
     total = hashlib.sha256()
     for side in SIDES:
-        run = run_side(pair, side, case, inputs, options)
+        run = runs[side]
         per: dict[str, str] = {}
         if run.rejected:
             per["<rejected>"] = hashlib.sha256(run.rejected.encode()).hexdigest()
@@ -136,6 +143,41 @@ def digest_runs(pair: KernelPair, case: Case, inputs: Mapping[str, Any], options
         for name in sorted(per):
             total.update(f"{side}/{name}={per[name]};".encode())
     return {"all": total.hexdigest(), "sides": sides}
+
+
+def input_digest(inputs: Mapping[str, Any]) -> str:
+    """SHA-256 over the inputs' names, dtypes, shapes and bits (scalars by value)."""
+    h = hashlib.sha256()
+    for name in sorted(inputs):
+        v = inputs[name]
+        if isinstance(v, torch.Tensor):
+            h.update(f"{name}:{v.dtype}:{tuple(v.shape)}:".encode())
+            h.update(_bits(v))
+        else:
+            h.update(f"{name}={type(v).__name__}:{v!r};".encode())
+    return h.hexdigest()
+
+
+def _input_bytes(inputs: Mapping[str, Any]) -> int:
+    return sum(v.numel() * v.element_size() for v in inputs.values() if isinstance(v, torch.Tensor))
+
+
+def run_case_capturing(pair: KernelPair, case: Case, options: Options) -> tuple[CaseResult, dict[str, Any]]:
+    """`runner.run_case` once, keeping each version's `SideRun` (its output bits) for a digest."""
+    captured: dict[str, Any] = {}
+    real = runner.run_side
+
+    def spy(pair_, side, case_, inputs, options_):
+        run = real(pair_, side, case_, inputs, options_)
+        captured[side] = run
+        return run
+
+    runner.run_side = spy
+    try:
+        result = runner.run_case(pair, case, options)
+    finally:
+        runner.run_side = real
+    return result, _digest_sides(captured)
 
 
 # ----------------------------------------------------------------------------------------
@@ -195,17 +237,25 @@ def save_atomic(obj: Any, path: str) -> None:
         raise
 
 
-def case_record(pair: KernelPair, result: CaseResult, options: Options) -> dict[str, Any]:
-    """Everything a saved case holds (plain types and tensors only)."""
+def case_record(pair: KernelPair, result: CaseResult, options: Options,
+                max_input_bytes: int | None = None) -> dict[str, Any]:
+    """Everything a saved case holds (plain types and tensors only).
+
+    Inputs larger than `max_input_bytes` are left out: the replay regenerates them from the
+    recipe and seed and checks them against the saved input digest.
+    """
     case = result.case
     inputs = _plain_inputs(make_inputs(pair, case))
     digests = digest_runs(pair, case, inputs, options)
+    keep = max_input_bytes is None or _input_bytes(inputs) <= max_input_bytes
     return {
         "format": FORMAT,
         "pair": pair.name,
         "case": case.to_dict(),
         "options": {k: v for k, v in options.to_dict().items()},
-        "inputs": inputs,
+        "inputs": inputs if keep else None,
+        "inputs_digest": input_digest(inputs),
+        "inputs_bytes": _input_bytes(inputs),
         "source_hash": pair.source_hash(),
         "sources": list(pair.sources),
         "kernels": {s: kernel_ref(pair.kernel(s)) for s in SIDES},
@@ -221,10 +271,11 @@ def case_record(pair: KernelPair, result: CaseResult, options: Options) -> dict[
     }
 
 
-def save_case(pair: KernelPair, result: CaseResult, options: Options, root: str = DEFAULT_DIR) -> str:
+def save_case(pair: KernelPair, result: CaseResult, options: Options, root: str = DEFAULT_DIR,
+              max_input_bytes: int | None = None) -> str:
     """Save one case under `root`; returns its path."""
     path = case_path(root, pair, result.case)
-    save_atomic(case_record(pair, result, options), path)
+    save_atomic(case_record(pair, result, options, max_input_bytes), path)
     return path
 
 
@@ -239,11 +290,11 @@ def failing(results: Iterable[CaseResult]) -> list[CaseResult]:
 
 
 def save_results(pair: KernelPair, check_result, root: str = DEFAULT_DIR,
-                 options: Options | None = None) -> list[str]:
+                 options: Options | None = None, max_input_bytes: int | None = None) -> list[str]:
     """Save every non-equivalent case of a `CheckResult` (counterexamples included)."""
     if options is None:
         options = Options(**check_result.options) if check_result.options else Options()
-    return [save_case(pair, r, options, root)
+    return [save_case(pair, r, options, root, max_input_bytes)
             for r in failing([*check_result.counterexamples, *check_result.results])]
 
 
@@ -288,6 +339,7 @@ class Replay:
     differing_digests: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     result: CaseResult | None = None
+    inputs_from: str = "saved"   # or "regenerated" (a case saved without its inputs)
 
     @property
     def same_verdicts(self) -> bool:
@@ -364,7 +416,19 @@ def replay(path: str, force: bool = False, device: str | None = None) -> Replay:
     if device:
         opts["device"] = device
     options = Options(**opts)
-    inputs = data["inputs"]
+    if data.get("inputs") is not None:
+        inputs = data["inputs"]
+        out.inputs_from = "saved"
+    else:
+        inputs = _plain_inputs(make_inputs(pair, case))
+        out.inputs_from = "regenerated"
+    if input_digest(inputs) != data["inputs_digest"]:
+        why = ("the saved inputs do not match their digest (the file is damaged)" if out.inputs_from == "saved"
+               else f"the case was saved without its inputs ({data.get('inputs_bytes', 0) / 2**20:.0f} MiB) and "
+                    f"recipe {case.recipe!r} of {pair.name} now generates different inputs")
+        if not force:
+            raise CaseError(f"cannot replay {path}: {why}.")
+        out.stale.append(why)
 
     def saved_inputs(shape: Shape, gen: torch.Generator) -> dict[str, Any]:
         return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
@@ -372,9 +436,8 @@ def replay(path: str, force: bool = False, device: str | None = None) -> Replay:
     recipes = dict(pair.recipes)
     recipes[case.recipe] = saved_inputs
     rp = dataclasses.replace(pair, recipes=recipes)
-    out.result = run_case(rp, case, options)
+    out.result, digests = run_case_capturing(rp, case, options)
     out.verdicts = dict(out.result.verdicts)
-    digests = digest_runs(rp, case, saved_inputs(case.shape, None), options)
     out.digest = digests["all"]
     saved_sides = data.get("digests", {})
     for side, per in digests["sides"].items():

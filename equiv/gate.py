@@ -358,10 +358,18 @@ class GateResult:
         return 1 if self.failing else 0
 
 
+MAX_SAVED_INPUT_BYTES = 16 << 20
+
+
 def run_gate(selection: Selection, pairs: Mapping[str, KernelPair], profile: Profile = CI,
              options: Options | None = None, cases_dir: str | None = None, progress=None,
-             log: Callable[[str], None] = lambda s: None) -> GateResult:
-    """Check every selected pair with `profile`; save non-equivalent cases under `cases_dir`."""
+             log: Callable[[str], None] = lambda s: None,
+             max_input_bytes: int | None = MAX_SAVED_INPUT_BYTES) -> GateResult:
+    """Check every selected pair with `profile`; save non-equivalent cases under `cases_dir`.
+
+    Cases whose inputs exceed `max_input_bytes` are saved without them (replay regenerates
+    and verifies them), so the uploaded artifact stays small.
+    """
     from equiv import cases as saved_cases
 
     options = options or Options()
@@ -384,7 +392,7 @@ def run_gate(selection: Selection, pairs: Mapping[str, KernelPair], profile: Pro
         if cases_dir:
             paths = {}
             for r in saved_cases.failing([*result.counterexamples, *result.results]):
-                paths[_case_key(r.case)] = saved_cases.save_case(pair, r, options, cases_dir)
+                paths[_case_key(r.case)] = saved_cases.save_case(pair, r, options, cases_dir, max_input_bytes)
             out.saved[name] = paths
         status = "REGRESSION" if result.regressions else ("NARROWED" if result.narrowed else "ok")
         totals: dict[str, int] = {}
