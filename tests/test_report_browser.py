@@ -25,7 +25,7 @@ from equiv.pair import project_root
 CHROMIUM = next((p for p in (os.environ.get("CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium",
                              shutil.which("chromium-browser"), shutil.which("google-chrome")) if p and os.path.exists(p)),
                 None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium: apt-get install -y chromium")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium: apt-get install -y chromium")
 
 REPORTS = os.path.join(project_root(), "reports")
 SCREENSHOT = os.path.join(REPORTS, "report-screenshot.png")
@@ -135,6 +135,7 @@ def test_page_is_self_contained(page):
     assert len(html) < 2 * 2**20
 
 
+@needs_chromium
 def test_every_chart_and_map_renders(page):
     probe, stderr = _dump(page)
     assert probe["resources"] == [], f"the page fetched {probe['resources']}"
@@ -155,6 +156,7 @@ def test_every_chart_and_map_renders(page):
     assert not _console_errors(stderr), _console_errors(stderr)
 
 
+@needs_chromium
 def test_screenshot_shows_the_charts(page):
     from PIL import Image
 
@@ -186,3 +188,70 @@ def test_screenshot_shows_the_charts(page):
             assert any(near(rgb, (0xE0, 0x8A, 0x2C)) for n, rgb in cols if n > 20), c
     for im in probe["images"]:      # unwritten cells are drawn red
         assert any(near(rgb, (0xD6, 0x27, 0x28)) for n, rgb in colours(im["box"]) if n > 20), im
+
+
+# ---------------------------------------------------------------------------------------
+# Without a browser: aggregation, the page's content, `equiv report`
+# ---------------------------------------------------------------------------------------
+def test_histograms_sum_bucket_counts_over_cases():
+    results = [
+        {"outputs": {"y": {"verdict": "equivalent", "ulp_hist": {"0": 10, "1": 2},
+                           "error_vs_ref": {"pre": {"hist": {"≤0.5": 12}}, "retiled": {"hist": {"≤0.5": 11, "≤1": 1}}}}}},
+        {"outputs": {"y": {"verdict": "regression", "ulp_hist": {"0": 5, "3-4": 1, "33-64": 2, "NaN/Inf mismatch": 1},
+                           "error_vs_ref": {"pre": {"hist": {"≤0.5": 9}}, "retiled": {"hist": {">4096": 9}}}}}},
+        {"outputs": {"y": {"verdict": "rejected", "ulp_hist": {"0": 1000}}}},
+    ]
+    ulp = report.aggregate_ulp(results, "y")
+    assert list(ulp)[:3] == ["0", "1", "2"] and ulp["0"] == 15 and ulp["1"] == 2 and ulp["3–4"] == 1
+    assert ulp["17–64"] == 2 and ulp["NaN/Inf"] == 1 and sum(ulp.values()) == 21
+    err = report.aggregate_error(results, "y")
+    assert err["pre"]["≤0.5"] == 21 and err["retiled"]["≤0.5"] == 11 and err["retiled"][">4096"] == 9
+    assert list(err["pre"]) == list(report.ERR_BINS)
+
+
+def test_page_lists_verdicts_hazards_shapes_and_repros(page):
+    html = page["html"]
+    assert '<tr data-pair="moe.combine" data-status="ok">' in html
+    assert '<tr data-pair="moe.combine-broken" data-status="regression">' in html
+    broken = next(c for c in page["checks"] if c["pair"] == "moe.combine-broken")
+    for r in broken["results"]:
+        assert r["repro"].replace("'", "&#39;") in html
+    assert "retiled leaves all rows × cols [448, 512) of ffn_out unwritten" in html
+    assert "<code>T=10,D=256,TOPK=6</code>" in html and "binades, realistic" in html
+    assert "Shrunk counterexamples" in html and "Out-of-range accesses and races" in html
+    assert html.count('class="chart"') == 6
+
+
+def test_equiv_report_command_merges_saved_results(tmp_path, page, capsys):
+    from equiv.cli import main
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"checks": page["checks"][:1]}))
+    b.write_text(json.dumps({"checks": page["checks"][1:]}))
+    out = tmp_path / "out" / "r.html"
+    assert main(["report", str(a), str(b), "-o", str(out)]) == 0
+    assert "report of 2 checks written" in capsys.readouterr().err
+    html = out.read_text(encoding="utf-8")
+    assert 'data-pair="moe.combine"' in html and 'data-pair="moe.combine-broken"' in html
+    assert not [f for f in os.listdir(out.parent) if f.startswith(".tmp-")]
+    assert main(["report", str(tmp_path / "nope.json")]) == 2
+
+
+def _writes_past_end(sh, routed_y_buf, num_tokens, ffn_out, cfg):
+    """moe.combine retiled, broken: the last block also stores one row past the end of ffn_out."""
+    from equiv import tile as pl
+
+    for t in pl.spmd(cfg.T):
+        ffn_out[t:t + 1, :] = sh[t:t + 1, :]
+        if t == cfg.T - 1:
+            ffn_out[t + 1:t + 2, :] = sh[t:t + 1, :]
+
+
+def test_hazards_are_listed():
+    pair = dataclasses.replace(equiv.get("moe.combine"), name="moe.combine-oob", retiled=_writes_past_end)
+    r = equiv.check(pair, shapes="T=8,D=64,TOPK=2", recipes=["realistic"], shrink_budget=0)
+    html = report.render([r.to_dict()])
+    table = html[html.index('<table class="hazards">'):]
+    table = table[:table.index("</table>")]
+    assert "<td>retiled</td><td>oob-write</td><td><code>ffn_out</code></td>" in table
+    assert "test_report_browser.py:" in table  # the kernel's line
