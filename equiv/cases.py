@@ -45,8 +45,8 @@ import torch
 
 from equiv import registry, runner
 from equiv.options import Options
-from equiv.pair import KernelPair, project_root
-from equiv.runner import SIDES, Case, CaseResult, make_inputs, run_case, run_side
+from equiv.pair import KernelPair
+from equiv.runner import SIDES, Case, CaseResult, make_inputs, run_side
 from equiv.shapes import Shape
 
 FORMAT = "equiv-case/1"

@@ -2,26 +2,17 @@
 broken retiled variants caught as regressions."""
 
 import dataclasses
-import pathlib
 
 import pytest
 import torch
 
 import equiv
+from tests.mutation import edited_kernel
 from equiv.runner import make_inputs
 from kernels.csa_sparse_index import retiled
 
 PAIR = equiv.get("csa.sparse_index")
 OUTPUTS = ("cmp_sparse_indices", "valid_block_mask")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Intra-op threads only add wake-up latency on the emulator's small tensors.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cols(shape, name):
@@ -113,11 +104,7 @@ def test_codes_recipe_exercises_the_bounds():
 
 
 def _variant(old: str, new: str):
-    src = pathlib.Path(retiled.__file__).read_text()
-    assert src.count(old) == 1, old
-    ns: dict = {}
-    exec(compile(src.replace(old, new), "broken_csa_retiled.py", "exec"), ns)
-    return ns["sparse_index"]
+    return edited_kernel(retiled, "sparse_index", old, new)
 
 
 @pytest.mark.parametrize("old,new,output", [

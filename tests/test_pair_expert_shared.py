@@ -5,33 +5,19 @@ and broken retiles caught as regressions."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import pytest
-import torch
 
 import equiv
+from tests.mutation import edited_kernel
 from kernels.expert_shared import retiled
 
 PAIR = equiv.get("expert_shared")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The emulator's ops are tiny; on a busy 2-core machine intra-op threads only add waits.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def broken(name: str, old: str, new: str):
     """retiled.expert_shared with one source line changed (compiled from retiled.py's text)."""
-    src = inspect.getsource(retiled)
-    assert src.count(old) == 1, old
-    ns: dict = {"__name__": f"kernels.expert_shared.{name}"}
-    exec(compile(src.replace(old, new), f"kernels/expert_shared/{name}.py", "exec"), ns)
-    return dataclasses.replace(PAIR, retiled=ns["expert_shared"])
+    return dataclasses.replace(PAIR, retiled=edited_kernel(retiled, "expert_shared", old, new, name))
 
 
 def oob_writes(result, side: str) -> set[str]:

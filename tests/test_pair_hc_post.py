@@ -4,33 +4,19 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import pytest
-import torch
 
 import equiv
+from tests.mutation import edited_kernel
 from kernels.hc_post import retiled
 
 PAIR = equiv.get("hc_post")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The emulator's ops are tiny; on a busy 2-core machine intra-op threads only add waits.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def broken(name: str, old: str, new: str):
     """retiled.hc_post with one source line changed (compiled from retiled.py's text)."""
-    src = inspect.getsource(retiled)
-    assert src.count(old) == 1, old
-    ns: dict = {"__name__": f"kernels.hc_post.{name}"}
-    exec(compile(src.replace(old, new), f"kernels/hc_post/{name}.py", "exec"), ns)
-    return dataclasses.replace(PAIR, retiled=ns["hc_post"])
+    return dataclasses.replace(PAIR, retiled=edited_kernel(retiled, "hc_post", old, new, name))
 
 
 def rows(T: int, tile: int) -> list:

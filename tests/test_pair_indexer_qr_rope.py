@@ -2,27 +2,18 @@
 identical, and broken retiled variants caught as regressions."""
 
 import dataclasses
-import pathlib
 
 import pytest
 import torch
 
 import equiv
+from tests.mutation import edited_kernel
 from equiv.options import Options
 from equiv.runner import make_inputs, run_side
 from kernels.indexer_qr_rope import retiled
 
 PAIR = equiv.get("indexer.qr_rope")
 OUT = "qr_rope_out"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Intra-op threads only add wake-up latency on the emulator's small tensors.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def assert_equivalent(res):
@@ -84,11 +75,7 @@ def test_specials_recipe_has_identity_and_half_turn_rows():
 
 
 def _variant(old: str, new: str):
-    src = pathlib.Path(retiled.__file__).read_text()
-    assert src.count(old) == 1, old
-    ns: dict = {}
-    exec(compile(src.replace(old, new), "broken_qr_rope_retiled.py", "exec"), ns)
-    return ns["qr_rope"]
+    return edited_kernel(retiled, "qr_rope", old, new)
 
 
 def test_sign_folded_wrongly_is_a_regression():

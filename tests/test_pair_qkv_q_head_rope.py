@@ -4,12 +4,11 @@ model, is not bit-exact, keeps its accuracy, shares the T mod 8 hole, and broken
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import pytest
-import torch
 
 import equiv
+from tests.mutation import edited_kernel
 from equiv.options import ROW_SUM_ORDERS
 from kernels.qkv_q_head_rope import retiled
 from kernels.qkv_q_head_rope.pair import per_model
@@ -18,26 +17,13 @@ PAIR = equiv.get("qkv.q_head_rope")
 SMALL = "T=8,H=8;T=16,H=4"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The emulator's ops are tiny; on a busy 2-core machine intra-op threads only add waits.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def models(result) -> set[str]:
     return {dict(r.case.variant)["row_sum_order"] for r in result.results}
 
 
 def broken(name: str, old: str, new: str):
     """retiled.q_head_rope with one source line changed (compiled from retiled.py's text)."""
-    src = inspect.getsource(retiled)
-    assert src.count(old) == 1, old
-    ns: dict = {"__name__": f"kernels.qkv_q_head_rope.{name}"}
-    exec(compile(src.replace(old, new), f"kernels/qkv_q_head_rope/{name}.py", "exec"), ns)
-    return dataclasses.replace(PAIR, retiled=ns["q_head_rope"])
+    return dataclasses.replace(PAIR, retiled=edited_kernel(retiled, "q_head_rope", old, new, name))
 
 
 @pytest.fixture(scope="module")
