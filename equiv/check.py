@@ -95,6 +95,8 @@ def explicit_shapes(pair: KernelPair, spec: str) -> list[Shape] | None:
 def fuzz_cases(pair: KernelPair, examples: int, seed: int, recipes: Sequence[str]) -> list[tuple[Shape, str, int]]:
     """`examples` (shape, recipe, input seed) triples drawn by Hypothesis, reproducibly from `seed`."""
     drawn: list[tuple[Shape, str, int]] = []
+    if examples <= 0:
+        return drawn
     strategy = st.tuples(pair.shapes.strategy(), st.sampled_from(list(recipes)), st.integers(0, 2**31 - 1))
 
     @hypothesis_seed(seed)
