@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Sequence
 
@@ -21,13 +22,18 @@ def _claim_status(r: CheckResult) -> str:
     return "holds" + (f" where both versions cover ({', '.join(notes)})" if notes else "")
 
 
+_SIZE_DETAILS = (re.compile(r" \(\d+ elements\)"), re.compile(r" but \w+ has shape \[[^\]]*\]"))
+
+
 def _findings_by_reason(r: CheckResult) -> dict[str, list[str]]:
-    """reason (shape-independent part) -> shapes where it occurs."""
+    """reason, with shape-dependent sizes left out -> shapes where it occurs."""
     out: dict[str, list[str]] = defaultdict(list)
     for res in r.results:
         for o in res.outputs.values():
             for reason in o.reasons:
                 if reason.startswith("note: ") or o.verdict != "equivalent":
+                    for pattern in _SIZE_DETAILS:
+                        reason = pattern.sub("", reason)
                     shape = str(res.case.shape)
                     if shape not in out[reason]:
                         out[reason].append(shape)
@@ -36,6 +42,8 @@ def _findings_by_reason(r: CheckResult) -> dict[str, list[str]]:
 
 def render_markdown(results: Sequence[CheckResult], command: str, title: str = "Verdict") -> str:
     lines = [f"# {title}", "", f"Produced by `{command}`.", "",
+             "Each row is one claim: the contract the pair declares between its pre-retile and retiled "
+             "kernels. Verdict counts are per case and output; a claim is refuted by any `regression`.", "",
              "| pair | claim | verdict | cases | " + " | ".join(VERDICTS) + " | max ULP |",
              "| --- | --- | --- | --- | " + " | ".join("---" for _ in VERDICTS) + " | --- |"]
     for r in results:
