@@ -238,15 +238,17 @@ def save_atomic(obj: Any, path: str) -> None:
 
 
 def case_record(pair: KernelPair, result: CaseResult, options: Options,
-                max_input_bytes: int | None = None) -> dict[str, Any]:
+                max_input_bytes: int | None = None, digests: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything a saved case holds (plain types and tensors only).
 
     Inputs larger than `max_input_bytes` are left out: the replay regenerates them from the
-    recipe and seed and checks them against the saved input digest.
+    recipe and seed and checks them against the saved input digest. `digests` (from
+    `run_case_capturing`, which produced `result`) saves rerunning both versions to hash
+    their output bits.
     """
     case = result.case
     inputs = _plain_inputs(make_inputs(pair, case))
-    digests = digest_runs(pair, case, inputs, options)
+    digests = digests or digest_runs(pair, case, inputs, options)
     keep = max_input_bytes is None or _input_bytes(inputs) <= max_input_bytes
     return {
         "format": FORMAT,
@@ -272,10 +274,10 @@ def case_record(pair: KernelPair, result: CaseResult, options: Options,
 
 
 def save_case(pair: KernelPair, result: CaseResult, options: Options, root: str = DEFAULT_DIR,
-              max_input_bytes: int | None = None) -> str:
+              max_input_bytes: int | None = None, digests: Mapping[str, Any] | None = None) -> str:
     """Save one case under `root`; returns its path."""
     path = case_path(root, pair, result.case)
-    save_atomic(case_record(pair, result, options, max_input_bytes), path)
+    save_atomic(case_record(pair, result, options, max_input_bytes, digests), path)
     return path
 
 

@@ -11,9 +11,8 @@ thorough   200                     every recipe        unbounded
 =========  ======================  ==================  ===========================
 
 Hypothesis keeps failing examples in ``.equiv-cache/hypothesis`` (the project's cache
-directory), so a counterexample found once is tried first on the next run. Under
-pytest-xdist, all tests of one pair run on one worker (``--dist loadgroup`` is switched on
-when ``-n`` is given) so a pair's preset check is computed once.
+directory), so a counterexample found once is tried first on the next run. The profile's
+Hypothesis settings apply to this suite's tests only; Hypothesis' global default is untouched.
 """
 
 from __future__ import annotations
@@ -43,9 +42,6 @@ def current_profile(config: pytest.Config) -> Profile:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     profiles.ACTIVE = current_profile(config)
-    # keep each pair's tests on one xdist worker (they share one preset check)
-    if getattr(config.option, "dist", None) == "load":
-        config.option.dist = "loadgroup"
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -10,7 +10,10 @@
    most pre's plus the pair's slack, and outputs both versions write agree within the contract
    wherever the expected verdict is not a regression.
 
-Profiles (``--equiv-profile`` / ``EQUIV_PROFILE``): see conftest.py.
+On the presets one check per pair is run and the three properties are its subtests
+(``test_presets[pair]``); on fuzzed cases (``test_fuzzed_cases_hold_all_properties[pair]``,
+Hypothesis) each drawn case must hold all three. Profiles (``--equiv-profile`` /
+``EQUIV_PROFILE``): see conftest.py.
 """
 
 from __future__ import annotations
@@ -34,8 +37,7 @@ PROFILE = profiles.ACTIVE
 
 
 def per_pair(names=NAMES):
-    """Parametrise over pairs, keeping each pair's tests on one xdist worker."""
-    return pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xdist_group(n), id=n) for n in names])
+    return pytest.mark.parametrize("name", names)
 
 
 def expectation(name):
@@ -46,6 +48,7 @@ def expectation(name):
 
 @functools.lru_cache(maxsize=None)
 def preset_check(name: str) -> CheckResult:
+    """Every preset shape of `name` under every option variant (and every recipe, or the realistic one)."""
     pair = equiv.get(name)
     spec = ";".join(str(s) for s in pair.shapes.all_presets())
     recipes = None if PROFILE.all_recipes_on_presets else [next(iter(pair.recipes))]
@@ -159,30 +162,24 @@ def test_every_registered_pair_has_an_expectation():
 
 
 @per_pair()
-def test_presets_hold_their_contract(name):
+def test_presets(name, subtests):
+    """The three properties on the presets, one check per pair, one subtest per property."""
     r = preset_check(name)
     assert r.results, f"{name}: no preset case ran"
-    _fail([p for res in r.results for p in verdict_problems(name, res)], f"{name} presets: unexpected verdicts")
-
-
-@per_pair()
-def test_presets_report_coverage_consistently(name):
-    r = preset_check(name)
-    problems = [p for res in r.results for p in coverage_problems(name, res)]
-    # every defect a case reports is among the check's findings
-    findings = r.findings()
-    for res in r.results:
-        for o in res.outputs.values():
-            for reason in o.reasons:
-                if ("unwritten" in reason or "uninitialised" in reason) and f"{res.case.shape}: {reason}" not in findings:
-                    problems.append(f"finding missing from CheckResult.findings(): {reason}")
-    _fail(problems, f"{name} presets: inconsistent coverage findings")
-
-
-@per_pair()
-def test_presets_no_accuracy_regression(name):
-    r = preset_check(name)
-    _fail([p for res in r.results for p in accuracy_problems(name, res)], f"{name} presets: accuracy")
+    with subtests.test(msg="contract: the expected verdicts"):
+        _fail([p for res in r.results for p in verdict_problems(name, res)], f"{name} presets: unexpected verdicts")
+    with subtests.test(msg="coverage findings reported consistently"):
+        problems = [p for res in r.results for p in coverage_problems(name, res)]
+        findings = r.findings()  # every defect a case reports is among the check's findings
+        for res in r.results:
+            for o in res.outputs.values():
+                for reason in o.reasons:
+                    if ("unwritten" in reason or "uninitialised" in reason) \
+                            and f"{res.case.shape}: {reason}" not in findings:
+                        problems.append(f"finding missing from CheckResult.findings(): {reason}")
+        _fail(problems, f"{name} presets: inconsistent coverage findings")
+    with subtests.test(msg="no accuracy regression"):
+        _fail([p for res in r.results for p in accuracy_problems(name, res)], f"{name} presets: accuracy")
 
 
 def test_pr672_known_regression_is_found_at_pro():

@@ -225,3 +225,15 @@ def test_gate_end_to_end_in_a_git_repo(tmp_path):
     changed = gate.changed_files("HEAD", cwd=repo)
     assert changed == ["equiv/summary.py"]
     assert gate.select(changed, equiv.all_pairs()).pairs == equiv.names()
+
+
+def test_a_narrowed_contract_fails_the_gate():
+    narrowed = dataclasses.replace(COMBINE, retiled_requires=(("T % 8 == 0", lambda s: s.T % 8 == 0),))
+    r = equiv.check(narrowed, shapes="T=10,D=256,TOPK=2", recipes=["realistic"], shrink_budget=0)
+    assert r.narrowed and not r.regressions
+    res = gate.GateResult(gate.select(["kernels/moe_combine/pair.py"], [narrowed]), results=[r])
+    assert res.exit_code == 1 and "narrowed contract in 1 case" in res.failing["moe.combine"]
+    failure = gate.junit_xml([r]).getroot().find(".//failure")
+    assert failure.get("type") == "narrowed-contract" and "retiled rejects a shape pre accepts" in failure.text
+    ok = equiv.check(narrowed, shapes="T=8,D=256,TOPK=2", recipes=["realistic"], shrink_budget=0)
+    assert gate.GateResult(gate.select([], []), results=[ok]).exit_code == 0

@@ -15,6 +15,7 @@ import equiv
 from equiv import cases
 from equiv.cli import main
 from equiv.pair import project_root
+from equiv.runner import Case
 
 ROOT = project_root()
 COMBINE = equiv.get("moe.combine")
@@ -175,11 +176,14 @@ def test_expert_shared_pro_regression_replays_bit_for_bit(tmp_path, capsys):
     if "expert_shared" not in equiv.names():
         pytest.skip("the expert_shared pair is not registered yet")
     pair = equiv.get("expert_shared")
-    r = equiv.check(pair, shapes="pro", recipes=["realistic"], shrink_budget=0)
-    (res,) = r.results
+    (shape,) = pair.shapes.preset("pro")
+    options = equiv.Options()
+    # one run gives the verdicts and the output digest (save_results would rerun the case to hash it)
+    res, digests = cases.run_case_capturing(pair, Case(shape, "realistic", 0), options)
     assert set(res.verdicts.values()) == {"regression"}
-    (path,) = cases.save_results(pair, r, str(tmp_path))
-    assert os.path.basename(path).startswith("T=8,D=7168,")
+    path = cases.save_case(pair, res, options, str(tmp_path), digests=digests)
+    assert os.path.basename(path) == "T=8,D=7168,I=3072,L=10__realistic__s0.pt"
+    assert cases.load_case(path)["inputs"] is not None  # the inputs themselves, not only their digest
     rep = cases.replay(path)
     assert rep.reproduced, (rep.verdicts, rep.differing_digests)
     assert rep.verdicts == res.verdicts
