@@ -399,7 +399,7 @@ def run_gate(selection: Selection, pairs: Mapping[str, KernelPair], profile: Pro
         for counts in result.counts.values():
             for v, c in counts.items():
                 totals[v] = totals.get(v, 0) + c
-        log(f"{name}: {status} — {len(result.results)} cases in {result.seconds:.1f} s ("
+        log(f"{name}: {status} — {len(result.results)} cases in {result.seconds:.1f} s (verdicts per case × output: "
             + ", ".join(f"{v} {c}" for v, c in totals.items() if c) + ")")
         for note in notes:
             log(f"  note: {note}")
