@@ -36,7 +36,6 @@ import importlib
 import inspect
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -44,6 +43,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from equiv import registry, runner
+from equiv import atomic
 from equiv.options import Options
 from equiv.pair import KernelPair
 from equiv.runner import SIDES, Case, CaseResult, make_inputs, run_side
@@ -218,23 +218,9 @@ def _plain_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def save_atomic(obj: Any, path: str) -> None:
-    """torch.save `obj` to `path` via a temporary file and os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save `obj` to `path` atomically."""
+    with atomic.atomic_file(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def case_record(pair: KernelPair, result: CaseResult, options: Options,

@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
+from equiv import atomic
 from equiv.check import CheckResult, check, fuzz_cases, plan
 from equiv.options import Options
 from equiv.pair import KernelPair, project_root
@@ -306,22 +307,8 @@ def _case_key(case) -> tuple:
 
 
 def write_junit(tree: ET.ElementTree, path: str) -> None:
-    import tempfile
-
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".xml")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            tree.write(fh, encoding="utf-8", xml_declaration=True)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic.atomic_file(path, "wb") as fh:
+        tree.write(fh, encoding="utf-8", xml_declaration=True)
 
 
 # ----------------------------------------------------------------------------------------

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
-import os
 import re
-import tempfile
 from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
+from equiv import atomic
 from equiv.compare import ERR_EDGES, VERDICTS
 
 # ----------------------------------------------------------------------------------------
@@ -402,26 +401,8 @@ def render(checks: Sequence[Mapping[str, Any]]) -> str:
 
 
 def write_report(checks: Sequence[Mapping[str, Any]], path: str) -> None:
-    """Render `checks` and write the page to `path` atomically (temp file + os.replace)."""
-    text = render(checks)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".html")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Render `checks` and write the page to `path` atomically."""
+    atomic.write_text(path, render(checks))
 
 
 def load_checks(paths: Sequence[str]) -> list[dict]:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from typing import Any
 
-from equiv import registry
+from equiv import atomic, registry
 from equiv.cli import UsageError
 from equiv.options import ROW_SUM_ORDERS, Options
 from equiv.pair import KernelPair
@@ -50,15 +48,4 @@ def write_json_atomic(path: str, data: Any) -> None:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    """Write via a temporary file and a rename: readers see the old file or the whole new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic.write_text(path, text)
