@@ -335,23 +335,7 @@ def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile
         return _scalar_to(x, target_type, mode)
     if (x.dtype, target_type) in _EXACT_FLOAT_CASTS and mode in rounding.CAST_MODES:
         return Tile(x.data, target_type, x.valid)
-    if x.dtype is FP32 and target_type is BF16 and mode in ("rint", "none") and x.data.device.type == "cpu":
-        fast = _fp32_to_bf16_rne(x.data)
-        if fast is not None:
-            return Tile(fast, BF16, x.valid)
     return Tile(rounding.convert(x.data, target_type, mode), target_type, x.valid)
-
-
-def _fp32_to_bf16_rne(v: torch.Tensor) -> torch.Tensor | None:
-    """fp32 values (float64 container) -> bf16 RNE via torch's float32 -> bfloat16 conversion.
-
-    Exact (the float32 step is lossless) and the same bits as ``rounding.convert``; used only
-    when no value is in the fp32 subnormal range, where some CPUs' conversions flush to zero.
-    """
-    a = v.abs()
-    if bool(((a < 2.0**-126) & (a > 0)).any()):
-        return None
-    return v.to(torch.float32).to(torch.bfloat16).to(torch.float64)
 
 
 # ----------------------------------------------------------------------------------------
