@@ -163,21 +163,9 @@ def _input_bytes(inputs: Mapping[str, Any]) -> int:
 
 
 def run_case_capturing(pair: KernelPair, case: Case, options: Options) -> tuple[CaseResult, dict[str, Any]]:
-    """`runner.run_case` once, keeping each version's `SideRun` (its output bits) for a digest."""
-    captured: dict[str, Any] = {}
-    real = runner.run_side
-
-    def spy(pair_, side, case_, inputs, options_):
-        run = real(pair_, side, case_, inputs, options_)
-        captured[side] = run
-        return run
-
-    runner.run_side = spy
-    try:
-        result = runner.run_case(pair, case, options)
-    finally:
-        runner.run_side = real
-    return result, _digest_sides(captured)
+    """`runner.run_case` once, with a digest of each version's output bits."""
+    result = runner.run_case(pair, case, options, keep_runs=True)
+    return result, _digest_sides(result.runs)
 
 
 # ----------------------------------------------------------------------------------------

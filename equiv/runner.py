@@ -58,6 +58,8 @@ class CaseResult:
     hazards: dict[str, list[dict]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    # Each version's raw run (output bits, masks); kept only when asked for (replay digests).
+    runs: dict[str, SideRun] | None = field(default=None, repr=False, compare=False)
 
     @property
     def verdicts(self) -> dict[str, str]:
@@ -155,13 +157,13 @@ class _one_thread:
         torch.set_num_threads(self.saved)
 
 
-def run_case(pair: KernelPair, case: Case, options: Options | None = None) -> CaseResult:
-    """Run one case of `pair` and compare every output."""
+def run_case(pair: KernelPair, case: Case, options: Options | None = None, keep_runs: bool = False) -> CaseResult:
+    """Run one case of `pair` and compare every output (`keep_runs` keeps each version's raw run)."""
     with _one_thread():
-        return _run_case(pair, case, options or Options())
+        return _run_case(pair, case, options or Options(), keep_runs)
 
 
-def _run_case(pair: KernelPair, case: Case, options: Options) -> CaseResult:
+def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = False) -> CaseResult:
     t0 = time.perf_counter()
     rejected = {side: pair.rejection(side, case.shape) for side in SIDES}
     if any(rejected.values()):
@@ -188,7 +190,7 @@ def _run_case(pair: KernelPair, case: Case, options: Options) -> CaseResult:
     return CaseResult(pair.name, case, outputs,
                       hazards={s: r.hazards for s, r in runs.items() if r.hazards},
                       errors={s: r.error for s, r in runs.items() if r.error},
-                      seconds=time.perf_counter() - t0)
+                      seconds=time.perf_counter() - t0, runs=runs if keep_runs else None)
 
 
 def variants(pair: KernelPair, fixed: Mapping[str, Any] | None = None) -> list[tuple[tuple[str, Any], ...]]:
