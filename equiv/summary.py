@@ -47,7 +47,7 @@ def per_variant(result: CheckResult) -> str | None:
     return table(["variant", "cases", "differing elems", "max ULP", "verdicts"], rows)
 
 
-def render(result: CheckResult, max_findings: int = 12) -> str:
+def render(result: CheckResult, max_findings: int = 12, max_cases: int = 40) -> str:
     head = (f"{result.pair} — contract {result.contract} — shapes {result.shapes} — seed {result.seed} — "
             f"{len(result.results)} cases in {result.seconds:.1f} s on {result.options.get('device', 'cpu')}")
     parts = [head, "", per_output(result)]
@@ -72,6 +72,14 @@ def render(result: CheckResult, max_findings: int = 12) -> str:
                 for reason in o.reasons[:4]:
                     parts.append(f"    - {reason}")
             parts.append(f"    repro: {cx.repro()}")
+    failing = [r for r in result.results if any(v != "equivalent" for v in r.verdicts.values())]
+    if failing:
+        parts += ["", f"Non-equivalent cases ({len(failing)}):"]
+        for r in failing[:max_cases]:
+            verdicts = ", ".join(f"{k} {v}" for k, v in r.verdicts.items() if v != "equivalent")
+            parts.append(f"  {verdicts}: {r.repro()}")
+        if len(failing) > max_cases:
+            parts.append(f"  … {len(failing) - max_cases} more (see --json / --report)")
     parts += ["", f"result: {'REGRESSION' if result.regressions else 'OK (no regression)'}"]
     return "\n".join(parts)
 
