@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from equiv import registry
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the full results as JSON")
     p.add_argument("--report", metavar="PATH", help="also write a self-contained HTML report")
     p.add_argument("--markdown", metavar="PATH", help="also write a Markdown verdict document (claim by claim)")
+    p.add_argument("--title", default="Verdict", help="heading of the --markdown document")
     p.add_argument("--save-cases", nargs="?", const="reports/cases", default=None, metavar="DIR",
                    help="save every non-equivalent case (inputs included) for `equiv replay` "
                         "(default DIR: reports/cases)")
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown:
         from equiv.markdown import render_markdown
 
-        write_text_atomic(args.markdown, render_markdown(results, "equiv " + " ".join(sys.argv[1:])))
+        write_text_atomic(args.markdown, render_markdown(results, "equiv " + " ".join(shlex.quote(a) for a in sys.argv[1:]), args.title))
         print(f"verdict document written to {args.markdown}", file=sys.stderr)
     if args.report:
         from equiv import report
