@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown:
         from equiv.markdown import render_markdown
 
-        write_text_atomic(args.markdown, render_markdown(results, "equiv " + " ".join(shlex.quote(a) for a in sys.argv[1:]), args.title))
+        command = "equiv " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        write_text_atomic(args.markdown, render_markdown(results, command, args.title))
         print(f"verdict document written to {args.markdown}", file=sys.stderr)
     if args.report:
         from equiv import report
