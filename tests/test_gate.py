@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 import equiv
+from tests.broken_combine import reversed_sum
 from equiv import gate
 from equiv.cli import main
 from equiv.pair import project_root
@@ -84,28 +85,11 @@ def test_every_registered_pair_declares_sources_that_exist():
 # ---------------------------------------------------------------------------------------
 # The check, JUnit and exit code, in-process
 # ---------------------------------------------------------------------------------------
-def _reversed_routed(sh, routed_y_buf, num_tokens, ffn_out, cfg):
-    """moe.combine retiled with the routed rows added in reverse order."""
-    from equiv import tile as pl
-
-    T, TOPK = cfg.T, cfg.TOPK
-    active = pl.cast(num_tokens, pl.INDEX)
-    active = 0 if active < 0 else (T if active > T else active)
-    for t in pl.spmd(T):
-        if t < active:
-            acc = pl.cast(sh[t:t + 1, :], target_type=pl.FP32)
-            for k in pl.range(TOPK - 1, -1, -1):
-                acc = pl.add(acc, pl.cast(routed_y_buf[t * TOPK + k:t * TOPK + k + 1, :], target_type=pl.FP32))
-            ffn_out[t:t + 1, :] = pl.cast(acc, target_type=pl.BF16, mode="rint")
-        else:
-            ffn_out[t:t + 1, :] = sh[t:t + 1, :]
-
-
 FAST = gate.Profile(fuzz_examples=1, time_budget=120.0, shrink_budget=4)
 
 
 def test_gate_fails_on_a_broken_retiled_and_writes_junit(tmp_path):
-    broken = dataclasses.replace(COMBINE, retiled=_reversed_routed)
+    broken = dataclasses.replace(COMBINE, retiled=reversed_sum)
     sel = gate.select(["kernels/moe_combine/retiled.py"], [broken])
     res = gate.run_gate(sel, {"moe.combine": broken}, FAST, cases_dir=str(tmp_path / "cases"))
     assert res.exit_code == 1

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import equiv
+from tests.broken_combine import reversed_sum
 from equiv import cases
 from equiv.cli import main
 from equiv.pair import project_root
@@ -22,24 +23,7 @@ COMBINE = equiv.get("moe.combine")
 SMALL = "T=8,D=1024,TOPK=6"
 
 
-def reversed_routed(sh, routed_y_buf, num_tokens, ffn_out, cfg):
-    """moe.combine retiled, broken: adds the routed rows in reverse order (module level: replayable)."""
-    from equiv import tile as pl
-
-    T, TOPK = cfg.T, cfg.TOPK
-    active = pl.cast(num_tokens, pl.INDEX)
-    active = 0 if active < 0 else (T if active > T else active)
-    for t in pl.spmd(T):
-        if t < active:
-            acc = pl.cast(sh[t:t + 1, :], target_type=pl.FP32)
-            for k in pl.range(TOPK - 1, -1, -1):
-                acc = pl.add(acc, pl.cast(routed_y_buf[t * TOPK + k:t * TOPK + k + 1, :], target_type=pl.FP32))
-            ffn_out[t:t + 1, :] = pl.cast(acc, target_type=pl.BF16, mode="rint")
-        else:
-            ffn_out[t:t + 1, :] = sh[t:t + 1, :]
-
-
-def broken_check(tmp_path, kernel=reversed_routed):
+def broken_check(tmp_path, kernel=reversed_sum):
     pair = dataclasses.replace(COMBINE, retiled=kernel)
     r = equiv.check(pair, shapes=SMALL, recipes=["binades"], shrink_budget=0)
     assert [res.verdicts for res in r.results] == [{"ffn_out": "regression"}]
@@ -59,7 +43,7 @@ def test_saved_case_holds_inputs_verdicts_and_digests(tmp_path):
     assert data["pair"] == "moe.combine" and data["verdicts"] == {"ffn_out": "regression"}
     assert data["case"] == res.case.to_dict() and data["repro"] == res.repro()
     assert data["source_hash"] == COMBINE.source_hash()
-    assert data["kernels"]["retiled"].endswith(":reversed_routed") and data["variant_of_registered"]
+    assert data["kernels"]["retiled"].endswith(":reversed_sum") and data["variant_of_registered"]
     assert torch.equal(data["inputs"]["sh"], equiv.runner.make_inputs(pair, res.case)["sh"])
     assert len(data["digest"]) == 64 and set(data["digests"]) == {"pre", "retiled"}
     assert data["digests"]["pre"]["ffn_out"] != data["digests"]["retiled"]["ffn_out"]
@@ -105,7 +89,7 @@ def test_replay_refuses_when_the_sources_changed(tmp_path, capsys):
 
 def test_local_variant_cannot_be_found_again(tmp_path, capsys):
     def local_broken(**kw):  # a function inside a function: no importable name
-        return reversed_routed(**kw)
+        return reversed_sum(**kw)
 
     _, _, path = broken_check(tmp_path, local_broken)
     assert "<locals>" in cases.load_case(path)["kernels"]["retiled"]
@@ -118,7 +102,7 @@ def test_local_variant_cannot_be_found_again(tmp_path, capsys):
 
 
 def test_case_saved_without_inputs_regenerates_and_verifies_them(tmp_path):
-    pair = dataclasses.replace(COMBINE, retiled=reversed_routed)
+    pair = dataclasses.replace(COMBINE, retiled=reversed_sum)
     r = equiv.check(pair, shapes=SMALL, recipes=["binades"], shrink_budget=0)
     (path,) = cases.save_results(pair, r, str(tmp_path), max_input_bytes=1024)
     data = cases.load_case(path)
