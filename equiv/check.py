@@ -80,14 +80,17 @@ class CheckResult:
 
 
 def explicit_shapes(pair: KernelPair, spec: str) -> list[Shape] | None:
-    """Shapes named by `spec` (a preset, or literal shapes separated by ';'); None for 'fuzz'."""
+    """Shapes named by `spec` ('presets' = every named preset, one preset, or literal shapes separated
+    by ';'); None for 'fuzz'."""
     if spec == "fuzz":
         return None
+    if spec == "presets":
+        return pair.shapes.all_presets()
     if spec in pair.shapes.presets:
         return pair.shapes.preset(spec)
     if "=" in spec:
         return [pair.shapes.parse(part) for part in spec.split(";") if part.strip()]
-    known = ", ".join(["fuzz", *pair.shapes.presets])
+    known = ", ".join(["fuzz", "presets", *pair.shapes.presets])
     raise ShapeError(f"unknown shape set {spec!r} for {pair.name}: use one of {known}, "
                      f"or a literal shape like '{','.join(f'{k}={v}' for k, v in pair.shapes.base().items())}'")
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up and run the main job: check every PR #672 pair at its nominal shapes and write the report.
+# Set up and run the main job: check every PR #672 pair at every named preset (nominal, demo, flash,
+# pro) and write the report. Exits 1 when a pair regresses — PR #672's expert_shared does at pro.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 mkdir -p reports
-.venv/bin/equiv check --all --shapes nominal --json reports/pr672.json --report reports/pr672.html "$@"
+.venv/bin/equiv check --all --shapes presets --json reports/pr672.json --report reports/pr672.html "$@"

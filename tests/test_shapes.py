@@ -65,3 +65,10 @@ def test_fuzz_plan_is_reproducible_and_starts_with_every_preset_under_every_reci
         for r in pair.recipes:
             assert (s, r) in explicit
     assert len(a) == len(pair.shapes.all_presets()) * len(pair.recipes) + 5
+
+
+def test_presets_shape_set_is_every_named_preset():
+    pair = equiv.get("expert_shared")
+    shapes = {c.shape for c in plan(pair, "presets", recipes=["realistic"])}
+    assert shapes == set(pair.shapes.all_presets())
+    assert any(s["D"] == 7168 for s in shapes)

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", nargs="?", help="pair name (see `equiv list`)")
     p.add_argument("--all", action="store_true", help="check every registered pair")
     p.add_argument("--shapes", default="nominal",
-                   help="nominal | fuzz | demo | flash | pro | a literal shape like 'T=10,D=256' "
+                   help="nominal | presets (all named presets) | fuzz | demo | flash | pro | a literal shape like 'T=10,D=256' "
                         "(several separated by ';'). Default: nominal")
     p.add_argument("--examples", type=int, default=None,
                    help="fuzz: cases drawn beyond the presets (default 30); explicit shapes: seeds per shape")
