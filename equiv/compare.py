@@ -165,7 +165,8 @@ class OutputResult:
         return dict(self.__dict__)
 
 
-def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def bits_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise: the same value (NaN matches NaN, ±0 match); integers compared exactly."""
     if a.dtype.is_floating_point:
         return numerics.ulp_distance(a, b) == 0
     return a == b
@@ -245,16 +246,17 @@ def compare_output(name: str, pre: SideRun, ret: SideRun, ref: torch.Tensor | No
     if not pre.error and not ret.error:
         a, b = pre.outputs[name], ret.outputs[name]
         both = ~(bad["pre"] | bad["retiled"])
-        dist = _distance(a, b)[both]
+        full = _distance(a, b)
+        dist = full[both]
         res.compared = int(both.sum())
         res.differing = int((dist != 0).sum())
         res.max_ulp = int(dist.max()) if dist.numel() else 0
         res.ulp_hist = ulp_histogram(dist)
         allowed = contract.max_ulp if a.dtype.is_floating_point else 0
-        over = (_distance(a, b) > allowed) & both
+        over = (full > allowed) & both
         if int(over.sum()):
             first = tuple(int(i) for i in over.nonzero()[0].tolist())
-            d = int(_distance(a, b)[first])
+            d = int(full[first])
             res.first_difference = {"index": list(first), "pre": _value_text(a[first]),
                                     "retiled": _value_text(b[first]),
                                     "ulp": how_short(a, d)}

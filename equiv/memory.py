@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from equiv import dtypes
+from equiv import dtypes, rounding
 from equiv.dtypes import DType
 from equiv.options import Options
 
@@ -166,7 +166,6 @@ class RunContext:
                 mant = torch.rand(shape, generator=self.gen, dtype=torch.float64) + 1.0
                 sign = torch.randint(0, 2, shape, generator=self.gen).to(torch.float64) * 2 - 1
                 exp = torch.randint(-8, 9, shape, generator=self.gen).to(torch.float64)
-                from equiv import rounding  # local import: rounding imports dtypes only
                 data = rounding.to_float(sign * mant * torch.exp2(exp), dtype)
         else:
             lo, hi = dtype.int_range
@@ -266,10 +265,7 @@ class Tensor:
                   f"but {self.name} has shape {list(self.shape)}")
         if ctx.options.out_of_bounds == "raise":
             raise OutOfBoundsError(detail, site)
-        outside = []
-        for (a, b), n in zip(win, self.shape):
-            outside.append((a, b) if (a < 0 or b > n) else (a, b))
-        ctx.record(kind, self.name, detail, outside, count=total - inside, site=site)
+        ctx.record(kind, self.name, detail, list(win), count=total - inside, site=site)
         return clipped, True
 
     @staticmethod

@@ -17,8 +17,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from equiv import numerics
-from equiv.compare import VERDICTS, OutputResult, SideRun, compare_output
+from equiv.compare import VERDICTS, OutputResult, SideRun, bits_equal, compare_output
 from equiv.inputs import generator
 from equiv.memory import RunContext, Tensor, running, short_path
 from equiv.options import Options
@@ -141,8 +140,7 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
         va, vb = a.to_torch().cpu(), b.to_torch().cpu()
         run.outputs[name] = va
         run.written[name] = (a.written & b.written).cpu()
-        same = numerics.ulp_distance(va, vb) == 0 if va.dtype.is_floating_point else va == vb
-        run.poisoned[name] = ~same
+        run.poisoned[name] = ~bits_equal(va, vb)
     return run
 
 

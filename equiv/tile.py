@@ -318,8 +318,7 @@ def _scalar_to(value: Any, dtype: DType, mode: str = "rint") -> int | float:
         return float(rounding.to_float(torch.tensor(float(value), dtype=torch.float64), dtype, mode))
     if isinstance(value, float):
         return int(rounding.to_int(torch.tensor(value, dtype=torch.float64), dtype, mode))
-    lo, hi = dtype.int_range
-    return int(rounding.wrap_int(torch.tensor(int(value)), dtype)) if not lo <= int(value) <= hi else int(value)
+    return int(rounding.wrap_int(torch.tensor(int(value)), dtype))
 
 
 # Float conversions where every value of the source type (±0, ±inf and NaN included) is a
