@@ -72,6 +72,8 @@ class KernelPair:
         sources: files (repo-relative) the pair covers; a change to one selects this pair.
         accuracy_slack: how many ULP retiled's max error vs the reference may exceed pre's.
         description: one line for ``equiv list``.
+        command: the command prefix that reruns this pair in a repro line (default
+            ``equiv check NAME``); source mode sets one that names the kernel files.
     """
 
     name: str
@@ -88,6 +90,7 @@ class KernelPair:
     sources: Sequence[str] = ()
     accuracy_slack: float = 1.0
     description: str = ""
+    command: str = ""
 
     def kernel(self, side: str) -> Kernel:
         if side not in ("pre", "retiled"):

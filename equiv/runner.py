@@ -59,6 +59,7 @@ class CaseResult:
     seconds: float = 0.0
     # Each version's raw run (output bits, masks); kept only when asked for (replay digests).
     runs: dict[str, SideRun] | None = field(default=None, repr=False, compare=False)
+    command: str = ""  # repro prefix; empty: `equiv check PAIR`
 
     @property
     def verdicts(self) -> dict[str, str]:
@@ -72,7 +73,8 @@ class CaseResult:
 
     def repro(self) -> str:
         c = self.case
-        cmd = f"equiv check {self.pair} --shapes '{c.shape}' --recipe {c.recipe} --seed {c.seed}"
+        prefix = self.command or f"equiv check {self.pair}"
+        cmd = f"{prefix} --shapes '{c.shape}' --recipe {c.recipe} --seed {c.seed}"
         for k, v in c.variant:
             if k == "row_sum_order":
                 cmd += f" --row-sum-order {v}"
@@ -188,7 +190,7 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
     return CaseResult(pair.name, case, outputs,
                       hazards={s: r.hazards for s, r in runs.items() if r.hazards},
                       errors={s: r.error for s, r in runs.items() if r.error},
-                      seconds=time.perf_counter() - t0, runs=runs if keep_runs else None)
+                      seconds=time.perf_counter() - t0, runs=runs if keep_runs else None, command=pair.command)
 
 
 def variants(pair: KernelPair, fixed: Mapping[str, Any] | None = None) -> list[tuple[tuple[str, Any], ...]]:

@@ -207,7 +207,7 @@ def build(args: argparse.Namespace) -> tuple[KernelPair, KernelPair]:
                            config=config, loader=loader)
     except SourceError as exc:
         raise UsageError(str(exc)) from None
-    return base, pair
+    return base, dataclasses.replace(pair, command=repro_prefix(args, base))
 
 
 def preflight(pair: KernelPair, args: argparse.Namespace) -> None:
@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
                          "belong to source mode: give --source PATH:ENTRY (or --pre-source/--retiled-source)")
     if args.examples is not None and args.examples < 0:
         raise UsageError("--examples must be ≥ 0")
-    base, pair = build(args)
+    _, pair = build(args)
     options = options_from(args)
     preflight(pair, args)
     progress = Progress()
@@ -258,12 +258,9 @@ def run(args: argparse.Namespace) -> int:
     except (ShapeError, ValueError, KeyError) as exc:
         raise UsageError(f"{pair.name}: {exc}") from None
     progress.clear()
-    generic, actual = f"equiv check {pair.name} ", repro_prefix(args, base) + " "
     print(f"{pair.description}")
-    print(render(result).replace(generic, actual))
+    print(render(result))
     data = result.to_dict()
-    for r in data["results"] + data["counterexamples"]:  # repro lines that rerun the files
-        r["repro"] = r.get("repro", "").replace(generic, actual)
     if args.json:
         write_json_atomic(args.json, {"checks": [data]})
         print(f"results written to {args.json}", file=sys.stderr)
