@@ -37,6 +37,17 @@ class OutOfBoundsError(KernelError):
     pass
 
 
+class UnsupportedOpError(KernelError):
+    """The kernel uses a DSL name or form the emulator does not cover: the run cannot be
+    judged (never a verdict). ``op`` names the construct, the message adds the kernel's line."""
+
+    def __init__(self, op: str, site: str | None = None, detail: str = ""):
+        self.op = op
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"{op} is not covered by the emulator{extra}; the DSL table is "
+                         f"equiv/tile/table.py", site)
+
+
 def kernel_site() -> str:
     """file:line of the innermost frame outside the emulator (the kernel's own line)."""
     frame = sys._getframe(1)
@@ -156,6 +167,11 @@ class RunContext:
             f.region = [(min(a, c), max(b, d)) for (a, b), (c, d) in zip(f.region, region)]
 
     # -- poison -------------------------------------------------------------------------
+    def decision(self, op: str, outcomes: dict, site: str | None = None) -> None:
+        """A value decision taken by an op: ``outcomes`` maps an outcome name (``"first won"``,
+        ``"true"``, ``"saturated"``) to a bool tensor (per element) or bool. Observers of the run
+        (decision coverage) receive it; without observers it costs nothing."""
+
     def poison(self, shape: Sequence[int], dtype: DType) -> torch.Tensor:
         shape = tuple(int(s) for s in shape)
         if dtype.is_float:

@@ -44,7 +44,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from equiv import tile as _tile
 from equiv.dtypes import DType
-from equiv.memory import KernelError, Tensor, kernel_site
+from equiv.memory import KernelError, Tensor, UnsupportedOpError, kernel_site
+from equiv.tile.namespace import Namespace
 from equiv.pair import KernelPair
 from equiv.shapes import Shape
 
@@ -67,13 +68,6 @@ class SourceError(Exception):
     entry, override, or tensors that do not match the entry's annotations)."""
 
 
-class UnsupportedOpError(KernelError):
-    """The kernel uses a DSL name the emulator does not cover (message: site and name)."""
-
-    def __init__(self, op: str, site: str | None = None):
-        self.op = op
-        super().__init__(f"{op} is not covered by the emulator (add it to equiv/tile.py; "
-                         f"see docs/source-mode.md)", site)
 
 
 # ----------------------------------------------------------------------------------------
@@ -186,41 +180,14 @@ def _tree_files(repo: str, commit: str, directory: str) -> frozenset[str]:
 # ----------------------------------------------------------------------------------------
 # The pypto.language shim
 # ----------------------------------------------------------------------------------------
-def _public_names() -> list[str]:
-    return list(getattr(_tile, "__all__", ()))
-
-
-class _Namespace:
-    """A sub-namespace of ``pl`` (``pl.tensor``, ``pl.Level``, ...): members `equiv.tile`
-    has are passed through; any other member raises `UnsupportedOpError`."""
-
-    def __init__(self, dotted: str, target: Any = None):
-        object.__setattr__(self, "_dotted", dotted)
-        object.__setattr__(self, "_target", target)
-
-    def __getattr__(self, name: str) -> Any:
-        target = object.__getattribute__(self, "_target")
-        if target is not None and not name.startswith("_") and hasattr(target, name):
-            return getattr(target, name)
-        raise UnsupportedOpError(f"{self._dotted}.{name}", kernel_site())
-
-    def __call__(self, *args, **kwargs):
-        if self._target is None or not callable(self._target):
-            raise UnsupportedOpError(self._dotted, kernel_site())
-        return self._target(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<{self._dotted} (equiv.tile shim)>"
-
-
 def make_language_shim() -> types.ModuleType:
-    """A fresh ``pypto.language`` module exposing `equiv.tile`'s DSL names only."""
+    """A fresh ``pypto.language`` module exposing the names of the DSL table only."""
     mod = types.ModuleType("pypto.language", "equiv.tile seen as pypto.language (source mode)")
-    for name in _public_names():
-        value = getattr(_tile, name)
-        mod.__dict__[name] = _Namespace(f"pl.{name}", value) if name in _NAMESPACES else value
+    for name in _tile.__all__:
+        mod.__dict__[name] = getattr(_tile, name)
     for name in _NAMESPACES:
-        mod.__dict__.setdefault(name, _Namespace(f"pl.{name}"))
+        # A namespace with no covered member still reports its members by their dotted name.
+        mod.__dict__.setdefault(name, Namespace(f"pl.{name}", {}))
 
     def __getattr__(name: str) -> Any:  # noqa: N807 - module-level __getattr__ (PEP 562)
         if name.startswith("__"):

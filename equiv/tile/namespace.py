@@ -1,0 +1,82 @@
+"""Build the ``pl`` namespace from the DSL table (`equiv.tile.table.NAMES`).
+
+Dotted names (``tile.add``, ``Level.CORE_GROUP``) become attributes of `Namespace` objects,
+so ``pl.tile.add`` resolves through the same table that `equiv coverage` reads. A name that
+is not in the table raises `UnsupportedOpError` with its full dotted name and the kernel's
+line: an emulator gap is never mistaken for a kernel's own error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from equiv.memory import UnsupportedOpError, kernel_site
+
+
+class Namespace:
+    """``pl.<prefix>``: members from the table; calling it calls the table's ``<prefix>`` entry."""
+
+    def __init__(self, dotted: str, members: Mapping[str, Any], call: Any = None):
+        object.__setattr__(self, "_dotted", dotted)
+        object.__setattr__(self, "_call", call)
+        self.__dict__.update(members)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        call = object.__getattribute__(self, "_call")
+        if call is not None and hasattr(call, name) and not name.startswith("_"):
+            return getattr(call, name)
+        raise UnsupportedOpError(f"{self._dotted}.{name}", kernel_site())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._call is None or not callable(self._call):
+            raise UnsupportedOpError(self._dotted, kernel_site())
+        return self._call(*args, **kwargs)
+
+    def __getitem__(self, item: Any) -> Any:
+        if self._call is None:
+            raise UnsupportedOpError(f"{self._dotted}[...]", kernel_site())
+        return self._call[item]
+
+    def __repr__(self) -> str:
+        return f"<{self._dotted}>"
+
+
+def build(names: Mapping[str, Any], prefix: str = "pl") -> dict[str, Any]:
+    """Top-level members of the namespace described by the dotted keys of ``names``."""
+    heads: dict[str, dict[str, Any]] = {}
+    for key, value in names.items():
+        head, _, rest = key.partition(".")
+        heads.setdefault(head, {})[rest] = value
+    out: dict[str, Any] = {}
+    for head, entries in heads.items():
+        own = entries.pop("", None)
+        if not entries:
+            out[head] = own
+            continue
+        members = build(entries, f"{prefix}.{head}")
+        out[head] = Namespace(f"{prefix}.{head}", members, own)
+    return out
+
+
+def resolve(root: Mapping[str, Any], dotted: str) -> bool:
+    """True when ``dotted`` (``tile.add``, without ``pl.``) is covered by the namespace ``root``."""
+    head, *rest = dotted.split(".")
+    if head not in root:
+        return False
+    obj = root[head]
+    for part in rest:
+        if isinstance(obj, Namespace):
+            if part in obj.__dict__:
+                obj = obj.__dict__[part]
+                continue
+            call = object.__getattribute__(obj, "_call")
+            if call is not None and not part.startswith("_") and hasattr(call, part):
+                obj = getattr(call, part)
+                continue
+            return False
+        if part.startswith("_") or not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return True

@@ -1,0 +1,111 @@
+"""Tiles and element types: the values every DSL op takes and returns, and the one rounding
+of a result to its type."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from equiv import rounding
+from equiv.dtypes import BF16, FP16, FP32, INDEX, INT8, INT16, INT32, INT64, UINT8, DType  # noqa: F401
+from equiv.memory import KernelError, Tensor, current
+
+
+class Tile:
+    """An on-chip value: a container tensor, an element type and a valid shape."""
+
+    __slots__ = ("data", "dtype", "valid")
+
+    def __init__(self, data: torch.Tensor, dtype: DType, valid: Sequence[int] | None = None):
+        self.data = data
+        self.dtype = dtype
+        self.valid = tuple(int(v) for v in (valid if valid is not None else data.shape))
+
+    @property
+    def shape(self) -> list[int]:
+        return list(self.data.shape)
+
+    def valid_mask(self) -> torch.Tensor | None:
+        if self.valid == tuple(self.data.shape):
+            return None
+        mask = torch.zeros(self.data.shape, dtype=torch.bool, device=self.data.device)
+        mask[tuple(_slice_type(0, v) for v in self.valid)] = True
+        return mask
+
+    def __getitem__(self, key) -> "Tile":
+        if not isinstance(key, tuple):
+            key = (key,)
+        sl, valid = [], []
+        for dim, n in enumerate(self.data.shape):
+            k = key[dim] if dim < len(key) else slice(None)
+            if not isinstance(k, _slice_type):
+                k = _slice_type(int(k), int(k) + 1)
+            a = 0 if k.start is None else int(k.start)
+            b = n if k.stop is None else int(k.stop)
+            if a < 0 or b > n or b < a:
+                raise KernelError(f"tile slice [{a}:{b}] outside a tile dimension of {n}")
+            sl.append(_slice_type(a, b))
+            valid.append(max(0, min(b, self.valid[dim]) - a))
+        return Tile(self.data[tuple(sl)], self.dtype, valid)
+
+    def __repr__(self) -> str:
+        return f"Tile({self.shape}, {self.dtype!r}, valid={list(self.valid)})"
+
+
+_slice_type = __builtins__["slice"] if isinstance(__builtins__, dict) else __builtins__.slice
+
+
+def _scalar_to(value: Any, dtype: DType, mode: str = "rint") -> int | float:
+    if isinstance(value, Tile):
+        raise KernelError("expected a scalar, got a tile")
+    if dtype.is_float:
+        return float(rounding.to_float(torch.tensor(float(value), dtype=torch.float64), dtype, mode))
+    if isinstance(value, float):
+        return int(rounding.to_int(torch.tensor(value, dtype=torch.float64), dtype, mode))
+    return int(rounding.wrap_int(torch.tensor(int(value)), dtype))
+
+
+# Float conversions where every value of the source type (±0, ±inf and NaN included) is a
+# value of the target type: exact under every cast mode, so the container is reused as is.
+_EXACT_FLOAT_CASTS = frozenset({(BF16, FP32), (FP16, FP32), (BF16, BF16), (FP16, FP16), (FP32, FP32)})
+
+
+def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile | int | float:
+    """Convert to ``target_type`` under cast ``mode`` (default ``round``: ties away from zero)."""
+    if not isinstance(x, Tile):
+        if target_type is INDEX:
+            return int(x)
+        return _scalar_to(x, target_type, mode)
+    if (x.dtype, target_type) in _EXACT_FLOAT_CASTS and mode in rounding.CAST_MODES:
+        return Tile(x.data, target_type, x.valid)
+    return Tile(rounding.convert(x.data, target_type, mode), target_type, x.valid)
+
+
+# ----------------------------------------------------------------------------------------
+# Elementwise arithmetic
+# ----------------------------------------------------------------------------------------
+def _result(values: torch.Tensor, dtype: DType, valid) -> Tile:
+    if dtype.is_float:
+        return Tile(rounding.to_float(values, dtype, "rint"), dtype, valid)
+    return Tile(rounding.wrap_int(values, dtype), dtype, valid)
+
+
+def _operand(x: Tile | int | float, like: Tile) -> torch.Tensor:
+    if isinstance(x, Tile):
+        if x.dtype != like.dtype:
+            raise KernelError(f"operands of types {like.dtype!r} and {x.dtype!r}; cast one first")
+        if x.shape != like.shape:
+            raise KernelError(f"operands of shapes {like.shape} and {x.shape}")
+        return x.data
+    return torch.tensor(_scalar_to(x, like.dtype), dtype=like.dtype.container, device=like.data.device)
+
+
+
+def const(value: int | float, dtype: DType = INDEX) -> int | float:
+    """A scalar constant of `dtype` (a Python number, rounded to the type)."""
+    if dtype is INDEX:
+        return int(value)
+    return _scalar_to(value, dtype)
+
