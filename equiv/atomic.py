@@ -15,11 +15,14 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_file(path: str, mode: str = "w") -> Iterator[IO]:
+def atomic_file(path: str, mode: str = "w", make_dirs: bool = False) -> Iterator[IO]:
     """A file object on a temporary file beside `path`, renamed over `path` once the block ends
-    without an exception (removed otherwise). Permissions follow the umask like a plain open."""
+    without an exception (removed otherwise). Permissions follow the umask like a plain open.
+    Missing folders are created only with `make_dirs` (a typo in an output path is an error,
+    not a new directory tree)."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    if make_dirs:
+        os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:

@@ -4,8 +4,10 @@ A saved case is one ``.pt`` file (``torch.save`` of a plain dict, loaded back wi
 ``weights_only=True``) under ``<root>/<pair>/``, holding:
 
 * the case: shape, input recipe, seed, option variant; the emulator options it ran under;
-* the inputs themselves (tensors and scalars), so a replay does not depend on the recipe,
-  and their digest. A caller may cap the size of saved inputs (``max_input_bytes``; the
+* the inputs themselves, so a replay does not depend on the recipe, and their digest:
+  scalars inline, each tensor once per content digest in ``<root>/<pair>/inputs/<sha256>.pt``
+  (cases of one pair that share a tensor, e.g. the same weights under seven input recipes,
+  share its file; the file is checked against its name when replayed). A caller may cap the size of saved inputs (``max_input_bytes``; the
   gate saves at most 16 MiB per case): a larger case keeps only the digest, and its replay
   regenerates the inputs from recipe and seed and refuses if they no longer match;
 * the pair's ``source_hash()`` and, per side, which kernel function ran
@@ -206,19 +208,68 @@ def _plain_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def save_atomic(obj: Any, path: str) -> None:
-    """torch.save `obj` to `path` atomically."""
-    with atomic.atomic_file(path, "wb") as fh:
+    """torch.save `obj` to `path` atomically (creating its folder)."""
+    with atomic.atomic_file(path, "wb", make_dirs=True) as fh:
         torch.save(obj, fh)
 
 
+BLOB_DIR = "inputs"  # beside the cases of a pair: <root>/<pair>/inputs/<sha256>.pt
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """SHA-256 over a tensor's dtype, shape and bits: the name of its content-addressed file."""
+    h = hashlib.sha256(f"{t.dtype}:{tuple(t.shape)}:".encode())
+    h.update(_bits(t))
+    return h.hexdigest()
+
+
+def store_inputs(inputs: Mapping[str, Any], folder: str) -> dict[str, Any]:
+    """Write each tensor of `inputs` once per content digest under `folder`/inputs; returns the
+    record's ``input_files``: name -> ``{"sha256": digest}`` for tensors, the value for scalars."""
+    record: dict[str, Any] = {}
+    for name, v in inputs.items():
+        if not isinstance(v, torch.Tensor):
+            record[name] = v
+            continue
+        digest = tensor_digest(v)
+        path = os.path.join(folder, BLOB_DIR, digest + ".pt")
+        if not os.path.exists(path):  # the same content is already there: nothing to write
+            save_atomic(v.contiguous(), path)
+        record[name] = {"sha256": digest}
+    return record
+
+
+def load_inputs(record: Mapping[str, Any], folder: str) -> dict[str, Any]:
+    """The inputs of a case saved with `store_inputs` (each file verified against its digest)."""
+    inputs: dict[str, Any] = {}
+    for name, v in record.items():
+        if not isinstance(v, dict):
+            inputs[name] = v
+            continue
+        path = os.path.join(folder, BLOB_DIR, v["sha256"] + ".pt")
+        try:
+            t = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise CaseError(f"input {name} of the case is stored in {path}, which is missing "
+                            f"(copy the case's folder with its inputs/ subfolder)") from None
+        except Exception as exc:
+            raise CaseError(f"{path}: unreadable input {name} ({type(exc).__name__}: {exc})") from None
+        if not isinstance(t, torch.Tensor) or tensor_digest(t) != v["sha256"]:
+            raise CaseError(f"{path}: input {name} does not match its digest (the file is damaged)")
+        inputs[name] = t
+    return inputs
+
+
 def case_record(pair: KernelPair, result: CaseResult, options: Options,
-                max_input_bytes: int | None = None, digests: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                max_input_bytes: int | None = None, digests: Mapping[str, Any] | None = None,
+                folder: str | None = None) -> dict[str, Any]:
     """Everything a saved case holds (plain types and tensors only).
 
     Inputs larger than `max_input_bytes` are left out: the replay regenerates them from the
     recipe and seed and checks them against the saved input digest. `digests` (from
     `run_case_capturing`, which produced `result`) saves rerunning both versions to hash
-    their output bits.
+    their output bits. With `folder` (the pair's folder of cases), tensors go to content-addressed
+    files there (`store_inputs`) instead of into the record.
     """
     case = result.case
     inputs = _plain_inputs(make_inputs(pair, case))
@@ -229,7 +280,8 @@ def case_record(pair: KernelPair, result: CaseResult, options: Options,
         "pair": pair.name,
         "case": case.to_dict(),
         "options": {k: v for k, v in options.to_dict().items()},
-        "inputs": inputs if keep else None,
+        "inputs": inputs if keep and folder is None else None,
+        "input_files": store_inputs(inputs, folder) if keep and folder is not None else None,
         "inputs_digest": input_digest(inputs),
         "inputs_bytes": _input_bytes(inputs),
         "source_hash": pair.source_hash(),
@@ -251,7 +303,7 @@ def save_case(pair: KernelPair, result: CaseResult, options: Options, root: str 
               max_input_bytes: int | None = None, digests: Mapping[str, Any] | None = None) -> str:
     """Save one case under `root`; returns its path."""
     path = case_path(root, pair, result.case)
-    save_atomic(case_record(pair, result, options, max_input_bytes, digests), path)
+    save_atomic(case_record(pair, result, options, max_input_bytes, digests, folder=os.path.dirname(path)), path)
     return path
 
 
@@ -287,17 +339,21 @@ def load_case(path: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CaseError(f"{path}: not a saved equiv case (format {data.get('format') if isinstance(data, dict) else '?'}"
                         f", expected {FORMAT})")
+    if data.get("inputs") is None and data.get("input_files") is not None:
+        # inputs stored by content digest beside the case: read them back into the record
+        data["inputs"] = load_inputs(data["input_files"], os.path.dirname(os.path.abspath(path)))
     return data
 
 
 def find_cases(path: str) -> list[str]:
-    """`path` itself if it is a file, else every saved case below it (sorted)."""
+    """`path` itself if it is a file, else every saved case below it (sorted; content-addressed
+    input files are not cases)."""
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
         raise CaseError(f"no such saved case or folder: {path}")
     found = sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs
-                   if f.endswith(".pt") and not f.startswith(".tmp-"))
+                   if f.endswith(".pt") and not f.startswith(".tmp-") and os.path.basename(d) != BLOB_DIR)
     if not found:
         raise CaseError(f"no saved cases under {path}")
     return found

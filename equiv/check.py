@@ -8,6 +8,7 @@ given a one-line repro.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from equiv.compare import VERDICTS
 from equiv.options import Options
 from equiv.pair import KernelPair
-from equiv.runner import Case, CaseResult, run_case, shrink, variants, verdict_counts
+from equiv.runner import Case, CaseResult, make_inputs, run_case, shrink, variants, verdict_counts
 from equiv.shapes import Shape, ShapeError
 
 DEFAULT_FUZZ_EXAMPLES = 30
@@ -72,11 +73,42 @@ class CheckResult:
                         seen.setdefault(f"{r.case.shape}: {reason}", None)
         return list(seen)
 
+    def __str__(self) -> str:
+        from equiv.summary import render  # summary renders CheckResult, so import it late
+
+        return render(self)
+
     def to_dict(self) -> dict:
         return {"pair": self.pair, "contract": self.contract, "shapes": self.shapes, "seed": self.seed,
                 "seconds": round(self.seconds, 3), "options": self.options, "counts": self.counts,
                 "results": [r.to_dict() for r in self.results],
                 "counterexamples": [r.to_dict() for r in self.counterexamples]}
+
+
+class KernelSignatureError(TypeError, ValueError):
+    """A kernel that cannot be called with the pair's inputs, outputs and ``cfg``: a misuse of the
+    API (e.g. a variant built with the wrong function), not a regression of every case."""
+
+
+def check_signatures(pair: KernelPair, case: Case) -> None:
+    """Raise `KernelSignatureError` when pre or retiled cannot take ``(**inputs, **outputs, cfg=)``."""
+    try:
+        names = [*make_inputs(pair, case), *pair.outputs(case.shape), "cfg"]
+    except Exception:  # noqa: BLE001 - a recipe that fails is reported by the case itself
+        return
+    for side in ("pre", "retiled"):
+        kernel = pair.kernel(side)
+        try:
+            sig = inspect.signature(kernel)
+        except (TypeError, ValueError):  # not introspectable (a builtin, a source-mode loader): run it
+            continue
+        try:
+            sig.bind(**{n: None for n in names})
+        except TypeError as exc:
+            label = getattr(kernel, "__qualname__", type(kernel).__name__)
+            raise KernelSignatureError(
+                f"{pair.name}: the {side} kernel {label}{sig} cannot be called with the pair's arguments "
+                f"({', '.join(names)}): {exc}") from None
 
 
 def explicit_shapes(pair: KernelPair, spec: str) -> list[Shape] | None:
@@ -124,8 +156,13 @@ def plan(pair: KernelPair, shapes: str = "nominal", examples: int | None = None,
     vs = variants(pair, fixed)
     explicit = explicit_shapes(pair, shapes)
     triples: list[tuple[Shape, str, int]] = []
+    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 0):
+        raise ValueError(f"examples must be an integer ≥ 0, not {examples!r}")
     if explicit is not None:
-        reps = max(1, examples or 1)
+        if examples == 0:
+            raise ValueError(f"examples=0 with the shapes {shapes!r} runs no case; give at least 1 "
+                             f"(seeds per shape), or use --shapes fuzz for presets only")
+        reps = examples or 1
         triples = [(s, r, seed + i) for s in explicit for r in recipes for i in range(reps)]
     else:
         triples = [(s, r, seed) for s in pair.shapes.all_presets() for r in recipes]
@@ -133,18 +170,25 @@ def plan(pair: KernelPair, shapes: str = "nominal", examples: int | None = None,
     return [Case(s, r, sd, v) for s, r, sd in triples for v in vs]
 
 
-def check(pair: KernelPair, shapes: str = "nominal", examples: int | None = None, seed: int = 0,
+def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None = None, seed: int = 0,
           options: Options | None = None, recipes: Sequence[str] | None = None,
           fixed: Mapping[str, Any] | None = None, progress: Progress | None = None,
           shrink_budget: int = 40, time_budget: float | None = None) -> CheckResult:
-    """Check `pair` over `shapes` ("nominal", "fuzz", a preset name, or "T=8,D=7168").
+    """Check `pair` (a `KernelPair` or a registered name) over `shapes` ("nominal", "fuzz", a preset
+    name, or "T=8,D=7168").
 
     `fixed` pins option values the pair would otherwise sweep (e.g. one row_sum order).
     `time_budget` (seconds) stops drawing new cases once exceeded (the CI profile uses it).
     """
+    if isinstance(pair, str):
+        from equiv import registry
+
+        pair = registry.get(pair)
     options = options or Options()
     t0 = time.perf_counter()
     cases = plan(pair, shapes, examples, seed, recipes, fixed)
+    if cases:
+        check_signatures(pair, cases[0])
     results: list[CaseResult] = []
     for i, case in enumerate(cases):
         if time_budget is not None and results and time.perf_counter() - t0 > time_budget:
@@ -167,4 +211,4 @@ def check(pair: KernelPair, shapes: str = "nominal", examples: int | None = None
                        time.perf_counter() - t0, options.to_dict())
 
 
-__all__ = ["CheckResult", "check", "plan", "fuzz_cases", "explicit_shapes", "VERDICTS", "DEFAULT_FUZZ_EXAMPLES"]
+__all__ = ["CheckResult", "KernelSignatureError", "check", "plan", "fuzz_cases", "explicit_shapes", "VERDICTS", "DEFAULT_FUZZ_EXAMPLES"]

@@ -172,10 +172,23 @@ def bits_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a == b
 
 
-def _distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    if a.dtype.is_floating_point:
-        return numerics.ulp_distance(a, b)
-    return (a != b).to(torch.int64)  # integers: 1 = differs (ULP has no meaning)
+def _distance(a: torch.Tensor, b: torch.Tensor, dtype: str | None = None) -> torch.Tensor:
+    """Elementwise distance in ULPs of the contract's `dtype` (integers: 1 = differs).
+
+    Outputs stored in `dtype` count representable steps. Outputs in another float format count
+    |a - b| in units of `dtype`'s spacing at max(|a|, |b|), rounded up: an fp32 output judged
+    under a BF16 contract is 1 BF16 ULP off when the two values are at most one BF16 step apart
+    at their magnitude (and 0 only when bit-equal). Non-finite values follow ulp_distance."""
+    if not a.dtype.is_floating_point:
+        return (a != b).to(torch.int64)  # integers: ULP has no meaning
+    steps = numerics.ulp_distance(a, b)
+    if dtype is None or numerics.format_of(dtype).torch_dtype == a.dtype:
+        return steps
+    a64, b64 = a.to(torch.float64), b.to(torch.float64)
+    spacing = numerics.ulp_of(torch.maximum(a64.abs(), b64.abs()), numerics.format_of(dtype))
+    scaled = torch.ceil((a64 - b64).abs() / spacing)
+    finite = torch.isfinite(a64) & torch.isfinite(b64)
+    return torch.where(finite & (steps != 0), scaled.clamp(max=numerics.MISMATCH).to(torch.int64), steps)
 
 
 def _ref_error(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -246,7 +259,7 @@ def compare_output(name: str, pre: SideRun, ret: SideRun, ref: torch.Tensor | No
     if not pre.error and not ret.error:
         a, b = pre.outputs[name], ret.outputs[name]
         both = ~(bad["pre"] | bad["retiled"])
-        full = _distance(a, b)
+        full = _distance(a, b, contract.dtype)
         dist = full[both]
         res.compared = int(both.sum())
         res.differing = int((dist != 0).sum())

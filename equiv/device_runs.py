@@ -216,6 +216,40 @@ def reference_inputs(run: SavedRun) -> dict[str, Any]:
     return {k: (v.item() if v.dim() == 0 else v.clone()) for k, v in run.inputs.items()}
 
 
+def declared_inputs(pair: KernelPair, shape: Shape) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
+    """name -> (shape, dtype) of the inputs `pair` takes at `shape` (dtype None: a Python scalar), from
+    its first (realistic) recipe, which is the pair's declaration of what it is called with."""
+    from equiv.runner import generator
+
+    recipe = next(iter(pair.recipes.values()))
+    made = recipe(shape, generator(0))
+    return {k: ((tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else ((), None)) for k, v in made.items()}
+
+
+def check_declared_inputs(run: SavedRun, pair: KernelPair, shape: Shape) -> None:
+    """Raise `RunMismatch` unless the run's saved inputs are the ones `pair` declares at `shape`
+    (same names, shapes and dtypes): a run saved at another shape, or with an input in another
+    dtype, would otherwise be judged against a reference it never computed."""
+    declared = declared_inputs(pair, shape)
+    problems = []
+    for name, (dims, dtype) in declared.items():
+        saved = run.inputs.get(name)
+        if saved is None:
+            problems.append(f"input {name} is not saved")
+        elif dtype is None:
+            if saved.dim() != 0:
+                problems.append(f"input {name} is a scalar in {pair.name} but saved as {_describe(saved)}")
+        elif tuple(saved.shape) != dims or saved.dtype != dtype:
+            problems.append(f"input {name} is {str(dtype).removeprefix('torch.')}{list(dims)} in {pair.name} "
+                            f"at {shape} but saved as {_describe(saved)}")
+    extra = sorted(set(run.inputs) - set(declared) - set(run.outputs))
+    if extra:
+        problems.append(f"saved input(s) {', '.join(extra)} that {pair.name} does not take")
+    if problems:
+        raise RunMismatch(f"the saved runs do not match {pair.name} at {shape}: " + "; ".join(problems)
+                          + " (check --pair and --shapes)")
+
+
 def compare_runs(pre: SavedRun, retiled: SavedRun, pair: KernelPair | None = None, shape: Shape | None = None,
                  contract: Contract | None = None, unwritten: str = "sentinel",
                  accuracy_slack: float | None = None, name: str | None = None) -> CaseResult:
@@ -245,6 +279,7 @@ def compare_runs(pre: SavedRun, retiled: SavedRun, pair: KernelPair | None = Non
                               + " but the runs saved " + ", ".join(f"{k} {str(dt).removeprefix('torch.')}{list(s)}"
                                                                     for k, (s, dt) in saved.items())
                               + "; check --shape")
+        check_declared_inputs(pre, pair, shape)
         try:
             ref = pair.reference(reference_inputs(pre), shape)
         except Exception as exc:  # noqa: BLE001 - reported next to the verdicts, like the runner does

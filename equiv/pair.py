@@ -35,6 +35,19 @@ class Contract:
     max_ulp: int = 0
     dtype: str = "bf16"
 
+    def __post_init__(self) -> None:
+        # Validated here so every way of building a contract (a pair's declaration, --contract in
+        # check's source mode and in compare) rejects a bound or a dtype ULPs cannot be counted in.
+        from equiv.numerics import format_of
+
+        if isinstance(self.max_ulp, bool) or not isinstance(self.max_ulp, int) or self.max_ulp < 0:
+            raise ValueError(f"contract max_ulp must be an integer ≥ 0, not {self.max_ulp!r}")
+        try:
+            fmt = format_of(self.dtype)
+        except ValueError:
+            raise ValueError(f"contract dtype {self.dtype!r}: ULPs are counted in bf16, fp16 or fp32") from None
+        object.__setattr__(self, "dtype", fmt.name)
+
     @property
     def bit_exact(self) -> bool:
         return self.max_ulp == 0
@@ -48,6 +61,24 @@ BIT_EXACT = Contract(0)
 
 def within_ulp(n: int, dtype: str = "bf16") -> Contract:
     return Contract(n, dtype)
+
+
+def parse_contract(text: str) -> Contract:
+    """``bit-exact`` (or ``0``) or ``N[:DTYPE]`` (N ULP counted in DTYPE: bf16 default, fp16, fp32).
+
+    Raises ValueError with a one-line message on anything else (``1:bogus``, ``-1``, ``x``).
+    """
+    t = text.strip().lower()
+    if t in ("bit-exact", "bitexact", "exact", "0"):
+        return BIT_EXACT
+    n, sep, dtype = t.partition(":")
+    n = n.removesuffix("ulp").removesuffix("-").strip()
+    if not (n.isascii() and n.isdigit()) or (sep and not dtype.strip()):
+        raise ValueError(f"contract {text!r}: expected bit-exact or N[:DTYPE], e.g. 1 or 1:bf16")
+    try:
+        return within_ulp(int(n), dtype.strip() or "bf16")
+    except ValueError as exc:
+        raise ValueError(f"contract {text!r}: {exc}") from None
 
 
 @dataclass(frozen=True)

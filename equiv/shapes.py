@@ -148,10 +148,13 @@ class ShapeSpace:
         """``'T=10,D=256'`` -> Shape; unspecified dims take ``defaults``, then the first nominal."""
         values: dict[str, int] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
-            m = re.fullmatch(r"([A-Za-z_][A-Za-z_0-9]*)\s*=\s*(-?\d+)", part)
+            # ASCII digits only: int() would read '٨' or '８' as 8 and hide a typo in the shape.
+            m = re.fullmatch(r"([A-Za-z_][A-Za-z_0-9]*)\s*=\s*(-?[0-9]+)", part, flags=re.ASCII)
             if not m:
-                raise ShapeError(f"malformed shape {text!r}: expected NAME=INT pairs separated by commas, "
-                                 f"e.g. '{','.join(f'{d}={v}' for d, v in self.base().items())}'")
+                raise ShapeError(f"malformed shape {text!r}: expected NAME=INT pairs (ASCII digits) separated "
+                                 f"by commas, e.g. '{','.join(f'{d}={v}' for d, v in self.base().items())}'")
+            if m.group(1) in values:
+                raise ShapeError(f"shape {text!r} gives {m.group(1)} twice")
             values[m.group(1)] = int(m.group(2))
         unknown = [k for k in values if k not in self.dims]
         if unknown:

@@ -128,7 +128,8 @@ def test_an_interrupted_save_leaves_no_case(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         cases.save_results(pair, r, str(tmp_path / "cases"))
     folder = os.path.dirname(path)
-    assert os.listdir(folder) == []
+    assert [f for f in os.listdir(folder) if f != cases.BLOB_DIR] == []  # inputs/: content-addressed, shared
+    assert not [f for f in os.listdir(os.path.join(folder, cases.BLOB_DIR)) if f.startswith(".tmp-")]
 
 
 def test_replay_of_unreadable_or_missing_cases_is_a_usage_error(tmp_path, capsys):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import os
+import tempfile
+from typing import Any, Mapping, Sequence
 
 from equiv import atomic, registry
 from equiv.cli import UsageError
@@ -49,3 +51,44 @@ def write_json_atomic(path: str, data: Any) -> None:
 
 def write_text_atomic(path: str, text: str) -> None:
     atomic.write_text(path, text)
+
+
+def check_output_paths(paths: Mapping[str, str | None], directories: Sequence[str] = ()) -> None:
+    """Refuse, before anything runs, output paths a run could not write at its end.
+
+    `paths` maps an option (``--json``) to its value (None/'' = not asked for); options named in
+    `directories` take a folder (created if missing, but only inside an existing one). Each
+    writable place is probed by creating and removing a temporary file, since permission bits
+    say nothing for root or read-only mounts. Nothing is left behind."""
+    seen: dict[str, str] = {}
+    for option, path in paths.items():
+        if not path:
+            continue
+        full = os.path.abspath(path)
+        if full in seen:
+            raise UsageError(f"{option} {path}: also given to {seen[full]}; give each output its own path")
+        seen[full] = option
+        if option in directories:
+            if os.path.exists(full) and not os.path.isdir(full):
+                raise UsageError(f"{option} {path}: exists and is not a directory")
+            place = full if os.path.isdir(full) else os.path.dirname(full)
+        else:
+            if os.path.isdir(full):
+                raise UsageError(f"{option} {path}: is a directory; give a file path")
+            place = os.path.dirname(full)
+        if not os.path.isdir(place):
+            what = "exists but is not a directory" if os.path.exists(place) else "does not exist"
+            raise UsageError(f"{option} {path}: the directory {os.path.dirname(path) or place} {what}")
+        try:
+            fd, probe = tempfile.mkstemp(dir=place, prefix=".equiv-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise UsageError(f"{option} {path}: cannot write in {place} ({exc.strerror or exc})") from None
+
+
+def results_document(checks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The results JSON every subcommand writes (input of `equiv report`)."""
+    from equiv.report import SCHEMA_VERSION
+
+    return {"schema_version": SCHEMA_VERSION, "checks": list(checks)}

@@ -87,14 +87,12 @@ def load_object(spec: str, what: str) -> Any:
 
 
 def parse_contract(text: str) -> Contract:
-    t = text.strip().lower()
-    if t in ("bit-exact", "bitexact", "exact", "0"):
-        return BIT_EXACT
-    n, _, dtype = t.partition(":")
-    n = n.removesuffix("ulp").removesuffix("-").strip()
-    if not n.isdigit():
-        raise UsageError(f"--contract {text!r}: expected bit-exact or N[:DTYPE], e.g. 1 or 1:bf16")
-    return within_ulp(int(n), dtype or "bf16")
+    from equiv.pair import parse_contract as parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
 
 
 def _candidates(ref: SourceRef) -> list[str]:
