@@ -49,13 +49,17 @@ INT16 = DType("INT16", torch.int16, False, 16)
 INT32 = DType("INT32", torch.int32, False, 32)
 INT64 = DType("INT64", torch.int64, False, 64)
 UINT8 = DType("UINT8", torch.uint8, False, 8)
+# UINT32 holds sort32's index lanes and pl.arange index ramps; torch's uint32 is a storage
+# type with few kernels, which is fine: values live in the int64 container.
+UINT32 = DType("UINT32", torch.uint32, False, 32)
 FP16 = DType("FP16", torch.float16, True, 16)
 BF16 = DType("BF16", torch.bfloat16, True, 16)
 FP32 = DType("FP32", torch.float32, True, 32)
 # INDEX is the scalar index type of the DSL; scalars are plain Python ints here.
 INDEX = DType("INDEX", torch.int64, False, 64)
 
-ALL: dict[str, DType] = {d.name: d for d in (INT8, INT16, INT32, INT64, UINT8, FP16, BF16, FP32, INDEX)}
+ALL: dict[str, DType] = {d.name: d for d in (INT8, INT16, INT32, INT64, UINT8, UINT32, FP16, BF16, FP32,
+                                             INDEX)}
 
 
 def from_torch(dtype: torch.dtype) -> DType:

@@ -1,17 +1,18 @@
-"""Elementwise arithmetic and row/column broadcasts: one rounding per op, no fused multiply-add."""
+"""Elementwise arithmetic, comparisons and row/column broadcasts: one rounding per op, no
+fused multiply-add. Ops index from the end (``[..., r, c]``) so tiles may carry leading
+batch dimensions."""
 
 from __future__ import annotations
 
-import math
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
-from equiv import rounding
-from equiv.dtypes import BF16, FP16, FP32, INDEX, INT8, INT16, INT32, INT64, UINT8, DType  # noqa: F401
-from equiv.memory import KernelError, Tensor, current
+from equiv.dtypes import DType
+from equiv.memory import KernelError, current
 
 from equiv.tile.values import Tile, _operand, _result
+
 
 def _binary(a: Tile | int | float, b: Tile | int | float, fn) -> Tile:
     like = a if isinstance(a, Tile) else b
@@ -36,55 +37,102 @@ def mul(a, b) -> Tile:
     return _binary(a, b, torch.mul)
 
 
-def div(a, b) -> Tile:
+def div(a, b, **_hints: Any) -> Tile:
     like = a if isinstance(a, Tile) else b
     if not like.dtype.is_float:
         return _binary(a, b, lambda x, y: torch.div(x, y, rounding_mode="trunc"))
     return _binary(a, b, torch.div)
 
 
-def _nan_max(x, y):
-    # The vector unit's max propagates NaN, like torch.maximum.
-    return torch.maximum(x, y)
+def _decided_max(op: str, pick):
+    # The vector unit's max/min propagate NaN, like torch.maximum/minimum. Which operand won
+    # is a value decision: reported for decision coverage (ties are neither).
+    def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        current().decision(op, {"first won": x > y, "second won": y > x})
+        return pick(x, y)
+    return fn
 
 
 def maximum(a, b) -> Tile:
-    return _binary(a, b, _nan_max)
+    return _binary(a, b, _decided_max("maximum", torch.maximum))
 
 
 def minimum(a, b) -> Tile:
-    return _binary(a, b, torch.minimum)
+    return _binary(a, b, _decided_max("minimum", torch.minimum))
 
 
-def _unary(x: Tile, fn) -> Tile:
+# cmp_type codes of pypto (0=eq, 1=ne, 2=lt, 3=le, 4=gt, 5=ge) and their names.
+_CMP = {0: torch.eq, 1: torch.ne, 2: torch.lt, 3: torch.le, 4: torch.gt, 5: torch.ge}
+_CMP_NAMES = {"eq": 0, "ne": 1, "lt": 2, "le": 3, "gt": 4, "ge": 5}
+
+
+def cmp(lhs: Tile, rhs: Tile | int | float, cmp_type: int | str = 0) -> Tile:
+    """Elementwise comparison: 1 where it holds, else 0, in ``lhs``'s type and shape.
+
+    IEEE semantics: any comparison with NaN is false except ``ne``; -0 equals +0. A scalar
+    ``rhs`` is first rounded to ``lhs``'s type (the ``cmps`` form)."""
+    code = _CMP_NAMES.get(cmp_type, cmp_type) if isinstance(cmp_type, str) else int(cmp_type)
+    if code not in _CMP:
+        raise KernelError(f"cmp_type {cmp_type!r}; expected 0..5 or one of {sorted(_CMP_NAMES)}")
+    if not isinstance(lhs, Tile):
+        raise KernelError("cmp needs a tile as its first operand")
+    x, y = _operand(lhs, lhs), _operand(rhs, lhs)
+    holds = _CMP[code](x, y)
+    current().decision("cmp", {"true": holds, "false": ~holds})
+    valid = lhs.valid if not isinstance(rhs, Tile) else tuple(min(p, q) for p, q in zip(lhs.valid, rhs.valid))
+    return Tile(holds.to(lhs.dtype.container), lhs.dtype, valid)
+
+
+def _unary(x: Tile, fn, name: str) -> Tile:
     if not x.dtype.is_float and fn not in (torch.neg, torch.abs):
-        raise KernelError(f"{fn.__name__} of an integer tile")
+        raise KernelError(f"{name} of an integer tile")
     return _result(fn(x.data), x.dtype, x.valid)
 
 
 def neg(x: Tile) -> Tile:
-    return _unary(x, torch.neg)
+    return _unary(x, torch.neg, "neg")
 
 
 def abs(x: Tile) -> Tile:  # noqa: A001
-    return _unary(x, torch.abs)
+    return _unary(x, torch.abs, "abs")
 
 
 def exp(x: Tile) -> Tile:
-    return _unary(x, torch.exp)
+    return _unary(x, torch.exp, "exp")
+
+
+def log(x: Tile, high_precision: bool = False) -> Tile:
+    """Natural log: float64 log rounded once (log(±0) = -inf, log(x<0) = NaN). Both
+    precision modes are modelled by the same correctly rounded result."""
+    return _unary(x, torch.log, "log")
 
 
 def sqrt(x: Tile) -> Tile:
-    return _unary(x, torch.sqrt)
+    return _unary(x, torch.sqrt, "sqrt")
 
 
-def recip(x: Tile, **_hints) -> Tile:
-    return _unary(x, torch.reciprocal)
+def recip(x: Tile, *_tmp: Tile, **_hints: Any) -> Tile:
+    return _unary(x, torch.reciprocal, "recip")
 
 
-def rsqrt(x: Tile) -> Tile:
-    """1/sqrt as two rounded ops (sqrt, then reciprocal), the vector unit's composition."""
+def rsqrt(x: Tile, tmp: Tile | None = None, high_precision: bool = False) -> Tile:
+    """1/sqrt(x). Default path: two rounded ops (sqrt, then reciprocal), the vector unit's
+    composition. High-precision path (``high_precision=True``, or a scratch ``tmp`` tile at
+    tile level): 1/sqrt evaluated in float64 and rounded once to the element type."""
+    if high_precision or tmp is not None:
+        return _unary(x, torch.rsqrt, "rsqrt")
     return recip(sqrt(x))
+
+
+def fmods(x: Tile, divisor: int | float) -> Tile:
+    """Remainder with the sign of the dividend (C fmod), ``divisor`` rounded to ``x``'s type
+    first. Exact for floats (fmod of two representable values is representable)."""
+    if not isinstance(x, Tile):
+        raise KernelError("fmods needs a tile as its first operand")
+    d = _operand(divisor, x)
+    if not x.dtype.is_float and bool((d == 0).any()):
+        raise KernelError("fmods of an integer tile by 0")
+    return _result(torch.fmod(x.data, d), x.dtype, x.valid)
 
 
 def min(a, b):  # noqa: A001
@@ -97,41 +145,108 @@ def max(a, b):  # noqa: A001
 
 
 # ----------------------------------------------------------------------------------------
-# Broadcasts
+# Broadcasts: a [.., r, 1] column (row_*) or a [.., 1, c] row (col_*) against a [.., r, c] tile
 # ----------------------------------------------------------------------------------------
-def _expand(tile: Tile, vec: Tile, fn, axis: str) -> Tile:
-    rows, cols = tile.shape
-    want = [rows, 1] if axis == "row" else [1, cols]
-    if vec.shape != want:
-        raise KernelError(f"{axis}_expand of a {tile.shape} tile needs a {want} operand, got {vec.shape}")
+def _check_expand(tile: Tile, vec: Tile, axis: str, name: str) -> None:
+    if not isinstance(tile, Tile) or not isinstance(vec, Tile):
+        raise KernelError(f"{name} needs two tiles")
+    if tile.data.dim() < 2 or vec.data.dim() != tile.data.dim():
+        raise KernelError(f"{name} of a {tile.shape} tile by a {vec.shape} operand")
+    rows, cols = tile.data.shape[-2:]
+    want = (rows, 1) if axis == "row" else (1, cols)
+    if tuple(vec.data.shape[-2:]) != want:
+        raise KernelError(f"{name} of a [{rows}, {cols}] tile needs a {list(want)} operand, got {vec.shape}")
+
+
+def _expand(tile: Tile, vec: Tile, fn, axis: str, name: str) -> Tile:
+    _check_expand(tile, vec, axis, name)
     if vec.dtype != tile.dtype:
-        raise KernelError(f"{axis}_expand operands of types {tile.dtype!r} and {vec.dtype!r}")
+        raise KernelError(f"{name} operands of types {tile.dtype!r} and {vec.dtype!r}")
     return _result(fn(tile.data, vec.data), tile.dtype, tile.valid)
+
+
+def _broadcast(target: Tile, vec: Tile, axis: str, name: str) -> Tile:
+    """``vec`` repeated to ``target``'s shape; floats of two widths give the wider type
+    (exact: every value of the narrower type is one of the wider)."""
+    _check_expand(target, vec, axis, name)
+    dtype = target.dtype
+    if vec.dtype != target.dtype:
+        if not (vec.dtype.is_float and target.dtype.is_float) or vec.dtype.bits == target.dtype.bits:
+            raise KernelError(f"{name} operands of types {target.dtype!r} and {vec.dtype!r}")
+        dtype = vec.dtype if vec.dtype.bits > target.dtype.bits else target.dtype
+    return Tile(vec.data.expand_as(target.data).clone(), dtype, target.valid)
+
+
+def _expdif(x: torch.Tensor, v: torch.Tensor, dtype: DType) -> torch.Tensor:
+    # exp(x - v): the difference is rounded to the element type, then exp is rounded (two ops).
+    return _result(torch.exp(_result(x - v, dtype, None).data), dtype, None).data
+
+
+def row_expand(target: Tile, col: Tile) -> Tile:
+    """``col[r, 0]`` repeated across row r of ``target``'s shape."""
+    return _broadcast(target, col, "row", "row_expand")
+
+
+def col_expand(target: Tile, row: Tile) -> Tile:
+    """``row[0, c]`` repeated down column c of ``target``'s shape."""
+    return _broadcast(target, row, "col", "col_expand")
 
 
 def row_expand_mul(tile: Tile, col: Tile) -> Tile:
     """Multiply row r by ``col[r, 0]``."""
-    return _expand(tile, col, torch.mul, "row")
+    return _expand(tile, col, torch.mul, "row", "row_expand_mul")
 
 
-def row_expand_add(tile: Tile, col: Tile) -> Tile:
-    return _expand(tile, col, torch.add, "row")
+def row_expand_add(tile: Tile, col: Tile, tmp: Tile | None = None) -> Tile:
+    return _expand(tile, col, torch.add, "row", "row_expand_add")
 
 
 def row_expand_sub(tile: Tile, col: Tile) -> Tile:
-    return _expand(tile, col, torch.sub, "row")
+    return _expand(tile, col, torch.sub, "row", "row_expand_sub")
 
 
 def row_expand_div(tile: Tile, col: Tile) -> Tile:
-    return _expand(tile, col, torch.div, "row")
+    return _expand(tile, col, torch.div, "row", "row_expand_div")
+
+
+def row_expand_max(tile: Tile, col: Tile) -> Tile:
+    return _expand(tile, col, _decided_max("row_expand_max", torch.maximum), "row", "row_expand_max")
+
+
+def row_expand_min(tile: Tile, col: Tile) -> Tile:
+    return _expand(tile, col, _decided_max("row_expand_min", torch.minimum), "row", "row_expand_min")
+
+
+def row_expand_expdif(tile: Tile, col: Tile) -> Tile:
+    """``exp(tile[r, c] - col[r, 0])``: subtraction and exp each rounded once."""
+    return _expand(tile, col, lambda x, v: _expdif(x, v, tile.dtype), "row", "row_expand_expdif")
 
 
 def col_expand_mul(tile: Tile, row: Tile) -> Tile:
     """Multiply column c by ``row[0, c]``."""
-    return _expand(tile, row, torch.mul, "col")
+    return _expand(tile, row, torch.mul, "col", "col_expand_mul")
 
 
 def col_expand_add(tile: Tile, row: Tile) -> Tile:
-    return _expand(tile, row, torch.add, "col")
+    return _expand(tile, row, torch.add, "col", "col_expand_add")
 
 
+def col_expand_sub(tile: Tile, row: Tile) -> Tile:
+    return _expand(tile, row, torch.sub, "col", "col_expand_sub")
+
+
+def col_expand_div(tile: Tile, row: Tile) -> Tile:
+    return _expand(tile, row, torch.div, "col", "col_expand_div")
+
+
+def col_expand_max(tile: Tile, row: Tile) -> Tile:
+    return _expand(tile, row, _decided_max("col_expand_max", torch.maximum), "col", "col_expand_max")
+
+
+def col_expand_min(tile: Tile, row: Tile) -> Tile:
+    return _expand(tile, row, _decided_max("col_expand_min", torch.minimum), "col", "col_expand_min")
+
+
+def col_expand_expdif(tile: Tile, row: Tile) -> Tile:
+    """``exp(tile[r, c] - row[0, c])``: subtraction and exp each rounded once."""
+    return _expand(tile, row, lambda x, v: _expdif(x, v, tile.dtype), "col", "col_expand_expdif")

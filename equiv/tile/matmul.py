@@ -1,4 +1,5 @@
-"""Matrix multiply: integer exact, floating accumulation in the output type, sequential over K."""
+"""Matrix multiply: integer exact, floating accumulation in the output type, sequential over K.
+Operands index from the end, so tiles may carry leading batch dimensions."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ _range = range
 # Matmul
 # ----------------------------------------------------------------------------------------
 def _mm_operands(a: Tile, b: Tile, a_trans: bool, b_trans: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    x = a.data.transpose(0, 1) if a_trans else a.data
-    y = b.data.transpose(0, 1) if b_trans else b.data
-    if x.shape[1] != y.shape[0]:
+    x = a.data.transpose(-1, -2) if a_trans else a.data
+    y = b.data.transpose(-1, -2) if b_trans else b.data
+    if x.shape[-1] != y.shape[-2]:
         raise KernelError(f"matmul of {list(x.shape)} by {list(y.shape)} (after transposes)")
     return x, y
 
@@ -30,8 +31,8 @@ def _mm_operands(a: Tile, b: Tile, a_trans: bool, b_trans: bool) -> tuple[torch.
 def _mm_float(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor, out: DType) -> torch.Tensor:
     # fp32 accumulation, sequential over K: acc = (((acc + x0*y0) + x1*y1) + ...), products exact.
     add = _fadd(out)
-    for k in _range(x.shape[1]):
-        prod = rounding.to_float(x[:, k : k + 1] * y[k : k + 1, :], out, "rint")
+    for k in _range(x.shape[-1]):
+        prod = rounding.to_float(x[..., :, k : k + 1] * y[..., k : k + 1, :], out, "rint")
         acc = prod if acc is None else add(acc, prod)
     return acc
 
@@ -44,8 +45,8 @@ def matmul(a: Tile, b: Tile, a_trans: bool = False, b_trans: bool = False, out_d
         out = out_dtype or INT32
         # Integer products summed in float64 are exact while |sum| < 2**53 (int8: K < 5.5e11).
         exact = (x.to(torch.float64) @ y.to(torch.float64)).to(torch.int64)
-        return Tile(rounding.wrap_int(exact, out), out, [a.valid[1] if a_trans else a.valid[0],
-                                                          b.valid[0] if b_trans else b.valid[1]])
+        return Tile(rounding.wrap_int(exact, out), out, [*a.valid[:-2], a.valid[-1] if a_trans else a.valid[-2],
+                                                          b.valid[-2] if b_trans else b.valid[-1]])
     out = out_dtype or FP32
     return Tile(_mm_float(None, x, y, out), out)
 

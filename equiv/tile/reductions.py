@@ -1,4 +1,7 @@
-"""Row reductions. Max/min are exact; sums follow the order model `Options.row_sum_order`."""
+"""Row and column reductions. Max/min are exact; row sums follow the order model
+`Options.row_sum_order`; column sums are sequential over rows (a binary tree when a scratch
+tile is passed); argmax picks the first maximum. Reductions read the valid region only and
+index from the end, so tiles may carry leading batch dimensions."""
 
 from __future__ import annotations
 
@@ -21,17 +24,21 @@ _range = range
 # Reductions
 # ----------------------------------------------------------------------------------------
 def _reduce_input(x: Tile) -> torch.Tensor:
-    if len(x.shape) != 2:
+    if x.data.dim() < 2:
         raise KernelError(f"row reduction of a {x.shape} tile; expected 2-d")
-    return x.data[:, : x.valid[1]]
+    return x.data[..., : x.valid[-1]]
 
 
-def row_max(x: Tile) -> Tile:
-    return Tile(torch.amax(_reduce_input(x), dim=1, keepdim=True), x.dtype, [x.valid[0], 1])
+def _row_result(values: torch.Tensor, dtype: DType, x: Tile) -> Tile:
+    return Tile(values.unsqueeze(-1), dtype, [*x.valid[:-1], 1])
 
 
-def row_min(x: Tile) -> Tile:
-    return Tile(torch.amin(_reduce_input(x), dim=1, keepdim=True), x.dtype, [x.valid[0], 1])
+def row_max(x: Tile, tmp: Tile | None = None) -> Tile:
+    return _row_result(torch.amax(_reduce_input(x), dim=-1), x.dtype, x)
+
+
+def row_min(x: Tile, tmp: Tile | None = None) -> Tile:
+    return _row_result(torch.amin(_reduce_input(x), dim=-1), x.dtype, x)
 
 
 def _fadd(dtype: DType):
@@ -112,11 +119,74 @@ def _reduce_sum(v: torch.Tensor, add, order: str) -> torch.Tensor:
     raise ValueError(f"unknown row_sum order {order!r}")
 
 
-def row_sum(x: Tile) -> Tile:
+def row_sum(x: Tile, tmp: Tile | None = None) -> Tile:
     """Row sums in the element type, in the order ``Options.row_sum_order`` models."""
+    v = _reduce_input(x)
     if not x.dtype.is_float:
-        return Tile(_reduce_input(x).sum(dim=1, keepdim=True), x.dtype, [x.valid[0], 1])
-    out = reduce_sum(_reduce_input(x), x.dtype, current().options.row_sum_order)
-    return Tile(out.unsqueeze(1), x.dtype, [x.valid[0], 1])
+        return _row_result(rounding.wrap_int(v.sum(dim=-1), x.dtype), x.dtype, x)
+    lead = v.shape[:-1]
+    out = reduce_sum(v.reshape(-1, v.shape[-1]), x.dtype, current().options.row_sum_order)
+    return _row_result(out.reshape(lead), x.dtype, x)
 
 
+# ----------------------------------------------------------------------------------------
+# Column reductions and argmax
+# ----------------------------------------------------------------------------------------
+def _col_input(x: Tile) -> torch.Tensor:
+    if x.data.dim() < 2:
+        raise KernelError(f"column reduction of a {x.shape} tile; expected 2-d")
+    return x.data[..., : x.valid[-2], :]
+
+
+def _col_result(values: torch.Tensor, dtype: DType, x: Tile) -> Tile:
+    return Tile(values.unsqueeze(-2), dtype, [*x.valid[:-2], 1, x.valid[-1]])
+
+
+def col_sum(x: Tile, tmp: Tile | None = None) -> Tile:
+    """Column sums in the element type. Without ``tmp``: rows added in order,
+    ``((r0 + r1) + r2) + ...``; with a scratch ``tmp`` (the binary-tree path): adjacent rows
+    paired level by level, an odd last row moving up a level."""
+    v = _col_input(x)
+    if not x.dtype.is_float:
+        return _col_result(rounding.wrap_int(v.sum(dim=-2), x.dtype), x.dtype, x)
+    order = "sequential" if tmp is None else "pairwise"
+    rows = v.transpose(-1, -2)  # [..., c, r]: one reduction lane per column
+    lead = rows.shape[:-1]
+    out = reduce_sum(rows.reshape(-1, rows.shape[-1]), x.dtype, order)
+    return _col_result(out.reshape(lead), x.dtype, x)
+
+
+def col_max(x: Tile) -> Tile:
+    """Column maxima, exact; NaN propagates."""
+    return _col_result(torch.amax(_col_input(x), dim=-2), x.dtype, x)
+
+
+def col_min(x: Tile) -> Tile:
+    return _col_result(torch.amin(_col_input(x), dim=-2), x.dtype, x)
+
+
+def row_argmax(x: Tile, tmp: Tile | None = None) -> Tile:
+    """INT32 column index of each row's maximum: a left-to-right scan that replaces the best
+    only on a strictly greater value, so the first of equal maxima wins (-0 equals +0) and a
+    NaN never wins unless it is in column 0, which then stays the answer."""
+    v = _reduce_input(x)
+    if v.shape[-1] == 0:
+        raise KernelError("row_argmax of a row with no valid columns")
+    nan = torch.isnan(v) if x.dtype.is_float else torch.zeros_like(v, dtype=torch.bool)
+    low = float("-inf") if x.dtype.is_float else x.dtype.int_range[0]
+    cand = torch.where(nan, torch.full_like(v, low), v)
+    best = torch.amax(cand, dim=-1, keepdim=True)
+    hits = (cand == best) & ~nan
+    current().decision("row_argmax", {"tie": hits.sum(dim=-1) > 1})
+    first = torch.argmax(hits.to(torch.int8), dim=-1)  # argmax returns the first maximal index
+    first = torch.where(nan[..., 0], torch.zeros_like(first), first)
+    return _row_result(first.to(torch.int64), INT32, x)
+
+
+def row_argmin(x: Tile, tmp: Tile | None = None) -> Tile:
+    """First index of each row's minimum (the scan of `row_argmax` with ``<``)."""
+    neg = Tile(-x.data if x.dtype.is_float else -x.data, x.dtype, x.valid)
+    if not x.dtype.is_float:
+        # -x overflows at the type's minimum; order by the complement instead.
+        neg = Tile(-1 - x.data, x.dtype, x.valid)
+    return row_argmax(neg)

@@ -14,13 +14,14 @@ from typing import Any
 from equiv import dtypes
 from equiv.memory import Tensor
 from equiv.tile import access, control, elementwise, matmul, movement, reductions, values
+from equiv.tile import sort as sorting
 
 NAMES: dict[str, Any] = {
     # --- values and dtypes ---------------------------------------------------------------
     "Tile": values.Tile,
     "INT8": dtypes.INT8, "INT16": dtypes.INT16, "INT32": dtypes.INT32, "INT64": dtypes.INT64,
     "UINT8": dtypes.UINT8, "FP16": dtypes.FP16, "BF16": dtypes.BF16, "FP32": dtypes.FP32,
-    "INDEX": dtypes.INDEX,
+    "INDEX": dtypes.INDEX, "UINT32": dtypes.UINT32,
     "cast": values.cast,
     "const": values.const,
     # --- annotations, decorators, control and blocks -------------------------------------
@@ -45,17 +46,47 @@ NAMES: dict[str, Any] = {
     # --- elementwise and broadcasts ------------------------------------------------------
     "add": elementwise.add, "sub": elementwise.sub, "mul": elementwise.mul, "div": elementwise.div,
     "maximum": elementwise.maximum, "minimum": elementwise.minimum, "neg": elementwise.neg,
-    "abs": elementwise.abs, "exp": elementwise.exp, "recip": elementwise.recip,
-    "sqrt": elementwise.sqrt, "rsqrt": elementwise.rsqrt, "min": elementwise.min, "max": elementwise.max,
+    "abs": elementwise.abs, "exp": elementwise.exp, "log": elementwise.log, "recip": elementwise.recip,
+    "sqrt": elementwise.sqrt, "rsqrt": elementwise.rsqrt, "fmods": elementwise.fmods,
+    "cmp": elementwise.cmp, "min": elementwise.min, "max": elementwise.max,
+    "row_expand": elementwise.row_expand, "col_expand": elementwise.col_expand,
     "row_expand_mul": elementwise.row_expand_mul, "row_expand_add": elementwise.row_expand_add,
     "row_expand_sub": elementwise.row_expand_sub, "row_expand_div": elementwise.row_expand_div,
+    "row_expand_max": elementwise.row_expand_max, "row_expand_min": elementwise.row_expand_min,
+    "row_expand_expdif": elementwise.row_expand_expdif,
     "col_expand_mul": elementwise.col_expand_mul, "col_expand_add": elementwise.col_expand_add,
+    "col_expand_sub": elementwise.col_expand_sub, "col_expand_div": elementwise.col_expand_div,
+    "col_expand_max": elementwise.col_expand_max, "col_expand_min": elementwise.col_expand_min,
+    "col_expand_expdif": elementwise.col_expand_expdif,
+    **{f"tile.{name}": getattr(elementwise, name) for name in (
+        "add", "sub", "mul", "div", "maximum", "minimum", "neg", "abs", "exp", "log", "recip", "sqrt",
+        "rsqrt", "fmods", "cmp", "row_expand", "col_expand", "row_expand_mul", "row_expand_add",
+        "row_expand_sub", "row_expand_div", "row_expand_max", "row_expand_min", "row_expand_expdif",
+        "col_expand_mul", "col_expand_add", "col_expand_sub", "col_expand_div", "col_expand_max",
+        "col_expand_min", "col_expand_expdif")},
+    "tile.cmps": elementwise.cmp, "tile.cast": values.cast,
     # --- reductions ----------------------------------------------------------------------
     "row_max": reductions.row_max, "row_min": reductions.row_min, "row_sum": reductions.row_sum,
+    "col_sum": reductions.col_sum, "col_max": reductions.col_max, "col_min": reductions.col_min,
+    "row_argmax": reductions.row_argmax, "row_argmin": reductions.row_argmin,
+    **{f"tile.{name}": getattr(reductions, name) for name in (
+        "row_max", "row_min", "row_sum", "col_sum", "col_max", "col_min", "row_argmax", "row_argmin")},
     # --- matmul --------------------------------------------------------------------------
     "matmul": matmul.matmul, "matmul_acc": matmul.matmul_acc,
+    "tile.matmul": matmul.matmul, "tile.matmul_acc": matmul.matmul_acc,
     # --- data movement -------------------------------------------------------------------
-    "gather": movement.gather,
+    "gather": movement.gather, "tensor.gather": movement.gather, "tile.gather": movement.tile_gather,
+    "tile.gather_mask": movement.gather_mask,
+    "tile.MaskPattern": movement.MaskPattern,
+    **{f"tile.MaskPattern.{p}": getattr(movement.MaskPattern, p) for p in (
+        "P0101", "P1010", "P0001", "P0010", "P0100", "P1000", "P1111")},
+    "scatter": movement.scatter, "tensor.scatter": movement.scatter,
+    "concat": movement.concat, "tile.concat": movement.concat,
+    "transpose": movement.transpose, "tile.transpose": movement.transpose,
+    "tile.transpose_view": movement.transpose_view,
+    "gather_row": movement.gather_row, "tensor.gather_row": movement.gather_row,
     # --- sort ----------------------------------------------------------------------------
+    "sort32": sorting.sort32, "tensor.sort32": sorting.sort32, "tile.sort32": sorting.sort32,
+    "mrgsort": sorting.mrgsort, "tensor.mrgsort": sorting.mrgsort, "tile.mrgsort": sorting.mrgsort,
     # --- distributed (pypto.language.distributed) ----------------------------------------
 }
