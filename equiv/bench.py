@@ -52,6 +52,8 @@ def peak_rss_mb() -> float:
 
 
 def bench_preset(pair: KernelPair, preset: str, options: Options, repeat: int = 1) -> list[BenchRow]:
+    if repeat < 1:  # zero runs would report a time of 0 s (or inf) for a kernel never run
+        raise ValueError(f"repeat must be ≥ 1, not {repeat}")
     rows = []
     for shape in pair.shapes.preset(preset):
         case = Case(shape, "realistic", 0)

@@ -55,8 +55,14 @@ class CheckResult:
                 if any("narrowed contract" in reason for o in r.outputs.values() for reason in o.reasons)]
 
     @property
+    def failed(self) -> bool:
+        """The one rule `equiv check` and `equiv gate` share: a regression, or a narrowed contract
+        (a shape retiled rejects that pre accepts), fails the pair."""
+        return bool(self.regressions or self.narrowed)
+
+    @property
     def ok(self) -> bool:
-        return not self.regressions
+        return not self.failed
 
     def max_ulp(self, output: str | None = None) -> int:
         vals = [o.max_ulp for r in self.results for name, o in r.outputs.items()

@@ -1,36 +1,127 @@
-"""Plain-text rendering of check results: verdict tables, findings, counterexamples."""
+"""Plain-text rendering of check results: verdict tables, findings, counterexamples.
+
+Everything fits the terminal: `width()` is the terminal's width when stdout is one, else 80
+(``COLUMNS`` overrides both). Tables left-align text and right-align numbers; a table wider
+than the width wraps its widest text column onto continuation lines. Long prose lines wrap
+with a hanging indent; repro commands wrap at spaces with a trailing `` \\`` so they still
+paste into a shell. Count columns are labelled with what they count — cases, or outputs of
+cases — and never mix the two.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Sequence
+import shutil
+import textwrap
+from collections import Counter, defaultdict
+from typing import Iterable, Sequence
 
 from equiv.check import CheckResult
 from equiv.compare import VERDICTS
 
+DEFAULT_WIDTH = 80
+MIN_WIDTH = 40
+# worst first: a case's verdict is the worst verdict of its outputs
+SEVERITY = ("regression", "rejected", "both-defect", "pre-defect", "equivalent")
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+
+def width() -> int:
+    """Columns to fit: the terminal's (stdout), else 80; ``COLUMNS`` overrides."""
+    return max(MIN_WIDTH, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
+
+
+def _is_number(text: str) -> bool:
+    t = text.replace(".", "", 1).replace("-", "", 1).replace(",", "")
+    return t.isdigit() or text in ("-", "")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], max_width: int | None = None) -> str:
+    """Columns separated by two spaces, numbers right-aligned, text left-aligned, at most
+    `max_width` (default `width()`) columns wide: the widest text column wraps when needed."""
+    return "\n".join(line for group in table_rows(headers, rows, max_width) for line in group)
+
+
+def table_rows(headers: Sequence[str], rows: Sequence[Sequence[object]],
+               max_width: int | None = None) -> list[list[str]]:
+    """`table` as groups of lines: the header (with its rule), then one group per row."""
+    max_width = max_width or width()
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for n, r in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-        if n == 0:
+    n = len(headers)
+    numeric = [all(_is_number(r[i]) for r in cells[1:]) and bool(rows) for i in range(n)]
+    widths = [max(len(r[i]) for r in cells) for i in range(n)]
+    total = sum(widths) + 2 * (n - 1)
+    wrap_cols: dict[int, int] = {}
+    while total > max_width:
+        # narrow the widest text column, down to its header or 8 characters
+        candidates = [i for i in range(n) if not numeric[i] and widths[i] > max(len(cells[0][i]), 8)]
+        if not candidates:
+            break
+        i = max(candidates, key=lambda k: widths[k])
+        new = max(len(cells[0][i]), 8, widths[i] - (total - max_width))
+        total -= widths[i] - new
+        widths[i] = wrap_cols[i] = new
+    groups: list[list[str]] = []
+    for row_no, row in enumerate(cells):
+        lines: list[str] = []
+        groups.append(lines)
+        pieces = [textwrap.wrap(c, widths[i], break_long_words=True, break_on_hyphens=False) or [""]
+                  if i in wrap_cols else [c] for i, c in enumerate(row)]
+        for k in range(max(len(p) for p in pieces)):
+            parts = []
+            for i, p in enumerate(pieces):
+                c = p[k] if k < len(p) else ""
+                parts.append(c.rjust(widths[i]) if numeric[i] and row_no else c.ljust(widths[i]))
+            lines.append("  ".join(parts).rstrip())
+        if row_no == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return groups
 
 
-def per_output(result: CheckResult) -> str:
+def wrap(text: str, indent: str = "", hanging: str = "  ", max_width: int | None = None) -> list[str]:
+    """Prose wrapped to the width, continuation lines indented by `hanging` more."""
+    max_width = max_width or width()
+    return textwrap.wrap(text, max_width, initial_indent=indent, subsequent_indent=indent + hanging,
+                         break_long_words=True, break_on_hyphens=False) or [indent]
+
+
+def wrap_command(command: str, indent: str = "", max_width: int | None = None) -> list[str]:
+    """A shell command wrapped at spaces with `` \\`` continuations (still pastes into a shell).
+    Quoted words are never split."""
+    max_width = max_width or width()
+    words = command.split(" ")
+    lines: list[str] = []
+    current = indent
+    for w in words:
+        candidate = (current + " " + w) if current.strip() else current + w
+        if len(candidate) + 2 > max_width and current.strip():
+            lines.append(current + " \\")
+            current = indent + "    " + w
+        else:
+            current = candidate
+    lines.append(current)
+    return lines
+
+
+def _counts_text(counts: Counter | dict) -> str:
+    return ", ".join(f"{v} {counts[v]}" for v in SEVERITY if counts.get(v)) or "-"
+
+
+def case_verdict(verdicts: dict[str, str]) -> str:
+    """The worst of a case's output verdicts."""
+    return next((v for v in SEVERITY if v in verdicts.values()), "equivalent")
+
+
+def per_output(result: CheckResult, max_width: int | None = None) -> str:
+    """Per output: how many cases gave each verdict on it, max ULP and differing elements."""
     rows = []
     for name, counts in result.counts.items():
         cases = sum(counts.values())
         differing = sum(r.outputs[name].differing for r in result.results)
-        rows.append([name, cases, *[counts[v] for v in VERDICTS], result.max_ulp(name), differing])
-    return table(["output", "cases", *VERDICTS, "max ULP", "differing elems"], rows)
+        rows.append([name, cases, _counts_text(counts), result.max_ulp(name), differing])
+    return table(["output", "cases", "verdicts (cases)", "max ULP", "differing elems"], rows, max_width)
 
 
-def per_variant(result: CheckResult) -> str | None:
-    """Per option variant (e.g. row_sum order model): cases, differing elements, max ULP."""
+def per_variant(result: CheckResult, max_width: int | None = None) -> str | None:
+    """Per option variant (e.g. row_sum order model): cases by worst verdict, differing elements, max ULP."""
     groups: dict[str, list] = defaultdict(list)
     for r in result.results:
         groups[r.case.variant_label].append(r)
@@ -39,25 +130,65 @@ def per_variant(result: CheckResult) -> str | None:
     rows = []
     for label, rs in sorted(groups.items()):
         outs = [o for r in rs for o in r.outputs.values() if o.verdict != "rejected"]
-        verdicts = defaultdict(int)
-        for o in outs:
-            verdicts[o.verdict] += 1
-        rows.append([label, len(rs), sum(o.differing for o in outs), max((o.max_ulp for o in outs), default=0),
-                     ", ".join(f"{v} {n}" for v, n in sorted(verdicts.items()))])
-    return table(["variant", "cases", "differing elems", "max ULP", "verdicts"], rows)
+        worst = Counter(case_verdict(r.verdicts) for r in rs)
+        rows.append([label, len(rs), _counts_text(worst), max((o.max_ulp for o in outs), default=0),
+                     sum(o.differing for o in outs)])
+    return table(["variant", "cases", "verdicts (cases)", "max ULP", "differing elems"], rows, max_width)
 
 
-def render(result: CheckResult, max_findings: int = 12, max_cases: int = 40) -> str:
-    head = (f"{result.pair} — contract {result.contract} — shapes {result.shapes} — seed {result.seed} — "
-            f"{len(result.results)} cases in {result.seconds:.1f} s on {result.options.get('device', 'cpu')}")
-    parts = [head, "", per_output(result)]
-    pv = per_variant(result)
+def resolved_shapes(result: CheckResult, limit: int = 4) -> str:
+    """The shapes the cases actually ran at (every dimension), in order of first use."""
+    seen: dict[str, None] = {}
+    for r in result.results:
+        seen.setdefault(str(r.case.shape), None)
+    shapes = list(seen)
+    if not shapes:
+        return "none"
+    text = "; ".join(shapes[:limit])
+    return text + (f"; … {len(shapes) - limit} more ({len(shapes)} shapes)" if len(shapes) > limit else "")
+
+
+def header(result: CheckResult, max_width: int | None = None) -> list[str]:
+    first = (f"{result.pair} — contract {result.contract} — {len(result.results)} case"
+             f"{'s' if len(result.results) != 1 else ''} in {result.seconds:.1f} s on "
+             f"{result.options.get('device', 'cpu')} — seed {result.seed}")
+    asked = result.shapes
+    shapes = resolved_shapes(result)
+    text = f"shapes {asked}: {shapes}" if asked != shapes else f"shapes {shapes}"
+    return wrap(first, max_width=max_width) + wrap(text, max_width=max_width)
+
+
+def status_line(results: Sequence[CheckResult]) -> str:
+    """One line: the result of the whole run (the same rule as the exit code and the gate)."""
+    regressed = [r.pair for r in results if r.regressions]
+    narrowed = [r.pair for r in results if not r.regressions and r.narrowed]
+    n = len(results)
+    of = f" ({len(regressed) + len(narrowed)} of {n} pairs)" if n > 1 else ""
+    if regressed or narrowed:
+        parts = []
+        if regressed:
+            parts.append(f"regression in {', '.join(regressed)}")
+        if narrowed:
+            parts.append(f"narrowed contract in {', '.join(narrowed)} (retiled rejects shapes pre accepts)")
+        word = "REGRESSION" if regressed else "NARROWED CONTRACT"
+        return f"result: {word}{of} — " + "; ".join(parts)
+    cases = sum(len(r.results) for r in results)
+    pairs = f"{n} pairs, " if n > 1 else ""
+    return f"result: OK (no regression) — {pairs}{cases} case{'s' if cases != 1 else ''}"
+
+
+def render(result: CheckResult, max_findings: int = 12, max_cases: int = 40, max_width: int | None = None,
+           with_status: bool = True) -> str:
+    w = max_width or width()
+    parts = header(result, w) + ["", per_output(result, w)]
+    pv = per_variant(result, w)
     if pv:
         parts += ["", pv]
     findings = result.findings()
     if findings:
         parts += ["", "Findings:"]
-        parts += [f"  {f}" for f in findings[:max_findings]]
+        for f in findings[:max_findings]:
+            parts += wrap(f, "  ", "    ", w)
         if len(findings) > max_findings:
             parts.append(f"  … {len(findings) - max_findings} more (see --json / --report)")
     if result.counterexamples:
@@ -67,30 +198,37 @@ def render(result: CheckResult, max_findings: int = 12, max_cases: int = 40) -> 
             for name, o in cx.outputs.items():
                 if o.verdict == "equivalent":
                     continue
-                parts.append(f"  {o.verdict} on {name} at {c.shape} (recipe {c.recipe}, seed {c.seed}"
-                             + (f", {c.variant_label}" if c.variant else "") + ")")
+                parts += wrap(f"{o.verdict} on {name} at {c.shape} (recipe {c.recipe}, seed {c.seed}"
+                              + (f", {c.variant_label}" if c.variant else "") + ")", "  ", "    ", w)
                 for reason in o.reasons[:4]:
-                    parts.append(f"    - {reason}")
-            parts.append(f"    repro: {cx.repro()}")
+                    parts += wrap(f"- {reason}", "    ", "  ", w)
+            parts += wrap_command(f"repro: {cx.repro()}", "    ", w)
     failing = [r for r in result.results if any(v != "equivalent" for v in r.verdicts.values())]
     if failing:
         parts += ["", f"Non-equivalent cases ({len(failing)}):"]
         for r in failing[:max_cases]:
             verdicts = ", ".join(f"{k} {v}" for k, v in r.verdicts.items() if v != "equivalent")
-            parts.append(f"  {verdicts}: {r.repro()}")
+            parts += wrap(f"{verdicts}:", "  ", "    ", w)
+            parts += wrap_command(r.repro(), "    ", w)
         if len(failing) > max_cases:
             parts.append(f"  … {len(failing) - max_cases} more (see --json / --report)")
-    parts += ["", f"result: {'REGRESSION' if result.regressions else 'OK (no regression)'}"]
+    if with_status:
+        parts += ["", status_line([result])]
     return "\n".join(parts)
 
 
-def render_summary(results: Sequence[CheckResult]) -> str:
+def render_summary(results: Sequence[CheckResult], max_width: int | None = None) -> str:
+    """One row per pair; the verdict column counts cases by their worst output verdict."""
     rows = []
     for r in results:
-        totals = {v: 0 for v in VERDICTS}
-        for counts in r.counts.values():
-            for v, n in counts.items():
-                totals[v] += n
-        rows.append([r.pair, r.contract, len(r.results), *[totals[v] for v in VERDICTS], r.max_ulp(),
-                     len(r.findings()), f"{r.seconds:.1f}"])
-    return table(["pair", "contract", "cases", *VERDICTS, "max ULP", "findings", "seconds"], rows)
+        worst = Counter(case_verdict(res.verdicts) for res in r.results)
+        rows.append([r.pair, r.contract, len(r.results), _counts_text(worst), r.max_ulp(), f"{r.seconds:.1f}"])
+    return table(["pair", "contract", "cases", "verdicts (cases, worst output)", "max ULP", "s"], rows, max_width)
+
+
+def overall(results: Iterable[CheckResult]) -> str:
+    return status_line(list(results))
+
+
+__all__ = ["table", "width", "wrap", "wrap_command", "per_output", "per_variant", "render", "render_summary",
+           "status_line", "header", "case_verdict", "resolved_shapes"]

@@ -26,6 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from equiv.commands.common import check_output_paths
+
+    if args.repeat < 1:
+        raise UsageError(f"--repeat {args.repeat}: must be ≥ 1 (runs per measurement, best kept)")
+    if args.fuzz_examples < 0:
+        raise UsageError(f"--fuzz-examples {args.fuzz_examples}: must be ≥ 0 (0 skips the throughput figure)")
+    check_output_paths({"--json": args.json})
     options = options_from(args)
     pairs = [resolve_pair(args.name)] if args.name else registry.all_pairs()
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
@@ -34,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         for preset in presets:
             if preset not in pair.shapes.presets:
                 raise UsageError(f"{pair.name} has no preset {preset!r} (has {', '.join(pair.shapes.presets)})")
-            rows += bench_preset(pair, preset, options, repeat=max(1, args.repeat))
+            rows += bench_preset(pair, preset, options, repeat=args.repeat)
         if args.fuzz_examples:
             throughput[pair.name] = fuzz_throughput(pair, options, args.fuzz_examples)
     print(f"device: {options.device}")

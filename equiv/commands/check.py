@@ -5,25 +5,27 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from typing import Callable
 
 from equiv import registry
 from equiv.check import CheckResult, check
 from equiv.cli import UsageError
 from equiv.commands import source_check
-from equiv.commands.common import (add_run_options, fixed_from, options_from, resolve_pair, write_json_atomic,
-                                   write_text_atomic)
+from equiv.commands.common import (add_run_options, check_output_paths, fixed_from, options_from, resolve_pair,
+                                   results_document, write_json_atomic, write_text_atomic)
 from equiv.progress import Progress
 from equiv.shapes import ShapeError
-from equiv.summary import render, render_summary
+from equiv.summary import render, render_summary, status_line
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="check kernel pairs for numerical equivalence",
                        description="Run pre, retiled and the float64 reference over shapes and print the "
-                                   "verdict per output. Exit 1 on a regression.")
+                                   "verdict per output. Exit 1 on a regression or a narrowed contract "
+                                   "(a shape retiled rejects that pre accepts; `equiv gate` applies the same rule).")
     p.add_argument("name", nargs="?", help="pair name (see `equiv list`)")
     p.add_argument("--all", action="store_true", help="check every registered pair")
-    p.add_argument("--shapes", default="nominal",
+    p.add_argument("--shapes", "--shape", dest="shapes", default="nominal",
                    help="nominal | presets (all named presets) | fuzz | demo | flash | pro | a literal shape like 'T=10,D=256' "
                         "(several separated by ';'). Default: nominal")
     p.add_argument("--examples", type=int, default=None,
@@ -43,40 +45,76 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run_checks(names: list[str], args: argparse.Namespace, progress: Progress) -> list[CheckResult]:
-    options = options_from(args)
-    results = []
+def pair_recipes(pair_name: str, recipes: list[str] | None, every_pair: bool) -> tuple[list[str] | None, str | None]:
+    """The --recipe values `pair_name` has, and a note when some (or all) are missing. A single
+    named pair with an unknown recipe is a usage error (raised by `plan`); under --all a pair that
+    lacks a recipe runs the ones it has, or is skipped."""
+    if not recipes or not every_pair:
+        return recipes, None
+    has = list(resolve_pair(pair_name).recipes)
+    kept = [r for r in recipes if r in has]
+    missing = [r for r in recipes if r not in has]
+    if not missing:
+        return kept, None
+    if not kept:
+        return [], f"{pair_name} skipped: it has no input recipe {', '.join(missing)} (it has {', '.join(has)})"
+    return kept, f"{pair_name}: no input recipe {', '.join(missing)}; running {', '.join(kept)}"
+
+
+def preflight(names: list[str], args: argparse.Namespace) -> dict[str, list[str] | None]:
+    """Everything that can be refused before a case runs: pairs, recipes, shapes, examples.
+    Returns pair -> recipes to run (pairs to skip are left out, with a note on stderr)."""
+    from equiv.check import plan
+
+    if args.examples is not None and args.examples < 0:
+        raise UsageError("--examples must be ≥ 0")
+    plans: dict[str, list[str] | None] = {}
     for name in names:
         pair = resolve_pair(name)
-        if args.examples is not None and args.examples < 0:
-            raise UsageError("--examples must be ≥ 0")
+        recipes, note = pair_recipes(name, args.recipe, args.all)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        if recipes == []:
+            continue
+        if args.shapes != "fuzz":  # fuzz plans draw with Hypothesis: left to the check itself
+            try:
+                plan(pair, args.shapes, args.examples, args.seed, recipes, fixed_from(args))
+            except (ShapeError, ValueError, KeyError) as exc:
+                raise UsageError(f"{name}: {exc}") from None
+        plans[name] = recipes
+    if not plans:
+        raise UsageError(f"no pair has input recipe {', '.join(args.recipe or [])}")
+    return plans
+
+
+def run_checks(names: list[str], args: argparse.Namespace, progress: Progress,
+               on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+    options = options_from(args)
+    plans = preflight(names, args)
+    results = []
+    for name, recipes in plans.items():
+        pair = resolve_pair(name)
         try:
-            results.append(check(pair, shapes=args.shapes, examples=args.examples, seed=args.seed,
-                                 options=options, recipes=args.recipe, fixed=fixed_from(args), progress=progress))
+            result = check(pair, shapes=args.shapes, examples=args.examples, seed=args.seed,
+                           options=options, recipes=recipes, fixed=fixed_from(args), progress=progress)
         except (ShapeError, ValueError, KeyError) as exc:
             raise UsageError(f"{name}: {exc}") from None
         progress.clear()
+        results.append(result)
+        if on_result:
+            on_result(result)
     return results
 
 
-def run(args: argparse.Namespace) -> int:
-    if source_check.wants_source(args):
-        return source_check.run(args)
-    if args.all == bool(args.name):
-        raise UsageError("give one pair name or --all (see `equiv list`)")
-    names = registry.names() if args.all else [args.name]
-    if not args.all:
-        resolve_pair(args.name)
-    progress = Progress()
-    results = run_checks(names, args, progress)
-    for r in results:
-        print(render(r))
-        print()
-    if len(results) > 1:
-        print(render_summary(results))
-        print()
+def output_paths(args: argparse.Namespace) -> None:
+    """Refuse unwritable output paths before anything runs (exit 2, nothing created)."""
+    check_output_paths({"--json": args.json, "--report": args.report, "--markdown": args.markdown,
+                        "--save-cases": args.save_cases}, directories=("--save-cases",))
+
+
+def write_outputs(results: list[CheckResult], args: argparse.Namespace) -> None:
     if args.json:
-        write_json_atomic(args.json, {"checks": [r.to_dict() for r in results]})
+        write_json_atomic(args.json, results_document([r.to_dict() for r in results]))
         print(f"results written to {args.json}", file=sys.stderr)
     if args.save_cases:
         from equiv import cases
@@ -95,4 +133,31 @@ def run(args: argparse.Namespace) -> int:
 
         report.write_report([r.to_dict() for r in results], args.report)
         print(f"report written to {args.report}", file=sys.stderr)
-    return 1 if any(r.regressions for r in results) else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    output_paths(args)
+    if source_check.wants_source(args):
+        return source_check.run(args)
+    if args.all == bool(args.name):
+        raise UsageError("give one pair name or --all (see `equiv list`)")
+    names = registry.names() if args.all else [args.name]
+    if not args.all:
+        resolve_pair(args.name)
+    progress = Progress()
+
+    def stream(result: CheckResult) -> None:
+        # under --all each pair's verdicts are printed as soon as it finishes
+        print(render(result, with_status=False))
+        print(f"{result.pair}: " + status_line([result]).removeprefix("result: "))
+        print(flush=True)
+
+    results = run_checks(names, args, progress, on_result=stream if args.all else None)
+    write_outputs(results, args)  # files first: a reader that stops reading cannot lose them
+    if not args.all:
+        print(render(results[0]))
+    else:
+        print(render_summary(results))
+        print()
+        print(status_line(results))
+    return 1 if any(r.failed for r in results) else 0

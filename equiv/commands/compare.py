@@ -16,7 +16,7 @@ from equiv.device_runs import UNWRITTEN_MODES, RunMismatch, compare_runs, load_r
 from equiv.pair import Contract
 from equiv.runner import CaseResult
 from equiv.shapes import ShapeError
-from equiv.summary import per_output
+from equiv.summary import per_output, wrap
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pair", metavar="NAME",
                    help="registered pair whose contract and float64 reference (computed from the saved inputs) "
                         "to use")
-    p.add_argument("--shape", metavar="'T=8,...'", help="the runs' shape in the pair's dimensions (with --pair)")
+    p.add_argument("--shapes", "--shape", dest="shape", metavar="'T=8,...'",
+                   help="the runs' shape in the pair's dimensions (with --pair); its inputs are checked against "
+                        "the pair's declaration")
     p.add_argument("--contract", metavar="bit-exact|N[:DTYPE]",
                    help="contract between the runs (default: the pair's, else bit-exact)")
     p.add_argument("--unwritten", choices=UNWRITTEN_MODES, default="sentinel",
@@ -44,9 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _repro(args: argparse.Namespace) -> str:
     parts = ["equiv", "compare", args.pre_run, args.retiled_run]
-    for opt in ("pair", "shape", "contract"):
+    for opt, flag in (("pair", "--pair"), ("shape", "--shapes"), ("contract", "--contract")):
         if getattr(args, opt):
-            parts += [f"--{opt}", getattr(args, opt)]
+            parts += [flag, getattr(args, opt)]
     if args.unwritten != "sentinel":
         parts += ["--unwritten", args.unwritten]
     return " ".join(shlex.quote(p) for p in parts)
@@ -64,24 +66,29 @@ def render_output(o: OutputResult) -> list[str]:
                      f"{_histogram(e['hist'])}")
     for reason in o.reasons:
         lines.append(f"    - {reason}")
-    return lines
+    return [w for line in lines for w in wrap(line.lstrip(" "), line[:len(line) - len(line.lstrip(" "))])]
 
 
 def run(args: argparse.Namespace) -> int:
-    from equiv.commands.source_check import parse_contract
+    from equiv.commands.common import check_output_paths, results_document
+    from equiv.pair import parse_contract
 
-    contract: Contract | None = parse_contract(args.contract) if args.contract else None
+    check_output_paths({"--json": args.json, "--report": args.report})
+    try:
+        contract: Contract | None = parse_contract(args.contract) if args.contract else None
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
     pair = None
     shape = None
     if args.shape and not args.pair:
-        raise UsageError("--shape goes with --pair (the shape of the pair's dimensions the runs used)")
+        raise UsageError("--shapes goes with --pair (the shape of the pair's dimensions the runs used)")
     if args.pair:
         try:
             pair = registry.get(args.pair)
         except registry.UnknownPairError as exc:
             raise UsageError(str(exc)) from None
         if not args.shape:
-            raise UsageError(f"--pair {args.pair} needs --shape, e.g. --shape "
+            raise UsageError(f"--pair {args.pair} needs --shapes, e.g. --shapes "
                              f"'{','.join(f'{k}={v}' for k, v in pair.shapes.base().items())}'")
         try:
             shape = pair.shapes.parse(args.shape)
@@ -95,6 +102,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     used = contract or (pair.contract if pair else Contract())
     check = as_check_result(result, str(used), time.perf_counter() - t0)
+    data = check.to_dict()
+    for r in data["results"] + data["counterexamples"]:
+        r["repro"] = _repro(args)  # not `equiv check`: these cases come from saved runs
+    if args.json:  # files first, then print
+        write_json_atomic(args.json, results_document([data]))
+        print(f"results written to {args.json}", file=sys.stderr)
+    if args.report:
+        from equiv import report
+
+        report.write_report([data], args.report)
+        print(f"report written to {args.report}", file=sys.stderr)
     print(f"equiv compare — {args.pre_run} (pre) vs {args.retiled_run} (retiled) — contract {used}"
           + (f" — reference {pair.name} at {shape}" if pair else " — no reference"))
     plain = sorted(n for n in pre.inputs if n not in pre.outputs)
@@ -110,19 +128,6 @@ def run(args: argparse.Namespace) -> int:
     if result.worst != "equivalent":
         print(f"repro: {_repro(args)}")
     print(f"result: {'REGRESSION' if check.regressions else 'OK (no regression)'}")
-    data = check.to_dict()
-    for r in data["results"] + data["counterexamples"]:
-        r["repro"] = _repro(args)  # not `equiv check`: these cases come from saved runs
-    if args.json:
-        write_json_atomic(args.json, {"checks": [data]})
-        print(f"results written to {args.json}", file=sys.stderr)
-    if args.report:
-        try:
-            from equiv import report
-        except ImportError:
-            raise UsageError("--report: the HTML report module (equiv.report) is not available") from None
-        report.write_report([data], args.report)
-        print(f"report written to {args.report}", file=sys.stderr)
     return 1 if check.regressions else 0
 
 

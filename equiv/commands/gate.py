@@ -42,10 +42,12 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from equiv import gate, registry
-    from equiv.commands.common import options_from, write_json_atomic
+    from equiv.commands.common import check_output_paths, options_from, results_document, write_json_atomic
     from equiv.progress import Progress
 
     options = options_from(args)
+    check_output_paths({"--junit": args.junit, "--report": args.report, "--json": args.json,
+                        "--cases-dir": args.cases_dir}, directories=("--cases-dir",))
     profile = gate.CI
     if args.examples is not None:
         if args.examples < 0:
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         gate.write_junit(gate.junit_xml(result.results, result.saved, result.errors), args.junit)
         print(f"JUnit XML written to {args.junit}", file=sys.stderr)
     if args.json:
-        write_json_atomic(args.json, {"checks": [r.to_dict() for r in result.results]})
+        write_json_atomic(args.json, results_document([r.to_dict() for r in result.results]))
         print(f"results written to {args.json}", file=sys.stderr)
     if args.report and selection.pairs:
         from equiv import report

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Rerun a case saved by `equiv check --save-cases` or `equiv gate` (or every "
                                    "case under a folder) from its saved inputs and compare verdicts and the "
                                    "digest of the output bits with the saved ones.")
-    p.add_argument("case", metavar="CASE", help="a saved case (.pt) or a folder of them (e.g. reports/cases)")
+    p.add_argument("case", metavar="CASE", nargs="+",
+                   help="saved cases (.pt) or folders of them (e.g. reports/cases); several may be given")
     p.add_argument("--force", action="store_true",
                    help="replay even if the pair's sources changed since the case was saved")
     p.add_argument("--device", default=None, help="run on this torch device instead of the saved one (cpu, cuda)")
@@ -33,15 +34,16 @@ def _verdict_text(verdicts: dict[str, str]) -> str:
 def run(args: argparse.Namespace) -> int:
     from equiv import cases
 
-    try:
-        paths = cases.find_cases(args.case)
-    except cases.CaseError as exc:
-        raise UsageError(str(exc)) from None
-    if args.device and args.device.startswith("cuda"):
-        import torch
+    if args.device is not None:
+        from equiv.commands.common import options_from
 
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {args.device}: no CUDA device is available to torch on this machine")
+        options_from(args)  # the same check as every other subcommand: cpu or an available cuda
+    paths: list[str] = []
+    for where in args.case:
+        try:
+            paths += [p for p in cases.find_cases(where) if p not in paths]
+        except cases.CaseError as exc:
+            raise UsageError(str(exc)) from None
     worst = 0
     for path in paths:
         try:
@@ -71,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
                     print(f"    {name}: {reason}")
             print(f"    repro: {rep.result.repro()}")
     if len(paths) > 1:
-        print(f"{len(paths)} cases replayed from {args.case}", file=sys.stderr)
+        print(f"{len(paths)} cases replayed from {', '.join(args.case)}", file=sys.stderr)
     return worst

@@ -256,17 +256,19 @@ def run(args: argparse.Namespace) -> int:
     except (ShapeError, ValueError, KeyError) as exc:
         raise UsageError(f"{pair.name}: {exc}") from None
     progress.clear()
-    print(f"{pair.description}")
-    print(render(result))
     data = result.to_dict()
     if args.json:
-        write_json_atomic(args.json, {"checks": [data]})
+        from equiv.commands.common import results_document
+
+        write_json_atomic(args.json, results_document([data]))
         print(f"results written to {args.json}", file=sys.stderr)
     if args.report:
         from equiv import report
 
         report.write_report([data], args.report)
         print(f"report written to {args.report}", file=sys.stderr)
+    print(f"{pair.description}")
+    print(render(result))
     errors = kernel_errors(result)
     gaps = sorted(set(unsupported_in(errors)))
     binding = sorted({e for e in errors if e.startswith("SourceError")})
@@ -276,4 +278,4 @@ def run(args: argparse.Namespace) -> int:
         for e in gaps + binding:
             print(f"  {e}", file=sys.stderr)
         return 2
-    return 1 if result.regressions else 0
+    return 1 if result.failed else 0
