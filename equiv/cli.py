@@ -21,6 +21,7 @@ from typing import Sequence
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "equiv.commands.check",
     "equiv.commands.listing",
+    "equiv.commands.coverage",
 )
 OPTIONAL_SUBCOMMAND_MODULES: tuple[str, ...] = (
     "equiv.commands.bench",

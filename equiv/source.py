@@ -45,6 +45,7 @@ from typing import Any, Callable, Mapping, Sequence
 from equiv import tile as _tile
 from equiv.dtypes import DType
 from equiv.memory import KernelError, Tensor, UnsupportedOpError, kernel_site
+from equiv.tile import distributed as _distributed
 from equiv.tile.namespace import Namespace
 from equiv.pair import KernelPair
 from equiv.shapes import Shape
@@ -355,6 +356,7 @@ class _Load:
         self.config_module = config_module
         self.language = make_language_shim()
         self.pypto = make_pypto_shim(self.language)
+        _distributed.attach(self.pypto)  # pypto.language.distributed, pypto.ir.distributed_compiled_program
         self.modules: dict[str, types.ModuleType] = {}
         self.registered: list[str] = []
         self.tag = hashlib.sha256(repr((ref.identity(), _freeze(overrides))).encode()).hexdigest()[:12]
@@ -367,6 +369,9 @@ class _Load:
                 return self.pypto
             if name == "pypto.language":
                 return self.language if fromlist else self.pypto
+            module = _distributed.import_module(self.pypto, name, fromlist)
+            if module is not None:
+                return module
             raise UnsupportedOpError(f"import {name}", kernel_site())
         if level <= 1 and name and "." not in name:
             path = self.ref.sibling(name)

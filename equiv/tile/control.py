@@ -61,7 +61,10 @@ class _Jit:
         return self(fn)
 
     def host(self, fn=None, **_kw):
-        return self(fn)
+        # A host orchestrator dispatches per-rank programs (``f(..., device=r)``).
+        from equiv.tile import distributed
+
+        return distributed.host(fn)
 
 
 jit = _Jit()

@@ -1,0 +1,444 @@
+"""Census of the PyPTO DSL a repository's kernel files use, against what the emulator covers.
+
+The kernel files are parsed with `ast` (never matched with regular expressions), so a
+comment or a string that mentions ``pl.foo`` is not a use, and an alias is followed
+whatever it is called: the name bound to ``pypto.language`` (``import pypto.language as
+pl``) and the one bound to ``pypto.language.distributed`` (``import
+pypto.language.distributed as pld``, ``from pypto.language import distributed``). Uses are
+reported under the canonical prefixes ``pl.`` and ``pld.``.
+
+Three kinds of entries are counted:
+
+* **names**: the longest attribute chain rooted at one of those names (``pl.tile.add``,
+  ``pl.FP32``, ``pld.system.notify``), or a name imported from them;
+* **keyword forms**: for each call of a DSL name, each keyword it passes
+  (``pl.create_tensor(init_value=)``);
+* **statement forms**: a DSL call used as a context manager, ``with pl.at(...)`` or
+  ``with pl.spmd(...) as NAME``, and ``import`` of a pypto module other than the language.
+
+Whether the emulator covers an entry is read from the emulator itself: its table of DSL
+names (`equiv.tile.covers`, built from `equiv.tile.table.NAMES`; the distributed table
+`equiv.tile.distributed.NAMES`), the signature of the implementing function for keyword
+forms, and the implementing object's context-manager protocol for ``with`` forms.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import re
+import subprocess
+import typing
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+LANGUAGE = "pypto.language"
+DISTRIBUTED = "pypto.language.distributed"
+PREFIX = {LANGUAGE: "pl", DISTRIBUTED: "pld"}
+
+
+class CoverageError(Exception):
+    """The repository, revision or paths cannot be read (a usage error)."""
+
+
+# ----------------------------------------------------------------------------------------
+# Reading the kernel files
+# ----------------------------------------------------------------------------------------
+def _git(repo: str, *args: str, stdin: str | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "-C", repo, *args], input=stdin, capture_output=True, text=True,
+                             check=True)
+    except FileNotFoundError:
+        raise CoverageError("git is not installed") from None
+    except subprocess.CalledProcessError as exc:
+        msg = (exc.stderr or "").strip().splitlines()
+        raise CoverageError(f"git -C {repo} {' '.join(args[:2])}: {msg[-1] if msg else exc}") from None
+    return out.stdout
+
+
+def kernel_files(repo: str, rev: str | None, paths: Sequence[str]) -> dict[str, str]:
+    """``{repo-relative path: text}`` of the ``.py`` files under `paths` at `rev` (or on disk)."""
+    if not os.path.isdir(repo):
+        raise CoverageError(f"--repo {repo}: no such directory")
+    paths = [p.rstrip("/") or "." for p in paths]
+    files: dict[str, str] = {}
+    if rev is None:
+        for path in paths:
+            full = os.path.join(repo, path)
+            if os.path.isfile(full):
+                found = [full] if full.endswith(".py") else []
+            elif os.path.isdir(full):
+                found = [os.path.join(d, f) for d, _, names in os.walk(full) for f in names if f.endswith(".py")]
+            else:
+                raise CoverageError(f"{path}: no such file or directory in {repo}")
+            if not found:
+                raise CoverageError(f"{path}: no Python files under it in {repo}")
+            for name in sorted(found):
+                with open(name, encoding="utf-8", errors="replace") as fh:
+                    files[os.path.relpath(name, repo)] = fh.read()
+        return files
+    try:
+        commit = _git(repo, "rev-parse", "--verify", f"{rev}^{{commit}}").strip()
+    except CoverageError:
+        raise CoverageError(f"--rev {rev}: not a revision of {repo}") from None
+    for path in paths:
+        listed = [p for p in _git(repo, "ls-tree", "-r", "--name-only", commit, "--", path).splitlines()
+                  if p.endswith(".py")]
+        if not listed:
+            raise CoverageError(f"{path}: no Python files under it at {rev} in {repo}")
+        for name in listed:
+            files.setdefault(name, "")
+    # One `git cat-file --batch` for all files: hundreds of `git show` calls are slow.
+    names = sorted(files)
+    out = subprocess.run(["git", "-C", repo, "cat-file", "--batch"], capture_output=True, check=True,
+                         input="".join(f"{commit}:{n}\n" for n in names).encode()).stdout
+    pos = 0
+    for name in names:
+        header_end = out.index(b"\n", pos)
+        size = int(out[pos:header_end].split()[2])
+        files[name] = out[header_end + 1:header_end + 1 + size].decode("utf-8", errors="replace")
+        pos = header_end + 1 + size + 1
+    return files
+
+
+# ----------------------------------------------------------------------------------------
+# Finding the uses
+# ----------------------------------------------------------------------------------------
+@dataclass
+class Census:
+    """Uses per entry (``pl.tile.add``, ``pl.create_tensor(init_value=)``, ...) and the files."""
+
+    uses: Counter = field(default_factory=Counter)
+    files: dict[str, set[str]] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # entry -> name | keyword | form
+    scanned: int = 0
+    unparsable: list[str] = field(default_factory=list)
+
+    def add(self, entry: str, kind: str, path: str) -> None:
+        self.uses[entry] += 1
+        self.files.setdefault(entry, set()).add(path)
+        self.kinds[entry] = kind
+
+
+def _module_of(stmt_module: str) -> str | None:
+    """The DSL root a module name denotes (``pypto.language`` / ``...distributed``), if any."""
+    return stmt_module if stmt_module in PREFIX else None
+
+
+class _Visitor(ast.NodeVisitor):
+    def __init__(self, census: Census, path: str):
+        self.census, self.path = census, path
+        # local name -> dotted DSL prefix it stands for ("pl", "pld", "pl.Tensor", ...);
+        # the name "pypto" (bare `import pypto.language`) maps to "pypto".
+        self.bound: dict[str, str] = {}
+        self.read: set[int] = set()  # imports already bound by the first pass
+
+    # -- what names stand for (read in a first pass over every import of the file) ----
+    def bind_import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            root = _module_of(alias.name)
+            if alias.asname and root:
+                self.bound[alias.asname] = PREFIX[root]
+            elif alias.name == "pypto" or alias.name.startswith("pypto."):
+                if not alias.asname:
+                    self.bound["pypto"] = "pypto"
+                if not root and alias.name not in ("pypto",):
+                    self.census.add(f"import {alias.name}", "form", self.path)
+
+    def bind_import_from(self, node: ast.ImportFrom) -> None:
+        if node.level or not node.module or not (node.module == "pypto" or node.module.startswith("pypto.")):
+            return
+        for alias in node.names:
+            local = alias.asname or alias.name
+            full = f"{node.module}.{alias.name}"
+            if _module_of(full):
+                self.bound[local] = PREFIX[full]
+            elif _module_of(node.module):
+                self.bound[local] = f"{PREFIX[node.module]}.{alias.name}"
+                self.census.add(f"{PREFIX[node.module]}.{alias.name}", "name", self.path)
+            else:
+                self.census.add(f"import {full if node.module == 'pypto' else node.module}", "form", self.path)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        if id(node) not in self.read:  # an import inside a function binds from there on
+            self.bind_import(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if id(node) not in self.read:
+            self.bind_import_from(node)
+
+    # -- uses -------------------------------------------------------------------------
+    def _chain(self, node: ast.AST) -> str | None:
+        """``pl.tile.add`` for an attribute chain / name rooted at a DSL binding, else None."""
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name) or node.id not in self.bound:
+            return None
+        root = self.bound[node.id]
+        parts.reverse()
+        if root == "pypto":  # bare `import pypto.language[.distributed]`
+            dotted = ".".join(["pypto", *parts])
+            for module in (DISTRIBUTED, LANGUAGE):
+                if dotted == module or dotted.startswith(module + "."):
+                    rest = dotted[len(module) + 1:]
+                    return f"{PREFIX[module]}.{rest}" if rest else None
+            return None
+        if not parts:
+            return root if "." in root else None  # `from pypto.language import Tensor`; bare `pl`
+        return ".".join([root, *parts])
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        chain = self._chain(node)
+        if chain is not None:
+            self.census.add(chain, "name", self.path)
+            return  # the inner links of the chain are not uses of their own
+        self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        root = self.bound.get(node.id)
+        if root and "." in root and isinstance(node.ctx, ast.Load):
+            self.census.add(root, "name", self.path)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        chain = self._chain(node.func)
+        if chain is not None:
+            for kw in node.keywords:
+                if kw.arg is not None:
+                    self.census.add(f"{chain}({kw.arg}=)", "keyword", self.path)
+        self.generic_visit(node)
+
+    def visit_With(self, node: ast.With) -> None:
+        for item in node.items:
+            expr = item.context_expr
+            chain = self._chain(expr.func) if isinstance(expr, ast.Call) else self._chain(expr)
+            if chain is not None:
+                form = f"with {chain}(...) as NAME" if item.optional_vars is not None else f"with {chain}(...)"
+                self.census.add(form, "form", self.path)
+        self.generic_visit(node)
+
+    visit_AsyncWith = visit_With  # type: ignore[assignment]
+
+
+def scan(files: dict[str, str]) -> Census:
+    """The census of DSL uses over `files` (``{path: text}``)."""
+    census = Census()
+    for path, text in files.items():
+        census.scanned += 1
+        try:
+            tree = ast.parse(text, filename=path)
+        except SyntaxError:
+            census.unparsable.append(path)
+            continue
+        visitor = _Visitor(census, path)
+        # Module-level imports first (also under `if`/`try`), so a function defined above a
+        # late import still resolves; imports inside functions bind during the walk.
+        pending = list(tree.body)
+        while pending:
+            node = pending.pop()
+            if isinstance(node, ast.Import):
+                visitor.bind_import(node)
+            elif isinstance(node, ast.ImportFrom):
+                visitor.bind_import_from(node)
+            else:
+                if isinstance(node, (ast.If, ast.Try)):
+                    pending += node.body + node.orelse + getattr(node, "finalbody", [])
+                    pending += [s for h in getattr(node, "handlers", []) for s in h.body]
+                continue
+            visitor.read.add(id(node))
+        visitor.visit(tree)
+    return census
+
+
+# ----------------------------------------------------------------------------------------
+# What the emulator covers
+# ----------------------------------------------------------------------------------------
+_MISSING = object()
+
+
+def _lookup(dotted: str) -> Any:
+    """The emulator object implementing ``pl.x.y`` / ``pld.x.y``, or `_MISSING`."""
+    from equiv.tile.namespace import Namespace
+
+    prefix, _, rest = dotted.partition(".")
+    if prefix == "pl":
+        import equiv.tile as tile
+
+        if not tile.covers(rest):
+            return _MISSING
+        root: Any = {k: getattr(tile, k) for k in tile.__all__}
+    elif prefix == "pld":
+        try:
+            from equiv.tile import distributed
+        except ImportError:
+            return _MISSING
+        root = distributed.namespace()
+    else:
+        return _MISSING
+    head, *parts = rest.split(".")
+    if head not in root:
+        return _MISSING
+    obj = root[head]
+    for part in parts:
+        if isinstance(obj, Namespace):
+            if part in obj.__dict__:
+                obj = obj.__dict__[part]
+                continue
+            call = object.__getattribute__(obj, "_call")
+            obj = getattr(call, part, _MISSING) if call is not None and not part.startswith("_") else _MISSING
+        else:
+            obj = _MISSING if part.startswith("_") else getattr(obj, part, _MISSING)
+        if obj is _MISSING:
+            return _MISSING
+    return obj
+
+
+def _callable_of(obj: Any) -> Any:
+    from equiv.tile.namespace import Namespace
+
+    if isinstance(obj, Namespace):
+        return object.__getattribute__(obj, "_call")
+    return obj
+
+
+def accepts_keyword(obj: Any, keyword: str) -> bool:
+    """True when `obj` takes `keyword`: as an explicit parameter, or through ``**kwargs``
+    whose use the implementation documents by naming the keyword in its docstring."""
+    fn = _callable_of(obj)
+    if fn is None or not callable(fn):
+        return False
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    params = sig.parameters
+    p = params.get(keyword)
+    if p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+        return True
+    if any(q.kind is q.VAR_KEYWORD for q in params.values()):
+        doc = inspect.getdoc(fn.__init__ if isinstance(fn, type) else fn) or ""
+        if isinstance(fn, type):
+            doc += "\n" + (inspect.getdoc(fn) or "")
+        return re.search(rf"(?<![\w.]){re.escape(keyword)}(?!\w)", doc) is not None
+    return False
+
+
+def is_context_manager(obj: Any) -> bool:
+    """True when calling `obj` gives something usable in a ``with`` statement: a class with
+    ``__enter__``, a `contextlib.contextmanager` function, or a function whose return
+    annotation is such a class."""
+    fn = _callable_of(obj)
+    if fn is None:
+        return False
+    if isinstance(fn, type):
+        return hasattr(fn, "__enter__")
+    if getattr(fn, "__wrapped__", None) is not None and "contextlib" in getattr(
+            getattr(fn, "__code__", None), "co_filename", ""):
+        return True
+    target = getattr(fn, "__call__", None) if not inspect.isroutine(fn) else fn
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the raw one
+        hints = getattr(target, "__annotations__", {}) or {}
+    ret = hints.get("return")
+    ret = typing.get_origin(ret) or ret
+    return isinstance(ret, type) and hasattr(ret, "__enter__") and hasattr(ret, "__exit__")
+
+
+_WITH = re.compile(r"^with (?P<name>[\w.]+)\(\.\.\.\)( as NAME)?$")
+_KEYWORD = re.compile(r"^(?P<name>[\w.]+)\((?P<kw>\w+)=\)$")
+
+
+def covers(entry: str) -> bool:
+    """Whether the emulator covers one census entry."""
+    if entry.startswith("import "):
+        from equiv.tile import distributed
+
+        module = entry[len("import "):]
+        return module in (LANGUAGE, DISTRIBUTED) or module in distributed.IMPORTABLE
+    m = _WITH.match(entry)
+    if m:
+        obj = _lookup(m["name"])
+        return obj is not _MISSING and is_context_manager(obj)
+    m = _KEYWORD.match(entry)
+    if m:
+        obj = _lookup(m["name"])
+        return obj is not _MISSING and accepts_keyword(obj, m["kw"])
+    return _lookup(entry) is not _MISSING
+
+
+# ----------------------------------------------------------------------------------------
+# The report
+# ----------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    entry: str
+    kind: str
+    uses: int
+    files: int
+    covered: bool
+
+    def to_dict(self) -> dict:
+        return {"name": self.entry, "kind": self.kind, "uses": self.uses, "files": self.files,
+                "covered": self.covered}
+
+
+@dataclass
+class Report:
+    rows: list[Row]
+    scanned: int
+    unparsable: list[str]
+
+    @property
+    def covered_names(self) -> int:
+        return sum(r.covered for r in self.rows)
+
+    @property
+    def covered_uses(self) -> int:
+        return sum(r.uses for r in self.rows if r.covered)
+
+    @property
+    def total_uses(self) -> int:
+        return sum(r.uses for r in self.rows)
+
+    @property
+    def complete(self) -> bool:
+        return all(r.covered for r in self.rows)
+
+    def last_line(self) -> str:
+        return (f"covered {self.covered_names} of {len(self.rows)} names "
+                f"({self.covered_uses} of {self.total_uses} uses)")
+
+    def to_dict(self) -> dict:
+        return {"files": self.scanned, "unparsable": self.unparsable,
+                "covered_names": self.covered_names, "total_names": len(self.rows),
+                "covered_uses": self.covered_uses, "total_uses": self.total_uses,
+                "names": [r.to_dict() for r in self.rows]}
+
+    def render(self, missing_only: bool = False, width: int = 80) -> str:
+        rows = [r for r in self.rows if not (missing_only and r.covered)]
+        lines = [f"{self.scanned} kernel files scanned" +
+                 (f", {len(self.unparsable)} not parsable: {', '.join(self.unparsable[:3])}"
+                  f"{' …' if len(self.unparsable) > 3 else ''}" if self.unparsable else ""),
+                 f"{'uses':>6} {'files':>5}  {'status':<7}  name"]
+        room = width - 23
+        for r in rows:
+            name = r.entry if len(r.entry) <= room else r.entry[:room - 1] + "…"
+            lines.append(f"{r.uses:>6} {r.files:>5}  {'covered' if r.covered else 'MISSING':<7}  {name}")
+        lines.append(self.last_line())
+        return "\n".join(line[:width] for line in lines)
+
+
+def report(census: Census) -> Report:
+    rows = [Row(entry, census.kinds[entry], n, len(census.files[entry]), covers(entry))
+            for entry, n in census.uses.items()]
+    rows.sort(key=lambda r: (-r.uses, r.entry))
+    return Report(rows, census.scanned, sorted(census.unparsable))
+
+
+def coverage(repo: str, rev: str | None = None, paths: Iterable[str] = ("models",)) -> Report:
+    """``equiv coverage``: the census of `paths` in `repo` (at `rev`) against the emulator."""
+    return report(scan(kernel_files(repo, rev, list(paths) or ["models"])))
