@@ -503,6 +503,7 @@ class HostFunction:
         functools.update_wrapper(self, fn)
         self.__code__ = fn.__code__
         self.__globals__ = fn.__globals__
+        self.last_order: list[int] = []
 
     def __get__(self, obj, objtype=None):
         return self if obj is None else types.MethodType(self, obj)
@@ -518,6 +519,7 @@ class HostFunction:
             world.run()
         finally:
             _ACTIVE.reset(token)
+            self.last_order = list(getattr(world, "order", []))  # the ranks' start order, for tests and reports
         return result
 
 
