@@ -4,14 +4,33 @@ batch dimensions."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable, TypeVar
 
 import torch
 
 from equiv.dtypes import DType
-from equiv.memory import KernelError, current
+from equiv.memory import KernelError, Tensor, current
 
 from equiv.tile.values import Tile, _operand, _result
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _whole(x: Any) -> Any:
+    # A global tensor passed where a value is expected (tensor-level code: an inline function
+    # computing on its Tensor parameter) is read whole, through the memory model.
+    if isinstance(x, Tensor):
+        return Tile(x.load(x.window(())), x.dtype)
+    return x
+
+
+def tensor_operands(fn: F) -> F:
+    """Let a compute op take global tensors as operands: each is loaded whole first."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*[_whole(a) for a in args], **{k: _whole(v) for k, v in kwargs.items()})
+    return wrapper  # type: ignore[return-value]
 
 
 def _binary(a: Tile | int | float, b: Tile | int | float, fn) -> Tile:
@@ -25,18 +44,22 @@ def _binary(a: Tile | int | float, b: Tile | int | float, fn) -> Tile:
     return _result(fn(x, y), like.dtype, valid)
 
 
+@tensor_operands
 def add(a, b) -> Tile:
     return _binary(a, b, torch.add)
 
 
+@tensor_operands
 def sub(a, b) -> Tile:
     return _binary(a, b, torch.sub)
 
 
+@tensor_operands
 def mul(a, b) -> Tile:
     return _binary(a, b, torch.mul)
 
 
+@tensor_operands
 def div(a, b, **_hints: Any) -> Tile:
     like = a if isinstance(a, Tile) else b
     if not like.dtype.is_float:
@@ -53,10 +76,12 @@ def _decided_max(op: str, pick):
     return fn
 
 
+@tensor_operands
 def maximum(a, b) -> Tile:
     return _binary(a, b, _decided_max("maximum", torch.maximum))
 
 
+@tensor_operands
 def minimum(a, b) -> Tile:
     return _binary(a, b, _decided_max("minimum", torch.minimum))
 
@@ -66,6 +91,7 @@ _CMP = {0: torch.eq, 1: torch.ne, 2: torch.lt, 3: torch.le, 4: torch.gt, 5: torc
 _CMP_NAMES = {"eq": 0, "ne": 1, "lt": 2, "le": 3, "gt": 4, "ge": 5}
 
 
+@tensor_operands
 def cmp(lhs: Tile, rhs: Tile | int | float, cmp_type: int | str = 0) -> Tile:
     """Elementwise comparison: 1 where it holds, else 0, in ``lhs``'s type and shape.
 
@@ -89,32 +115,39 @@ def _unary(x: Tile, fn, name: str) -> Tile:
     return _result(fn(x.data), x.dtype, x.valid)
 
 
+@tensor_operands
 def neg(x: Tile) -> Tile:
     return _unary(x, torch.neg, "neg")
 
 
+@tensor_operands
 def abs(x: Tile) -> Tile:  # noqa: A001
     return _unary(x, torch.abs, "abs")
 
 
+@tensor_operands
 def exp(x: Tile) -> Tile:
     return _unary(x, torch.exp, "exp")
 
 
+@tensor_operands
 def log(x: Tile, high_precision: bool = False) -> Tile:
     """Natural log: float64 log rounded once (log(±0) = -inf, log(x<0) = NaN). Both
     precision modes are modelled by the same correctly rounded result."""
     return _unary(x, torch.log, "log")
 
 
+@tensor_operands
 def sqrt(x: Tile) -> Tile:
     return _unary(x, torch.sqrt, "sqrt")
 
 
+@tensor_operands
 def recip(x: Tile, *_tmp: Tile, **_hints: Any) -> Tile:
     return _unary(x, torch.reciprocal, "recip")
 
 
+@tensor_operands
 def rsqrt(x: Tile, tmp: Tile | None = None, high_precision: bool = False) -> Tile:
     """1/sqrt(x). Default path: two rounded ops (sqrt, then reciprocal), the vector unit's
     composition. High-precision path (``high_precision=True``, or a scratch ``tmp`` tile at
@@ -124,6 +157,7 @@ def rsqrt(x: Tile, tmp: Tile | None = None, high_precision: bool = False) -> Til
     return recip(sqrt(x))
 
 
+@tensor_operands
 def fmods(x: Tile, divisor: int | float) -> Tile:
     """Remainder with the sign of the dividend (C fmod), ``divisor`` rounded to ``x``'s type
     first. Exact for floats (fmod of two representable values is representable)."""
@@ -182,71 +216,87 @@ def _expdif(x: torch.Tensor, v: torch.Tensor, dtype: DType) -> torch.Tensor:
     return _result(torch.exp(_result(x - v, dtype, None).data), dtype, None).data
 
 
+@tensor_operands
 def row_expand(target: Tile, col: Tile) -> Tile:
     """``col[r, 0]`` repeated across row r of ``target``'s shape."""
     return _broadcast(target, col, "row", "row_expand")
 
 
+@tensor_operands
 def col_expand(target: Tile, row: Tile) -> Tile:
     """``row[0, c]`` repeated down column c of ``target``'s shape."""
     return _broadcast(target, row, "col", "col_expand")
 
 
+@tensor_operands
 def row_expand_mul(tile: Tile, col: Tile) -> Tile:
     """Multiply row r by ``col[r, 0]``."""
     return _expand(tile, col, torch.mul, "row", "row_expand_mul")
 
 
+@tensor_operands
 def row_expand_add(tile: Tile, col: Tile, tmp: Tile | None = None) -> Tile:
     return _expand(tile, col, torch.add, "row", "row_expand_add")
 
 
+@tensor_operands
 def row_expand_sub(tile: Tile, col: Tile) -> Tile:
     return _expand(tile, col, torch.sub, "row", "row_expand_sub")
 
 
+@tensor_operands
 def row_expand_div(tile: Tile, col: Tile) -> Tile:
     return _expand(tile, col, torch.div, "row", "row_expand_div")
 
 
+@tensor_operands
 def row_expand_max(tile: Tile, col: Tile) -> Tile:
     return _expand(tile, col, _decided_max("row_expand_max", torch.maximum), "row", "row_expand_max")
 
 
+@tensor_operands
 def row_expand_min(tile: Tile, col: Tile) -> Tile:
     return _expand(tile, col, _decided_max("row_expand_min", torch.minimum), "row", "row_expand_min")
 
 
+@tensor_operands
 def row_expand_expdif(tile: Tile, col: Tile) -> Tile:
     """``exp(tile[r, c] - col[r, 0])``: subtraction and exp each rounded once."""
     return _expand(tile, col, lambda x, v: _expdif(x, v, tile.dtype), "row", "row_expand_expdif")
 
 
+@tensor_operands
 def col_expand_mul(tile: Tile, row: Tile) -> Tile:
     """Multiply column c by ``row[0, c]``."""
     return _expand(tile, row, torch.mul, "col", "col_expand_mul")
 
 
+@tensor_operands
 def col_expand_add(tile: Tile, row: Tile) -> Tile:
     return _expand(tile, row, torch.add, "col", "col_expand_add")
 
 
+@tensor_operands
 def col_expand_sub(tile: Tile, row: Tile) -> Tile:
     return _expand(tile, row, torch.sub, "col", "col_expand_sub")
 
 
+@tensor_operands
 def col_expand_div(tile: Tile, row: Tile) -> Tile:
     return _expand(tile, row, torch.div, "col", "col_expand_div")
 
 
+@tensor_operands
 def col_expand_max(tile: Tile, row: Tile) -> Tile:
     return _expand(tile, row, _decided_max("col_expand_max", torch.maximum), "col", "col_expand_max")
 
 
+@tensor_operands
 def col_expand_min(tile: Tile, row: Tile) -> Tile:
     return _expand(tile, row, _decided_max("col_expand_min", torch.minimum), "col", "col_expand_min")
 
 
+@tensor_operands
 def col_expand_expdif(tile: Tile, row: Tile) -> Tile:
     """``exp(tile[r, c] - row[0, c])``: subtraction and exp each rounded once."""
     return _expand(tile, row, lambda x, v: _expdif(x, v, tile.dtype), "col", "col_expand_expdif")

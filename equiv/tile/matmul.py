@@ -14,6 +14,7 @@ from equiv.memory import KernelError, Tensor, current
 
 from equiv.tile.reductions import _fadd
 from equiv.tile.values import Tile
+from equiv.tile.elementwise import tensor_operands
 
 _range = range
 
@@ -37,6 +38,7 @@ def _mm_float(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor, out: D
     return acc
 
 
+@tensor_operands
 def matmul(a: Tile, b: Tile, a_trans: bool = False, b_trans: bool = False, out_dtype: DType | None = None,
            **_hints) -> Tile:
     """``a @ b`` (optionally transposed). int8 x int8 -> exact int32; floats accumulate in fp32."""
@@ -51,6 +53,7 @@ def matmul(a: Tile, b: Tile, a_trans: bool = False, b_trans: bool = False, out_d
     return Tile(_mm_float(None, x, y, out), out)
 
 
+@tensor_operands
 def matmul_acc(acc: Tile, a: Tile, b: Tile, a_trans: bool = False, b_trans: bool = False, **_hints) -> Tile:
     """``acc + a @ b`` accumulated in ``acc``'s type."""
     x, y = _mm_operands(a, b, a_trans, b_trans)

@@ -14,6 +14,7 @@ from equiv.dtypes import BF16, FP16, FP32, DType
 from equiv.memory import KernelError, OutOfBoundsError, Tensor, current
 
 from equiv.tile.values import Tile
+from equiv.tile.elementwise import tensor_operands
 
 _slice = slice
 
@@ -121,6 +122,7 @@ def _pattern(mask_pattern: int) -> tuple[int, int]:
     return _PATTERNS[code]
 
 
+@tensor_operands
 def gather_mask(src: Tile, mask_pattern: int, *, output_dtype: DType | None = None) -> Tile:
     """The columns a hardware mask pattern selects, row by row; ``output_dtype`` (same width)
     reads their bits as another type (sort32 pairs: P0101 values, P1010 UINT32 indices)."""
@@ -133,6 +135,7 @@ def gather_mask(src: Tile, mask_pattern: int, *, output_dtype: DType | None = No
     return Tile(data.clone(), dtype, [*src.valid[:-1], valid_cols])
 
 
+@tensor_operands
 def gather(x: Tile, dim: int | None = None, index: Tile | None = None, *, mask_pattern: int | None = None,
            output_dtype: DType | None = None, **compare_form) -> Tile:
     """``pl.gather``: index form ``out[.., r, k] = x[.., r, index[.., r, k]]`` (last axis), or
@@ -160,6 +163,7 @@ def gather(x: Tile, dim: int | None = None, index: Tile | None = None, *, mask_p
     return Tile(_poison_where(out, bad, x.dtype), x.dtype, index.valid)
 
 
+@tensor_operands
 def tile_gather(src: Tile, indices: Tile, tmp: Tile | None = None) -> Tile:
     """``pl.tile.gather``: ``out[r, c] = src.flat[indices[r, c]]``, a flat row-major index
     into the whole ``[rows, cols]`` source tile (``tmp`` is the hardware's scratch)."""
@@ -173,6 +177,7 @@ def tile_gather(src: Tile, indices: Tile, tmp: Tile | None = None) -> Tile:
     return Tile(_poison_where(out, bad, src.dtype), src.dtype, indices.valid)
 
 
+@tensor_operands
 def scatter(input: Tile, dim: int | None = None, index: Tile | None = None, src: Tile | None = None,  # noqa: A002
             *, mask_pattern: int | None = None, dst: Tile | None = None) -> Tile:
     """``pl.tensor.scatter``: the mask form writes ``input``'s columns into the columns of
@@ -204,6 +209,7 @@ def scatter(input: Tile, dim: int | None = None, index: Tile | None = None, src:
 # ----------------------------------------------------------------------------------------
 # Concatenation and transposes
 # ----------------------------------------------------------------------------------------
+@tensor_operands
 def concat(a: Tile, b: Tile) -> Tile:
     """``[a | b]`` along the last axis (same type, same leading shape)."""
     if a.dtype != b.dtype:
@@ -217,6 +223,7 @@ def concat(a: Tile, b: Tile) -> Tile:
     return Tile(data, a.dtype, [*lead, cols])
 
 
+@tensor_operands
 def transpose(x: Tile, axis1: int, axis2: int, tmp: Tile | None = None) -> Tile:
     """Swap two axes (negative axes count from the end)."""
     rank = len(x.valid)
@@ -230,6 +237,7 @@ def transpose(x: Tile, axis1: int, axis2: int, tmp: Tile | None = None) -> Tile:
     return Tile(x.data.transpose(a1, a2).contiguous(), x.dtype, valid)
 
 
+@tensor_operands
 def transpose_view(x: Tile) -> Tile:
     """The layout view that swaps the last two axes (a transpose of the values)."""
     return transpose(x, -2, -1)

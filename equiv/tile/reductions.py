@@ -17,6 +17,7 @@ from equiv.memory import KernelError, Tensor, current
 import numpy as np
 
 from equiv.tile.values import Tile
+from equiv.tile.elementwise import tensor_operands
 
 _range = range
 
@@ -33,10 +34,12 @@ def _row_result(values: torch.Tensor, dtype: DType, x: Tile) -> Tile:
     return Tile(values.unsqueeze(-1), dtype, [*x.valid[:-1], 1])
 
 
+@tensor_operands
 def row_max(x: Tile, tmp: Tile | None = None) -> Tile:
     return _row_result(torch.amax(_reduce_input(x), dim=-1), x.dtype, x)
 
 
+@tensor_operands
 def row_min(x: Tile, tmp: Tile | None = None) -> Tile:
     return _row_result(torch.amin(_reduce_input(x), dim=-1), x.dtype, x)
 
@@ -119,6 +122,7 @@ def _reduce_sum(v: torch.Tensor, add, order: str) -> torch.Tensor:
     raise ValueError(f"unknown row_sum order {order!r}")
 
 
+@tensor_operands
 def row_sum(x: Tile, tmp: Tile | None = None) -> Tile:
     """Row sums in the element type, in the order ``Options.row_sum_order`` models."""
     v = _reduce_input(x)
@@ -142,6 +146,7 @@ def _col_result(values: torch.Tensor, dtype: DType, x: Tile) -> Tile:
     return Tile(values.unsqueeze(-2), dtype, [*x.valid[:-2], 1, x.valid[-1]])
 
 
+@tensor_operands
 def col_sum(x: Tile, tmp: Tile | None = None) -> Tile:
     """Column sums in the element type. Without ``tmp``: rows added in order,
     ``((r0 + r1) + r2) + ...``; with a scratch ``tmp`` (the binary-tree path): adjacent rows
@@ -156,15 +161,18 @@ def col_sum(x: Tile, tmp: Tile | None = None) -> Tile:
     return _col_result(out.reshape(lead), x.dtype, x)
 
 
+@tensor_operands
 def col_max(x: Tile) -> Tile:
     """Column maxima, exact; NaN propagates."""
     return _col_result(torch.amax(_col_input(x), dim=-2), x.dtype, x)
 
 
+@tensor_operands
 def col_min(x: Tile) -> Tile:
     return _col_result(torch.amin(_col_input(x), dim=-2), x.dtype, x)
 
 
+@tensor_operands
 def row_argmax(x: Tile, tmp: Tile | None = None) -> Tile:
     """INT32 column index of each row's maximum: a left-to-right scan that replaces the best
     only on a strictly greater value, so the first of equal maxima wins (-0 equals +0) and a
@@ -183,6 +191,7 @@ def row_argmax(x: Tile, tmp: Tile | None = None) -> Tile:
     return _row_result(first.to(torch.int64), INT32, x)
 
 
+@tensor_operands
 def row_argmin(x: Tile, tmp: Tile | None = None) -> Tile:
     """First index of each row's minimum (the scan of `row_argmax` with ``<``)."""
     neg = Tile(-x.data if x.dtype.is_float else -x.data, x.dtype, x.valid)

@@ -25,6 +25,7 @@ from equiv.memory import KernelError, UnsupportedOpError, current
 
 from equiv.tile.movement import bits_float, float_bits
 from equiv.tile.values import Tile
+from equiv.tile.elementwise import tensor_operands
 
 BLOCK = 32
 
@@ -41,6 +42,7 @@ def _pairs(values: torch.Tensor, index_bits: torch.Tensor) -> torch.Tensor:
     return out.reshape(*values.shape[:-1], 2 * values.shape[-1])
 
 
+@tensor_operands
 def sort32(src: Tile, idx: Tile) -> Tile:
     """Sort every 32-element block of each row of ``src`` (descending), carrying ``idx``'s
     UINT32 values along; returns the pair tile (last axis doubled). A partial last block is
@@ -137,6 +139,7 @@ def _merge(values: torch.Tensor, keys: torch.Tensor, exhausted: bool = False) ->
             done.reshape(flat_v.shape).to(dev))
 
 
+@tensor_operands
 def mrgsort(src0: Tile, src1: Tile | None = None, src2: Tile | None = None, src3: Tile | None = None,
             tmp: Tile | None = None, exhausted: bool = False, *, block_len: int | None = None) -> Tile:
     """Format 1 (``block_len=``): each group of 4 consecutive runs of ``block_len`` columns

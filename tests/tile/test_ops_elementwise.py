@@ -166,3 +166,13 @@ def test_tile_aliases_are_the_same_ops(ctx):
     assert pl.tile.maximum(a, b).data.tolist() == [[1.5, 4.0]]
     assert pl.tile.cast(a, pl.INT32, mode="trunc").data.tolist() == [[1, 2]]
     assert pl.tile.row_expand_div(a, tile([[2.0]])).data.tolist() == [[0.75, 1.0]]
+
+
+def test_global_tensor_operands_are_read_whole(ctx):
+    from equiv.memory import Tensor
+    t = Tensor("x", [1, 3], pl.FP32, torch.tensor([[1.0, -4.0, 9.0]], dtype=torch.float64), written=True)
+    assert pl.add(t, 1.0).data.tolist() == [[2.0, -3.0, 10.0]]
+    assert pl.row_max(t).data.tolist() == [[9.0]]
+    # an unwritten scratch tensor reads as poison (NaN by default), never as zeros
+    scratch = Tensor("s", [1, 2], pl.FP32)
+    assert all(v != v for v in pl.neg(scratch).data[0].tolist())
