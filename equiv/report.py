@@ -297,12 +297,86 @@ def _shapes_tried(results: Sequence[Mapping[str, Any]]) -> list[dict]:
     return out
 
 
+def _reason_label(reason: str, verdict: str) -> str:
+    """What a reason line is: a note about pre alone (a hazard retiled does not have) is not
+    what made the output a regression, so it is not labelled with the output's verdict."""
+    return "note, pre only" if reason.startswith("note: ") else verdict
+
+
+_SIZE_DETAILS = (re.compile(r" \(\d+ elements\)"), re.compile(r"^\d+ of \d+ elements"))
+
+
+def cause(reason: str) -> str:
+    """A reason without its per-case sizes: the same finding in another case reads the same."""
+    for pattern in _SIZE_DETAILS:
+        reason = pattern.sub("", reason)
+    return reason
+
+
+def _region_counts(o: Mapping[str, Any], side: str) -> tuple[int, int]:
+    """(unwritten, uninitialised-dependent) element counts of one output of one case, for `side`."""
+    return (int((o.get("unwritten") or {}).get(side, {}).get("count", 0)),
+            int((o.get("poisoned") or {}).get(side, {}).get("count", 0)))
+
+
+def findings_by_cause(results: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Non-equivalent outputs grouped by cause: one entry per (output, verdict, reasons without
+    sizes), with the cases, recipes and shapes it occurs in and the elements it affects. The same
+    finding under seven input recipes is one entry, not seven."""
+    groups: dict[tuple, dict] = {}
+    for r in results:
+        c = r["case"]
+        for name, o in r["outputs"].items():
+            if o["verdict"] == "equivalent":
+                continue
+            reasons = [x for x in o.get("reasons", []) if not x.startswith("note: ")]
+            key = (name, o["verdict"], tuple(cause(x) for x in reasons))
+            g = groups.setdefault(key, {"output": name, "verdict": o["verdict"], "reasons": reasons,
+                                        "notes": [x for x in o.get("reasons", []) if x.startswith("note: ")],
+                                        "cases": 0, "recipes": [], "shapes": [], "regions": [],
+                                        "unwritten": {"pre": 0, "retiled": 0}, "poisoned": {"pre": 0, "retiled": 0},
+                                        "repro": r.get("repro", "")})
+            g["cases"] += 1
+            if c["recipe"] not in g["recipes"]:
+                g["recipes"].append(c["recipe"])
+            shape = _shape_text(c["shape"])
+            if shape not in g["shapes"]:
+                g["shapes"].append(shape)
+            for side in ("pre", "retiled"):
+                un, po = _region_counts(o, side)
+                g["unwritten"][side] = max(g["unwritten"][side], un)
+                g["poisoned"][side] = max(g["poisoned"][side], po)
+                for what, regions in (("unwritten", o.get("unwritten") or {}), ("uninitialised-dependent",
+                                                                                 o.get("poisoned") or {})):
+                    text = regions.get(side, {}).get("text")
+                    entry = f"{side} {what}: {text}" if text else None
+                    if entry and entry not in g["regions"]:
+                        g["regions"].append(entry)
+    order = {v: i for i, v in enumerate(VERDICT_ORDER)}
+    return sorted(groups.values(), key=lambda g: (order.get(g["verdict"], 9), -g["cases"]))
+
+
+def _finite_max_error(compared: Sequence[Mapping[str, Any]], recipes: Sequence[str], side: str) -> tuple[float, list[str]]:
+    """Largest error vs the reference over the cases where it is finite, and the recipes whose
+    cases have an infinite one (a non-finite reference, or a result that overflowed)."""
+    finite, infinite = 0.0, []
+    for o, recipe in zip(compared, recipes):
+        m = float(o.get("error_vs_ref", {}).get(side, {}).get("max", 0.0))
+        if m != m or m in (float("inf"), float("-inf")):
+            if recipe not in infinite:
+                infinite.append(recipe)
+        else:
+            finite = max(finite, m)
+    return finite, infinite
+
+
 def _failure(r: Mapping[str, Any]) -> dict:
     c = r["case"]
     outs = []
     for name, o in r["outputs"].items():
         if o["verdict"] != "equivalent":
-            outs.append({"name": name, "verdict": o["verdict"], "reasons": o.get("reasons", [])})
+            outs.append({"name": name, "verdict": o["verdict"], "reasons": o.get("reasons", []),
+                         "labelled": [(_reason_label(x, o["verdict"]), x) for x in o.get("reasons", [])]})
     errors = [f"{side}: {e}" for side, e in r.get("errors", {}).items()]
     return {"worst": _worst(r["verdicts"].values()), "shape": _shape_text(c["shape"]), "recipe": c["recipe"],
             "seed": c["seed"], "variant": _variant_text(c.get("variant", [])), "outputs": outs,
@@ -327,6 +401,10 @@ def build_model(checks: Sequence[Mapping[str, Any]], charts: _Charts | None = No
         for name, counts in chk.get("counts", {}).items():
             considered = [r for r in results if name in r["outputs"]]
             compared = [r["outputs"][name] for r in considered if r["outputs"][name]["verdict"] != "rejected"]
+            recipes = [r["case"]["recipe"] for r in considered if r["outputs"][name]["verdict"] != "rejected"]
+            errs = {side: _finite_max_error(compared, recipes, side) for side in ("pre", "retiled")}
+            unwritten = {side: sum(_region_counts(o, side)[0] for o in compared) for side in ("pre", "retiled")}
+            poisoned = {side: sum(_region_counts(o, side)[1] for o in compared) for side in ("pre", "retiled")}
             ulp = aggregate_ulp(considered, name)
             err = aggregate_error(considered, name)
             panels, n_panels = _map_panels(considered, name)
@@ -336,8 +414,10 @@ def build_model(checks: Sequence[Mapping[str, Any]], charts: _Charts | None = No
                 "max_ulp": max((o.get("max_ulp", 0) for o in compared), default=0),
                 "differing": sum(o.get("differing", 0) for o in compared),
                 "compared": sum(o.get("compared", 0) for o in compared),
-                "max_err": {s: max((o.get("error_vs_ref", {}).get(s, {}).get("max", 0.0) for o in compared),
-                                   default=0.0) for s in ("pre", "retiled")},
+                "max_err": {s: errs[s][0] for s in ("pre", "retiled")},
+                "err_infinite": sorted(set(errs["pre"][1]) | set(errs["retiled"][1])),
+                "unwritten": unwritten, "poisoned": poisoned,
+                "verdicts_text": ", ".join(f"{v} {counts.get(v, 0)}" for v in VERDICT_ORDER if counts.get(v)),
                 "ulp_svg": charts.bars({"pre↔retiled": ulp}, f"{name}: pre↔retiled distance (summed over cases)",
                                        "ULP distance", "ulp-hist", colours=(_ulp_colour,))
                 if sum(ulp.values()) else None,
@@ -347,6 +427,7 @@ def build_model(checks: Sequence[Mapping[str, Any]], charts: _Charts | None = No
                 "map_svg": charts.maps(panels) if panels else None,
                 "map_panels": panels, "map_more": n_panels - len(panels),
             })
+        worst_counts = Counter(_worst(r["verdicts"].values()) for r in results)
         failures = [_failure(r) for r in results if set(r["verdicts"].values()) - {"equivalent"}]
         failures.sort(key=lambda f: VERDICT_ORDER.index(f["worst"]))
         counterexamples = [_failure(r) for r in chk.get("counterexamples", [])]
@@ -356,6 +437,10 @@ def build_model(checks: Sequence[Mapping[str, Any]], charts: _Charts | None = No
             "shapes": chk.get("shapes", ""), "seed": chk.get("seed", 0), "seconds": chk.get("seconds", 0.0),
             "device": chk.get("options", {}).get("device", "cpu"), "options": chk.get("options", {}),
             "n_cases": len(results), "totals": totals, "status": status,
+            "case_verdicts": ", ".join(f"{v} {worst_counts[v]}" for v in VERDICT_ORDER if worst_counts[v]),
+            "findings": findings_by_cause(results),
+            "unwritten": {side: sum(o["unwritten"][side] for o in outputs) for side in ("pre", "retiled")},
+            "poisoned": {side: sum(o["poisoned"][side] for o in outputs) for side in ("pre", "retiled")},
             "max_ulp": max((o["max_ulp"] for o in outputs), default=0),
             "outputs": outputs, "hazards": _hazards(results), "shapes_tried": _shapes_tried(results),
             "failures": failures[:MAX_FAILURES_SHOWN], "failures_more": max(0, len(failures) - MAX_FAILURES_SHOWN),

@@ -116,8 +116,20 @@ def per_output(result: CheckResult, max_width: int | None = None) -> str:
     for name, counts in result.counts.items():
         cases = sum(counts.values())
         differing = sum(r.outputs[name].differing for r in result.results)
-        rows.append([name, cases, _counts_text(counts), result.max_ulp(name), differing])
-    return table(["output", "cases", "verdicts (cases)", "max ULP", "differing elems"], rows, max_width)
+        rows.append([name, cases, _counts_text(counts), result.max_ulp(name), differing,
+                     f"{defective(result, name, 'retiled')}/{defective(result, name, 'pre')}"])
+    return table(["output", "cases", "verdicts (cases)", "max ULP", "differing", "unwritten ret/pre"], rows,
+                 max_width)
+
+
+def defective(result: CheckResult, output: str, side: str) -> int:
+    """Elements of `output` that `side` left unwritten or computed from uninitialised memory,
+    summed over cases (what "differing" cannot show: those elements are not compared)."""
+    total = 0
+    for r in result.results:
+        o = r.outputs[output]
+        total += int(o.unwritten.get(side, {}).get("count", 0)) + int(o.poisoned.get(side, {}).get("count", 0))
+    return total
 
 
 def per_variant(result: CheckResult, max_width: int | None = None) -> str | None:

@@ -69,11 +69,12 @@ def preflight(names: list[str], args: argparse.Namespace) -> dict[str, list[str]
     if args.examples is not None and args.examples < 0:
         raise UsageError("--examples must be ≥ 0")
     plans: dict[str, list[str] | None] = {}
+    notes: list[str] = []
     for name in names:
         pair = resolve_pair(name)
         recipes, note = pair_recipes(name, args.recipe, args.all)
         if note:
-            print(f"note: {note}", file=sys.stderr)
+            notes.append(note)
         if recipes == []:
             continue
         if args.shapes != "fuzz":  # fuzz plans draw with Hypothesis: left to the check itself
@@ -84,6 +85,8 @@ def preflight(names: list[str], args: argparse.Namespace) -> dict[str, list[str]
         plans[name] = recipes
     if not plans:
         raise UsageError(f"no pair has input recipe {', '.join(args.recipe or [])}")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     return plans
 
 
