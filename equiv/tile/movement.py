@@ -151,7 +151,7 @@ def gather(x: Tile, dim: int | None = None, index: Tile | None = None, *, mask_p
         raise KernelError("gather: output_dtype= belongs to the mask form (mask_pattern=)")
     if index is None or index.dtype.is_float:
         raise KernelError("gather needs an integer index tile")
-    if dim not in (-1, x.data.dim() - 1):
+    if dim not in (-1, len(x.valid) - 1):  # len(valid) is the tile's own (logical) rank
         raise KernelError("gather is supported along the last axis only")
     idx = index.data
     if tuple(idx.shape[:-1]) != tuple(x.data.shape[:-1]):
@@ -195,7 +195,7 @@ def scatter(input: Tile, dim: int | None = None, index: Tile | None = None, src:
         out = dst.data.clone()
         out[..., first::stride] = input.data
         return Tile(out, dst.dtype, dst.valid)
-    if index is None or src is None or dim not in (-1, input.data.dim() - 1):
+    if index is None or src is None or dim not in (-1, len(input.valid) - 1):
         raise KernelError("scatter index form needs dim=-1, index and src")
     safe, bad = _index_guard(index.data, input.data.shape[-1], "scatter", input.dtype)
     if bad is not None:

@@ -1,0 +1,68 @@
+"""Compute ops on tiles that carry a leading batch dimension give, slice for slice, what they
+give on each unbatched tile (ops index from the end), for the batched executor."""
+
+import random
+
+import pytest
+import torch
+
+from equiv import tile as pl
+from equiv.memory import RunContext, running
+from equiv.options import Options
+
+
+@pytest.fixture
+def ctx():
+    with running(RunContext(Options(seed=3))) as c:
+        yield c
+
+
+def fp32(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    # few distinct values, so ties, maxima and sort orders are exercised
+    return torch.randint(-3, 4, shape, generator=g).to(torch.float64) * 0.75
+
+
+def batched(fn, *stacks):
+    """fn on the stacked tiles, and torch.stack of fn on each slice."""
+    whole = fn(*[pl.Tile(s, dt) for s, dt in stacks])
+    parts = [fn(*[pl.Tile(s[b], dt) for s, dt in stacks]) for b in range(stacks[0][0].shape[0])]
+    return whole, parts
+
+
+CASES = {
+    "add": (lambda a, b: pl.add(a, b), 2),
+    "cmp": (lambda a, b: pl.cmp(a, b, cmp_type=4), 2),
+    "maximum": (lambda a, b: pl.maximum(a, b), 2),
+    "row_sum": (lambda a: pl.row_sum(a), 1),
+    "col_sum": (lambda a: pl.col_sum(a), 1),
+    "col_sum_tree": (lambda a: pl.col_sum(a, a), 1),
+    "col_max": (lambda a: pl.col_max(a), 1),
+    "row_argmax": (lambda a: pl.row_argmax(a), 1),
+    "row_expand_mul": (lambda a: pl.row_expand_mul(a, pl.row_max(a)), 1),
+    "col_expand_expdif": (lambda a: pl.col_expand_expdif(a, pl.col_max(a)), 1),
+    "gather_mask": (lambda a: pl.gather(a, mask_pattern=pl.tile.MaskPattern.P1010), 1),
+    "concat": (lambda a, b: pl.concat(a, b), 2),
+    "transpose": (lambda a: pl.transpose(a, -2, -1), 1),
+    "matmul": (lambda a, b: pl.matmul(a, pl.transpose(b, -2, -1)), 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_batched_equals_per_slice(ctx, name):
+    fn, arity = CASES[name]
+    stacks = [(fp32([3, 4, 32], seed), pl.FP32) for seed in range(arity)]
+    whole, parts = batched(fn, *stacks)
+    assert whole.data.tolist() == torch.stack([p.data for p in parts]).tolist()
+    assert whole.dtype == parts[0].dtype
+
+
+def test_batched_sort_pipeline_and_flat_gather(ctx):
+    vals = fp32([2, 1, 256], 9)
+    idx = torch.arange(256).expand(2, 1, 256).clone()
+    whole, parts = batched(lambda v, i: pl.mrgsort(pl.sort32(v, i), block_len=64), (vals, pl.FP32), (idx, pl.UINT32))
+    assert whole.data.tolist() == torch.stack([p.data for p in parts]).tolist()
+    flat = torch.tensor([random.Random(b).sample(range(128), 8) for b in range(2)]).reshape(2, 1, 8)
+    src = fp32([2, 4, 32], 4)
+    whole, parts = batched(lambda s, i: pl.tile.gather(s, i, i), (src, pl.FP32), (flat, pl.INT32))
+    assert whole.data.tolist() == torch.stack([p.data for p in parts]).tolist()
