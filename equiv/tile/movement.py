@@ -246,7 +246,7 @@ def transpose_view(x: Tile) -> Tile:
 # ----------------------------------------------------------------------------------------
 # Per-row gather from global memory into an on-chip accumulator
 # ----------------------------------------------------------------------------------------
-def gather_row(acc: Tile, src: Tensor | Tile, dst_offset: Sequence[int], src_offset: Sequence[int],
+def gather_row(acc: Tile | Tensor, src: Tensor | Tile, dst_offset: Sequence[int], src_offset: Sequence[int],
                shapes: Sequence[int], transpose: bool = False, *,
                valid_shape: Sequence[int] | None = None) -> Tile:
     """``acc`` with the ``shapes`` window of ``src`` at ``src_offset`` written at
@@ -276,6 +276,11 @@ def gather_row(acc: Tile, src: Tensor | Tile, dst_offset: Sequence[int], src_off
     if d0 < 0 or d1 < 0 or d0 + h > rows or d1 + w > cols:
         raise KernelError(f"gather_row writes [{d0}:{d0 + h}, {d1}:{d1 + w}] of a [{rows}, {cols}] "
                           f"accumulator")
+    if isinstance(acc, Tensor):
+        # A tensor-typed accumulator: the write goes through the memory model (written-mask,
+        # last writer, races) like any store.
+        acc.store(acc.window((_slice(d0, d0 + h), _slice(d1, d1 + w))), values)
+        return acc
     # The op writes the accumulator in place (the DSL returns an alias of ``acc``).
     acc.data[..., d0:d0 + h, d1:d1 + w] = values
     return Tile(acc.data, acc.dtype, acc.valid)

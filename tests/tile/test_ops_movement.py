@@ -111,6 +111,13 @@ def test_gather_row_copies_rows_into_the_accumulator(ctx):
     assert not ctx.findings
 
 
+def test_gather_row_into_a_tensor_accumulator_marks_it_written(ctx):
+    acc = Tensor("acc", [2, 3], pl.FP32)
+    out = pl.gather_row(acc, _pool(), [1, 0], [2, 0], [1, 3])
+    assert out is acc and acc.written.tolist() == [[False] * 3, [True] * 3]
+    assert acc.data[1].tolist() == [6.0, 7.0, 8.0]
+
+
 def test_gather_row_out_of_range_source_row_is_caught(ctx):
     pool = _pool()
     acc = pl.gather_row(pl.full([1, 3], pl.FP32, 0.0), pool, [0, 0], [4, 0], [1, 3])  # row 4 of 4
