@@ -3,14 +3,11 @@ Operands index from the end, so tiles may carry leading batch dimensions."""
 
 from __future__ import annotations
 
-import math
-from typing import Any, Iterator, Sequence
-
 import torch
 
 from equiv import rounding
-from equiv.dtypes import BF16, FP16, FP32, INDEX, INT8, INT16, INT32, INT64, UINT8, DType  # noqa: F401
-from equiv.memory import KernelError, Tensor, current
+from equiv.dtypes import FP32, INT32, DType
+from equiv.memory import KernelError
 
 from equiv.tile.reductions import _fadd
 from equiv.tile.values import Tile
