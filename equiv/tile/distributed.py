@@ -112,6 +112,13 @@ class DistributedTensor(Tensor):
             return Tensor._check_race(self, win, sl, mask)
         world.check_window_write(self, win, sl, mask)
 
+    def load(self, win):
+        out = Tensor.load(self, win)
+        world = _ACTIVE.get()
+        if world is not None and world.running is not None and world.ctx.options.detect_races:
+            world.check_window_read(self, win)
+        return out
+
 
 @dataclass
 class CommCtx:
@@ -246,7 +253,7 @@ class _World:
         view.name = f"{ref.name}@rank{rank}"
         view.shape = tuple(ref.shape)
         view.ref = ref
-        for attr in ("data", "written", "writer", "wrank", "wepoch", "watomic"):
+        for attr in ("data", "written", "writer", "wrank", "wepoch", "watomic", "rrank", "repoch"):
             setattr(view, attr, getattr(flat, attr)[:numel].view(ref.shape))
         return view
 
@@ -259,6 +266,9 @@ class _World:
         t.wrank = torch.full(shape, -1, dtype=torch.int64, device=dev)
         t.wepoch = torch.zeros(shape, dtype=torch.int64, device=dev)
         t.watomic = torch.zeros(shape, dtype=torch.bool, device=dev)
+        # The last reading rank and its epoch: a later write by another rank must be ordered after it.
+        t.rrank = torch.full(shape, -1, dtype=torch.int64, device=dev)
+        t.repoch = torch.zeros(shape, dtype=torch.int64, device=dev)
         return t
 
     def peer(self, local: DistributedTensor, peer: int) -> DistributedTensor:
@@ -268,28 +278,52 @@ class _World:
                               f"(cross-rank ops need pld.window(...) views)")
         return self.instance(local.ref, int(peer))
 
-    # -- race check ----------------------------------------------------------------------
+    # -- race checks ---------------------------------------------------------------------
+    def _unordered(self, ranks: torch.Tensor, epochs: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Elements of `candidates` whose access by rank `ranks` at epoch `epochs` the running
+        rank has not acquired (no notify→wait chain from that access to here)."""
+        seen = torch.tensor(self.clock[self.running], dtype=torch.int64, device=ranks.device)
+        return candidates & (epochs >= seen[ranks.clamp(min=0)])
+
+    def _report(self, inst: DistributedTensor, win, hits: torch.Tensor, ranks: torch.Tensor, what: str) -> None:
+        hit = hits.nonzero()
+        idx = hit + torch.tensor([a for a, _ in win], device=hit.device)
+        first = [int(v) for v in idx[0].tolist()]
+        other = int(ranks[tuple(hit[0].tolist())])
+        region = [(int(idx[:, d].min()), int(idx[:, d].max()) + 1) for d in range(idx.shape[1])]
+        self.ctx.record("race", inst.name,
+                        f"element {first} of rank {inst.rank}'s window {what.format(other=other, me=self.running)} "
+                        f"with no notify/wait ordering the two (cross-rank race)", region, count=int(hit.shape[0]))
+
+    def check_window_read(self, inst: DistributedTensor, win) -> None:
+        """A read by rank `running` of `inst`[win]: a race with another rank's write that no
+        notify→wait chain orders before it; remembered for the write check."""
+        inside = tuple((max(a, 0), min(b, n)) for (a, b), n in zip(win, inst.shape))
+        if not all(b > a for a, b in inside):
+            return
+        sl = Tensor._slices(inside)
+        r = self.running
+        prev_rank = inst.wrank[sl]
+        unordered = self._unordered(prev_rank, inst.wepoch[sl], (prev_rank >= 0) & (prev_rank != r))
+        if bool(unordered.any()):
+            self._report(inst, inside, unordered, prev_rank, "written by rank {other} and read by rank {me}")
+        inst.rrank[sl] = r
+        inst.repoch[sl] = self.clock[r][r]
+
     def check_window_write(self, inst: DistributedTensor, win, sl, mask, atomic: bool = False) -> None:
         """Record the write of rank `running` into `inst`[sl] (where `mask`), reporting a race
-        with an earlier write of another rank that no notify→wait chain orders before it."""
+        with an earlier write or read of another rank that no notify→wait chain orders before it."""
         r = self.running
         m = torch.ones_like(inst.wrank[sl], dtype=torch.bool) if mask is None else mask
         prev_rank, prev_epoch, prev_atomic = inst.wrank[sl], inst.wepoch[sl], inst.watomic[sl]
         both_atomic = prev_atomic & atomic
-        cross = m & (prev_rank >= 0) & (prev_rank != r) & ~both_atomic
-        if bool(cross.any()):
-            seen = torch.tensor(self.clock[r], dtype=torch.int64, device=prev_rank.device)
-            unordered = cross & (prev_epoch >= seen[prev_rank.clamp(min=0)])
-            if bool(unordered.any()):
-                hit = unordered.nonzero()
-                idx = hit + torch.tensor([a for a, _ in win], device=hit.device)
-                first = [int(v) for v in idx[0].tolist()]
-                other = int(prev_rank[tuple(hit[0].tolist())])
-                region = [(int(idx[:, d].min()), int(idx[:, d].max()) + 1) for d in range(idx.shape[1])]
-                self.ctx.record("race", inst.name,
-                                f"element {first} of rank {inst.rank}'s window written by rank {other} and "
-                                f"rank {r} with no notify/wait ordering the two writes (cross-rank race)",
-                                region, count=int(hit.shape[0]))
+        unordered = self._unordered(prev_rank, prev_epoch, m & (prev_rank >= 0) & (prev_rank != r) & ~both_atomic)
+        if bool(unordered.any()):
+            self._report(inst, win, unordered, prev_rank, "written by rank {other} and rank {me}")
+        reader = inst.rrank[sl]
+        unread = self._unordered(reader, inst.repoch[sl], m & (reader >= 0) & (reader != r))
+        if bool(unread.any()):
+            self._report(inst, win, unread, reader, "read by rank {other} and written by rank {me}")
         same = m & (prev_rank == r) & ~both_atomic
         if bool(same.any()):
             Tensor._check_race(inst, win, sl, same)
@@ -603,7 +637,7 @@ def wait(signal: DistributedTensor, offsets: Sequence[int], expected: int, *, cm
     if not isinstance(signal, DistributedTensor):
         raise KernelError("pld.system.wait needs a window-bound pld.DistributedTensor signal")
     idx = _index(signal, offsets, "pld.system.wait")
-    signal.load(tuple((i, i + 1) for i in idx))  # bounds check at the kernel's line
+    signal._clip(tuple((i, i + 1) for i in idx), "oob-read")  # bounds check (a wait is no racy read)
     want = int(expected)
     if cmp == WaitCmp.Ge:
         ready = lambda: _signal_value(signal, idx) >= want  # noqa: E731
