@@ -23,6 +23,15 @@ COLLECTIVES = os.path.join(HERE, "collectives.py")
 N = 4
 
 
+def line_of(path, text):
+    with open(path) as fh:
+        return next(i for i, line in enumerate(fh, 1) if text in line)
+
+
+PUT_LINE = line_of(EXCHANGE, "pld.tensor.put(")
+COPY_LINE = line_of(EXCHANGE, "y[blk * ROWS:(blk + 1) * ROWS, :] = data[")
+
+
 def run(path, entry, inputs, outputs, seed=0, world=N):
     """Run host entry `entry` on `inputs` (torch) with poisoned `outputs` ({name: (shape, dtype)})."""
     fn = load_kernel(path, entry)
@@ -66,7 +75,7 @@ def test_two_ranks_writing_one_remote_element_is_a_cross_rank_race():
         _, ctx, _ = run(EXCHANGE, "gather_host_same_slot", gather_inputs(), GATHER_OUT, seed=seed)
         races = findings(ctx, "race")
         assert {f.tensor for f in races} == {f"data@rank{r}" for r in range(N)}
-        assert all("cross-rank race" in f.detail and f.site.endswith("exchange.py:33") for f in races)
+        assert all("cross-rank race" in f.detail and f.site.endswith(f"exchange.py:{PUT_LINE}") for f in races)
         assert all(f.region == [(0, 2), (0, 8)] for f in races)
 
 
@@ -76,10 +85,24 @@ def test_owner_clearing_its_window_unordered_with_a_peer_push_is_a_race():
     assert races and all("cross-rank race" in f.detail for f in races)
 
 
+def test_reading_a_window_without_waiting_for_the_writers_is_a_race_in_every_rank_order():
+    for seed in range(4):
+        _, ctx, _ = run(EXCHANGE, "gather_host_no_wait", gather_inputs(), GATHER_OUT, seed=seed)
+        races = findings(ctx, "race")
+        on_data = [f for f in races if f.tensor.startswith("data@")]
+        # Whoever ran first, the unordered pair is seen: a read after the push (at the copy)
+        # or a push after the read (at the put).
+        assert on_data and all("read by rank" in f.detail for f in on_data)
+        assert {f.site.rpartition(":")[2] for f in on_data} <= {str(PUT_LINE), str(COPY_LINE)}
+        # Clearing the counters no wait consumed races with the peers' notifies.
+        on_signal = [f for f in races if f.tensor.startswith("signal@")]
+        assert on_signal and all("written by rank" in f.detail for f in on_signal)
+
+
 def test_remote_write_past_the_window_end_is_recorded_at_the_put():
     _, ctx, _ = run(EXCHANGE, "gather_host_past_end", gather_inputs(), GATHER_OUT)
     oob = findings(ctx, "oob-write")
-    assert oob and all(f.site.endswith("exchange.py:33") for f in oob)
+    assert oob and all(f.site.endswith(f"exchange.py:{PUT_LINE}") for f in oob)
     assert all("write to data@rank" in f.detail and "[8:10, 0:8]" in f.detail for f in oob)
 
 
