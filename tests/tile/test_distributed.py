@@ -237,3 +237,15 @@ def test_uncovered_distributed_name_is_reported_by_its_dotted_name():
     assert shim.tensor.put is distributed.put and shim.NotifyOp.AtomicAdd == distributed.NotifyOp.AtomicAdd
     with pytest.raises(UnsupportedOpError, match="pld.no_such_op"):
         shim.no_such_op
+
+
+def test_an_uncovered_op_in_one_rank_stops_every_rank_and_names_the_op():
+    from equiv.memory import UnsupportedOpError
+
+    for seed in range(3):  # rank 0 may be waiting for the failing rank, or not started yet
+        with pytest.raises(UnsupportedOpError, match=r"pl.not_an_emulated_op") as err:
+            run(COLLECTIVES, "failing_host", {"x": torch.zeros(N, 1, dtype=torch.int32)}, {}, seed=seed)
+        assert err.value.site.endswith(f"collectives.py:{line_of(COLLECTIVES, 'pl.not_an_emulated_op(')}")
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name.startswith("equiv-rank")]  # none left behind
