@@ -48,28 +48,36 @@ def table_rows(headers: Sequence[str], rows: Sequence[Sequence[object]],
     n = len(headers)
     numeric = [all(_is_number(r[i]) for r in cells[1:]) and bool(rows) for i in range(n)]
     widths = [max(len(r[i]) for r in cells) for i in range(n)]
+    values = [max((len(r[i]) for r in cells[1:]), default=0) for i in range(n)]
+    word = [max(len(w) for w in (cells[0][i].split() or [""])) for i in range(n)]
     total = sum(widths) + 2 * (n - 1)
     wrap_cols: dict[int, int] = {}
-    while total > max_width:
-        # narrow the widest text column, down to its header or 8 characters
-        candidates = [i for i in range(n) if not numeric[i] and widths[i] > max(len(cells[0][i]), 8)]
-        if not candidates:
-            break
-        i = max(candidates, key=lambda k: widths[k])
-        new = max(len(cells[0][i]), 8, widths[i] - (total - max_width))
-        total -= widths[i] - new
-        widths[i] = wrap_cols[i] = new
+
+    def shrink(floors: list[int]) -> None:
+        nonlocal total
+        while total > max_width:
+            slack = [i for i in range(n) if widths[i] > floors[i]]
+            if not slack:
+                return
+            i = max(slack, key=lambda k: widths[k] - floors[k])
+            new = max(floors[i], widths[i] - (total - max_width))
+            total -= widths[i] - new
+            widths[i] = wrap_cols[i] = new
+
+    # first headers longer than their values wrap (onto a second header line), then text columns
+    shrink([max(values[i], word[i]) for i in range(n)])
+    shrink([widths[i] if numeric[i] else max(word[i], min(values[i], 8)) for i in range(n)])
     groups: list[list[str]] = []
     for row_no, row in enumerate(cells):
         lines: list[str] = []
         groups.append(lines)
         pieces = [textwrap.wrap(c, widths[i], break_long_words=True, break_on_hyphens=False) or [""]
-                  if i in wrap_cols else [c] for i, c in enumerate(row)]
+                  if i in wrap_cols and len(c) > widths[i] else [c] for i, c in enumerate(row)]
         for k in range(max(len(p) for p in pieces)):
             parts = []
             for i, p in enumerate(pieces):
                 c = p[k] if k < len(p) else ""
-                parts.append(c.rjust(widths[i]) if numeric[i] and row_no else c.ljust(widths[i]))
+                parts.append(c.rjust(widths[i]) if numeric[i] else c.ljust(widths[i]))
             lines.append("  ".join(parts).rstrip())
         if row_no == 0:
             lines.append("  ".join("-" * w for w in widths))
