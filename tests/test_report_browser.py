@@ -229,8 +229,9 @@ def test_equiv_report_command_merges_saved_results(tmp_path, page, capsys):
     a.write_text(json.dumps({"checks": page["checks"][:1]}))
     b.write_text(json.dumps({"checks": page["checks"][1:]}))
     out = tmp_path / "out" / "r.html"
+    out.parent.mkdir()  # an output's folder must exist: a typo in a path is refused, not created
     assert main(["report", str(a), str(b), "-o", str(out)]) == 0
-    assert "report of 2 checks written" in capsys.readouterr().err
+    assert "report of 2 checks from 2 files written" in capsys.readouterr().err
     html = out.read_text(encoding="utf-8")
     assert 'data-pair="moe.combine"' in html and 'data-pair="moe.combine-broken"' in html
     assert not [f for f in os.listdir(out.parent) if f.startswith(".tmp-")]
@@ -255,3 +256,115 @@ def test_hazards_are_listed():
     table = table[:table.index("</table>")]
     assert "<td>retiled</td><td>oob-write</td><td><code>ffn_out</code></td>" in table
     assert "test_report_browser.py:" in table  # the kernel's line
+
+
+# ---------------------------------------------------------------------------------------
+# What a reader sees first, and at what width
+# ---------------------------------------------------------------------------------------
+FOLD = """
+<script>
+window.addEventListener("load", function () {
+  const seen = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode, range = document.createRange();
+    range.selectNodeContents(node);
+    const r = range.getBoundingClientRect();
+    if (r.width > 0 && r.height > 0 && r.bottom <= innerHeight && r.right <= innerWidth && node.textContent.trim())
+      seen.push(node.textContent.trim());
+  }
+  const pre = document.createElement("pre"); pre.id = "fold";
+  pre.textContent = JSON.stringify({above: seen.join(" | "), scrollWidth: document.documentElement.scrollWidth,
+                                    innerWidth: innerWidth});
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+
+def _fold(html: str, tmp_path, width: int, height: int) -> dict:
+    path = tmp_path / f"fold-{width}.html"
+    path.write_text(html.replace("</body>", FOLD + "</body>"), encoding="utf-8")
+    p = _chromium(f"--window-size={width},{height}", "--virtual-time-budget=5000", "--dump-dom", "file://" + str(path))
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = re.search(r'<pre id="fold">(.*?)</pre>', p.stdout, re.S)
+    assert m, p.stdout[-2000:]
+    import html as _html
+
+    return json.loads(_html.unescape(m.group(1)))
+
+
+@pytest.fixture(scope="module")
+def expert_shared_pro():
+    # `equiv check expert_shared --shapes pro`, one recipe and no shrinking to stay fast: the
+    # finding is the same under every recipe (the retiled output stage never writes columns 4096..)
+    r = equiv.check("expert_shared", shapes="pro", recipes=["realistic"], shrink_budget=0)
+    assert r.regressions
+    return report.render([r.to_dict()])
+
+
+@needs_chromium
+def test_expert_shared_at_pro_shows_regression_unwritten_count_and_region_above_the_fold(expert_shared_pro,
+                                                                                         tmp_path):
+    fold = _fold(expert_shared_pro, tmp_path, 1280, 800)
+    above = fold["above"]
+    assert "REGRESSION" in above and "expert_shared" in above, above
+    assert "24,576 unwritten elements" in above, above     # 8 rows × 3072 columns never written
+    assert "cols [4096, 7168)" in above, above               # and where
+
+
+@needs_chromium
+def test_tables_fit_an_800_pixel_window(expert_shared_pro, page, tmp_path):
+    for html in (expert_shared_pro, page["html"]):
+        fold = _fold(html, tmp_path, 800, 600)
+        assert fold["scrollWidth"] <= fold["innerWidth"] <= 800, fold
+
+
+def test_report_leads_with_the_failure_and_counts_unwritten_elements(expert_shared_pro):
+    html = expert_shared_pro
+    failed = html.index('<section id="failed">')
+    assert failed < html.index('<section id="summary">') < html.index('class="hist ulp-hist"')
+    lead = html[failed:html.index("</section>", failed)]
+    assert "24,576 unwritten elements" in lead and "all rows × cols [4096, 7168)" in lead
+    # the per-output table has the unwritten count next to "differing 0"
+    counts = html[html.index('<table class="counts">'):]
+    counts = counts[:counts.index("</table>")]
+    assert "24,576 / 0" in counts
+
+
+def test_pre_only_notes_are_not_labelled_regression(expert_shared_pro):
+    # pre's out-of-range write at pro is a note about pre; the regression is retiled's unwritten columns
+    html = expert_shared_pro
+    assert "(note, pre only): note: pre oob-write on sh" in html
+    assert "(regression): note:" not in html
+
+
+def _drops_tail_checks():
+    from tests.broken_combine import drops_tail
+
+    pair = dataclasses.replace(equiv.get("moe.combine"), retiled=drops_tail)
+    return equiv.check(pair, shapes="T=8,D=64,TOPK=2", recipes=["realistic", "binades", "extremes"],
+                       shrink_budget=0).to_dict()
+
+
+def test_the_same_finding_under_several_recipes_is_one_cause():
+    chk = _drops_tail_checks()
+    causes = report.findings_by_cause(chk["results"])
+    regress = [c for c in causes if c["verdict"] == "regression"]
+    assert len(regress) == 1, causes
+    assert regress[0]["cases"] == 3 and regress[0]["recipes"] == ["realistic", "binades", "extremes"]
+    html = report.render([chk])
+    table = html[html.index('<table class="causes">'):]
+    assert table[:table.index("</table>")].count("<tr>") == 2  # header + one cause
+
+
+def test_max_error_vs_reference_leaves_out_infinite_cases_and_names_them():
+    chk = _drops_tail_checks()
+    extremes = [r for r in chk["results"] if r["case"]["recipe"] == "extremes"]
+    extremes[0]["outputs"]["ffn_out"]["error_vs_ref"]["pre"]["max"] = float("inf")
+    model = report.build_model([chk])
+    out = model["pairs"][0]["outputs"][0]
+    finite = max(r["outputs"]["ffn_out"]["error_vs_ref"]["pre"]["max"] for r in chk["results"]
+                 if r["case"]["recipe"] != "extremes")
+    assert out["max_err"]["pre"] == finite and out["err_infinite"] == ["extremes"]
+    assert "it is infinite (a non-finite reference or result) in recipe extremes" in report.render([chk])
