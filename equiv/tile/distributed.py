@@ -363,6 +363,10 @@ class _World:
     def _resolve(self, value: Any, rank: int) -> Any:
         if isinstance(value, WindowRef):
             return self.instance(value, rank)
+        if isinstance(value, _RankIndexed):  # a whole host tensor: ordinary indexing in the rank
+            plain = Tensor.__new__(Tensor)
+            plain.__dict__.update(value.__dict__)
+            return plain
         if isinstance(value, (list, tuple)) and any(isinstance(v, WindowRef) for v in value):
             return type(value)(self._resolve(v, rank) for v in value)
         return value

@@ -249,3 +249,15 @@ def test_an_uncovered_op_in_one_rank_stops_every_rank_and_names_the_op():
     import threading
 
     assert not [t for t in threading.enumerate() if t.name.startswith("equiv-rank")]  # none left behind
+
+
+def test_a_whole_host_tensor_reaches_every_rank_and_unsynchronised_writes_to_it_race():
+    x = torch.arange(N * 2 * 8, dtype=torch.int32).reshape(N, 2, 8)
+    w = -torch.arange(16, dtype=torch.int32).reshape(2, 8)
+    _, ctx, outs = run(COLLECTIVES, "shared_host", {"x": x, "w": w},
+                       {"y": ([N, 2, 8], torch.int32), "last": ([1, 8], torch.int32)})
+    y = outs["y"].to_torch()
+    for r in range(N):
+        assert torch.equal(y[r, 0], x[r, 0]) and torch.equal(y[r, 1], w[1])
+    races = findings(ctx, "race")
+    assert [f.tensor for f in races] == ["last"] and "rank[" in races[0].detail
