@@ -51,10 +51,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from equiv.dtypes import INT32, DType
+from equiv.dtypes import DType
 from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
 from equiv.tile import access
-from equiv.tile.namespace import Namespace, build
+from equiv.tile.namespace import build
 from equiv.tile.values import Tile, _result, _scalar_to
 
 
