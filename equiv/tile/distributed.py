@@ -208,7 +208,7 @@ class _World:
         self.instances: dict[tuple[int, int, str], DistributedTensor] = {}
         self.running: int | None = None
         self.clock: dict[int, list[int]] = {}
-        self.signal_clock: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+        self.signal_clock: dict[tuple[int, int, int], list[int]] = {}
         self.meetings: dict[int, dict[int, tuple[str, list[int], Any]]] = defaultdict(dict)
         self.calls: dict[int, int] = defaultdict(int)
         self.cond = threading.Condition()
@@ -333,13 +333,13 @@ class _World:
         inst.watomic[sl] = torch.where(m, torch.full_like(prev_atomic, atomic), prev_atomic)
 
     # -- clocks --------------------------------------------------------------------------
-    def release(self, signal_key: tuple[int, tuple[int, ...]]) -> None:
+    def release(self, signal_key: tuple[int, int, int]) -> None:
         r = self.running
         self.clock[r][r] += 1
         known = self.signal_clock.setdefault(signal_key, [0] * self.nranks())
         self.signal_clock[signal_key] = [max(a, b) for a, b in zip(known, self.clock[r])]
 
-    def acquire(self, signal_key: tuple[int, tuple[int, ...]]) -> None:
+    def acquire(self, signal_key: tuple[int, int, int]) -> None:
         r = self.running
         seen = self.signal_clock.get(signal_key)
         if seen is not None:
@@ -626,7 +626,13 @@ def notify(target: DistributedTensor, peer: int, offsets: Sequence[int], value: 
         remote.store(win, data)
     else:
         raise KernelError(f"pld.system.notify: op {op!r} is not a pld.NotifyOp")
-    world.release((id(remote.ref.buffer), remote.rank, idx))
+    world.release(_slot_key(remote, idx))
+
+
+def _slot_key(t: DistributedTensor, idx: tuple[int, ...]) -> tuple[int, int, int]:
+    """A signal slot by buffer, rank and element offset: views of one buffer with other
+    shapes name the same slot."""
+    return id(t.ref.buffer), t.rank, sum(i * st for i, st in zip(idx, t.data.stride()))
 
 
 def _signal_value(signal: DistributedTensor, idx: tuple[int, ...]) -> int:
@@ -652,7 +658,7 @@ def wait(signal: DistributedTensor, offsets: Sequence[int], expected: int, *, cm
     else:
         raise KernelError(f"pld.system.wait: cmp {cmp!r} is not a pld.WaitCmp")
     world.block(ready, what)
-    world.acquire((id(signal.ref.buffer), signal.rank, idx))
+    world.acquire(_slot_key(signal, idx))
 
 
 def defer_wait(signal: DistributedTensor, offsets: Sequence[int], expected: int, *, cmp: str) -> None:
