@@ -46,6 +46,7 @@ from equiv import tile as _tile
 from equiv.dtypes import DType
 from equiv.memory import KernelError, Tensor, UnsupportedOpError, kernel_site
 from equiv.tile import distributed as _distributed
+from equiv.tile import rewrite as _rewrite
 from equiv.tile.namespace import Namespace
 from equiv.pair import KernelPair
 from equiv.shapes import Shape
@@ -271,9 +272,11 @@ def exec_with_overrides(source: str, filename: str, ns: dict, overrides: Mapping
     matches nothing raises `SourceError`.
     """
     if not overrides:
-        exec(compile(source, filename, "exec", dont_inherit=True), ns)  # noqa: S102
+        # Kernel files get the DSL rewrites (``with pl.spmd`` bodies run per block).
+        exec(_rewrite.compile_kernel_source(source, filename), ns)  # noqa: S102
         return
     tree = ast.parse(source, filename)
+    _rewrite.rewrite_module(tree, filename)
     flags = 0
     for stmt in tree.body:
         if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":

@@ -48,9 +48,125 @@ def _tensor_setitem(self: Tensor, key, value) -> None:
 Tensor.__getitem__ = _tensor_getitem  # type: ignore[assignment]
 Tensor.__setitem__ = _tensor_setitem  # type: ignore[assignment]
 
-def create_tensor(shape: Sequence[int], dtype: DType, name: str | None = None) -> Tensor:
-    """Uninitialised global scratch: poison-filled, nothing marked written."""
-    return Tensor(name or f"scratch{list(shape)}", shape, dtype)
+def create_tensor(shape: Sequence[int], dtype: DType, name: str | None = None, *, layout: Any = None,
+                  manual_dep: bool = False, init_value: int | float | None = None) -> Tensor:
+    """Global scratch. Without `init_value` it is uninitialised: poison-filled, nothing marked
+    written. ``init_value=v`` is the runtime's fill before any kernel runs: every element
+    holds v (rounded to `dtype`) and counts as written. pypto's codegen rejects non-zero
+    fills of FP16/BF16, so they are a kernel error here too. ``manual_dep`` (no automatic
+    dependency tracking) and ``layout`` do not change values and are ignored."""
+    shape = [int(s) for s in shape]
+    label = name or f"scratch{shape}"
+    if init_value is None:
+        return Tensor(label, shape, dtype)
+    if dtype in (FP16, BF16) and float(init_value) != 0.0:
+        raise KernelError(f"create_tensor: init_value={init_value} for {dtype!r} (pypto fills "
+                          f"16-bit floats with 0 only)")
+    data = torch.empty(shape, dtype=dtype.container)
+    data[...] = _scalar_to(init_value, dtype)
+    return Tensor(label, shape, dtype, data, written=True)
+
+
+def create_l1(shape: Sequence[int], dtype: DType, transpose: bool = False) -> Tensor:
+    """``pl.create_l1``: an on-chip (L1) accumulator with tensor semantics (filled by
+    ``pl.gather_row``); uninitialised like ``create_tensor``. `transpose` is its layout."""
+    return Tensor(f"l1{[int(s) for s in shape]}", shape, dtype)
+
+
+class MemorySpace:
+    """``pl.MemorySpace``: where a tile lives. Placement changes no value in the emulator."""
+
+    DDR = "DDR"
+    Vec = "Vec"
+    Mat = "Mat"
+    Left = "Left"
+    Right = "Right"
+    Acc = "Acc"
+    Bias = "Bias"
+    LeftScale = "LeftScale"
+    RightScale = "RightScale"
+    ScalarLocal = "ScalarLocal"
+
+
+def create_tile(shape: Sequence[int], dtype: DType, target_memory: str = MemorySpace.Vec,
+                transpose: bool | None = None, *, flat_layout: bool | None = None) -> Tile:
+    """``pl.create_tile`` / ``pl.tile.create``: an uninitialised tile (poison), all valid."""
+    return Tile(current().poison([int(s) for s in shape], dtype), dtype)
+
+
+def move(tile: Tile, target_memory: str = MemorySpace.Vec, blayout: Any = None, slayout: Any = None) -> Tile:
+    """``pl.move``: the same values in another memory space (layouts are placement only)."""
+    if not isinstance(tile, Tile):
+        raise KernelError(f"pl.move of a {type(tile).__name__}, not a tile")
+    return Tile(tile.data, tile.dtype, tile.valid)
+
+
+def load(tensor: Tensor, offsets: Sequence[int], shapes: Sequence[int],
+         valid_shape: Sequence[int] | None = None, target_memory: str = MemorySpace.Vec,
+         clamp: bool = False) -> Tile:
+    """``pl.load``: a ``shapes`` tile of `tensor` at `offsets`; only ``valid_shape`` (default
+    all) is read, the rest of the tile is poison. Reads past the tensor are out-of-range
+    findings unless ``clamp=True``, which cuts the valid region back to the tensor's edge."""
+    if not isinstance(tensor, Tensor):
+        raise KernelError(f"pl.load from a {type(tensor).__name__}; it loads global tensors "
+                          f"(use pl.tile.slice for tiles)")
+    shapes = [int(s) for s in shapes]
+    offsets = [int(o) for o in offsets]
+    valid = [int(v) for v in (valid_shape if valid_shape is not None else shapes)]
+    if not (len(offsets) == len(shapes) == len(valid) == len(tensor.shape)):
+        raise KernelError(f"pl.load: offsets {offsets}, shapes {shapes}, valid {valid} for a "
+                          f"{len(tensor.shape)}-d tensor {tensor.name}")
+    valid = [min(v, s) for v, s in zip(valid, shapes)]
+    if clamp:
+        valid = [max(0, min(v, n - o)) for v, n, o in zip(valid, tensor.shape, offsets)]
+    return slice(tensor, shapes, offsets, valid)
+
+
+def _store_region(tile: Tile, offsets: list[int], shapes: Sequence[int] | None) -> tuple[torch.Tensor, list[int]]:
+    """The tile values a store writes (its valid region, indexed from the last dims) and
+    their extent, in the rank of `offsets`."""
+    data, valid = tile.data, list(tile.valid)
+    if shapes is not None:
+        shapes = [int(s) for s in shapes]
+        if math.prod(shapes) == math.prod(tile.shape) and len(shapes) != len(tile.shape):
+            # ND partition of a 2-D tile: the same elements in the tensor's rank.
+            if valid != tile.shape:
+                raise KernelError(f"store of a partly valid tile {tile.shape} (valid {valid}) "
+                                  f"as an ND partition {shapes}")
+            data, valid = data.reshape(shapes), shapes
+        elif len(shapes) == len(valid):
+            valid = [min(v, s) for v, s in zip(valid, shapes)]
+        else:
+            raise KernelError(f"store: shapes {shapes} do not fit a {tile.shape} tile")
+    if len(offsets) > len(valid):
+        extra = len(offsets) - len(valid)
+        data, valid = data.reshape([1] * extra + list(data.shape)), [1] * extra + valid
+    if len(offsets) != len(valid):
+        raise KernelError(f"store: {len(offsets)} offsets for a {len(valid)}-d tile")
+    region = data[(Ellipsis,) + tuple(_slice_type(0, v) for v in valid)]
+    return region, valid
+
+
+def store(tile: Tile, offsets: Sequence[int], output_tensor: Tensor, shapes: Sequence[int] | None = None,
+          *, atomic: str | None = None) -> Tensor:
+    """``pl.store``: write the valid region of `tile` into `output_tensor` at `offsets` and
+    return the tensor. Only valid elements are written (and checked for range and races).
+    ``atomic=pl.AtomicType.Add`` adds instead (see `assemble`)."""
+    if not isinstance(output_tensor, Tensor):
+        raise KernelError(f"pl.store into a {type(output_tensor).__name__}, not a global tensor")
+    if not isinstance(tile, Tile):
+        raise KernelError(f"pl.store of a {type(tile).__name__}, not a tile")
+    if tile.dtype != output_tensor.dtype:
+        raise KernelError(f"store of a {tile.dtype!r} tile into {output_tensor.name} of "
+                          f"{output_tensor.dtype!r}; cast it first")
+    offsets = [int(o) for o in offsets]
+    region, valid = _store_region(tile, offsets, shapes)
+    if any(v == 0 for v in valid):
+        return output_tensor
+    if atomic not in (None, AtomicType.NONE):
+        return assemble(output_tensor, Tile(region, tile.dtype), offsets, atomic)
+    output_tensor.store(tuple((o, o + v) for o, v in zip(offsets, valid)), region)
+    return output_tensor
 
 
 def full(shape: Sequence[int], dtype: DType, value: float | int) -> Tile:
@@ -59,10 +175,13 @@ def full(shape: Sequence[int], dtype: DType, value: float | int) -> Tile:
     return Tile(data, dtype)
 
 
-def arange(start: int, shape: Sequence[int], dtype: DType = INT32, step: int = 1) -> Tile:
-    """Consecutive values along the last axis, repeated over the leading ones."""
+def arange(start: int, shape: Sequence[int], dtype: DType = INT32, step: int = 1,
+           descending: bool = False) -> Tile:
+    """Consecutive values along the last axis, repeated over the leading ones
+    (``descending=True``: start, start-1, ...)."""
     shape = [int(s) for s in shape]
-    ramp = start + step * torch.arange(shape[-1], dtype=torch.int64, device=current().device)
+    step = -step if descending else step
+    ramp = int(start) + step * torch.arange(shape[-1], dtype=torch.int64, device=current().device)
     data = ramp.expand(*shape).clone()
     return Tile(rounding.convert(data, dtype, "rint") if dtype.is_float else data, dtype)
 
@@ -121,7 +240,7 @@ def _tensor_view(src: Tensor, shape: list[int]) -> Tensor:
 
 def read(src: Tensor | Tile, indices: Sequence[int]) -> int | float:
     """One element as a Python scalar."""
-    idx = [int(i) for i in indices]
+    idx = _indices(indices)
     if isinstance(src, Tile):
         value = src.data[tuple(idx)]
     else:
@@ -129,12 +248,107 @@ def read(src: Tensor | Tile, indices: Sequence[int]) -> int | float:
     return float(value) if src.dtype.is_float else int(value)
 
 
-def write(dst: Tensor, indices: Sequence[int], value: int | float) -> None:
-    """Store one scalar element."""
-    idx = [int(i) for i in indices]
+def _indices(indices: Any) -> list[int]:
+    # A bare index is a flat 1-D index (pypto accepts both).
+    if isinstance(indices, (list, tuple)):
+        return [int(i) for i in indices]
+    return [int(indices)]
+
+
+def scalar_store(dst: Tensor, indices: Sequence[int], value: int | float) -> None:
+    """Every scalar write into a global tensor (``pl.write``, ``pl.tensor.write``,
+    ``pl.tile.write`` of a tensor) goes through here: one element, rounded to `dst`'s type,
+    with the tensor's bounds, written-mask and race checks."""
+    idx = _indices(indices)
+    if len(idx) != len(dst.shape):
+        raise KernelError(f"write: {len(idx)} indices for a {len(dst.shape)}-d tensor {dst.name}")
     data = torch.zeros([1] * len(idx), dtype=dst.dtype.container, device=dst.data.device)
     data[...] = _scalar_to(value, dst.dtype)
     dst.store(tuple((i, i + 1) for i in idx), data)
+
+
+def tile_write(tile: Tile, indices: Sequence[int], value: int | float) -> Tile:
+    """One element of a tile, indexed over its last dims. The tile object gets a fresh
+    container (tiles may share one with the tile they were cast or moved from)."""
+    idx = _indices(indices)
+    shape = tile.shape[len(tile.shape) - len(idx):] if len(idx) <= len(tile.shape) else None
+    if shape is None or any(not 0 <= i < n for i, n in zip(idx, shape)):
+        raise KernelError(f"tile write at {idx} outside a tile of shape {tile.shape}")
+    data = tile.data.clone()
+    data[(Ellipsis,) + tuple(idx)] = _scalar_to(value, tile.dtype)
+    tile.data = data
+    return tile
+
+
+def write(dst: Tensor | Tile, indices: Sequence[int], value: int | float) -> Any:
+    """Store one scalar element into a tensor (`scalar_store`) or a tile (`tile_write`)."""
+    if isinstance(dst, Tile):
+        return tile_write(dst, indices, value)
+    if not isinstance(dst, Tensor):
+        raise KernelError(f"write into a {type(dst).__name__}")
+    scalar_store(dst, indices, value)
+    return dst
+
+
+def tensor_set_validshape(src: Tensor | Tile, valid_rows: int, valid_cols: int) -> Tile:
+    """``pl.tensor.set_validshape(t, rows, cols)``: `t` with a valid region of rows × cols
+    (the last two dims). A global tensor is read whole into a tile first."""
+    if isinstance(src, Tensor):
+        src = Tile(src.load(src.window(())), src.dtype)
+    if not isinstance(src, Tile):
+        raise KernelError(f"set_validshape of a {type(src).__name__}")
+    valid = list(src.shape[:-2]) + [int(valid_rows), int(valid_cols)]
+    return set_validshape(src, *valid)
+
+
+def tile_slice(tile: Tile, shape: Sequence[int], offset: Sequence[int], valid_shape: Sequence[int] | None = None,
+               drop_dims: Sequence[int] | None = None, pad_value: Any = None) -> Tile:
+    """``pl.tile.slice``: a window of an on-chip tile (must lie inside it). ``pad_value``
+    fills what lies outside the result's valid region; ``drop_dims`` removes unit axes
+    (the result stays at least 2-D, as tiles are)."""
+    if not isinstance(tile, Tile):
+        raise KernelError(f"pl.tile.slice of a {type(tile).__name__}, not a tile")
+    out = slice(tile, shape, offset, valid_shape)
+    if pad_value is not None:
+        out = Tile(fillpad(out, pad_value).data, out.dtype, out.valid)
+    if drop_dims:
+        drop = sorted({int(d) % len(out.shape) for d in drop_dims})
+        if any(out.shape[d] != 1 for d in drop):
+            raise KernelError(f"pl.tile.slice: drop_dims {list(drop_dims)} of a {out.shape} slice are not unit axes")
+        keep = [d for d in range(len(out.shape)) if d not in drop]
+        while len(keep) < 2 and len(keep) < len(out.shape):
+            keep = sorted(set(keep) | {max(set(range(len(out.shape))) - set(keep))})
+        out = Tile(out.data.reshape([out.shape[d] for d in keep]), out.dtype, [out.valid[d] for d in keep])
+    return out
+
+
+def tile_assemble(target: Tile | Tensor, source: Tile, offset: Sequence[int], atomic: str | None = None) -> Any:
+    """``pl.tile.assemble``: `source`'s valid region written into a copy of tile `target` at
+    `offset` (the last dims); the result keeps `target`'s valid shape. A tensor target is
+    ``pl.assemble``."""
+    if isinstance(target, Tensor):
+        return assemble(target, source, offset, atomic)
+    if not isinstance(target, Tile) or not isinstance(source, Tile):
+        raise KernelError("pl.tile.assemble needs a target tile and a source tile")
+    if source.dtype != target.dtype:
+        raise KernelError(f"assemble of a {source.dtype!r} tile into a {target.dtype!r} tile")
+    off = [int(o) for o in offset]
+    k = len(off)
+    if k > len(target.shape) or len(source.valid) < k:
+        raise KernelError(f"pl.tile.assemble: offset {off} for tiles {target.shape} and {source.shape}")
+    valid = list(source.valid[-k:])
+    if any(o < 0 or o + v > n for o, v, n in zip(off, valid, target.shape[-k:])):
+        raise KernelError(f"pl.tile.assemble: {valid} at {off} outside a target tile {target.shape}")
+    data = target.data.clone()
+    dst = (Ellipsis,) + tuple(_slice_type(o, o + v) for o, v in zip(off, valid))
+    src = (Ellipsis,) + tuple(_slice_type(0, v) for v in valid)
+    if atomic in (None, AtomicType.NONE):
+        data[dst] = source.data[src]
+    elif atomic == AtomicType.Add:
+        data[dst] = _result(data[dst] + source.data[src], target.dtype, valid).data
+    else:
+        raise KernelError(f"pl.tile.assemble: atomic mode {atomic!r}")
+    return Tile(data, target.dtype, target.valid)
 
 # docs/source-mode.md). Kept in one section so the core subset above stays readable.
 # ========================================================================================
@@ -168,6 +382,8 @@ class _TensorNamespace:
         if not -len(shape) <= int(axis) < len(shape):
             raise KernelError(f"pl.tensor.dim: axis {axis} of a {len(shape)}-d tensor {shape}")
         return int(shape[int(axis)])
+
+
 
 
 tensor = _TensorNamespace()

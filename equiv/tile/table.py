@@ -14,6 +14,7 @@ from typing import Any
 from equiv import dtypes
 from equiv.memory import Tensor
 from equiv.tile import access, control, elementwise, matmul, movement, reductions, values
+from equiv.tile import blocks
 from equiv.tile import sort as sorting
 
 NAMES: dict[str, Any] = {
@@ -31,9 +32,31 @@ NAMES: dict[str, Any] = {
     "Level.CORE_GROUP": control.Level.CORE_GROUP, "Level.CORE": control.Level.CORE,
     "Level.HOST": control.Level.HOST,
     "jit": control.jit, "jit.inline": control.jit.inline, "jit.host": control.jit.host,
-    "spmd": control.spmd, "parallel": control.parallel, "range": control.range,
+    "spmd": blocks.spmd, "parallel": control.parallel, "range": control.range,
     "pipeline": control.pipeline, "at": control.at,
     "dynamic": access.dynamic, "DynDim": access.DynDim,
+    "jit.incore": control.jit.incore, "jit.extern": control.jit.extern,
+    "scope": control.scope, "manual_scope": control.manual_scope, "ScopeMode": control.ScopeMode,
+    "ScopeMode.AUTO": control.ScopeMode.AUTO, "ScopeMode.MANUAL": control.ScopeMode.MANUAL,
+    "unroll": control.unroll, "yield_": control.yield_, "no_dep": control.no_dep,
+    "auto_chunk": control.auto_chunk, "split": control.split, "cross_core_slot": control.cross_core_slot,
+    "prefetch.make_context": control.prefetch.make_context,
+    "prefetch.async_prefetch": control.prefetch.async_prefetch,
+    "program": control.program, "function": control.function, "inline": control.inline,
+    "FunctionType": control.FunctionType,
+    **{f"FunctionType.{t}": getattr(control.FunctionType, t) for t in (
+        "Opaque", "Orchestration", "InCore", "AIC", "AIV", "Group", "Spmd", "Inline", "Graph")},
+    "spmd_submit": blocks.spmd_submit,
+    "get_block_idx": blocks.get_block_idx, "tile.get_block_idx": blocks.get_block_idx,
+    "get_block_num": blocks.get_block_num, "tile.get_block_num": blocks.get_block_num,
+    "get_subblock_idx": blocks.get_subblock_idx, "tile.get_subblock_idx": blocks.get_subblock_idx,
+    "split_aiv": blocks.split_aiv, "aiv_shard": blocks.aiv_shard, "aic_gather": blocks.aic_gather,
+    "SplitMode": blocks.SplitMode, "SplitMode.NONE": blocks.SplitMode.NONE,
+    "SplitMode.UP_DOWN": blocks.SplitMode.UP_DOWN, "SplitMode.LEFT_RIGHT": blocks.SplitMode.LEFT_RIGHT,
+    "TASK_ID": blocks.TASK_ID, "TaskId": (control.Scalar, blocks.TASK_ID),
+    "Array": blocks.Array, "array.create": blocks.array_create,
+    "array.get_element": blocks.array_get_element, "array.update_element": blocks.array_update_element,
+    "system.task_dummy": blocks.task_dummy, "system.syncall": blocks.syncall,
     # --- memory: tensors, windows, scalars -----------------------------------------------
     "create_tensor": access.create_tensor, "full": access.full, "arange": access.arange,
     "slice": access.slice, "reshape": access.reshape, "read": access.read, "write": access.write,
@@ -43,6 +66,20 @@ NAMES: dict[str, Any] = {
     "PadValue": access.PadValue, "PadValue.zero": access.PadValue.zero,
     "PadValue.min": access.PadValue.min, "PadValue.max": access.PadValue.max,
     "tensor.dim": access.tensor.dim,
+    "MemorySpace": access.MemorySpace,
+    **{f"MemorySpace.{m}": getattr(access.MemorySpace, m) for m in (
+        "DDR", "Vec", "Mat", "Left", "Right", "Acc", "Bias", "LeftScale", "RightScale", "ScalarLocal")},
+    "load": access.load, "store": access.store, "move": access.move,
+    "create_tile": access.create_tile, "create_l1": access.create_l1,
+    "tile.create": access.create_tile, "tile.create_tile": access.create_tile,
+    "tile.load": access.load, "tile.store": access.store, "tile.move": access.move,
+    "tile.slice": access.tile_slice, "tile.assemble": access.tile_assemble,
+    "tile.read": access.read, "tile.write": access.write,
+    "tile.reshape": access.reshape, "tile.set_validshape": access.set_validshape,
+    "tile.full": access.full, "tile.fillpad": access.fillpad, "tile.arange": access.arange,
+    "tensor.create": access.create_tensor, "tensor.read": access.read, "tensor.write": access.write,
+    "tensor.set_validshape": access.tensor_set_validshape, "tensor.arange": access.arange,
+    "tensor.create_l1": access.create_l1,
     # --- elementwise and broadcasts ------------------------------------------------------
     "add": elementwise.add, "sub": elementwise.sub, "mul": elementwise.mul, "div": elementwise.div,
     "maximum": elementwise.maximum, "minimum": elementwise.minimum, "neg": elementwise.neg,
