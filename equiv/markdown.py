@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Sequence
 
 from equiv.check import CheckResult
 from equiv.compare import VERDICTS
-from equiv.summary import per_output, per_variant
+from equiv.summary import case_verdict, per_output, per_variant
 
 
 def _claim_status(r: CheckResult) -> str:
-    counts = defaultdict(int)
-    for c in r.counts.values():
-        for v, n in c.items():
-            counts[v] += n
+    counts = Counter(case_verdict(res.verdicts) for res in r.results)  # cases, by their worst output
     if counts["regression"]:
         return "**refuted**"
-    notes = [f"{counts[v]} {v}" for v in ("pre-defect", "both-defect", "rejected") if counts[v]]
+    notes = [f"{counts[v]} {v} case{'s' if counts[v] != 1 else ''}" for v in ("pre-defect", "both-defect", "rejected")
+             if counts[v]]
     return "holds" + (f" where both versions cover ({', '.join(notes)})" if notes else "")
 
 
@@ -43,11 +41,13 @@ def _findings_by_reason(r: CheckResult) -> dict[str, list[str]]:
 def render_markdown(results: Sequence[CheckResult], command: str, title: str = "Verdict") -> str:
     lines = [f"# {title}", "", f"Produced by `{command}`.", "",
              "Each row is one claim: the contract the pair declares between its pre-retile and retiled "
-             "kernels. Verdict counts are per case and output; a claim is refuted by any `regression`.", "",
+             "kernels. Verdict columns count cases, each by the worst verdict of its outputs (they add up to "
+             "`cases`); a claim is refuted by any `regression`.", "",
              "| pair | claim | verdict | cases | " + " | ".join(VERDICTS) + " | max ULP |",
              "| --- | --- | --- | --- | " + " | ".join("---" for _ in VERDICTS) + " | --- |"]
     for r in results:
-        totals = {v: sum(c[v] for c in r.counts.values()) for v in VERDICTS}
+        worst = Counter(case_verdict(res.verdicts) for res in r.results)
+        totals = {v: worst[v] for v in VERDICTS}
         lines.append(f"| `{r.pair}` | {r.contract} | {_claim_status(r)} | {len(r.results)} | "
                      + " | ".join(str(totals[v]) for v in VERDICTS) + f" | {r.max_ulp()} |")
     for r in results:

@@ -216,3 +216,12 @@ def test_wider_terminals_get_wider_tables(capsys, monkeypatch):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].rstrip().endswith("nominal,demo,flash,pro")
+
+
+def test_markdown_verdict_table_counts_cases_too():
+    from equiv.markdown import render_markdown
+
+    r = equiv.check("csa.sparse_index", shapes="nominal", recipes=["realistic"])
+    row = next(line for line in render_markdown([r], "equiv check").splitlines() if line.startswith("| `csa"))
+    n = len(r.results)
+    assert f"| {n} | {n} | 0 | 0 | 0 | 0 |" in row, row  # cases, then cases by worst verdict
