@@ -34,12 +34,12 @@ OPTIONAL_SUBCOMMAND_MODULES: tuple[str, ...] = (
 # Shown at the end of each subcommand's --help.
 EXAMPLES: dict[str, str] = {
     "check": """\
-  equiv check moe.combine                               # upstream (nominal) shapes
-  equiv check moe.combine --shapes 'T=10,D=256'         # one literal shape (others from nominal)
+  equiv check moe.combine                       # upstream (nominal) shapes
+  equiv check moe.combine --shapes 'T=10,D=256' # other dims from nominal
   equiv check expert_shared --shapes pro --report r.html
   equiv check hc_post --shapes fuzz --examples 50 --seed 3
   equiv check --all --shapes presets --json results.json
-  equiv check --all --recipe ties                       # pairs without a 'ties' recipe are skipped""",
+  equiv check --all --recipe ties               # pairs without it: skipped""",
     "list": """\
   equiv list""",
     "bench": """\
@@ -47,17 +47,17 @@ EXAMPLES: dict[str, str] = {
   equiv bench moe.combine --presets flash --repeat 3 --json bench.json""",
     "report": """\
   equiv report results.json -o report.html
-  equiv report shard1.json shard2.json -o all.html      # shards merged into one report""",
+  equiv report shard1.json shard2.json -o all.html   # shards merged""",
     "gate": """\
   equiv gate --base origin/main --junit junit.xml
   equiv gate --files kernels/moe_combine/retiled.py --report ''""",
     "replay": """\
   equiv replay reports/cases/expert_shared/CASE.pt
-  equiv replay reports/cases                            # every saved case under a folder
+  equiv replay reports/cases                # every saved case under a folder
   equiv replay A.pt B.pt --device cpu -v""",
     "compare": """\
   equiv compare PRE_RUN RETILED_RUN
-  equiv compare PRE_RUN RETILED_RUN --pair moe.combine --shapes 'T=8,D=4096,TOPK=6'
+  equiv compare PRE RET --pair moe.combine --shapes 'T=8,D=4096,TOPK=6'
   equiv compare PRE_RUN RETILED_RUN --contract 1:bf16 --json out.json""",
 }
 
@@ -73,6 +73,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Fills prose to the terminal's width; keeps a paragraph with its own line breaks (the
+    examples) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = text.split("\n\n")
+        return "\n\n".join(p if "\n" in p else super(HelpFormatter, self)._fill_text(p, width, indent)
+                             for p in paragraphs)
+
+
 def _version() -> str:
     from equiv import __version__
 
@@ -86,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  equiv list\n  equiv check moe.combine --shapes nominal\n"
                "  equiv check --all --shapes presets --report reports/pr672.html\n\n"
                "exit codes: 0 no regression, 1 a regression or a narrowed contract, 2 a usage error",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"equiv {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in SUBCOMMAND_MODULES:
@@ -102,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, p in sub.choices.items():
         if name in EXAMPLES and not p.epilog:
             p.epilog = "examples:\n" + EXAMPLES[name]
-            p.formatter_class = argparse.RawDescriptionHelpFormatter
+            p.formatter_class = HelpFormatter
     return parser
 
 

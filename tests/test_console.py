@@ -225,3 +225,13 @@ def test_markdown_verdict_table_counts_cases_too():
     row = next(line for line in render_markdown([r], "equiv check").splitlines() if line.startswith("| `csa"))
     n = len(r.results)
     assert f"| {n} | {n} | 0 | 0 | 0 | 0 |" in row, row  # cases, then cases by worst verdict
+
+
+@pytest.mark.parametrize("command", [[], ["check"], ["list"], ["bench"], ["report"], ["gate"], ["replay"],
+                                     ["compare"]])
+def test_help_fits_80_columns(capsys, monkeypatch, command):
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80, out
