@@ -322,7 +322,9 @@ def save_results(pair: KernelPair, check_result, root: str = DEFAULT_DIR,
     """Save every non-equivalent case of a `CheckResult` (counterexamples included)."""
     if options is None:
         options = Options(**check_result.options) if check_result.options else Options()
-    return [save_case(pair, r, options, root, max_input_bytes)
+    # a result that kept its runs (check(..., keep_runs=True)) is hashed as it ran, not rerun
+    return [save_case(pair, r, options, root, max_input_bytes,
+                      _digest_sides(r.runs) if getattr(r, "runs", None) else None)
             for r in failing([*check_result.counterexamples, *check_result.results])]
 
 

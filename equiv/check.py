@@ -179,12 +179,13 @@ def plan(pair: KernelPair, shapes: str = "nominal", examples: int | None = None,
 def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None = None, seed: int = 0,
           options: Options | None = None, recipes: Sequence[str] | None = None,
           fixed: Mapping[str, Any] | None = None, progress: Progress | None = None,
-          shrink_budget: int = 40, time_budget: float | None = None) -> CheckResult:
+          shrink_budget: int = 40, time_budget: float | None = None, keep_runs: bool = False) -> CheckResult:
     """Check `pair` (a `KernelPair` or a registered name) over `shapes` ("nominal", "fuzz", a preset
     name, or "T=8,D=7168").
 
     `fixed` pins option values the pair would otherwise sweep (e.g. one row_sum order).
     `time_budget` (seconds) stops drawing new cases once exceeded (the CI profile uses it).
+    `keep_runs` keeps each non-equivalent case's raw runs (so saving it need not rerun it).
     """
     if isinstance(pair, str):
         from equiv import registry
@@ -201,7 +202,10 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
             break
         if progress:
             progress(pair.name, i, len(cases), case)
-        results.append(run_case(pair, case, options))
+        result = run_case(pair, case, options, keep_runs=keep_runs)
+        if keep_runs and not set(result.verdicts.values()) - {"equivalent"}:
+            result.runs = None  # only cases that will be saved keep their outputs in memory
+        results.append(result)
     if progress:
         progress(pair.name, len(results), len(cases), None)
     counterexamples = []

@@ -385,6 +385,23 @@ def test_saved_inputs_are_stored_once_per_content(tmp_path, capsys):
     assert code == 0 and out.count("reproduced:") == 3  # content files are not taken for cases
 
 
+def test_cases_kept_from_the_check_are_saved_without_a_rerun_and_replay_bit_for_bit(tmp_path, monkeypatch):
+    pair = dataclasses.replace(COMBINE, retiled=drops_tail)
+    r = equiv.check(pair, shapes="T=8,D=64,TOPK=2;T=4,D=32,TOPK=2", recipes=["realistic"], shrink_budget=0,
+                    keep_runs=True)
+    assert all(res.runs is not None for res in r.regressions)
+    reruns = []
+    monkeypatch.setattr(cases, "digest_runs", lambda *a, **k: reruns.append(a) or {})
+    paths = cases.save_results(pair, r, str(tmp_path / "cases"))
+    assert len(paths) == 2 and reruns == []
+    monkeypatch.undo()
+    for p in paths:
+        data = cases.load_case(p)
+        case = equiv.Case.from_dict(data["case"])
+        assert data["digest"] == cases.digest_runs(pair, case, data["inputs"], equiv.Options())["all"]
+        assert cases.replay(p).reproduced
+
+
 def test_a_damaged_input_file_is_refused(tmp_path):
     pair = dataclasses.replace(COMBINE, retiled=drops_tail)
     r = equiv.check(pair, shapes="T=8,D=64,TOPK=2", recipes=["binades"], shrink_budget=0)

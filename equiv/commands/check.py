@@ -99,7 +99,8 @@ def run_checks(names: list[str], args: argparse.Namespace, progress: Progress,
         pair = resolve_pair(name)
         try:
             result = check(pair, shapes=args.shapes, examples=args.examples, seed=args.seed,
-                           options=options, recipes=recipes, fixed=fixed_from(args), progress=progress)
+                           options=options, recipes=recipes, fixed=fixed_from(args), progress=progress,
+                           keep_runs=bool(args.save_cases))
         except (ShapeError, ValueError, KeyError) as exc:
             raise UsageError(f"{name}: {exc}") from None
         progress.clear()
