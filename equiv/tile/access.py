@@ -48,6 +48,45 @@ def _tensor_setitem(self: Tensor, key, value) -> None:
 Tensor.__getitem__ = _tensor_getitem  # type: ignore[assignment]
 Tensor.__setitem__ = _tensor_setitem  # type: ignore[assignment]
 
+
+def _tile_setitem(self: Tile, key, value) -> None:
+    """``tile[a:b, c:d] = v``: `v` (a tile: its valid region; or a scalar: the whole window)
+    written into that window of the tile. The window must lie inside the tile; the tile's
+    valid shape is unchanged. The tile object gets a fresh container (see `tile_write`)."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if len(key) > len(self.shape):
+        raise KernelError(f"{len(key)} indices for a {len(self.shape)}-d tile")
+    win = []
+    for dim, n in enumerate(self.shape):
+        k = key[dim] if dim < len(key) else _slice_type(None)
+        if isinstance(k, _slice_type):
+            if k.step not in (None, 1):
+                raise KernelError("strided tile windows are not supported")
+            a = 0 if k.start is None else int(k.start)
+            b = n if k.stop is None else int(k.stop)
+        else:
+            a, b = int(k), int(k) + 1
+        if a < 0 or b > n or b < a:
+            raise KernelError(f"tile window [{a}:{b}] outside a tile dimension of {n}")
+        win.append((a, b))
+    data = self.data.clone()
+    if isinstance(value, Tile):
+        if value.dtype != self.dtype:
+            raise KernelError(f"write of a {value.dtype!r} tile into a {self.dtype!r} tile; cast it first")
+        extent = [b - a for a, b in win]
+        valid = list(value.valid)
+        if len(valid) != len(extent) or any(v > e for v, e in zip(valid, extent)):
+            raise KernelError(f"a tile of valid shape {valid} does not fit the window {extent}")
+        dst = tuple(_slice_type(a, a + v) for (a, _), v in zip(win, valid))
+        data[dst] = value.data[tuple(_slice_type(0, v) for v in valid)]
+    else:
+        data[tuple(_slice_type(a, b) for a, b in win)] = _scalar_to(value, self.dtype)
+    self.data = data
+
+
+Tile.__setitem__ = _tile_setitem  # type: ignore[assignment]
+
 def create_tensor(shape: Sequence[int], dtype: DType, name: str | None = None, *, layout: Any = None,
                   manual_dep: bool = False, init_value: int | float | None = None) -> Tensor:
     """Global scratch. Without `init_value` it is uninitialised: poison-filled, nothing marked
