@@ -52,27 +52,30 @@ class Level:
 class _Jit:
     """``@pl.jit`` and friends run the function eagerly."""
 
-    def __call__(self, fn=None, **_kw):
+    def __call__(self, fn=None, *, auto_scope: bool = True, **_kw):
+        """``auto_scope`` (compiler-placed runtime scopes) is a scheduling choice."""
         if fn is None:
             return lambda f: f
         return fn
 
-    def inline(self, fn=None, **_kw):
+    def inline(self, fn=None, *, auto_scope: bool = True, **_kw):
         return self(fn)
 
     def incore(self, fn=None, **_kw):
         """``@pl.jit.incore``: a kernel run on one core; eagerly, a plain call."""
         return self(fn)
 
-    def extern(self, fn=None, **kw):
+    def extern(self, fn=None, *, core_type: str = "aiv", source: str | None = None,
+               aic_source: str | None = None, aiv_source: str | None = None,
+               include_dirs: Sequence[str] = (), dual_aiv_dispatch: bool = False, **_kw):
         """``@pl.jit.extern(source=..., ...)``: a kernel written in C++ outside the DSL. Its
         name is covered; calling it is an emulator gap (its body is not Python)."""
         def wrap(f):
-            source = kw.get("source") or kw.get("aiv_source") or kw.get("aic_source") or "?"
+            src = source or aiv_source or aic_source or "?"
 
             def extern_kernel(*_a, **_k):
                 raise UnsupportedOpError(f"pl.jit.extern kernel {f.__name__}", kernel_site(),
-                                         f"its body is external C++ ({source})")
+                                         f"its body is external C++ ({src})")
 
             extern_kernel.__name__ = f.__name__
             extern_kernel.__wrapped__ = f
@@ -110,26 +113,75 @@ def spmd(n: int, name_hint: str = "spmd", **hints) -> Any:
 
 
 def parallel(start: int, stop: int | None = None, step: int = 1, name_hint: str = "parallel",
-             **_hints) -> Iterator[int]:
-    """Independent iterations (``pl.parallel``); run shuffled like ``spmd`` blocks."""
+             chunk: int | None = None, **_hints) -> Iterator[int]:
+    """Independent iterations (``pl.parallel``); run shuffled like ``spmd`` blocks.
+
+    ``chunk=c`` groups `c` consecutive iterations into one task: the chunks are the
+    parallel blocks (shuffled, race domains) and the iterations of a chunk run in order."""
     values = list(_range(start) if stop is None else _range(start, stop, step))
-    for i in _parallel_blocks(len(values), name_hint):
-        yield values[i]
+    if chunk is None:
+        for i in _parallel_blocks(len(values), name_hint):
+            yield values[i]
+        return
+    c = int(chunk)
+    if c <= 0:
+        raise KernelError(f"pl.parallel: chunk={chunk}")
+    for k in _parallel_blocks((len(values) + c - 1) // c, name_hint):
+        yield from values[k * c:(k + 1) * c]
 
 
-def range(start: int, stop: int | None = None, step: int = 1, **_hints) -> Iterator[int]:  # noqa: A001
-    """Sequential ascending loop."""
-    return iter(_range(int(start)) if stop is None else _range(int(start), int(stop), int(step)))
+class _Carried:
+    """Loop-carried values of a ``range``/``pipeline`` with ``init_values``: each iteration
+    sees what the previous one passed to ``pl.yield_``."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: tuple):
+        self.values = values
 
 
-def pipeline(start: int, stop: int | None = None, step: int = 1, stage: int = 1, **_hints) -> Iterator[int]:
+def _carried_stack() -> list:
+    ctx = current()
+    stack = getattr(ctx, "_equiv_carried", None)
+    if stack is None:
+        stack = []
+        ctx._equiv_carried = stack
+    return stack
+
+
+def _with_carried(indices: Iterator[int], init_values: Sequence[Any]) -> Iterator[tuple[int, tuple]]:
+    carried = _Carried(tuple(init_values))
+    stack = _carried_stack()
+    stack.append(carried)
+    try:
+        for i in indices:
+            yield i, carried.values
+    finally:
+        if stack and stack[-1] is carried:
+            stack.pop()
+
+
+def range(start: int, stop: int | None = None, step: int = 1, *,  # noqa: A001
+          init_values: Sequence[Any] | None = None, **_hints) -> Iterator[Any]:
+    """Sequential ascending loop. With ``init_values=(a, b)`` it yields ``(i, (a_i, b_i))``
+    where ``(a_0, b_0)`` are the initial values and each later pair is what the previous
+    iteration returned through ``pl.yield_``."""
+    indices = iter(_range(int(start)) if stop is None else _range(int(start), int(stop), int(step)))
+    if init_values is None:
+        return indices
+    return _with_carried(indices, init_values)
+
+
+def pipeline(start: int, stop: int | None = None, step: int = 1, stage: int = 1, *,
+             init_values: Sequence[Any] | None = None, **_hints) -> Iterator[Any]:
     """``pl.pipeline`` has exactly the iterations of ``range``; ``stage`` only overlaps loads."""
-    return range(start, stop, step)
+    return range(start, stop, step, init_values=init_values)
 
 
 @contextmanager
 def at(level: Any = None, name_hint: str = "", *, deps: Sequence[Any] | None = None,
-       **_hints) -> Iterator[Any]:
+       optimizations: Sequence[Any] | None = None, allow_early_resolve: bool = False,
+       no_dep_args: Sequence[Any] | None = None, **_hints) -> Iterator[Any]:
     """A single-task scope: the body runs once; ``as tid`` gives its task id.
 
     ``optimizations=`` (``pl.split``, ``pl.auto_chunk``, ``pl.cross_core_slot``) and
@@ -168,7 +220,13 @@ def unroll(start: int, stop: int | None = None, step: int = 1) -> Iterator[int]:
 
 
 def yield_(*values: Any) -> Any:
-    """``pl.yield_(a, b)``: the values carried out of a loop or branch (one value or a tuple)."""
+    """``pl.yield_(a, b)``: the values carried out of a loop or branch (one value or a
+    tuple); inside a loop with ``init_values`` they are also the next iteration's values."""
+    stack = getattr(current(), "_equiv_carried", None)
+    if stack:
+        if len(values) != len(stack[-1].values):
+            raise KernelError(f"pl.yield_ of {len(values)} values in a loop carrying {len(stack[-1].values)}")
+        stack[-1].values = tuple(values)
     return values[0] if len(values) == 1 else tuple(values)
 
 
@@ -190,12 +248,14 @@ class Optimization:
 auto_chunk = Optimization("auto_chunk")
 
 
-def split(mode: Any, **kwargs: Any) -> Optimization:
-    return Optimization("split", mode, **kwargs)
+def split(mode: Any, *, slot_num: int | None = None) -> Optimization:
+    """``pl.split(mode, slot_num=)``: split a core-group scope's vector work across lanes."""
+    return Optimization("split", mode, slot_num=slot_num)
 
 
-def cross_core_slot(**kwargs: Any) -> Optimization:
-    return Optimization("cross_core_slot", **kwargs)
+def cross_core_slot(*, slot_num: int = 1) -> Optimization:
+    """``pl.cross_core_slot(slot_num=)``: buffering depth of cube<->vector crossings."""
+    return Optimization("cross_core_slot", slot_num=slot_num)
 
 
 class FunctionType:

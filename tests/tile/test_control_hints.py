@@ -125,3 +125,36 @@ def test_hint_names_are_in_the_table():
                  "inline", "jit.incore", "jit.extern", "cross_core_slot", "split", "SplitMode.UP_DOWN"):
         assert pl.covers(name), name
     assert not pl.covers("prefetch.no_such_thing")
+
+
+def test_pipeline_init_values_carry_what_yield_returns_to_the_next_iteration(ctx):
+    # acc_{k+1} = 3 * acc_k + k, integer arithmetic checked against a Python loop.
+    a, b = 1, 100
+    for k, (a_it, b_it) in pl.pipeline(2, 11, 3, stage=2, init_values=(a, b)):
+        a, b = pl.yield_(3 * a_it + k, b_it - k)
+    ref_a, ref_b = 1, 100
+    for k in range(2, 11, 3):
+        ref_a, ref_b = 3 * ref_a + k, ref_b - k
+    assert (a, b) == (ref_a, ref_b)
+    # Without yield_ the carried values stay the initial ones.
+    seen = [v for _, (v,) in pl.range(3, init_values=(7,))]
+    assert seen == [7, 7, 7]
+    with pytest.raises(KernelError, match="carrying 2"):
+        for _, _vals in pl.range(1, init_values=(1, 2)):
+            pl.yield_(1)
+
+
+def test_parallel_chunks_are_blocks_and_iterations_inside_a_chunk_do_not_race(ctx):
+    out = Tensor("out", [4], pl.INT32)
+    order = []
+    for i in pl.parallel(0, 8, chunk=2, name_hint="ch"):
+        order.append(i)
+        pl.write(out, [i // 2], i)          # both iterations of a chunk write one element
+    assert not [f for f in ctx.findings.values() if f.kind == "race"]
+    assert out.data.tolist() == [1, 3, 5, 7] and sorted(order) == list(range(8))
+    chunks = [n.block for n in ctx.nodes.values() if n.name == "ch"]
+    assert sorted(chunks) == [0, 1, 2, 3]
+    assert order == [v for c in chunks for v in (2 * c, 2 * c + 1)]
+    for i in pl.parallel(0, 4, name_hint="nochunk"):
+        pl.write(out, [0], i)               # without chunks the iterations race
+    assert len([f for f in ctx.findings.values() if f.kind == "race"]) == 1
