@@ -118,6 +118,7 @@ class RunContext:
         self._next_token = 1
         self._next_stage = 0
         self.findings: dict[tuple[str, str, str], Finding] = {}
+        rounding.refresh_native_probe()  # the flush mode decides whether native rounding is exact
 
     # -- parallel structure -------------------------------------------------------------
     def new_stage(self) -> int:

@@ -44,55 +44,82 @@ def round_integer(y: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(f"unknown cast mode {mode!r}; expected one of {CAST_MODES}")
 
 
-_FP32_MIN_NORMAL = 2.0**-126
+# Smallest bf16 subnormal: a native float64 -> float32 -> bf16 chain that flushes it to zero runs
+# under flush-to-zero / denormals-are-zero, where only the general path is exact.
+_SUBNORMAL_PROBE = torch.tensor([2.0**-133, 2.0**-24], dtype=torch.float64)
+
+
+def _probe_native_conversions() -> bool:
+    p = _SUBNORMAL_PROBE.to(torch.float32)
+    return bool(p[0].to(torch.bfloat16) != 0) and bool(p[1].to(torch.float16) != 0)
+
+
+_native_cpu_exact = _probe_native_conversions()
+
+
+def refresh_native_probe() -> bool:
+    """Probe the CPU's flush mode again (a kernel run calls this once at its start, so a
+    ``torch.set_flush_denormal`` in between is seen without probing on every rounding)."""
+    global _native_cpu_exact
+    _native_cpu_exact = _probe_native_conversions()
+    return _native_cpu_exact
+
+
+def native_conversions_exact(device: torch.device) -> bool:
+    """True when native float conversions on `device` keep subnormals (no FTZ/DAZ)."""
+    if device.type != "cpu":
+        return True  # CUDA conversions are IEEE without a flush mode
+    return _native_cpu_exact
 
 
 def _nearest_even_fast(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
-    """Round-to-nearest-even to fp32 or bf16 with native conversions, or None to use the slow path.
+    """Round-to-nearest-even to fp32, bf16 or fp16 with native conversions, or None to use the
+    general path (a float flush mode is on).
 
-    float64 -> float32 is one correctly rounded conversion. For bf16 a direct conversion would
-    round twice (via float32), so the float32 step rounds to *odd* instead (truncate, then set
-    the last bit if inexact): with 16 spare bits that makes the final RNE to bf16 exact.
+    float64 -> float32 is one correctly rounded IEEE conversion (gradual underflow, overflow to
+    inf, NaN kept). A direct bf16/fp16 conversion would round twice (via float32), so the float32
+    step rounds to *odd* instead: the RNE result moved one unit toward zero when it went away
+    from zero, then the last bit set when inexact. With >= 2 spare bits (bf16: 16, fp16: 13) the
+    final native RNE is then exact. No data-dependent branch: nothing synchronises.
     """
-    if dtype.torch_dtype not in (torch.float32, torch.bfloat16):
+    target = dtype.torch_dtype
+    if target not in (torch.float32, torch.bfloat16, torch.float16) or not native_conversions_exact(x.device):
         return None
-    a = x.abs()
-    if bool(((a < _FP32_MIN_NORMAL) & (a > 0)).any()):
-        return None  # fp32 subnormals: immune to flush-to-zero settings only on the exact path
     f = x.to(torch.float32)
+    if target is torch.float32:
+        return f.to(torch.float64)
     back = f.to(torch.float64)
-    if bool((torch.isinf(back) & torch.isfinite(x)).any()):
-        return None  # overflow: leave it to the general path
-    if dtype.torch_dtype == torch.float32:
-        return back
-    inexact = (back != x) & torch.isfinite(x)
-    bits = f.view(torch.int32)
-    bits = bits - (inexact & (back.abs() > x.abs())).to(torch.int32)  # toward zero
-    bits = bits | inexact.to(torch.int32)
-    return bits.view(torch.float32).to(torch.bfloat16).to(torch.float64)
+    away = back.abs() > x.abs()  # includes finite values that overflowed to inf
+    odd = (f.view(torch.int32) - away.to(torch.int32)) | (back != x)  # NaN: stays NaN
+    return odd.view(torch.float32).to(target).to(torch.float64)
 
 
 def to_float(x: torch.Tensor, dtype: DType, mode: str = "rint") -> torch.Tensor:
     """Round float64 `x` to floating `dtype` under `mode`; returns the float64 container."""
-    fmt = dtype.fmt
-    x = x.to(torch.float64)
-    if mode in ("rint", "none"):
+    if x.dtype is not torch.float64:
+        x = x.to(torch.float64)
+    if mode == "rint" or mode == "none":
         fast = _nearest_even_fast(x, dtype)
         if fast is not None:
             return fast
+    return _to_float_general(x, dtype, mode)
+
+
+def _to_float_general(x: torch.Tensor, dtype: DType, mode: str) -> torch.Tensor:
+    """Rounding by scaling to an integer quantum: every mode, and exact under any flush mode."""
+    fmt = dtype.fmt
     _, exp = torch.frexp(x.abs())
     e = torch.clamp(exp.to(torch.int64) - 1, min=fmt.emin)
     quantum = torch.ldexp(torch.ones_like(x), (e - fmt.mantissa_bits).to(x.dtype))
     r = round_integer(x / quantum, mode) * quantum
     big = r.abs() > fmt.max_finite
-    if bool(big.any()):
-        pos = x > 0
-        to_inf = {
-            "rint": torch.ones_like(big), "none": torch.ones_like(big), "round": torch.ones_like(big),
-            "trunc": torch.zeros_like(big), "floor": ~pos, "ceil": pos,
-        }[mode]
-        capped = torch.where(to_inf, torch.sign(x) * torch.inf, torch.sign(x) * fmt.max_finite)
-        r = torch.where(big, capped, r)
+    pos = x > 0
+    to_inf = {
+        "rint": torch.ones_like(big), "none": torch.ones_like(big), "round": torch.ones_like(big),
+        "trunc": torch.zeros_like(big), "floor": ~pos, "ceil": pos,
+    }[mode]
+    capped = torch.where(to_inf, torch.sign(x) * torch.inf, torch.sign(x) * fmt.max_finite)
+    r = torch.where(big, capped, r)
     # Keep NaN, infinities and the sign of zero exactly.
     r = torch.where(torch.isfinite(x), r, x)
     return torch.where(r == 0, torch.copysign(torch.zeros_like(r), x), r)

@@ -1,0 +1,86 @@
+"""The native round-to-nearest-even path of `equiv.rounding.to_float` against the general
+(quantum-scaling) path and against integer arithmetic on the bits, on ties, subnormals,
+NaN, infinities and overflow."""
+
+from __future__ import annotations
+
+import torch
+
+from equiv import rounding
+from equiv.dtypes import BF16, FP16, FP32
+
+
+def _edge_values() -> torch.Tensor:
+    g = torch.Generator().manual_seed(5)
+    # Random float64 bit patterns over the whole exponent range of the targets and beyond.
+    mant = torch.randint(0, 2**52, (20000,), generator=g, dtype=torch.int64)
+    exp = torch.randint(1023 - 160, 1023 + 140, (20000,), generator=g, dtype=torch.int64)
+    sign = torch.randint(0, 2, (20000,), generator=g, dtype=torch.int64) << 63
+    rand = (sign | (exp << 52) | mant).view(torch.float64)
+    specials = []
+    for target, quantum_bits in ((BF16, 7), (FP16, 10), (FP32, 23)):
+        fmt = target.fmt
+        for e in (fmt.emin - 1, fmt.emin, 0, 5, fmt.emax):
+            q = 2.0 ** (max(e, fmt.emin) - fmt.mantissa_bits)
+            base = 2.0 ** max(e, fmt.emin)
+            for k in range(4):
+                mid = base + (k + 0.5) * q  # exact ties, both parities
+                specials += [mid, -mid, mid + q / 1024, mid - q / 1024]
+        top = fmt.max_finite
+        q = 2.0 ** (fmt.emax - fmt.mantissa_bits)
+        specials += [top, top + q / 2, top + q / 2 - q / 4096, top + q, -(top + q / 2), 2.0 ** (fmt.emin - fmt.mantissa_bits - 1),
+                     2.0 ** (fmt.emin - fmt.mantissa_bits - 1) * 1.0000001, 2.0 ** (fmt.emin - fmt.mantissa_bits) * 1.5]
+    specials += [0.0, -0.0, float("inf"), float("-inf"), float("nan"), 1e300, -1e300, 1e-300, -1e-300]
+    return torch.cat([rand, torch.tensor(specials, dtype=torch.float64)])
+
+
+def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    both_nan = torch.isnan(a) & torch.isnan(b)
+    return bool(((a.view(torch.int64) == b.view(torch.int64)) | both_nan).all())
+
+
+def test_fast_path_equals_general_path_for_every_float_target():
+    x = _edge_values()
+    for dtype in (FP32, BF16, FP16):
+        fast = rounding._nearest_even_fast(x, dtype)
+        assert fast is not None
+        slow = rounding._to_float_general(x, dtype, "rint")
+        assert _bits_equal(fast, slow), dtype
+
+
+def test_bf16_rounding_against_integer_arithmetic_on_float32_bits():
+    # For float32 inputs a single RNE to bf16 is integer arithmetic on the bits.
+    g = torch.Generator().manual_seed(9)
+    bits = torch.randint(-(2**31), 2**31 - 1, (50000,), generator=g, dtype=torch.int64).to(torch.int32)
+    f = bits.view(torch.float32)
+    f = f[torch.isfinite(f)]
+    b = f.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    rne = (b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000
+    expect = rne.to(torch.int32).view(torch.float32).to(torch.float64)  # may overflow to inf: right
+    got = rounding.to_float(f.to(torch.float64), BF16, "rint")
+    assert _bits_equal(got, expect)
+
+
+def test_ties_go_to_even_and_overflow_goes_to_inf():
+    one = torch.tensor([1 + 2.0**-8, 1 + 3 * 2.0**-8, -(1 + 2.0**-8)], dtype=torch.float64)
+    assert rounding.to_float(one, BF16).tolist() == [1.0, 1 + 2 * 2.0**-7, -1.0]
+    big = torch.tensor([3.4e38, 3.5e38, -1e39], dtype=torch.float64)
+    out = rounding.to_float(big, BF16).tolist()
+    assert out[1] == float("inf") and out[2] == float("-inf")
+    assert rounding.to_float(torch.tensor([65520.0, 65519.0]), FP16).tolist() == [float("inf"), 65504.0]
+
+
+def test_flush_to_zero_mode_falls_back_to_the_exact_general_path():
+    x = torch.tensor([2.0**-130, 3 * 2.0**-135, -(2.0**-129)], dtype=torch.float64)
+    expect = rounding._to_float_general(x, BF16, "rint")
+    assert expect[0] != 0  # a bf16 subnormal
+    if not torch.set_flush_denormal(True):
+        return  # this CPU has no flush mode to switch on: nothing to fall back from
+    try:
+        assert not rounding.refresh_native_probe()
+        assert rounding._nearest_even_fast(x, BF16) is None
+        assert _bits_equal(rounding.to_float(x, BF16), expect)
+    finally:
+        torch.set_flush_denormal(False)
+        rounding.refresh_native_probe()
+    assert rounding.native_conversions_exact(torch.device("cpu"))
