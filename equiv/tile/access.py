@@ -161,9 +161,20 @@ def load(tensor: Tensor, offsets: Sequence[int], shapes: Sequence[int],
     return slice(tensor, shapes, offsets, valid)
 
 
+def _drop_leading_units(tile: Tile, rank: int) -> Tile:
+    """`tile` without leading unit axes beyond `rank` (a [1, M, N] matmul of a 3-d weight
+    window stored with two offsets); unchanged when those axes are not all 1."""
+    extra = len(tile.shape) - rank
+    if extra <= 0 or any(n != 1 for n in tile.shape[:extra]):
+        return tile
+    return Tile(tile.data.reshape(tile.shape[extra:]), tile.dtype, tile.valid[extra:])
+
+
 def _store_region(tile: Tile, offsets: list[int], shapes: Sequence[int] | None) -> tuple[torch.Tensor, list[int]]:
     """The tile values a store writes (its valid region, indexed from the last dims) and
     their extent, in the rank of `offsets`."""
+    if shapes is None:
+        tile = _drop_leading_units(tile, len(offsets))
     data, valid = tile.data, list(tile.valid)
     if shapes is not None:
         shapes = [int(s) for s in shapes]
@@ -499,6 +510,7 @@ def assemble(target: Tensor, tile: Tile, offset: Sequence[int], atomic: str | No
         raise KernelError("assemble into a tile is not covered; assemble targets a global tensor")
     if not isinstance(tile, Tile):
         raise KernelError("assemble needs a tile to store")
+    tile = _drop_leading_units(tile, len(offset))
     if len(offset) != len(tile.shape):
         raise KernelError(f"assemble: offset {list(offset)} for a {len(tile.shape)}-d tile")
     key = tuple(_slice_type(int(o), int(o) + int(n)) for o, n in zip(offset, tile.shape))

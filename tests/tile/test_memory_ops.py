@@ -287,3 +287,16 @@ def test_tile_aliases_compute_like_their_pl_names(ctx):
     part = pl.tile.set_validshape(f, 1, 2)
     assert pl.tile.fillpad(part, pad_value=pl.PadValue.zero).data.tolist() == [[3, 3], [0, 0]]
     assert pl.tile.reshape(f, [1, 4]).shape == [1, 4]
+
+
+def test_store_and_assemble_drop_leading_unit_axes_of_the_tile(ctx):
+    x, vals = grid(2, 3)
+    t3 = pl.Tile(x.double().reshape(1, 2, 3), pl.FP32)         # e.g. a matmul with a 3-d weight window
+    out = Tensor("out", [3, 4], pl.FP32)
+    pl.store(t3, [1, 1], out)
+    assert out.data[1:3, 1:4].tolist() == vals and int(out.written.sum()) == 6
+    out2 = Tensor("out2", [2, 3], pl.FP32)
+    pl.assemble(out2, t3, [0, 0])
+    assert out2.data.tolist() == vals
+    with pytest.raises(KernelError):
+        pl.store(pl.Tile(torch.zeros(2, 2, 3, dtype=torch.float64), pl.FP32), [0, 0], out)
