@@ -10,7 +10,8 @@ cases — and never mix the two.
 
 from __future__ import annotations
 
-import shutil
+import os
+import sys
 import textwrap
 from collections import Counter, defaultdict
 from typing import Iterable, Sequence
@@ -25,8 +26,17 @@ SEVERITY = ("regression", "rejected", "both-defect", "pre-defect", "equivalent")
 
 
 def width() -> int:
-    """Columns to fit: the terminal's (stdout), else 80; ``COLUMNS`` overrides."""
-    return max(MIN_WIDTH, shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns)
+    """Columns to fit: ``COLUMNS`` if set, else the terminal's when stdout (as it is now, not as
+    the process started) is one, else 80 — so captured or piped output is always 80 wide."""
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return max(MIN_WIDTH, int(env))
+    try:
+        if sys.stdout.isatty():
+            return max(MIN_WIDTH, os.get_terminal_size(sys.stdout.fileno()).columns)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return DEFAULT_WIDTH
 
 
 def _is_number(text: str) -> bool:

@@ -93,6 +93,7 @@ def test_flipped_bit_is_a_one_ulp_regression(runs, capsys):
     ret = make_run(root, "ret", inputs, {"ffn_out": flip_lsb(out, (2, 7))})
     assert main(["compare", pre, ret, "--json", str(root / "r.json")]) == 1
     text = capsys.readouterr().out
+    text = " ".join(text.replace(" \\\n", " ").split())  # lines wrapped to the terminal, read as one
     assert "ffn_out: regression — 128 elements compared, 1 differ, max ULP 1" in text
     assert "0: 127, 1: 1" in text and "first at [2, 7]" in text
     assert f"repro: equiv compare {pre} {root / 'ret'}" in text

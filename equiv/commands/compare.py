@@ -16,7 +16,7 @@ from equiv.device_runs import UNWRITTEN_MODES, RunMismatch, compare_runs, load_r
 from equiv.pair import Contract
 from equiv.runner import CaseResult
 from equiv.shapes import ShapeError
-from equiv.summary import per_output, wrap
+from equiv.summary import per_output, wrap, wrap_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -113,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
 
         report.write_report([data], args.report)
         print(f"report written to {args.report}", file=sys.stderr)
-    print(f"equiv compare — {args.pre_run} (pre) vs {args.retiled_run} (retiled) — contract {used}"
-          + (f" — reference {pair.name} at {shape}" if pair else " — no reference"))
+    print("\n".join(wrap(f"equiv compare — {args.pre_run} (pre) vs {args.retiled_run} (retiled) — contract {used}"
+                         + (f" — reference {pair.name} at {shape}" if pair else " — no reference"))))
     plain = sorted(n for n in pre.inputs if n not in pre.outputs)
     fills = sorted(n for n in pre.inputs if n in pre.outputs)
-    print(f"inputs identical: {len(plain)} tensor(s) ({', '.join(plain) or 'none'})"
-          + (f", and the pre-fill of {', '.join(fills)}" if fills else ""))
+    print("\n".join(wrap(f"inputs identical: {len(plain)} tensor(s) ({', '.join(plain) or 'none'})"
+                         + (f", and the pre-fill of {', '.join(fills)}" if fills else ""))))
     print()
     print(per_output(check))
     print()
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(render_output(o)))
     print()
     if result.worst != "equivalent":
-        print(f"repro: {_repro(args)}")
+        print("\n".join(wrap_command(f"repro: {_repro(args)}")))
     print(f"result: {'REGRESSION' if check.regressions else 'OK (no regression)'}")
     return 1 if check.regressions else 0
 

@@ -267,7 +267,9 @@ def run(args: argparse.Namespace) -> int:
 
         report.write_report([data], args.report)
         print(f"report written to {args.report}", file=sys.stderr)
-    print(f"{pair.description}")
+    from equiv.summary import wrap
+
+    print("\n".join(wrap(pair.description)))
     print(render(result))
     errors = kernel_errors(result)
     gaps = sorted(set(unsupported_in(errors)))
