@@ -6,7 +6,7 @@
     result = equiv.check(dataclasses.replace(pair, retiled=my_kernel), shapes="T=10,D=256")
 """
 
-from equiv.check import CheckResult, check
+from equiv.check import CheckResult, KernelSignatureError, check
 from equiv.options import Options
 from equiv.pair import BIT_EXACT, Contract, KernelPair, within_ulp
 from equiv.registry import all_pairs, get, names
@@ -14,7 +14,7 @@ from equiv.runner import Case, CaseResult, run_case
 from equiv.shapes import Dim, Shape, ShapeError, ShapeSpace
 
 __all__ = [
-    "check", "CheckResult", "Options", "KernelPair", "Contract", "BIT_EXACT", "within_ulp",
+    "check", "CheckResult", "KernelSignatureError", "Options", "KernelPair", "Contract", "BIT_EXACT", "within_ulp",
     "get", "names", "all_pairs", "Case", "CaseResult", "run_case", "Shape", "ShapeSpace", "Dim", "ShapeError",
 ]
 __version__ = "0.1.0"
