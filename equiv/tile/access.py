@@ -55,10 +55,13 @@ def _tile_setitem(self: Tile, key, value) -> None:
     valid shape is unchanged. The tile object gets a fresh container (see `tile_write`)."""
     if not isinstance(key, tuple):
         key = (key,)
-    if len(key) > len(self.shape):
-        raise KernelError(f"{len(key)} indices for a {len(self.shape)}-d tile")
+    # The tile's own axes are the last len(valid) axes of its container (leading batch axes
+    # of the container, if any, are all written alike).
+    logical = list(self.data.shape[len(self.data.shape) - len(self.valid):])
+    if len(key) > len(logical):
+        raise KernelError(f"{len(key)} indices for a {len(logical)}-d tile")
     win = []
-    for dim, n in enumerate(self.shape):
+    for dim, n in enumerate(logical):
         k = key[dim] if dim < len(key) else _slice_type(None)
         if isinstance(k, _slice_type):
             if k.step not in (None, 1):
@@ -78,10 +81,10 @@ def _tile_setitem(self: Tile, key, value) -> None:
         valid = list(value.valid)
         if len(valid) != len(extent) or any(v > e for v, e in zip(valid, extent)):
             raise KernelError(f"a tile of valid shape {valid} does not fit the window {extent}")
-        dst = tuple(_slice_type(a, a + v) for (a, _), v in zip(win, valid))
-        data[dst] = value.data[tuple(_slice_type(0, v) for v in valid)]
+        dst = (Ellipsis,) + tuple(_slice_type(a, a + v) for (a, _), v in zip(win, valid))
+        data[dst] = value.data[(Ellipsis,) + tuple(_slice_type(0, v) for v in valid)]
     else:
-        data[tuple(_slice_type(a, b) for a, b in win)] = _scalar_to(value, self.dtype)
+        data[(Ellipsis,) + tuple(_slice_type(a, b) for a, b in win)] = _scalar_to(value, self.dtype)
     self.data = data
 
 

@@ -300,3 +300,17 @@ def test_store_and_assemble_drop_leading_unit_axes_of_the_tile(ctx):
     assert out2.data.tolist() == vals
     with pytest.raises(KernelError):
         pl.store(pl.Tile(torch.zeros(2, 2, 3, dtype=torch.float64), pl.FP32), [0, 0], out)
+
+
+def test_tile_window_assignment_writes_the_value_and_keeps_the_valid_shape(ctx):
+    base = pl.tile.set_validshape(pl.tile.full([3, 4], dtype=pl.FP32, value=0.0), 2, 4)
+    shared = pl.cast(base, pl.FP32)                 # shares base's container
+    x, vals = grid(1, 2)
+    base[1:2, 2:4] = pl.Tile(x.double(), pl.FP32)
+    base[0, :] = 7.0
+    assert base.data.tolist() == [[7.0] * 4, [0.0, 0.0] + vals[0], [0.0] * 4] and base.valid == (2, 4)
+    assert shared.data.abs().sum().item() == 0.0    # the other tile is untouched
+    with pytest.raises(KernelError, match="outside a tile"):
+        base[2:4, 0:1] = 1.0
+    with pytest.raises(KernelError, match="cast it first"):
+        base[0:1, 0:1] = pl.tile.full([1, 1], dtype=pl.BF16, value=1.0)
