@@ -305,3 +305,28 @@ def test_predicate_false_retires_the_dispatch():
         flag = pl.Tile(torch.zeros(1, 1, dtype=torch.int64), pl.INT32)
         assert list(pl.spmd(3, predicate=flag)) == []
         assert len(list(pl.spmd(3, predicate=True))) == 3
+
+
+def test_barriered_body_shares_the_enclosing_functions_names(tmp_path):
+    src = tmp_path / "k.py"
+    src.write_text(textwrap.dedent("""
+        import pypto.language as pl
+
+        @pl.jit
+        def k(out: pl.Out[pl.Tensor[[1, 4], pl.INT32]]):
+            last = -1
+            with pl.spmd(4, name_hint="s") as tid:
+                b = pl.tile.get_block_idx()
+                out = pl.store(pl.tile.full([1, 1], dtype=pl.INT32, value=b), [0, b], out)
+                pl.system.syncall()
+                last = pl.read(out, [0, (b + 1) % 4])
+            return out, last, tid
+        """))
+    fn = load_kernel(str(src), "k")
+    with running(RunContext(Options(seed=6))) as ctx:
+        out = Tensor("out", [1, 4], pl.INT32)
+        got, last, tid = fn(out=out)
+    order = [n.block for n in ctx.nodes.values() if n.name == "s"]
+    # The second phase runs in the same shuffled order; `last` is the last block's read.
+    assert got is out and out.data.tolist() == [[0, 1, 2, 3]] and last == (order[-1] + 1) % 4
+    assert isinstance(tid, blocks.TaskId) and len(order) == 8
