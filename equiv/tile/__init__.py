@@ -14,7 +14,9 @@ file per family:
 ========================  ===========================================================
 ``values``                tiles, element types, casts, the single rounding of a result
 ``access``                global tensors: windows, loads/stores, scratch, scalars, assemble
-``control``               annotations, ``jit``, loops, SPMD blocks and scopes
+``control``               annotations, ``jit``, loops, scopes and scheduling hints
+``blocks``                SPMD forms, block/lane indices, split_aiv, task ids, arrays
+``rewrite``               load-time rewrite of ``with pl.spmd`` bodies (per block)
 ``elementwise``           arithmetic, min/max, broadcasts (row/col expand)
 ``reductions``            row reductions under the ``row_sum`` order model
 ``matmul``                integer-exact and fp32-accumulating matrix multiply

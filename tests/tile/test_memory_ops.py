@@ -314,3 +314,14 @@ def test_tile_window_assignment_writes_the_value_and_keeps_the_valid_shape(ctx):
         base[2:4, 0:1] = 1.0
     with pytest.raises(KernelError, match="cast it first"):
         base[0:1, 0:1] = pl.tile.full([1, 1], dtype=pl.BF16, value=1.0)
+
+
+def test_reading_unwritten_scratch_gives_seed_dependent_poison_and_init_value_does_not():
+    got = {}
+    for seed in (1, 2):
+        with running(RunContext(Options(seed=seed))):
+            raw = pl.create_tensor([2, 4], dtype=pl.FP32)
+            filled = pl.create_tensor([2, 4], dtype=pl.FP32, init_value=0.0)
+            got[seed] = (pl.load(raw, [0, 0], [2, 4]).data.tolist(), pl.load(filled, [0, 0], [2, 4]).data.tolist())
+    assert got[1][0] != got[2][0]
+    assert got[1][1] == got[2][1] == [[0.0] * 4] * 2
