@@ -148,7 +148,7 @@ class SpmdDispatch:
         that reaches a barrier waits until every block has, and the phase after a barrier
         is a new race domain (writes on either side of a barrier do not race).
         """
-        if self._enabled():
+        if self._enabled() and self.core_num > 0:
             _Barriered(self, body).run()
         return self.task
 
@@ -171,8 +171,10 @@ def spmd(core_num: int, name_hint: str = "", *, sync_start: bool = False, optimi
     ``optimizations``, ``allow_early_resolve`` and ``deps`` are scheduling hints (ignored).
     """
     n = int(core_num)
-    if n <= 0:
-        raise KernelError(f"pl.spmd: core_num must be positive, got {n}")
+    # pypto rejects a literal count <= 0 when it parses the kernel; a count computed at run
+    # time (from tensor data) can be 0, and then no block runs.
+    if n < 0:
+        raise KernelError(f"pl.spmd: core_num must not be negative, got {n}")
     return SpmdDispatch(n, name_hint or "spmd", sync_start, _check_deps(deps, "pl.spmd"), predicate)
 
 

@@ -300,6 +300,14 @@ def test_two_lanes_of_a_none_split_writing_one_element_race():
     assert len(kinds(ctx, "race")) == 1
 
 
+def test_a_run_time_block_count_of_zero_runs_no_block_and_a_negative_one_is_an_error():
+    with running(RunContext(Options(seed=1))):
+        assert list(pl.spmd(0)) == []
+        assert isinstance(pl.spmd(0).run_barriered(lambda: 1 / 0), blocks.TaskId)
+        with pytest.raises(KernelError, match="negative"):
+            pl.spmd(-1)
+
+
 def test_predicate_false_retires_the_dispatch():
     with running(RunContext(Options(seed=1))):
         flag = pl.Tile(torch.zeros(1, 1, dtype=torch.int64), pl.INT32)
