@@ -176,16 +176,53 @@ def plan(pair: KernelPair, shapes: str = "nominal", examples: int | None = None,
     return [Case(s, r, sd, v) for s, r, sd in triples for v in vs]
 
 
+Shard = tuple[int, int]  # (k, n): the k-th of n shards, 1 <= k <= n
+
+
+def parse_shard(text: str) -> Shard:
+    """``"K/N"`` -> (K, N); ValueError unless 1 <= K <= N."""
+    try:
+        k_text, n_text = text.split("/")
+        k, n = int(k_text), int(n_text)
+    except ValueError:
+        raise ValueError(f"shard {text!r}: expected K/N, e.g. 2/4") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"shard {text!r}: K must be between 1 and N")
+    return k, n
+
+
+def shard_of(key: str, n: int) -> int:
+    """The shard (1..n) a work item belongs to: a stable hash of its key, the same on every
+    machine and Python version (unlike ``hash``), so a CI matrix splits one campaign."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n + 1
+
+
+def case_shard_key(pair_name: str, case: Case) -> str:
+    import json
+
+    return json.dumps([pair_name, case.to_dict()], sort_keys=True, default=str)
+
+
+def in_shard(pair_name: str, case: Case, shard: Shard | None) -> bool:
+    """Whether `case` of `pair_name` runs in `shard` (every case when `shard` is None)."""
+    return shard is None or shard_of(case_shard_key(pair_name, case), shard[1]) == shard[0]
+
+
 def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None = None, seed: int = 0,
           options: Options | None = None, recipes: Sequence[str] | None = None,
           fixed: Mapping[str, Any] | None = None, progress: Progress | None = None,
-          shrink_budget: int = 40, time_budget: float | None = None, keep_runs: bool = False) -> CheckResult:
+          shrink_budget: int = 40, time_budget: float | None = None, keep_runs: bool = False,
+          shard: Shard | None = None) -> CheckResult:
     """Check `pair` (a `KernelPair` or a registered name) over `shapes` ("nominal", "fuzz", a preset
     name, or "T=8,D=7168").
 
     `fixed` pins option values the pair would otherwise sweep (e.g. one row_sum order).
     `time_budget` (seconds) stops drawing new cases once exceeded (the CI profile uses it).
     `keep_runs` keeps each non-equivalent case's raw runs (so saving it need not rerun it).
+    `shard` (k, n) runs only the planned cases whose stable hash falls in shard k of n; the n
+    shards together run exactly the unsharded cases (`equiv report` merges their results).
     """
     if isinstance(pair, str):
         from equiv import registry
@@ -196,6 +233,7 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
     cases = plan(pair, shapes, examples, seed, recipes, fixed)
     if cases:
         check_signatures(pair, cases[0])
+    cases = [c for c in cases if in_shard(pair.name, c, shard)]
     results: list[CaseResult] = []
     for i, case in enumerate(cases):
         if time_budget is not None and results and time.perf_counter() - t0 > time_budget:
@@ -221,4 +259,4 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
                        time.perf_counter() - t0, options.to_dict())
 
 
-__all__ = ["CheckResult", "KernelSignatureError", "check", "plan", "fuzz_cases", "explicit_shapes", "VERDICTS", "DEFAULT_FUZZ_EXAMPLES"]
+__all__ = ["CheckResult", "KernelSignatureError", "check", "plan", "parse_shard", "shard_of", "in_shard", "fuzz_cases", "explicit_shapes", "VERDICTS", "DEFAULT_FUZZ_EXAMPLES"]

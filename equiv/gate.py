@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 from equiv import atomic
-from equiv.check import CheckResult, check, fuzz_cases, plan
+from equiv.check import CheckResult, check, fuzz_cases, in_shard, plan
 from equiv.options import Options
 from equiv.pair import KernelPair, project_root
 
@@ -180,6 +180,7 @@ class Profile:
     time_budget: float = 300.0
     shrink_budget: int = 8
     seed: int = 0
+    shard: tuple[int, int] | None = None  # (k, n): run only the cases of shard k of n
 
 
 CI = Profile()
@@ -209,9 +210,9 @@ def check_ci(pair: KernelPair, profile: Profile = CI, options: Options | None = 
     presets = pair.shapes.all_presets()
     spec = ";".join(str(s) for s in presets)
     first = check(pair, shapes=spec, seed=profile.seed, options=options, recipes=recipes, progress=progress,
-                  shrink_budget=profile.shrink_budget, time_budget=profile.time_budget)
+                  shrink_budget=profile.shrink_budget, time_budget=profile.time_budget, shard=profile.shard)
     parts = [first]
-    planned = len(plan(pair, spec, None, profile.seed, recipes))
+    planned = sum(in_shard(pair.name, c, profile.shard) for c in plan(pair, spec, None, profile.seed, recipes))
     if len(first.results) < planned:
         notes.append(f"time budget {profile.time_budget:g} s spent after {len(first.results)} preset cases; "
                      f"the rest were not run")
@@ -228,7 +229,8 @@ def check_ci(pair: KernelPair, profile: Profile = CI, options: Options | None = 
             notes.append(f"time budget {profile.time_budget:g} s spent: {len(drawn) - i} fuzz case(s) not run")
             break
         parts.append(check(pair, shapes=str(shape), seed=sd, options=options, recipes=[recipe],
-                           progress=progress, shrink_budget=profile.shrink_budget, time_budget=left))
+                           progress=progress, shrink_budget=profile.shrink_budget, time_budget=left,
+                           shard=profile.shard))
     label = f"ci: presets × {len(recipes)} recipe{'s' if len(recipes) != 1 else ''} + {len(parts) - 1} fuzz"
     return _merge(pair, parts, label, profile.seed, options, time.perf_counter() - t0), notes
 
@@ -373,6 +375,9 @@ def run_gate(selection: Selection, pairs: Mapping[str, KernelPair], profile: Pro
             continue
         if progress is not None and hasattr(progress, "clear"):
             progress.clear()
+        if profile.shard is not None and not result.results:
+            log(f"{name}: no case in shard {profile.shard[0]}/{profile.shard[1]}")
+            continue  # an empty check is not a result (`equiv report` refuses it)
         out.results.append(result)
         if notes:
             out.notes[name] = notes

@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-cases", nargs="?", const="reports/cases", default=None, metavar="DIR",
                    help="save every non-equivalent case (inputs included) for `equiv replay` "
                         "(default DIR: reports/cases)")
+    p.add_argument("--shard", metavar="K/N", default=None,
+                   help="run only shard K of N (1-based): a stable hash of each planned case picks its shard, "
+                        "so N machines together run exactly the unsharded cases; merge their --json files "
+                        "with `equiv report a.json b.json ...`")
     add_run_options(p)
     source_check.add_arguments(p)  # source mode: --source PATH:ENTRY --pre-rev/--retiled-rev ...
     p.set_defaults(func=run)
@@ -94,20 +98,37 @@ def run_checks(names: list[str], args: argparse.Namespace, progress: Progress,
                on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
     options = options_from(args)
     plans = preflight(names, args)
+    shard = shard_from(args)
     results = []
     for name, recipes in plans.items():
         pair = resolve_pair(name)
         try:
             result = check(pair, shapes=args.shapes, examples=args.examples, seed=args.seed,
                            options=options, recipes=recipes, fixed=fixed_from(args), progress=progress,
-                           keep_runs=bool(args.save_cases))
+                           keep_runs=bool(args.save_cases), shard=shard)
         except (ShapeError, ValueError, KeyError) as exc:
             raise UsageError(f"{name}: {exc}") from None
         progress.clear()
+        if shard is not None and not result.results:
+            print(f"note: {name}: no case falls in shard {shard[0]}/{shard[1]}", file=sys.stderr)
+            continue  # an empty check is not a result (`equiv report` refuses it)
         results.append(result)
         if on_result:
             on_result(result)
     return results
+
+
+def shard_from(args: argparse.Namespace) -> tuple[int, int] | None:
+    """``--shard K/N`` as (K, N), or None; a malformed value is a usage error."""
+    from equiv.check import parse_shard
+
+    text = getattr(args, "shard", None)
+    if text is None:
+        return None
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise UsageError(f"--shard: {exc}") from None
 
 
 def output_paths(args: argparse.Namespace) -> None:
@@ -141,6 +162,7 @@ def write_outputs(results: list[CheckResult], args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     output_paths(args)
+    shard_from(args)  # refused before anything runs
     if source_check.wants_source(args):
         return source_check.run(args)
     if args.all == bool(args.name):
@@ -158,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
 
     results = run_checks(names, args, progress, on_result=stream if args.all else None)
     write_outputs(results, args)  # files first: a reader that stops reading cannot lose them
+    if not results:  # only under --shard: every planned case belongs to other shards
+        print(f"result: no case falls in shard {args.shard}; nothing run")
+        return 0
     if not args.all:
         print(render(results[0]))
     else:

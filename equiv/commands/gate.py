@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--examples", type=int, default=None, help="fuzz cases per pair beyond the presets (default 3)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="per-pair time budget; no new case starts once spent (default 300)")
+    p.add_argument("--shard", metavar="K/N", default=None,
+                   help="run only shard K of N of the selected cases (stable hash per case); merge the shards' "
+                        "--json files with `equiv report`")
     p.add_argument("--device", default="cpu", help="torch device to emulate on: cpu (default) or cuda")
     p.set_defaults(func=run)
 
@@ -53,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
         if args.examples < 0:
             raise UsageError("--examples must be ≥ 0")
         profile = dataclasses.replace(profile, fuzz_examples=args.examples)
+    if getattr(args, "shard", None) is not None:
+        from equiv.commands.check import shard_from
+
+        profile = dataclasses.replace(profile, shard=shard_from(args))
     if args.time_budget is not None:
         if args.time_budget <= 0:
             raise UsageError("--time-budget must be > 0")
