@@ -3,7 +3,8 @@
 On a terminal: one status line (pair, cases done of total, rate, ETA, current shape) rewritten
 in place with ``\\r`` and clear-to-end-of-line, cut to the terminal's width so it never wraps
 (a wrapped line cannot be rewritten and leaves stale lines behind). In a pipe or CI log
-(``CI`` set): one plain line every `every` cases, so a long job still shows it is alive.
+(``CI`` set): one plain line every `every` cases or `every_seconds`, whichever comes first, so
+a long job still shows it is alive.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from equiv.runner import Case
 
 CLEAR_EOL = "\x1b[K"
 PLAIN_EVERY = 25  # cases between two plain progress lines in a pipe or CI log
+PLAIN_SECONDS = 60.0  # ... or seconds, when cases are slow (expert_shared at pro: ~10 s each)
 
 
 def _duration(seconds: float) -> str:
@@ -33,12 +35,14 @@ class Progress:
     """Callable as ``progress(pair, done, total, case)`` (what `equiv.check` reports)."""
 
     def __init__(self, enabled: bool | None = None, stream: TextIO | None = None, live: bool | None = None,
-                 every: int = PLAIN_EVERY):
+                 every: int = PLAIN_EVERY, every_seconds: float = PLAIN_SECONDS):
         self.stream = stream or sys.stderr
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.live = (tty and not os.environ.get("CI")) if live is None else live
         self.enabled = True if enabled is None else enabled
         self.every = max(1, every)
+        self.every_seconds = every_seconds
+        self._last_plain_t = self.t0
         self.t0 = time.perf_counter()
         self._pair: str | None = None
         self._pair_t0 = self.t0
@@ -54,7 +58,7 @@ class Progress:
     def status(self, pair: str, done: int, total: int, case: Case | None) -> str:
         now = time.perf_counter()
         if pair != self._pair:
-            self._pair, self._pair_t0, self._last_plain = pair, now, 0
+            self._pair, self._pair_t0, self._last_plain, self._last_plain_t = pair, now, 0, now
         elapsed = now - self._pair_t0
         rate = done / elapsed if done and elapsed > 0 else 0.0
         eta = f"ETA {_duration((total - done) / rate)}" if rate and done < total else "ETA ?"
@@ -74,8 +78,9 @@ class Progress:
             self.stream.write("\r" + text + CLEAR_EOL)
             self._shown = True
             self.stream.flush()
-        elif done and done < total and done - self._last_plain >= self.every:
-            self._last_plain = done
+        elif done and done < total and (done - self._last_plain >= self.every or (
+                done > self._last_plain and time.perf_counter() - self._last_plain_t >= self.every_seconds)):
+            self._last_plain, self._last_plain_t = done, time.perf_counter()
             self.stream.write(text.split(" — ")[0] + "\n")
             self.stream.flush()
 

@@ -151,6 +151,16 @@ def test_piped_progress_is_plain_lines_every_n_cases():
     assert all("ETA" in line and "/s" in line and "\r" not in line for line in lines)
 
 
+def test_piped_progress_also_speaks_when_cases_are_slow():
+    buf = io.StringIO()
+    progress = Progress(stream=buf, live=False, every=100, every_seconds=0.0)
+    case = Case(COMBINE.shapes.parse("T=4,D=32"), "ties", 0)
+    for done in range(3):
+        progress("expert_shared", done, 3, case)
+    assert [line.split(" cases")[0] for line in buf.getvalue().splitlines()] == ["expert_shared 1/3",
+                                                                                "expert_shared 2/3"]
+
+
 def test_live_progress_rewrites_one_line_cut_to_the_terminal():
     buf = io.StringIO()
     progress = Progress(stream=buf, live=True)
