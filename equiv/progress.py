@@ -42,8 +42,8 @@ class Progress:
         self.enabled = True if enabled is None else enabled
         self.every = max(1, every)
         self.every_seconds = every_seconds
-        self._last_plain_t = self.t0
         self.t0 = time.perf_counter()
+        self._last_plain_t = self.t0
         self._pair: str | None = None
         self._pair_t0 = self.t0
         self._shown = False
