@@ -1,8 +1,10 @@
 """Benchmarks: wall time of pre, retiled and the float64 reference per pair and preset, the
-emulator's overhead against the reference, fuzzing throughput, and peak memory."""
+emulator's overhead against the reference (and its geometric mean over the rows), fuzzing
+throughput, and peak memory; with a pypto-lib clone, the same for real kernel files."""
 
 from __future__ import annotations
 
+import math
 import resource
 import sys
 import time
@@ -78,3 +80,46 @@ def fuzz_throughput(pair: KernelPair, options: Options, examples: int = 5, seed:
     for shape, recipe, s in drawn:
         run_case(pair, Case(shape, recipe, s), options)
     return len(drawn) / max(time.perf_counter() - t0, 1e-9)
+
+
+def geometric_mean_overhead(rows: list[BenchRow]) -> float:
+    """Geometric mean of the rows' overheads (the figure the speed goal is stated in)."""
+    vals = [max(r.overhead, 1e-9) for r in rows]
+    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
+
+
+# Real pypto-lib kernel files benchmarked with `--repo`: (registered pair lending reference,
+# inputs and shapes; file:entry; pre revision; retiled revision) at PR #672.
+REPO_FILES: tuple[tuple[str, str, str, str], ...] = (
+    ("expert_shared", "models/deepseek/v4/expert_shared.py:expert_shared_test", "a8cdc047^", "a8cdc047"),
+    ("hc_post", "models/deepseek/v4/hc_post.py:hc_post_test", "a8cdc047^", "a8cdc047"),
+)
+
+
+def bench_repo(repo: str, presets: list[str], options: Options, repeat: int = 1,
+               files: tuple[tuple[str, str, str, str], ...] = REPO_FILES) -> tuple[list[BenchRow], list[str]]:
+    """Rows for unmodified kernel files of a pypto-lib clone (source mode), and notes for the
+    files that could not be loaded or run (named, never silently dropped)."""
+    from equiv import registry
+    from equiv.source import SourceError, SourceLoader, SourceRef, source_pair
+
+    rows: list[BenchRow] = []
+    notes: list[str] = []
+    loader = SourceLoader()
+    for pair_name, spec, pre_rev, retiled_rev in files:
+        base = registry.get(pair_name)
+        try:
+            ref = SourceRef.parse(spec, repo=repo)
+            pair = source_pair(base, ref.with_rev(pre_rev), ref.with_rev(retiled_rev), loader=loader,
+                               name=spec.split(":")[0].rsplit("/", 1)[-1])
+        except SourceError as exc:
+            notes.append(f"{spec}: not loaded ({exc})")
+            continue
+        for preset in presets:
+            if preset not in pair.shapes.presets:
+                continue
+            try:
+                rows += bench_preset(pair, preset, options, repeat=repeat)
+            except Exception as exc:  # noqa: BLE001 - one file that cannot run must not hide the rest
+                notes.append(f"{spec} at {preset}: {type(exc).__name__}: {exc}")
+    return rows, notes

@@ -1,7 +1,8 @@
 """PyPTO element types as the emulator sees them.
 
 Every value is held in a wide *container* (float64 for floating types, int64 for integer
-types) whose contents are always exactly representable in the element type. Arithmetic is
+types) whose contents are always exactly representable in the element type; global tensors
+store them in the narrowest exact dtype (`DType.storage`) and widen on load. Arithmetic is
 done in the container and rounded once to the element type, which is how the emulator gets
 IEEE results that are identical on CPU and CUDA.
 """
@@ -25,6 +26,16 @@ class DType:
     @property
     def container(self) -> torch.dtype:
         return torch.float64 if self.is_float else torch.int64
+
+    @property
+    def storage(self) -> torch.dtype:
+        """The narrowest torch dtype that holds every value of this type exactly: how global
+        tensors are stored (bf16/fp16/fp32 in float32, int8 in int8, ...); loads widen to
+        `container`. uint32 stays in int64 (torch's uint32 has few kernels)."""
+        if self.is_float:
+            return torch.float32
+        return self.torch_dtype if self.torch_dtype in (torch.int8, torch.int16, torch.int32, torch.int64,
+                                                         torch.uint8) else torch.int64
 
     @property
     def fmt(self) -> numerics.FloatFormat:

@@ -224,16 +224,18 @@ class Tensor:
         self.name = name
         self.shape = tuple(int(s) for s in shape)
         self.dtype = dtype
-        self.data = ctx.poison(self.shape, dtype) if data is None else data.to(ctx.device)
+        # Stored narrow (bf16 as float32, int8 as int8, ...): exact, and Pro-size weights fit.
+        self.data = (ctx.poison(self.shape, dtype) if data is None else data).to(ctx.device, dtype.storage)
         if tuple(self.data.shape) != self.shape:
             raise ValueError(f"{name}: data shape {tuple(self.data.shape)} != declared {self.shape}")
         self.written = torch.full(self.shape, written, dtype=torch.bool, device=ctx.device)
-        self.writer = torch.full(self.shape, -1, dtype=torch.int64, device=ctx.device)
+        self.writer = torch.full(self.shape, -1, dtype=torch.int32, device=ctx.device)  # block tokens
 
     @classmethod
     def from_torch(cls, name: str, value: torch.Tensor) -> "Tensor":
         dt = dtypes.from_torch(value.dtype)
-        return cls(name, value.shape, dt, value.to(dt.container), written=True)
+        # A copy: the kernel may write its inputs, and the caller reuses them for the next run.
+        return cls(name, value.shape, dt, value.to(dt.storage, copy=True), written=True)
 
     def to_torch(self) -> torch.Tensor:
         return self.data.to(self.dtype.torch_dtype)
@@ -298,7 +300,7 @@ class Tensor:
             raise KernelError(f"{self.name}: empty or negative window {win}")
         inside, clipped = self._clip(win, "oob-read")
         if not clipped:
-            return self.data[self._slices(win)].clone()
+            return self.data[self._slices(win)].to(self.dtype.container, copy=True)
         out = current().poison(shape, self.dtype)
         if all(b > a for a, b in inside):
             out[self._slices(inside, win)] = self.data[self._slices(inside)]

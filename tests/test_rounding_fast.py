@@ -84,3 +84,66 @@ def test_flush_to_zero_mode_falls_back_to_the_exact_general_path():
         torch.set_flush_denormal(False)
         rounding.refresh_native_probe()
     assert rounding.native_conversions_exact(torch.device("cpu"))
+
+
+def _mm_reference(acc, x, y):
+    """Sequential fp32 fold over K in float64 arithmetic, rounded per step (numerics.round_to)."""
+    from equiv import numerics
+
+    out = None if acc is None else acc.clone()
+    for k in range(x.shape[-1]):
+        p = numerics.round_to(x[..., :, k : k + 1] * y[..., k : k + 1, :], numerics.FP32)
+        out = p if out is None else numerics.round_to(out + p, numerics.FP32)
+    return out
+
+
+def test_native_fp32_matmul_fold_is_the_sequential_fold():
+    import importlib
+
+    mm = importlib.import_module("equiv.tile.matmul")
+
+    g = torch.Generator().manual_seed(3)
+    for dtype in (BF16, FP32):
+        for batch in ((), (3,)):
+            x = rounding.to_float(torch.randn(*batch, 5, 37, generator=g, dtype=torch.float64) * 1e3, dtype)
+            y = rounding.to_float(torch.randn(*batch, 37, 6, generator=g, dtype=torch.float64), dtype)
+            x[..., 0, 3] = 2.0**-70  # products in the fp32 subnormal range
+            y[..., 3, :] = 2.0**-70
+            x[..., 1, 4] = 3e38  # overflow to inf mid-fold, then inf - inf = NaN
+            y[..., 4, 0] = 2.0
+            y[..., 5, 0] = -2.0
+            x[..., 1, 5] = 3e38
+            acc = rounding.to_float(torch.randn(*batch, 5, 6, generator=g, dtype=torch.float64), FP32)
+            for start in (None, acc):
+                want = _mm_reference(start, x, y)
+                old_chunk = mm._MM_CHUNK_ELEMENTS
+                try:
+                    for chunk in (old_chunk, 40):  # one block and many K chunks
+                        mm._MM_CHUNK_ELEMENTS = chunk
+                        got = mm._mm_fp32_native(start, x, y)
+                        assert _bits_equal(got, want), (dtype, batch, chunk)
+                finally:
+                    mm._MM_CHUNK_ELEMENTS = old_chunk
+
+
+def test_global_tensors_store_the_narrowest_exact_dtype_and_load_wide():
+    from equiv.dtypes import INT8
+    from equiv.memory import RunContext, Tensor, running
+    from equiv.options import Options
+
+    with running(RunContext(Options())):
+        w = Tensor.from_torch("w", torch.tensor([[-128, 127], [5, -7]], dtype=torch.int8))
+        assert w.data.dtype == torch.int8 and w.writer.dtype == torch.int32
+        assert w.load(((0, 2), (0, 2))).dtype == torch.int64
+        assert w.load(((0, 2), (0, 2))).tolist() == [[-128, 127], [5, -7]]
+        b = Tensor.from_torch("b", torch.tensor([1 + 2.0**-7, -3.0e38], dtype=torch.bfloat16))
+        assert b.data.dtype == torch.float32
+        assert b.load(((0, 2),)).dtype == torch.float64
+        assert b.load(((0, 2),)).tolist() == [1 + 2.0**-7, float(torch.tensor(-3.0e38, dtype=torch.bfloat16))]
+        out = Tensor("out", [3], BF16)  # poison NaN, stored narrow
+        assert out.data.dtype == torch.float32 and torch.isnan(out.data).all()
+        # a float64 container value (exactly a bf16 value) stored and read back unchanged
+        v = rounding.to_float(torch.tensor([1.0e-40, 3.5, -2.0**-133], dtype=torch.float64), BF16)
+        out.store(((0, 3),), v)
+        assert _bits_equal(out.load(((0, 3),)), v) and out.written.all()
+        assert INT8.storage == torch.int8 and BF16.storage == torch.float32

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from equiv import registry
-from equiv.bench import bench_preset, fuzz_throughput
+from equiv.bench import bench_preset, bench_repo, fuzz_throughput, geometric_mean_overhead
 from equiv.cli import UsageError
 from equiv.commands.common import add_run_options, options_from, resolve_pair, write_json_atomic
 from equiv.summary import table
@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat", type=int, default=1, help="runs per measurement, best kept (default 1)")
     p.add_argument("--fuzz-examples", type=int, default=4, help="fuzz cases for the throughput figure (0 = skip)")
     p.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
+    p.add_argument("--repo", metavar="PATH", default=None,
+                   help="a pypto-lib clone: also time its unmodified kernel files (PR #672's "
+                        "expert_shared and hc_post, both revisions) through source mode")
     add_run_options(p)
     p.set_defaults(func=run)
 
@@ -44,15 +47,24 @@ def run(args: argparse.Namespace) -> int:
             rows += bench_preset(pair, preset, options, repeat=args.repeat)
         if args.fuzz_examples:
             throughput[pair.name] = fuzz_throughput(pair, options, args.fuzz_examples)
+    repo_rows, repo_notes = ([], [])
+    if args.repo:
+        repo_rows, repo_notes = bench_repo(args.repo, presets, options, repeat=args.repeat)
+        rows += repo_rows
     print(f"device: {options.device}")
     print(table(["pair", "preset", "shape", "pre s", "retiled s", "reference s", "overhead ×", "peak RSS MB"],
                 [[r.pair, r.preset, r.shape, f"{r.pre_s:.3f}", f"{r.retiled_s:.3f}", f"{r.reference_s:.4f}",
                   f"{r.overhead:.0f}", f"{r.peak_rss_mb:.0f}"] for r in rows]))
+    print(f"geometric mean overhead: {geometric_mean_overhead(rows):.1f}× over {len(rows)} rows; "
+          f"largest {max((r.overhead for r in rows), default=0):.0f}×")
+    for note in repo_notes:
+        print(f"note: {note}")
     if throughput:
         print()
         print(table(["pair", "fuzz cases/s"], [[k, f"{v:.2f}"] for k, v in throughput.items()]))
     if args.json:
         write_json_atomic(args.json, {"device": options.device,
                                       "rows": [dict(r.__dict__, overhead=r.overhead) for r in rows],
-                                      "fuzz_cases_per_second": throughput})
+                                      "geometric_mean_overhead": geometric_mean_overhead(rows),
+                                      "fuzz_cases_per_second": throughput, "notes": repo_notes})
     return 0

@@ -3,6 +3,7 @@ Operands index from the end, so tiles may carry leading batch dimensions."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from equiv import rounding
@@ -27,12 +28,44 @@ def _mm_operands(a: Tile, b: Tile, a_trans: bool, b_trans: bool) -> tuple[torch.
 
 
 def _mm_float(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor, out: DType) -> torch.Tensor:
-    # fp32 accumulation, sequential over K: acc = (((acc + x0*y0) + x1*y1) + ...), products exact.
+    # fp32 accumulation, sequential over K: acc = (((acc + x0*y0) + x1*y1) + ...), each product
+    # rounded once to the output type (operands of <= 24 bits: exact in float64 first).
+    if out is FP32 and x.device.type == "cpu" and rounding.native_conversions_exact(x.device):
+        return _mm_fp32_native(acc, x, y)
     add = _fadd(out)
     for k in _range(x.shape[-1]):
         prod = rounding.to_float(x[..., :, k : k + 1] * y[..., k : k + 1, :], out, "rint")
         acc = prod if acc is None else add(acc, prod)
     return acc
+
+
+_MM_CHUNK_ELEMENTS = 1 << 22  # bound on the [.., M, k, N] product block held at once
+
+
+def _mm_fp32_native(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The same fold with native fp32 arithmetic, vectorised over rows and columns.
+
+    Products of fp32/bf16/fp16 values are exact in float64, so one native conversion rounds
+    each like `rounding.to_float`; a native fp32 add is IEEE round-to-nearest-even, the bits of
+    the float64 sum rounded once (binary64 has >= 2*24+2 bits). numpy's ``add.accumulate`` is
+    the left-to-right fold over K, one fp32 add per step.
+    """
+    m, k_total, n = x.shape[-2], x.shape[-1], y.shape[-1]
+    batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    lead = max(1, m * n * (int(torch.tensor(batch).prod()) if batch else 1))
+    step = max(1, _MM_CHUNK_ELEMENTS // lead)
+    xd, yd = x.to(torch.float64), y.to(torch.float64)
+    cur = None if acc is None else acc.to(torch.float32).expand(*batch, m, n).numpy()
+    with np.errstate(all="ignore"):  # inf / NaN sums are results, not errors
+        for k0 in _range(0, k_total, step):
+            k1 = min(k_total, k0 + step)
+            prod = (xd[..., :, k0:k1, None] * yd[..., None, k0:k1, :]).to(torch.float32).numpy()  # [.., M, k, N]
+            if cur is not None:
+                prod = np.concatenate([cur[..., :, None, :], prod], axis=-2)
+            cur = np.add.accumulate(prod, axis=-2)[..., :, -1, :]
+    if cur is None:
+        return torch.zeros(*batch, m, n, dtype=torch.float64)
+    return torch.from_numpy(np.ascontiguousarray(cur)).to(torch.float64)
 
 
 @tensor_operands

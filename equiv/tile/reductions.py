@@ -73,7 +73,8 @@ def _native_fp32_exact() -> bool:
 
 def reduce_sum(v: torch.Tensor, dtype: DType, order: str) -> torch.Tensor:
     """Sum the columns of container ``v`` [rows, n] in ``dtype`` under an order model."""
-    if dtype is FP32 and v.device.type == "cpu" and _native_fp32_exact():
+    if dtype is FP32 and v.device.type == "cpu" and rounding.native_conversions_exact(v.device):
+        # (the flush-mode probe is taken once per kernel run: `rounding.refresh_native_probe`)
         # Native fp32 adds are IEEE RNE, the same bits as _fadd's float64 add rounded once to
         # fp32 (binary64 has >= 2*24+2 bits, so that double rounding is innocuous); much faster.
         return _reduce_sum(v.to(torch.float32), torch.add, order).to(torch.float64)
