@@ -17,7 +17,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from hypothesis import target
+
 from equiv.compare import VERDICTS
+from equiv.observe import decisions as decision_cov
 from equiv.options import Options
 from equiv.pair import KernelPair
 from equiv.runner import Case, CaseResult, make_inputs, run_case, shrink, variants, verdict_counts
@@ -39,6 +42,8 @@ class CheckResult:
     counterexamples: list[CaseResult] = field(default_factory=list)
     seconds: float = 0.0
     options: dict = field(default_factory=dict)
+    # Decision coverage per version over all cases (equiv.observe.decisions.summary).
+    decisions: dict = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
@@ -88,7 +93,13 @@ class CheckResult:
         return {"pair": self.pair, "contract": self.contract, "shapes": self.shapes, "seed": self.seed,
                 "seconds": round(self.seconds, 3), "options": self.options, "counts": self.counts,
                 "results": [r.to_dict() for r in self.results],
-                "counterexamples": [r.to_dict() for r in self.counterexamples]}
+                "counterexamples": [r.to_dict() for r in self.counterexamples],
+                "decisions": self.decisions}
+
+    def decision_gaps(self, side: str = "retiled", declared: bool = False) -> list[dict]:
+        """Decision sites of `side` with an outcome that never occurred (without, or with, a
+        declared reason)."""
+        return [g for g in self.decisions.get(side, {}).get("gaps", []) if bool(g["reason"]) == declared]
 
 
 class KernelSignatureError(TypeError, ValueError):
@@ -133,20 +144,30 @@ def explicit_shapes(pair: KernelPair, spec: str) -> list[Shape] | None:
                      f"or a literal shape like '{','.join(f'{k}={v}' for k, v in pair.shapes.base().items())}'")
 
 
-def fuzz_cases(pair: KernelPair, examples: int, seed: int, recipes: Sequence[str]) -> list[tuple[Shape, str, int]]:
-    """`examples` (shape, recipe, input seed) triples drawn by Hypothesis, reproducibly from `seed`."""
+def fuzz_cases(pair: KernelPair, examples: int, seed: int, recipes: Sequence[str],
+               feedback: Callable[[tuple[Shape, str, int]], dict[str, float]] | None = None
+               ) -> list[tuple[Shape, str, int]]:
+    """`examples` (shape, recipe, input seed) triples drawn by Hypothesis, reproducibly from `seed`.
+
+    With `feedback` (run the triple, return scores such as newly covered decision outcomes
+    and the pre/retiled ULP distance), each drawn triple is run as it is drawn and its scores
+    go to Hypothesis' ``target()``, whose targeting phase mutates the best-scoring draws."""
     drawn: list[tuple[Shape, str, int]] = []
     if examples <= 0:
         return drawn
     strategy = st.tuples(pair.shapes.strategy(), st.sampled_from(list(recipes)), st.integers(0, 2**31 - 1))
+    phases = [Phase.generate, Phase.target] if feedback else [Phase.generate]
 
     @hypothesis_seed(seed)
-    @settings(max_examples=examples, database=None, deadline=None, phases=[Phase.generate],
+    @settings(max_examples=examples, database=None, deadline=None, phases=phases,
               suppress_health_check=list(HealthCheck))
     @given(strategy)
     def draw(triple):
         if triple not in drawn and len(drawn) < examples:
             drawn.append(triple)
+            if feedback:
+                for label, score in feedback(triple).items():
+                    target(float(score), label=label)
 
     draw()
     return drawn
@@ -230,22 +251,53 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
         pair = registry.get(pair)
     options = options or Options()
     t0 = time.perf_counter()
-    cases = plan(pair, shapes, examples, seed, recipes, fixed)
+    # Unsharded fuzzing draws its cases while the earlier ones run, steered by their decision
+    # coverage and ULP distance (`feedback`); shards need one fixed plan, so they draw blind.
+    steered = shapes == "fuzz" and shard is None
+    n_fuzz = (DEFAULT_FUZZ_EXAMPLES if examples is None else examples) if steered else 0
+    cases = plan(pair, shapes, 0 if steered else examples, seed, recipes, fixed)
     if cases:
         check_signatures(pair, cases[0])
     cases = [c for c in cases if in_shard(pair.name, c, shard)]
+    vs = variants(pair, fixed)
+    total = len(cases) + n_fuzz * len(vs)
     results: list[CaseResult] = []
-    for i, case in enumerate(cases):
+    coverage: dict[str, dict] = {"pre": {}, "retiled": {}}
+
+    def run_one(case: Case) -> CaseResult | None:
         if time_budget is not None and results and time.perf_counter() - t0 > time_budget:
-            break
+            return None
         if progress:
-            progress(pair.name, i, len(cases), case)
+            progress(pair.name, len(results), max(total, len(results) + 1), case)
         result = run_case(pair, case, options, keep_runs=keep_runs)
         if keep_runs and not set(result.verdicts.values()) - {"equivalent"}:
             result.runs = None  # only cases that will be saved keep their outputs in memory
         results.append(result)
+        for side, sites in result.decisions.items():
+            decision_cov.merge(coverage.setdefault(side, {}), sites)
+        return result
+
+    for case in cases:
+        if run_one(case) is None:
+            break
+
+    def feedback(triple: tuple[Shape, str, int]) -> dict[str, float]:
+        # Scores for Hypothesis' target(): retiled decision outcomes this case newly covered,
+        # and its largest pre/retiled ULP distance.
+        before = decision_cov.covered_outcomes(coverage["retiled"])
+        ulp = 0
+        for v in vs:
+            r = run_one(Case(triple[0], triple[1], triple[2], v))
+            if r is None:
+                break
+            ulp = max([ulp] + [o.max_ulp for o in r.outputs.values() if o.verdict != "rejected"])
+        return {"new decision outcomes": decision_cov.covered_outcomes(coverage["retiled"]) - before,
+                "pre/retiled ULP distance": min(ulp, 2**20)}
+
+    if n_fuzz and not (time_budget is not None and results and time.perf_counter() - t0 > time_budget):
+        fuzz_cases(pair, n_fuzz, seed, list(recipes or pair.recipes), feedback=feedback)
     if progress:
-        progress(pair.name, len(results), len(cases), None)
+        progress(pair.name, len(results), max(total, len(results)), None)
     counterexamples = []
     seen: set[tuple] = set()
     for r in results:
@@ -256,7 +308,8 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
         small = shrink(pair, r, options, budget=shrink_budget) if shrink_budget else r
         counterexamples.append(small)
     return CheckResult(pair.name, str(pair.contract), shapes, seed, results, counterexamples,
-                       time.perf_counter() - t0, options.to_dict())
+                       time.perf_counter() - t0, options.to_dict(),
+                       decisions=decision_cov.summary(pair.name, {s: c for s, c in coverage.items() if c}))
 
 
 __all__ = ["CheckResult", "KernelSignatureError", "check", "plan", "parse_shard", "shard_of", "in_shard", "fuzz_cases", "explicit_shapes", "VERDICTS", "DEFAULT_FUZZ_EXAMPLES"]

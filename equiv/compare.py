@@ -160,6 +160,8 @@ class OutputResult:
     unwritten: dict[str, dict] = field(default_factory=dict)      # side -> region
     poisoned: dict[str, dict] = field(default_factory=dict)       # side -> region
     maps: dict[str, list[list[float]]] = field(default_factory=dict)
+    # Writer attribution of each unwritten / uninitialised region (equiv.observe.attribution).
+    attribution: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

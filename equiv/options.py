@@ -37,6 +37,8 @@ class Options:
             ``"sequential"`` left to right; ``"pairwise"`` adjacent-pair tree;
             ``"a2a3"`` the Ascend a2a3 lowering (64-lane repeats combined lane-wise, then a
             64-lane adjacent-pair tree), see docs/arithmetic.md.
+        cache_line_bytes: line size of a core's data cache; scalar writes of different blocks
+            of one stage into one line are a hazard (``cacheline-race``, equiv.observe.cachelines).
         device: torch device the emulation runs on (``"cpu"`` or ``"cuda"``). Results are
             bit-identical on both: every op is exact or computed in float64 and rounded once.
     """
@@ -48,6 +50,7 @@ class Options:
     out_of_bounds: Literal["record", "raise"] = "record"
     row_sum_order: RowSumOrder = "a2a3"
     device: str = "cpu"
+    cache_line_bytes: int = 64
 
     def __post_init__(self) -> None:
         if self.poison not in ("nan", "pattern"):

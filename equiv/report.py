@@ -249,13 +249,28 @@ def _map_panels(results: Sequence[Mapping[str, Any]], output: str) -> tuple[list
             if k in seen:
                 seen[k]["cases"] += 1
                 continue
+            why = next((a for a in o.get("attribution", []) if a.get("side") == side
+                        and a.get("what") == what), None)
             seen[k] = {"side": side, "what": what, "grid": grid, "shape": list(shape),
                        "shape_text": _shape_text(r["case"]["shape"]), "text": region.get("text", ""),
-                       "count": region.get("count", 0), "cases": 1}
+                       "count": region.get("count", 0), "cases": 1,
+                       # writer attribution: why, with both versions' source lines
+                       "why": why["text"] if why else "",
+                       "sources": sorted((why or {}).get("sources", {}).items())}
     panels = list(seen.values())
     # one picture per kind first, then more shapes of each kind
     panels.sort(key=lambda p: (p["side"] != "retiled", p["what"]))
     return panels[:MAX_MAP_PANELS], len(panels)
+
+
+def _decision_rows(decisions: Mapping[str, Any]) -> dict:
+    """Decision coverage of a check: per version the totals and the sites with an outcome that
+    never occurred (equiv.observe.decisions)."""
+    rows = [dict(g, side=side) for side in ("retiled", "pre")
+            for g in decisions.get(side, {}).get("gaps", [])]
+    totals = {side: (d.get("covered", 0), d.get("outcomes", 0), d.get("sites", 0))
+              for side, d in decisions.items()}
+    return {"rows": rows, "totals": totals}
 
 
 def _hazards(results: Sequence[Mapping[str, Any]]) -> list[dict]:
@@ -446,6 +461,7 @@ def build_model(checks: Sequence[Mapping[str, Any]], charts: _Charts | None = No
             "failures": failures[:MAX_FAILURES_SHOWN], "failures_more": max(0, len(failures) - MAX_FAILURES_SHOWN),
             "n_failures": len(failures), "n_regressions": sum(f["worst"] == "regression" for f in failures),
             "counterexamples": counterexamples,
+            "decisions": _decision_rows(chk.get("decisions", {})),
         })
     statuses = Counter(p["status"] for p in pairs)
     return {"pairs": pairs, "verdicts": VERDICTS, "statuses": statuses,

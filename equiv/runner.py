@@ -20,6 +20,9 @@ import torch
 from equiv.compare import VERDICTS, OutputResult, SideRun, bits_equal, compare_output
 from equiv.inputs import generator
 from equiv.memory import RunContext, Tensor, running, short_path
+from equiv.observe import attribution
+from equiv.observe.cachelines import CacheLineObserver
+from equiv.observe.decisions import DecisionObserver
 from equiv.options import Options
 from equiv.pair import KernelPair
 from equiv.shapes import Shape
@@ -60,6 +63,8 @@ class CaseResult:
     # Each version's raw run (output bits, masks); kept only when asked for (replay digests).
     runs: dict[str, SideRun] | None = field(default=None, repr=False, compare=False)
     command: str = ""  # repro prefix; empty: `equiv check PAIR`
+    # side -> kernel site -> decision outcomes of this case (equiv.observe.decisions)
+    decisions: dict[str, dict] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def verdicts(self) -> dict[str, str]:
@@ -103,8 +108,14 @@ def _kernel_error(exc: BaseException) -> str:
 
 
 def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[str, Any], options: Options,
-              side: str) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
+              side: str, observe: SideRun | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
     ctx = RunContext(options, kernel_name=f"{pair.name}:{side}")
+    decisions = None
+    if observe is not None:
+        # One observed run per version: decisions and writer sites (the second run, on
+        # finite poison, would only add decisions taken on uninitialised values).
+        decisions = DecisionObserver()
+        ctx.observers = [decisions, CacheLineObserver(options.cache_line_bytes)]
     with running(ctx):
         args: dict[str, Any] = {}
         for name, value in inputs.items():
@@ -115,6 +126,9 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
             kernel(**args, **outs, cfg=case.shape)
         except Exception as exc:  # a kernel that raises is a verdict, not a crash
             error = _kernel_error(exc)
+        if observe is not None:
+            observe.decisions = decisions.sites
+            observe.attribution = attribution.capture(ctx, outs)
         return outs, [f.to_dict() for f in ctx.findings.values()], error
 
 
@@ -128,7 +142,7 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
     base = options.replace(**dict(case.variant))
     first = base.replace(poison="nan", seed=case.seed * 2 + 1)
     second = base.replace(poison="pattern", seed=case.seed * 2 + 2)
-    outs_a, haz_a, err_a = _run_once(kernel, pair, case, inputs, first, side)
+    outs_a, haz_a, err_a = _run_once(kernel, pair, case, inputs, first, side, observe=run)
     outs_b, haz_b, err_b = _run_once(kernel, pair, case, inputs, second, side)
     run.error = err_a or err_b
     seen = set()
@@ -187,10 +201,30 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
                                        pair.contract, pair.accuracy_slack, dims)
         if ref_error:
             outputs[name].reasons.append(ref_error)
+        _attribute(outputs[name], name, runs)
     return CaseResult(pair.name, case, outputs,
                       hazards={s: r.hazards for s, r in runs.items() if r.hazards},
                       errors={s: r.error for s, r in runs.items() if r.error},
-                      seconds=time.perf_counter() - t0, runs=runs if keep_runs else None, command=pair.command)
+                      seconds=time.perf_counter() - t0, runs=runs if keep_runs else None, command=pair.command,
+                      decisions={s: getattr(r, "decisions", {}) for s, r in runs.items() if getattr(r, "decisions", None)})
+
+
+def _attribute(out: OutputResult, name: str, runs: Mapping[str, SideRun]) -> None:
+    """Explain each unwritten or uninitialised region with the sites that wrote it (writer attribution)."""
+    caps = {s: r.attribution for s, r in runs.items() if getattr(r, "attribution", None) is not None}
+    if not caps:
+        return
+    for side, run in runs.items():
+        if run.error or run.rejected or name not in run.written:
+            continue
+        for what, mask in (("unwritten", ~run.written[name]),
+                           ("uninitialised", run.poisoned[name] & run.written[name])):
+            if not bool(mask.any()):
+                continue
+            why = attribution.explain(name, side, mask, caps, what)
+            if why["text"]:
+                out.attribution.append(why)
+                out.reasons.append(f"why {side} {what}: {why['text']}")
 
 
 def variants(pair: KernelPair, fixed: Mapping[str, Any] | None = None) -> list[tuple[tuple[str, Any], ...]]:

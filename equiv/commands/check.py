@@ -160,6 +160,16 @@ def write_outputs(results: list[CheckResult], args: argparse.Namespace) -> None:
         print(f"report written to {args.report}", file=sys.stderr)
 
 
+def _print_decisions(result: CheckResult) -> None:
+    """Decision coverage: sites with an outcome no case produced (compact; see --json/--report)."""
+    from equiv.observe.decisions import lines
+
+    body = lines(result.decisions)
+    if body:
+        print("decision coverage:")
+        print("\n".join(body))
+
+
 def run(args: argparse.Namespace) -> int:
     output_paths(args)
     shard_from(args)  # refused before anything runs
@@ -175,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     def stream(result: CheckResult) -> None:
         # under --all each pair's verdicts are printed as soon as it finishes
         print(render(result, with_status=False))
+        _print_decisions(result)
         print(f"{result.pair}: " + status_line([result]).removeprefix("result: "))
         print(flush=True)
 
@@ -185,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.all:
         print(render(results[0]))
+        _print_decisions(results[0])
     else:
         print(render_summary(results))
         print()

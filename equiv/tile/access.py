@@ -288,6 +288,8 @@ def _tensor_view(src: Tensor, shape: list[int]) -> Tensor:
     view = Tensor.__new__(Tensor)
     view.__dict__.update(src.__dict__)
     view.shape, view.data, view.written, view.writer = tuple(shape), data, written, writer
+    if "site_ids" in src.__dict__:
+        view.site_ids = src.site_ids.view(shape)
     return view
 
 
@@ -298,6 +300,11 @@ def read(src: Tensor | Tile, indices: Sequence[int]) -> int | float:
         value = src.data[tuple(idx)]
     else:
         value = src.load(tuple((i, i + 1) for i in idx)).reshape(())
+    if current().observers:
+        # A value that records the outcome of the kernel's `if` tests on it (decision coverage).
+        from equiv.observe.scalars import traced
+
+        return traced(float(value) if src.dtype.is_float else int(value))
     return float(value) if src.dtype.is_float else int(value)
 
 
@@ -317,7 +324,13 @@ def scalar_store(dst: Tensor, indices: Sequence[int], value: int | float) -> Non
         raise KernelError(f"write: {len(idx)} indices for a {len(dst.shape)}-d tensor {dst.name}")
     data = torch.zeros([1] * len(idx), dtype=dst.dtype.container, device=dst.data.device)
     data[...] = _scalar_to(value, dst.dtype)
-    dst.store(tuple((i, i + 1) for i in idx), data)
+    ctx = current()
+    # Observers see this store as a scalar write (it goes through the core's data cache).
+    ctx._scalar_store = True
+    try:
+        dst.store(tuple((i, i + 1) for i in idx), data)
+    finally:
+        ctx._scalar_store = False
 
 
 def tile_write(tile: Tile, indices: Sequence[int], value: int | float) -> Tile:

@@ -7,10 +7,13 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, TypeVar
 
+import os
+import sys
+
 import torch
 
 from equiv.dtypes import DType
-from equiv.memory import KernelError, Tensor, current
+from equiv.memory import _EQUIV_DIR, KernelError, Tensor, current
 
 from equiv.tile.values import Tile, _operand, _result
 
@@ -170,12 +173,24 @@ def fmods(x: Tile, divisor: int | float) -> Tile:
 
 
 def min(a, b):  # noqa: A001
-    """Scalar minimum (``pl.min`` on index/scalar values)."""
+    """Scalar minimum (``pl.min`` on index/scalar values). Which operand won is an index
+    guard's decision (decision coverage; equal operands are a tie, neither outcome)."""
+    if _kernel_caller():
+        current().decision("pl.min", {"first won": a < b, "second won": b < a})
     return a if a <= b else b
 
 
 def max(a, b):  # noqa: A001
+    if _kernel_caller():
+        current().decision("pl.max", {"first won": a > b, "second won": b > a})
     return a if a >= b else b
+
+
+def _kernel_caller() -> bool:
+    # pl.min/pl.max are also the emulator's own helpers (the table exports them): only a call
+    # from kernel code is an index guard of the kernel.
+    return bool(current().observers) and not os.path.abspath(
+        sys._getframe(2).f_code.co_filename).startswith(_EQUIV_DIR + os.sep)
 
 
 # ----------------------------------------------------------------------------------------

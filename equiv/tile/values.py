@@ -80,7 +80,20 @@ def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile
         return _scalar_to(x, target_type, mode)
     if (x.dtype, target_type) in _EXACT_FLOAT_CASTS and mode in rounding.CAST_MODES:
         return Tile(x.data, target_type, x.valid)
+    if not target_type.is_float and current().observers:
+        _saturation_decision(x.data, target_type, mode)
     return Tile(rounding.convert(x.data, target_type, mode), target_type, x.valid)
+
+
+def _saturation_decision(data: torch.Tensor, target_type: DType, mode: str) -> None:
+    """Whether the integer conversion's clamp to the target range was taken, per element."""
+    lo, hi = target_type.int_range
+    if data.dtype.is_floating_point:
+        y = rounding.round_integer(torch.nan_to_num(data.to(torch.float64), nan=0.0), mode)
+        outside = (y < lo) | (y > hi)
+    else:
+        outside = (data < lo) | (data > hi)
+    current().decision(f"cast to {target_type.name}", {"saturated": outside, "in range": ~outside})
 
 
 # ----------------------------------------------------------------------------------------
