@@ -3,7 +3,9 @@ of a result to its type."""
 
 from __future__ import annotations
 
+import functools
 import math
+import struct
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -61,10 +63,29 @@ def _scalar_to(value: Any, dtype: DType, mode: str = "rint") -> int | float:
     if isinstance(value, Tile):
         raise KernelError("expected a scalar, got a tile")
     if dtype.is_float:
-        return float(rounding.to_float(torch.tensor(float(value), dtype=torch.float64), dtype, mode))
+        v = float(value)
+        # keyed by the bits: -0.0 and 0.0 compare equal but round to different values
+        return _float_scalar(struct.unpack("<q", struct.pack("<d", v))[0], dtype, mode)
     if isinstance(value, float):
-        return int(rounding.to_int(torch.tensor(value, dtype=torch.float64), dtype, mode))
-    return int(rounding.wrap_int(torch.tensor(int(value)), dtype))
+        return _int_scalar_from_float(struct.unpack("<q", struct.pack("<d", value))[0], dtype, mode)
+    v = int(value)
+    lo, hi = dtype.int_range
+    if hi - lo + 1 < 2**64 and -(2**63) <= v < 2**63:
+        return (v - lo) % (hi - lo + 1) + lo  # two's-complement wrap, as rounding.wrap_int; no torch call
+    return int(rounding.wrap_int(torch.tensor(v), dtype))
+
+
+# Scalar operands repeat (the same constants every loop iteration): each rounding is done once.
+@functools.lru_cache(maxsize=4096)
+def _float_scalar(bits: int, dtype: DType, mode: str) -> float:
+    x = torch.tensor(struct.unpack("<d", struct.pack("<q", bits))[0], dtype=torch.float64)
+    return float(rounding.to_float(x, dtype, mode))
+
+
+@functools.lru_cache(maxsize=4096)
+def _int_scalar_from_float(bits: int, dtype: DType, mode: str) -> int:
+    x = torch.tensor(struct.unpack("<d", struct.pack("<q", bits))[0], dtype=torch.float64)
+    return int(rounding.to_int(x, dtype, mode))
 
 
 # Float conversions where every value of the source type (±0, ±inf and NaN included) is a
