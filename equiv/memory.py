@@ -91,10 +91,12 @@ class Finding:
 class BlockNode:
     """One iteration of a parallel construct; nodes form a tree rooted at the kernel body."""
 
-    __slots__ = ("token", "parent", "stage", "block", "name")
+    __slots__ = ("token", "parent", "stage", "block", "name", "site")
 
-    def __init__(self, token: int, parent: "BlockNode | None", stage: int, block: int, name: str):
+    def __init__(self, token: int, parent: "BlockNode | None", stage: int, block: int, name: str,
+                 site: str = ""):
         self.token, self.parent, self.stage, self.block, self.name = token, parent, stage, block, name
+        self.site = site  # kernel line of the parallel loop (writer attribution names it)
 
     def chain(self) -> list["BlockNode"]:
         out, node = [], self
@@ -118,6 +120,9 @@ class RunContext:
         self._next_token = 1
         self._next_stage = 0
         self.findings: dict[tuple[str, str, str], Finding] = {}
+        # Clients of the run's event stream (equiv.observe): decisions, stores, blocks.
+        self.observers: list = []
+        self._decision_sites: dict = {}  # caller code location -> kernel site (cached walk)
         rounding.refresh_native_probe()  # the flush mode decides whether native rounding is exact
 
     # -- parallel structure -------------------------------------------------------------
@@ -127,7 +132,8 @@ class RunContext:
 
     @contextmanager
     def block(self, stage: int, index: int, name: str) -> Iterator[None]:
-        node = BlockNode(self._next_token, self.current, stage, index, name)
+        node = BlockNode(self._next_token, self.current, stage, index, name,
+                         kernel_site() if self.observers else "")
         self.nodes[node.token] = node
         self._next_token += 1
         saved, self.current = self.current, node
@@ -172,6 +178,34 @@ class RunContext:
         """A value decision taken by an op: ``outcomes`` maps an outcome name (``"first won"``,
         ``"true"``, ``"saturated"``) to a bool tensor (per element) or bool. Observers of the run
         (decision coverage) receive it; without observers it costs nothing."""
+        if not self.observers:
+            return
+        if site is None:
+            site = self.site_of_caller()
+        for obs in self.observers:
+            obs.on_decision(self, site, op, outcomes)
+
+    def site_of_caller(self) -> str:
+        """`kernel_site()`, cached per calling code location (the walk costs more than a dict hit)."""
+        frame = sys._getframe(2)
+        key = []
+        while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_EQUIV_DIR + os.sep):
+            key.append((frame.f_code, frame.f_lineno))
+            frame = frame.f_back
+        if frame is None:
+            return "<unknown>"
+        key.append((frame.f_code, frame.f_lineno))
+        k = tuple(key)
+        site = self._decision_sites.get(k)
+        if site is None:
+            site = self._decision_sites[k] = kernel_site()
+        return site
+
+    def emit_store(self, tensor: "Tensor", win: "Window", mask, scalar: bool = False) -> None:
+        """Tell the observers that the current block wrote `win` of `tensor` (``scalar``: one
+        element through the core's data cache, ``pl.write``; else a tile store / DMA)."""
+        for obs in self.observers:
+            obs.on_store(self, tensor, win, mask, scalar)
 
     def poison(self, shape: Sequence[int], dtype: DType) -> torch.Tensor:
         shape = tuple(int(s) for s in shape)
@@ -213,6 +247,19 @@ def running(ctx: RunContext) -> Iterator[RunContext]:
 
 
 Window = tuple[tuple[int, int], ...]  # per dimension [start, stop)
+
+# Kernel sites interned process-wide, so an int32 per element names the line that wrote it
+# and ids compare across the runs of a check.
+SITES: list[str] = []
+_SITE_IDS: dict[str, int] = {}
+
+
+def intern_site(site: str) -> int:
+    sid = _SITE_IDS.get(site)
+    if sid is None:
+        sid = _SITE_IDS[site] = len(SITES)
+        SITES.append(site)
+    return sid
 
 
 class Tensor:
@@ -317,21 +364,34 @@ class Tensor:
         ctx = current()
         if ctx.options.detect_races:
             self._check_race(inside, sl, m)
+        site_ids = self.__dict__.get("site_ids")
+        if site_ids is not None and site_ids.shape != self.writer.shape:
+            site_ids = None  # a view made without its own site map
+        site_id = intern_site(kernel_site()) if site_ids is not None else -1
         if m is None:
             self.data[sl] = src
             self.written[sl] = True
             self.writer[sl] = ctx.current.token
+            if site_ids is not None:
+                site_ids[sl] = site_id
         else:
             self.data[sl] = torch.where(m, src, self.data[sl])
             self.written[sl] |= m
             self.writer[sl] = torch.where(m, torch.full_like(self.writer[sl], ctx.current.token),
                                           self.writer[sl])
+            if site_ids is not None:
+                site_ids[sl] = torch.where(m, torch.full_like(site_ids[sl], site_id), site_ids[sl])
+        if ctx.observers:
+            ctx.emit_store(self, inside, m, scalar=bool(getattr(ctx, "_scalar_store", False)))
 
     def _check_race(self, win: Window, sl: tuple[slice, ...], mask: torch.Tensor | None) -> None:
         ctx = current()
         prev = self.writer[sl]
         if mask is not None:
             prev = torch.where(mask, prev, torch.full_like(prev, -1))
+        lo, hi = (int(v) for v in torch.aminmax(prev))
+        if hi < 0 or (lo == hi == ctx.current.token):
+            return  # never written, or only by this block: no race (one op instead of a sort)
         for token in torch.unique(prev).tolist():
             other = ctx.races_with(int(token))
             if other is None:
