@@ -277,6 +277,10 @@ class Tensor:
             raise ValueError(f"{name}: data shape {tuple(self.data.shape)} != declared {self.shape}")
         self.written = torch.full(self.shape, written, dtype=torch.bool, device=ctx.device)
         self.writer = torch.full(self.shape, -1, dtype=torch.int32, device=ctx.device)  # block tokens
+        if ctx.observers:
+            # Per element, the interned kernel site of its last store (writer attribution),
+            # kept only in observed runs.
+            self.site_ids = torch.full(self.shape, -1, dtype=torch.int32, device=ctx.device)
 
     @classmethod
     def from_torch(cls, name: str, value: torch.Tensor) -> "Tensor":
