@@ -54,6 +54,21 @@ class CheckResult:
         return [r for r in self.results if "regression" in r.verdicts.values()]
 
     @property
+    def unjudged(self) -> list[CaseResult]:
+        """Cases a version could not run because the emulator lacks an op or form (cannot judge)."""
+        return [r for r in self.results if "cannot judge" in r.verdicts.values()]
+
+    def gaps(self) -> list[str]:
+        """What the emulator lacks, one line per distinct op or form and kernel site."""
+        seen: dict[str, None] = {}
+        for r in self.unjudged:
+            for o in r.outputs.values():
+                for reason in o.reasons:
+                    if reason.startswith("cannot judge"):
+                        seen.setdefault(reason, None)
+        return list(seen)
+
+    @property
     def narrowed(self) -> list[CaseResult]:
         """Cases only the retiled version rejects (its contract is narrower than pre's)."""
         return [r for r in self.results

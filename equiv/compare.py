@@ -27,7 +27,9 @@ import torch
 from equiv import numerics
 from equiv.pair import Contract
 
-VERDICTS: tuple[str, ...] = ("equivalent", "regression", "pre-defect", "both-defect", "rejected")
+VERDICTS: tuple[str, ...] = ("equivalent", "regression", "pre-defect", "both-defect", "rejected", "cannot judge")
+# ``cannot judge``: a version hit something the emulator lacks (an op or form): nothing was
+# decided about the kernels, so it is never counted as agreement or as a regression.
 
 
 @dataclass
@@ -41,6 +43,7 @@ class SideRun:
     hazards: list[dict] = field(default_factory=list)
     error: str | None = None
     rejected: str | None = None
+    gap: str | None = None  # the emulator lacks an op or form this version uses (cannot judge)
 
 
 # ----------------------------------------------------------------------------------------
@@ -223,6 +226,11 @@ def compare_output(name: str, pre: SideRun, ret: SideRun, ref: torch.Tensor | No
                    accuracy_slack: float = 1.0, dim_names: tuple[str, ...] = ()) -> OutputResult:
     """Compare one output of a case and decide its verdict."""
     reasons: list[str] = []
+    if pre.gap or ret.gap:
+        for run in (pre, ret):
+            if run.gap:
+                reasons.append(f"cannot judge: {run.side} uses what the emulator lacks: {run.gap}")
+        return OutputResult(name, "cannot judge", reasons)
     if pre.rejected or ret.rejected:
         for run in (pre, ret):
             if run.rejected:

@@ -37,7 +37,7 @@ ERR_BINS: tuple[str, ...] = tuple(f"≤{e:g}" for e in ERR_EDGES) + (f">{ERR_EDG
 MAX_MAP_PANELS = 6          # region pictures per pair × output
 MAX_FAILURES_SHOWN = 200    # non-equivalent cases listed per pair (the rest are counted)
 
-VERDICT_ORDER = ("regression", "rejected", "both-defect", "pre-defect", "equivalent")
+VERDICT_ORDER = ("cannot judge", "regression", "rejected", "both-defect", "pre-defect", "equivalent")
 MAP_COLOURS = {"unwritten": "#d62728", "uninitialised": "#7b3fb0"}
 
 

@@ -72,7 +72,7 @@ class CaseResult:
 
     @property
     def worst(self) -> str:
-        order = ("regression", "rejected", "both-defect", "pre-defect", "equivalent")
+        order = ("cannot judge", "regression", "rejected", "both-defect", "pre-defect", "equivalent")
         vs = set(self.verdicts.values())
         return next((v for v in order if v in vs), "equivalent")
 
@@ -107,6 +107,81 @@ def _kernel_error(exc: BaseException) -> str:
     return msg if not site or site in msg else f"{msg} (at {site})"
 
 
+_EQUIV_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class KernelFailure(str):
+    """An exception of a kernel run as text, with what it means: ``gap`` (the emulator lacks an
+    op or form: cannot judge), ``rejected`` (the kernel's own assert refused the shape) or
+    ``error`` (the kernel failed)."""
+
+    kind: str = "error"
+
+    def __new__(cls, text: str, kind: str = "error") -> "KernelFailure":
+        obj = super().__new__(cls, text)
+        obj.kind = kind
+        return obj
+
+
+def _inside_equiv(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_EQUIV_DIR + os.sep)
+
+
+_EMULATOR_NAMES: set[str] | None = None
+
+
+def _emulator_names() -> set[str]:
+    """Function and class names the emulator defines (what a TypeError message may name)."""
+    global _EMULATOR_NAMES
+    if _EMULATOR_NAMES is None:
+        import inspect as _inspect
+
+        from equiv.tile import table
+
+        names: set[str] = set()
+        for obj in table.NAMES.values():
+            target = obj if _inspect.isclass(obj) or callable(obj) else type(obj)
+            n = getattr(target, "__name__", None)
+            if n and getattr(target, "__module__", "").startswith("equiv"):
+                names.add(n)
+            if not _inspect.isclass(obj) and getattr(type(obj), "__module__", "").startswith("equiv"):
+                names.add(type(obj).__name__)
+        _EMULATOR_NAMES = names
+    return _EMULATOR_NAMES
+
+
+def classify_exception(exc: BaseException) -> str:
+    """``gap`` / ``rejected`` / ``error`` for an exception a kernel run raised.
+
+    A gap is `UnsupportedOpError`, or a TypeError/AttributeError/NotImplementedError raised
+    inside the emulator's code (innermost frame in the equiv package) or naming one of its
+    objects (an unsupported keyword, an emulator object used in a form it lacks, such as a
+    context manager). A rejection is an `AssertionError` raised by the kernel's own code.
+    """
+    from equiv.memory import UnsupportedOpError
+
+    if isinstance(exc, UnsupportedOpError):
+        return "gap"
+    frames = traceback.extract_tb(exc.__traceback__)
+    innermost = frames[-1].filename if frames else ""
+    if isinstance(exc, AssertionError):
+        return "rejected" if innermost and not _inside_equiv(innermost) else "error"
+    if isinstance(exc, (TypeError, AttributeError, NotImplementedError)):
+        if innermost and _inside_equiv(innermost):
+            return "gap"
+        obj = getattr(exc, "obj", None)
+        if obj is not None and type(obj).__module__.startswith("equiv."):
+            return "gap"
+        import re as _re
+
+        text = str(exc)
+        m = _re.search(r"(\w+)(?:\.__init__)?\(\) got an unexpected keyword argument", text) \
+            or _re.search(r"'(\w+)' object (?:does not support|is not|has no)", text)
+        if m and m.group(1) in _emulator_names():
+            return "gap"
+    return "error"
+
+
 def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[str, Any], options: Options,
               side: str, observe: SideRun | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
     ctx = RunContext(options, kernel_name=f"{pair.name}:{side}")
@@ -125,7 +200,7 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
         try:
             kernel(**args, **outs, cfg=case.shape)
         except Exception as exc:  # a kernel that raises is a verdict, not a crash
-            error = _kernel_error(exc)
+            error = KernelFailure(_kernel_error(exc), classify_exception(exc))
         if observe is not None:
             observe.decisions = decisions.sites
             observe.attribution = attribution.capture(ctx, outs)
@@ -145,6 +220,12 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
     outs_a, haz_a, err_a = _run_once(kernel, pair, case, inputs, first, side, observe=run)
     outs_b, haz_b, err_b = _run_once(kernel, pair, case, inputs, second, side)
     run.error = err_a or err_b
+    kind = getattr(run.error, "kind", "error")
+    if kind == "gap":
+        run.gap = str(run.error)
+    elif kind == "rejected":
+        # The kernel's own assert refused the shape: that side rejects it (not a defect).
+        run.rejected, run.error = str(run.error), None
     seen = set()
     for h in haz_a + haz_b:
         key = (h["kind"], h["tensor"], h["site"])

@@ -142,12 +142,31 @@ class SourceRef:
         return _git(self.repo or ".", "show", f"{self.commit}:{path}")
 
     def sibling(self, name: str) -> str | None:
-        """Path of sibling module `name` (``<dir>/<name>.py``) if it exists, else None."""
-        rel = os.path.join(self.directory(), f"{name}.py") if self.directory() else f"{name}.py"
+        """Path of sibling module `name` (``<dir>/<name>.py`` or the package ``<dir>/<name>/__init__.py``)
+        if it exists, else None."""
+        for stem in (f"{name}.py", os.path.join(name, "__init__.py")):
+            rel = os.path.join(self.directory(), stem) if self.directory() else stem
+            if self.exists(rel):
+                return rel
+        return None
+
+    def exists(self, rel: str) -> bool:
+        """Whether repo-relative file `rel` exists at this reference's revision (or on disk)."""
         if self.rev is None:
             full = os.path.join(self.repo, rel) if self.repo else rel
-            return rel if os.path.isfile(full) else None
-        return rel if rel in _tree_files(self.repo or ".", self.commit, self.directory()) else None
+            return os.path.isfile(full)
+        return rel in _tree_files(self.repo or ".", self.commit, os.path.dirname(rel))
+
+    def module_path(self, dotted: str) -> str | None:
+        """Where ``import a.b`` finds its file at this revision: beside this file first, then at
+        the repository root (``a/b.py`` or ``a/b/__init__.py``); None when neither has it."""
+        parts = dotted.split(".")
+        for base in dict.fromkeys((self.directory(), "")):
+            for stem in (os.path.join(*parts) + ".py", os.path.join(*parts, "__init__.py")):
+                rel = os.path.normpath(os.path.join(base, stem)) if base else stem
+                if self.exists(rel):
+                    return rel
+        return None
 
     def identity(self) -> str:
         """A key that changes whenever the file's text can: commit + path, or content hash."""
@@ -175,7 +194,7 @@ def _tree_files(repo: str, commit: str, directory: str) -> frozenset[str]:
     key = (os.path.abspath(repo), commit, directory)
     if key not in _TREES:
         args = ["ls-tree", "--name-only", commit] + ([directory.rstrip("/") + "/"] if directory else [])
-        _TREES[key] = frozenset(_git(repo, *args).split())
+        _TREES[key] = frozenset(_git(repo, *args).splitlines())
     return _TREES[key]
 
 
@@ -241,8 +260,27 @@ def _replace_field(obj: Any, fld: str, value: Any) -> Any:
     return dataclasses.replace(obj, **{fld: _like(getattr(obj, fld), value)})
 
 
+MODEL_KEY = "__model__"  # override key: make every config instance carry this instance's sizes
+
+
+def _apply_model(ns: dict, bound: set[str], model: str, used: set[str]) -> None:
+    """Once the statement binding instance `model` (``PRO``) ran, every module-level instance of
+    its dataclass (``FLASH``, ``DEMO``, later ``ACTIVE`` derived from them) takes its field values,
+    keeping only its own ``name``: the kernel sees `model`'s sizes whatever name it imports."""
+    chosen = ns.get(model)
+    if model not in bound or not dataclasses.is_dataclass(chosen) or isinstance(chosen, type):
+        return
+    fields = {f.name for f in dataclasses.fields(chosen)}
+    for name, obj in list(ns.items()):
+        if name != model and type(obj) is type(chosen):
+            ns[name] = dataclasses.replace(chosen, name=obj.name) if "name" in fields else chosen
+    used.add(MODEL_KEY)
+
+
 def _apply_overrides(ns: dict, bound: set[str], overrides: Mapping[str, Any], used: set[str]) -> None:
     for key, value in overrides.items():
+        if key == MODEL_KEY:
+            continue
         obj_name, _, fld = key.rpartition(".")
         if obj_name:
             if obj_name in bound and dataclasses.is_dataclass(ns.get(obj_name)) and not isinstance(ns[obj_name], type):
@@ -289,7 +327,13 @@ def exec_with_overrides(source: str, filename: str, ns: dict, overrides: Mapping
         code = compile(ast.Module(body=[stmt], type_ignores=[]), filename, "exec", flags=flags, dont_inherit=True)
         exec(code, ns)  # noqa: S102 - executing the kernel's own config is the point
         _apply_overrides(ns, _stored_names(stmt), overrides, used)
+        if MODEL_KEY in overrides:
+            _apply_model(ns, _stored_names(stmt), str(overrides[MODEL_KEY]), used)
     unused = [k for k in overrides if k not in used]
+    if MODEL_KEY in unused:
+        names = sorted(k for k, v in ns.items() if dataclasses.is_dataclass(v) and not isinstance(v, type))
+        raise SourceError(f"{filename}: --model {overrides[MODEL_KEY]}: no config instance of that name "
+                          f"(instances: {', '.join(names) or 'none'})")
     if unused:
         consts = sorted(k for k, v in ns.items() if k.isupper() and isinstance(v, (int, float)))
         fields = sorted({f.name for v in ns.values() if dataclasses.is_dataclass(v) and not isinstance(v, type)
@@ -312,9 +356,12 @@ class SourceLoader:
     ``config`` or ``pypto``), so nothing else in the process can import them by accident.
     """
 
-    def __init__(self, config_module: str = "config", cache_size: int = 32):
+    def __init__(self, config_module: str = "config", cache_size: int = 32,
+                 stand_ins: Mapping[str, types.ModuleType] | None = None):
         self.config_module = config_module
         self.cache_size = cache_size
+        # Modules answered instead of the repository's own (pair-free checks: ``golden``).
+        self.stand_ins = dict(stand_ins or {})
         self._cache: OrderedDict[tuple, types.ModuleType] = OrderedDict()
 
     def load(self, ref: SourceRef, overrides: Mapping[str, Any] | None = None) -> types.ModuleType:
@@ -324,7 +371,7 @@ class SourceLoader:
         if mod is not None:
             self._cache.move_to_end(key)
             return mod
-        mod = _Load(ref, overrides, self.config_module).module(ref.path)
+        mod = _Load(ref, overrides, self.config_module, self.stand_ins).module(ref.path)
         self._cache[key] = mod
         while len(self._cache) > self.cache_size:
             _, old = self._cache.popitem(last=False)
@@ -345,6 +392,18 @@ class SourceLoader:
         self._cache.clear()
 
 
+def _importable(name: str) -> bool:
+    """Whether `name` is an installed module of this process (the standard library, torch, ...)."""
+    if name in sys.modules:
+        return True
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _forget(mod: types.ModuleType) -> None:
     for name in getattr(mod, "__equiv_modules__", ()):
         sys.modules.pop(name, None)
@@ -353,8 +412,10 @@ def _forget(mod: types.ModuleType) -> None:
 class _Load:
     """One load of a kernel file and its siblings, sharing one shim and one import hook."""
 
-    def __init__(self, ref: SourceRef, overrides: Mapping[str, Any], config_module: str):
+    def __init__(self, ref: SourceRef, overrides: Mapping[str, Any], config_module: str,
+                 stand_ins: Mapping[str, types.ModuleType] | None = None):
         self.ref = ref
+        self.stand_ins = dict(stand_ins or {})
         self.overrides = overrides
         self.config_module = config_module
         self.language = make_language_shim()
@@ -376,8 +437,32 @@ class _Load:
             if module is not None:
                 return module
             raise UnsupportedOpError(f"import {name}", kernel_site())
+        top = name.split(".")[0]
+        if level == 0 and top in self.stand_ins:
+            return self.stand_ins[top]
         if level <= 1 and name and "." not in name:
             path = self.ref.sibling(name)
+            if path is not None:
+                return self.module(path)
+        if level == 0 and name and "." in name:
+            # ``import pkg.mod`` / ``from pkg.mod import x``: the repository's own packages, beside
+            # the file or at the root, at the revision being loaded.
+            path = self.ref.module_path(name)
+            if path is not None:
+                leaf = self.module(path)
+                if fromlist:
+                    return leaf
+                parts = name.split(".")
+                head = self._package(parts[0])
+                node = head
+                for i in range(1, len(parts)):
+                    sub = self.module(self.ref.module_path(".".join(parts[:i + 1])) or path) \
+                        if i < len(parts) - 1 else leaf
+                    setattr(node, parts[i], sub)
+                    node = sub
+                return head
+        if level == 0 and name and "." not in name and not _importable(name):
+            path = self.ref.module_path(name)  # a package at the repository root
             if path is not None:
                 return self.module(path)
         if level == 1 and not name:  # from . import sibling
@@ -389,10 +474,18 @@ class _Load:
                                             if self.ref.sibling(n) in self.modules})
         return builtins.__import__(name, globals, locals, fromlist, level)
 
+    def _package(self, name: str) -> types.ModuleType:
+        path = self.ref.module_path(name)
+        if path is not None:
+            return self.module(path)
+        return self.modules.setdefault(f"<namespace {name}>", types.ModuleType(name))
+
     def module(self, path: str) -> types.ModuleType:
         if path in self.modules:
             return self.modules[path]
         stem = os.path.splitext(os.path.basename(path))[0]
+        if stem == "__init__":
+            stem = os.path.basename(os.path.dirname(path))
         unique = f"_equiv_src_{self.tag}_{stem}"
         mod = types.ModuleType(unique)
         label = f"{self.ref.commit[:8]}:{path}" if self.ref.rev is not None else (
@@ -406,12 +499,20 @@ class _Load:
         text = self.ref.read(path)
         linecache.cache[label] = (len(text), None, text.splitlines(True), label)
         overrides = self.overrides if stem == self.config_module else {}
+        if path.endswith("__init__.py"):
+            mod.__path__ = []  # type: ignore[attr-defined] - a package: submodules import through the hook
+        # The file sees a command line of its own (its defaults apply): configs read sys.argv
+        # (``--variant``) and may rewrite it, which must not leak into this process.
+        saved_argv = list(sys.argv)
+        sys.argv[:] = [label]
         try:
             exec_with_overrides(text, label, mod.__dict__, overrides)
         except BaseException:
             for name in self.registered:
                 sys.modules.pop(name, None)
             raise
+        finally:
+            sys.argv[:] = saved_argv
         mod.__dict__["__equiv_modules__"] = tuple(self.registered)
         return mod
 

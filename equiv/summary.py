@@ -22,7 +22,7 @@ from equiv.compare import VERDICTS
 DEFAULT_WIDTH = 80
 MIN_WIDTH = 40
 # worst first: a case's verdict is the worst verdict of its outputs
-SEVERITY = ("regression", "rejected", "both-defect", "pre-defect", "equivalent")
+SEVERITY = ("cannot judge", "regression", "rejected", "both-defect", "pre-defect", "equivalent")
 
 
 def width() -> int:
@@ -192,7 +192,13 @@ def status_line(results: Sequence[CheckResult]) -> str:
     """One line: the result of the whole run (the same rule as the exit code and the gate)."""
     regressed = [r.pair for r in results if r.regressions]
     narrowed = [r.pair for r in results if not r.regressions and r.narrowed]
+    unjudged = [r for r in results if getattr(r, "unjudged", None)]
     n = len(results)
+    if unjudged and not regressed:
+        # Never OK about what did not run: the emulator lacks something a kernel uses.
+        gaps = [g.removeprefix("cannot judge: ") for r in unjudged for g in r.gaps()[:2]]
+        return (f"result: CANNOT JUDGE — {', '.join(r.pair for r in unjudged)}: "
+                + "; ".join(gaps[:3]))
     of = f" ({len(regressed) + len(narrowed)} of {n} pairs)" if n > 1 else ""
     if regressed or narrowed:
         parts = []

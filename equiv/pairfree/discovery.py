@@ -1,0 +1,209 @@
+"""Discovery: what a model file's ``__main__`` block asks the golden harness to run.
+
+The block is executed as written, in the file's own module (loaded through `equiv.source`
+with the recording ``golden`` stand-in), with a command line of its own so the file's
+defaults apply. ``argparse`` is answered by a thin subclass that remembers the options the
+block declares; when one of them chooses a mode (``--mode decode|prefill|all``), the block is
+run once per mode so every mode the file defines is found. Nothing of pypto or a device runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import io
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from equiv.pairfree import golden as golden_stub
+
+MODE_OPTIONS = ("--mode", "--modes", "-m")
+ALL_WORDS = ("all", "both")
+
+
+class DiscoveryError(Exception):
+    """The file has no ``__main__`` block calling ``run_jit``, or running it failed."""
+
+
+@dataclass
+class Discovered:
+    """One ``run_jit`` call: the entry, under a mode label (``decode``, ``default``), nth call of it."""
+
+    mode: str
+    argv: tuple[str, ...]
+    index: int          # position among the calls of this argv
+    call: golden_stub.RunCall
+
+    @property
+    def entry(self) -> str:
+        return self.call.entry
+
+    @property
+    def key(self) -> str:
+        """How a case names it: ``entry`` or ``entry[mode]`` (``#n`` when one mode calls it twice)."""
+        return self.call.entry
+
+
+@dataclass
+class Plan:
+    """Every call found in a file, grouped by mode."""
+
+    modes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mode -> argv
+    found: list[Discovered] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def entries(self) -> list[str]:
+        return list(dict.fromkeys(d.entry for d in self.found))
+
+    def of(self, entry: str) -> list[Discovered]:
+        return [d for d in self.found if d.entry == entry]
+
+
+def main_block(source: str, filename: str) -> ast.Module | None:
+    """The body of the file's top-level ``if __name__ == "__main__":`` (None without one)."""
+    tree = ast.parse(source, filename)
+    for node in tree.body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare) \
+                and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__" \
+                and len(node.test.comparators) == 1 and isinstance(node.test.comparators[0], ast.Constant) \
+                and node.test.comparators[0].value == "__main__":
+            return ast.Module(body=node.body, type_ignores=[])
+    return None
+
+
+class _Parsers:
+    """The ``argparse`` a ``__main__`` block imports: parsers parse the argv given here and
+    remember their options (so modes can be found)."""
+
+    def __init__(self, argv: list[str]):
+        self.argv = argv
+        self.actions: list[argparse.Action] = []
+        outer = self
+
+        class ArgumentParser(argparse.ArgumentParser):
+            def parse_args(self, args=None, namespace=None):  # noqa: D401
+                outer.actions.extend(self._actions)
+                ns, rest = super().parse_known_args(outer.argv if args is None else args, namespace)
+                return ns
+
+            def parse_known_args(self, args=None, namespace=None):
+                outer.actions.extend(self._actions)
+                return super().parse_known_args(outer.argv if args is None else args, namespace)
+
+            def exit(self, status=0, message=None):  # argparse errors must not end equiv
+                raise DiscoveryError(f"the file's argument parser refused {outer.argv}: {message or status}")
+
+        mod = types.ModuleType("argparse")
+        mod.__dict__.update({k: v for k, v in argparse.__dict__.items() if not k.startswith("__")})
+        mod.ArgumentParser = ArgumentParser  # type: ignore[attr-defined]
+        self.module = mod
+
+
+@contextlib.contextmanager
+def _argparse_answered_by(module: types.ModuleType, parsers: _Parsers) -> Iterator[None]:
+    b = module.__dict__["__builtins__"]
+    b = b if isinstance(b, dict) else b.__dict__
+    original = b["__import__"]
+
+    def hook(name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002
+        if level == 0 and name == "argparse":
+            return parsers.module
+        return original(name, globals, locals, fromlist, level)
+
+    b["__import__"] = hook
+    try:
+        yield
+    finally:
+        b["__import__"] = original
+
+
+def run_main(module: types.ModuleType, source: str, argv: list[str], seed: int | None = None
+             ) -> tuple[list[golden_stub.RunCall], _Parsers, BaseException | None]:
+    """Execute the ``__main__`` block of `module` (loaded from `source`) with `argv`.
+
+    With `seed`, torch's global generator is seeded (and restored after) and every recorded
+    call's inputs are created at the call, so the same seed gives the same inputs.
+    """
+    label = module.__file__ or "<kernel>"
+    body = main_block(source, label)
+    if body is None:
+        raise DiscoveryError(f"{label} has no `if __name__ == \"__main__\":` block to take the entry, specs "
+                             f"and golden from")
+    code = compile(body, label, "exec", dont_inherit=True)
+    parsers = _Parsers(list(argv))
+    saved_name = module.__dict__.get("__name__")
+    saved_argv = list(sys.argv)
+    error: BaseException | None = None
+    with contextlib.ExitStack() as stack:
+        if seed is not None:
+            stack.enter_context(torch.random.fork_rng(devices=[]))
+            torch.manual_seed(int(seed))
+        calls = stack.enter_context(golden_stub.recording(materialize_inputs=seed is not None))
+        stack.enter_context(_argparse_answered_by(module, parsers))
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))  # the block's banners
+        module.__dict__["__name__"] = "__main__"
+        sys.argv[:] = [label, *argv]
+        try:
+            exec(code, module.__dict__)  # noqa: S102 - the file's own __main__ block
+        except SystemExit as exc:  # after run_jit, a block may exit on a failed result
+            if exc.code not in (None, 0):
+                error = exc
+        except Exception as exc:  # noqa: BLE001 - reported with the calls found before it
+            error = exc
+        finally:
+            module.__dict__["__name__"] = saved_name
+            sys.argv[:] = saved_argv
+    return calls, parsers, error
+
+
+def _mode_choices(parsers: _Parsers) -> tuple[str, list[str]] | None:
+    for action in parsers.actions:
+        if any(o in MODE_OPTIONS for o in action.option_strings) and action.choices:
+            opt = next(o for o in action.option_strings if o.startswith("--")) if any(
+                o.startswith("--") for o in action.option_strings) else action.option_strings[0]
+            return opt, [str(c) for c in action.choices if str(c) not in ALL_WORDS]
+    return None
+
+
+def discover(module: types.ModuleType, source: str) -> Plan:
+    """Every ``run_jit`` call of the file, per mode (inputs not created)."""
+    plan = Plan()
+    calls, parsers, error = run_main(module, source, [])
+    modes = _mode_choices(parsers)
+    runs: list[tuple[str, list[str], list, BaseException | None]] = []
+    if modes:
+        opt, choices = modes
+        for choice in choices:
+            argv = [opt, choice]
+            c, _, e = run_main(module, source, argv)
+            runs.append((choice, argv, c, e))
+    else:
+        runs.append(("default", [], calls, error))
+    for mode, argv, found, err in runs:
+        plan.modes[mode] = tuple(argv)
+        for i, call in enumerate(found):
+            plan.found.append(Discovered(mode, tuple(argv), i, call))
+        if err is not None:
+            plan.notes.append(f"mode {mode}: the __main__ block raised {type(err).__name__}: {err} "
+                              f"after {len(found)} run_jit call(s)")
+    if not plan.found:
+        why = plan.notes[0] if plan.notes else "it calls no golden.run_jit / golden.run"
+        raise DiscoveryError(f"{module.__file__}: no run_jit call found in the __main__ block ({why})")
+    return plan
+
+
+def materialized(module: types.ModuleType, source: str, argv: tuple[str, ...], entry: str, index: int,
+                 seed: int) -> golden_stub.RunCall:
+    """The `index`-th call of `entry` under `argv`, with its inputs created from `seed`."""
+    calls, _, error = run_main(module, source, list(argv), seed=seed)
+    mine = [c for c in calls if c.entry == entry]
+    if index >= len(mine):
+        raise DiscoveryError(f"{module.__file__}: the __main__ block under {list(argv) or 'its defaults'} no "
+                             f"longer calls run_jit for {entry} (call {index})"
+                             + (f": {type(error).__name__}: {error}" if error else ""))
+    return mine[index]

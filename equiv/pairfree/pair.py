@@ -1,0 +1,268 @@
+"""A pair-free check: one entry of a model file at two revisions, as a `KernelPair`.
+
+The runner, comparison and check machinery of registered pairs judges it unchanged (poisoned
+outputs with written-masks, two poison runs, bounds, races, decision coverage, shrinking):
+
+* **shape** = ``mode`` (index into the modes the file's ``__main__`` defines for the entry)
+  plus the config constants safe to vary (token counts, batch and sequence sizes the file
+  names), each rebinding the config while it loads (`equiv.source`);
+* **kernel** = the entry found by running the file's ``__main__`` at that revision and shape;
+* **inputs** = the file's own specs at the pre revision, seeded per case (`specs`);
+* **reference** = the file's golden (`reference`);
+* **preconditions** = the file's own module-level asserts: a side whose file (or config)
+  asserts at a shape rejects it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import traceback
+import types
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+from equiv.memory import Tensor
+from equiv.pair import BIT_EXACT, Contract, KernelPair
+from equiv.pairfree import discovery, specs
+from equiv.pairfree import golden as golden_stub
+from equiv.pairfree.reference import Reference, reference_for
+from equiv.shapes import Dim, Shape, ShapeSpace
+from equiv.source import MODEL_KEY, SourceLoader, SourceRef
+
+# Config constants a check may vary: counts of tokens, requests, sequence positions.
+SAFE_CONSTANT = re.compile(r"^(DECODE|PREFILL|MOE|MTP|NUM)?_?(BATCH|SEQ|TOKENS|SEQ_LEN|BATCH_SIZE)$|"
+                           r"^(DECODE|PREFILL|MOE|MTP)_(BATCH|SEQ|TOKENS)\w*$")
+EQUIV_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def kernel_assertion(exc: BaseException) -> str | None:
+    """The message of an `AssertionError` the kernel's own code raised (its innermost frame is
+    outside equiv), with its file:line; None for anything else."""
+    if not isinstance(exc, AssertionError):
+        return None
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames or os.path.abspath(frames[-1].filename).startswith(EQUIV_DIR + os.sep):
+        return None
+    last = frames[-1]
+    text = str(exc) or (last.line or "assert")
+    return f"{text} (assert at {last.filename}:{last.lineno})"
+
+
+@dataclass(eq=False)
+class Revisions:
+    """Both revisions of one file, how they are loaded, and what their ``__main__`` blocks call."""
+
+    pre: SourceRef
+    retiled: SourceRef
+    model: str | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    fuzz_dims: tuple[str, ...] = ()
+    loader: SourceLoader = field(default_factory=lambda: SourceLoader(stand_ins={"golden": golden_stub.make_module()}))
+    _plans: dict = field(default_factory=dict)
+
+    def ref(self, side: str) -> SourceRef:
+        return self.pre if side == "pre" else self.retiled
+
+    def overrides(self, shape: Mapping[str, int] | None = None) -> dict[str, Any]:
+        out = dict(self.config)
+        if self.model:
+            out[MODEL_KEY] = self.model
+        for d in self.fuzz_dims:
+            if shape is not None and d in shape:
+                out[d] = int(shape[d])
+        return out
+
+    def module(self, side: str, shape: Mapping[str, int] | None = None) -> types.ModuleType:
+        return self.loader.load(self.ref(side), self.overrides(shape))
+
+    def plan(self, side: str, shape: Mapping[str, int] | None = None) -> discovery.Plan:
+        key = (side, repr(sorted(self.overrides(shape).items())))
+        if key not in self._plans:
+            mod = self.module(side, shape)
+            self._plans[key] = discovery.discover(mod, self.ref(side).read())
+        return self._plans[key]
+
+
+@dataclass(eq=False)
+class Entry:
+    """One entry of the file checked pair-free: its name, the modes it runs in, its nth call."""
+
+    revisions: Revisions
+    name: str
+    modes: tuple[str, ...]
+    index: int = 0
+
+    def mode(self, shape: Mapping[str, int]) -> str:
+        return self.modes[int(shape.get("mode", 0))]
+
+    def call(self, side: str, shape: Mapping[str, int]) -> discovery.Discovered:
+        plan = self.revisions.plan(side, shape)
+        mode = self.mode(shape)
+        mine = [d for d in plan.found if d.entry == self.name and d.mode == mode]
+        if len(mine) <= self.index:
+            raise discovery.DiscoveryError(
+                f"{self.revisions.ref(side).label}: mode {mode} has no run_jit call of {self.name}"
+                + (f" #{self.index}" if self.index else ""))
+        return mine[self.index]
+
+    def materialized(self, side: str, shape: Mapping[str, int], seed: int) -> golden_stub.RunCall:
+        d = self.call(side, shape)
+        mod = self.revisions.module(side, shape)
+        return discovery.materialized(mod, self.revisions.ref(side).read(), d.argv, self.name, self.index, seed)
+
+
+class FreeKernel:
+    """One side of a pair-free pair, called like a transcribed kernel."""
+
+    def __init__(self, entry: Entry, side: str):
+        self.entry = entry
+        self.side = side
+
+    def __call__(self, cfg: Shape | None = None, **args: Any) -> Any:
+        from equiv.source import call_entry
+
+        fn = self.entry.call(self.side, cfg or {}).call.fn
+        for key in [k for k in args if k.startswith(specs.INITIAL_PREFIX)]:
+            initial = args.pop(key)
+            out = args.get(key.removeprefix(specs.INITIAL_PREFIX))
+            if isinstance(out, Tensor) and isinstance(initial, Tensor):
+                # An in-out tensor (a cache updated in place) starts at its initial value, written.
+                out.data.copy_(initial.data.to(out.data.dtype))
+                out.written.fill_(True)
+        return call_entry(fn, args)
+
+    @property
+    def __name__(self) -> str:  # noqa: A003 - reports name a kernel by it
+        ref = self.entry.revisions.ref(self.side)
+        return f"{ref.label}:{self.entry.name}"
+
+
+@dataclass(frozen=True)
+class PairFreePair(KernelPair):
+    """A `KernelPair` whose preconditions are the files' own asserts at each shape."""
+
+    entry: Any = None
+
+    def rejection(self, side: str, shape: Shape) -> str | None:  # type: ignore[override]
+        try:
+            self.entry.call(side, shape)
+        except AssertionError as exc:
+            return kernel_assertion(exc)
+        except Exception:  # noqa: BLE001 - raised again (and judged) when the side runs
+            return None
+        return None
+
+
+def _dims(revisions: Revisions, entry: Entry, base_module: types.ModuleType) -> dict[str, Dim]:
+    dims = {"mode": Dim(0, len(entry.modes) - 1, doc="index into " + ", ".join(entry.modes))}
+    cfg = _config_module(base_module)
+    for name in revisions.fuzz_dims:
+        v = getattr(cfg, name, None) if cfg is not None else None
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            dims[name] = Dim(1, max(2 * v, 8), tiles=(4, 8, 16), favour=(v,), doc=f"config {name}")
+    return dims
+
+
+def _config_module(mod: types.ModuleType) -> types.ModuleType | None:
+    for v in mod.__dict__.values():
+        if isinstance(v, types.ModuleType) and v.__name__.endswith("_config"):
+            return v
+    for v in mod.__dict__.values():
+        if isinstance(v, types.ModuleType) and getattr(v, "__file__", "").endswith("config.py"):
+            return v
+    return None
+
+
+def safe_constants(revisions: Revisions) -> tuple[str, ...]:
+    """Config constants the file (pre revision) names that are safe to vary."""
+    mod = revisions.module("pre")
+    cfg = _config_module(mod)
+    if cfg is None:
+        return ()
+    text = revisions.pre.read()
+    names = [k for k, v in vars(cfg).items() if SAFE_CONSTANT.match(k) and isinstance(v, int)
+             and not isinstance(v, bool) and re.search(rf"\b{k}\b", text)]
+    return tuple(names)
+
+
+def build_pair(revisions: Revisions, entry: Entry, contract: Contract = BIT_EXACT,
+               fuzz: bool = False) -> tuple[PairFreePair, Reference | None]:
+    """The `KernelPair` that checks `entry` of both revisions."""
+    pre_mod = revisions.module("pre")
+    dims = _dims(revisions, entry, pre_mod) if fuzz else {"mode": Dim(0, len(entry.modes) - 1)}
+    defaults = {k: d.favour[0] for k, d in dims.items() if k != "mode" and d.favour}
+    presets: dict[str, list[dict[str, int]]] = {"nominal": [{"mode": i, **defaults} for i in range(len(entry.modes))]}
+    for i, m in enumerate(entry.modes):
+        if m not in presets:
+            presets[m] = [{"mode": i, **defaults}]
+    space = ShapeSpace(dims, presets, defaults=defaults)
+    first = entry.call("pre", Shape(presets["nominal"][0])).call
+    reference = reference_for(first)
+
+    def outputs(shape: Shape) -> dict:
+        for side in ("pre", "retiled"):
+            try:
+                return specs.outputs(entry.call(side, shape).call)
+            except Exception:  # noqa: BLE001 - a side that cannot load at this shape
+                continue
+        return specs.outputs(first)
+
+    def realistic(shape: Shape, gen: torch.Generator) -> dict[str, Any]:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        return specs.inputs_of(entry.materialized("pre", shape, seed))
+
+    def make(kind: str):
+        def recipe(shape: Shape, gen: torch.Generator) -> dict[str, Any]:
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+            return specs.adversarial(kind, entry.materialized("pre", shape, seed), gen)
+        recipe.__name__ = f"{kind}_recipe"
+        return recipe
+
+    from equiv.inputs import ADVERSARIAL
+
+    recipes = {"realistic": realistic}
+    if specs.adversarial_inputs(entry.materialized("pre", Shape(presets["nominal"][0]), 0)):
+        recipes.update({k: make(k) for k in ADVERSARIAL})
+
+    def ref_fn(inputs: Mapping[str, Any], shape: Shape) -> dict[str, torch.Tensor]:
+        if reference is None:
+            return {}
+        call = entry.call("pre", shape).call
+        return reference(call, inputs)
+
+    name = f"{os.path.splitext(os.path.basename(revisions.retiled.path))[0]}:{entry.name}"
+    if entry.index:
+        name += f"#{entry.index}"
+    pair = PairFreePair(
+        name=name,
+        pre=FreeKernel(entry, "pre"),
+        retiled=FreeKernel(entry, "retiled"),
+        reference=ref_fn,
+        outputs=outputs,
+        recipes=recipes,
+        shapes=space,
+        contract=contract,
+        sources=(),
+        entry=entry,
+        description=(f"{entry.name}: {revisions.pre.label} vs {revisions.retiled.label}"
+                     + (f" (model {revisions.model})" if revisions.model else "")
+                     + f"; modes {', '.join(entry.modes)}"),
+    )
+    return pair, reference
+
+
+def entries_of(revisions: Revisions, side: str = "pre") -> list[Entry]:
+    """Every entry `side`'s ``__main__`` hands to ``run_jit`` (with the modes it runs in); an
+    entry called n times in one mode gives n entries (#0, #1, ...)."""
+    plan = revisions.plan(side)
+    out: list[Entry] = []
+    for name in plan.entries():
+        found = plan.of(name)
+        per_mode = {m: sum(1 for d in found if d.mode == m) for m in dict.fromkeys(d.mode for d in found)}
+        for i in range(max(per_mode.values())):
+            out.append(Entry(revisions, name, tuple(m for m, n in per_mode.items() if n > i), i))
+    return out
