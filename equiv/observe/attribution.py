@@ -106,8 +106,9 @@ def explain(name: str, side: str, mask: torch.Tensor, caps: Mapping[str, Capture
     mine = writers(caps[side], name, mine_mask) if side in caps else []
     parts = []
     for w in theirs:
-        parts.append(f"{other} writes {name}{w['region']} at {_short(w['site'])}, {_blocks_text(list(w['blocks']))}"
-                     f" of stage {w['stage']}")
+        where = ("outside any parallel loop" if w["stage"] == "<kernel>" else
+                 f"{_blocks_text(list(w['blocks']))} of stage {w['stage']}")
+        parts.append(f"{other} writes {name}{w['region']} at {_short(w['site'])}, {where}")
     stage_names = {w["stage"] for w in theirs}
     mine_sorted = sorted(mine, key=lambda w: (w["stage"] not in stage_names, w["site"]))
     for w in mine_sorted[:2]:
@@ -115,6 +116,12 @@ def explain(name: str, side: str, mask: torch.Tensor, caps: Mapping[str, Capture
         verb = "wrote it from uninitialised memory" if what == "uninitialised" else f"writes {name}{w['region']}"
         parts.append(f"{side}'s stage {w['stage']} at {_short(w['site'])} {verb} and runs "
                      f"{w['stage_blocks']} block{'s' if w['stage_blocks'] != 1 else ''}{loop}")
+    if not mine and what == "unwritten" and side in caps:
+        loops = sorted({(stage, loop) for stage, _, loop, _ in caps[side].blocks.values() if loop})
+        ran = ", ".join(f"{stage} at {_short(loop)} ({caps[side].stage_blocks.get((stage, loop), 0)} blocks)"
+                        for stage, loop in loops[:3])
+        parts.append(f"{side} writes no element of {name}" + (f"; its parallel loops that ran: {ran}" if ran
+                                                                  else " and runs no parallel block"))
     sources = {}
     for w in theirs + mine_sorted[:2]:
         for s in (w["site"], w["loop"]):

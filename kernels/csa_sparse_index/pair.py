@@ -15,6 +15,7 @@ import torch
 
 from equiv.dtypes import INT32
 from equiv.inputs import with_adversarial
+from equiv.observe.decisions import declare_unreachable
 from equiv.pair import BIT_EXACT, KernelPair
 from equiv.shapes import Dim, Shape, ShapeSpace
 from kernels.csa_sparse_index import pre, retiled
@@ -148,3 +149,13 @@ PAIR = KernelPair(
     sources=("kernels/csa_sparse_index", "reference/csa_sparse_index.py"),
     description="CSA sparse KV index list + block-validity mask (T/8 tasks × 8 tokens → T tasks + one scope)",
 )
+
+# Decision sites no input of this pair's domain can drive both ways (decision coverage lists
+# them with the reason instead of as unexercised; keys are kernel file:line).
+UNREACHABLE = {
+    'retiled.py:50': 'cast of (position + 1) / 4 to INT32: positions are below MAX_SEQ_LEN (at most 2^20), far inside the INT32 range',
+    'retiled.py:57': 'cast of the kept index or -1 to INT32: indices are below MAX_SEQ_LEN (at most 2^20), far inside the INT32 range',
+    'pre.py:54': 'cast of (position + 1) / 4 to INT32: positions are below MAX_SEQ_LEN (at most 2^20)',
+    'pre.py:61': 'cast of the kept index or -1 to INT32: indices are below MAX_SEQ_LEN (at most 2^20)',
+}
+declare_unreachable(PAIR.name, UNREACHABLE)

@@ -13,6 +13,7 @@ import torch
 
 from equiv.dtypes import BF16
 from equiv.inputs import with_adversarial
+from equiv.observe.decisions import declare_unreachable
 from equiv.pair import BIT_EXACT, KernelPair
 from equiv.shapes import Dim, Shape, ShapeSpace
 from kernels.indexer_qr_rope import pre, retiled
@@ -197,3 +198,15 @@ PAIR = KernelPair(
     sources=("kernels/indexer_qr_rope", "reference/indexer_qr_rope.py"),
     description="indexer query RoPE on interleaved pairs (B tasks × 2S tiles → 2T tiles, sign folded into sin)",
 )
+
+# Decision sites no input of this pair's domain can drive both ways (decision coverage lists
+# them with the reason instead of as unexercised; keys are kernel file:line).
+UNREACHABLE = {
+    'retiled.py:30': 'lane ramp j // 2 for j < ROPE_HEAD_DIM (64): a constant, never near the INT32 range',
+    'retiled.py:31': 'lane ramp j // 2 for j < ROPE_HEAD_DIM (64): a constant, never near the INT32 range',
+    'retiled.py:33': 'lane ramp j ^ 1 for j < ROPE_HEAD_DIM (64): a constant, never near the INT32 range',
+    'pre.py:30': 'lane ramp j // 2 for j < ROPE_HEAD_DIM (64): a constant',
+    'pre.py:31': 'lane ramp j // 2 for j < ROPE_HEAD_DIM (64): a constant',
+    'pre.py:33': 'lane ramp j ^ 1 for j < ROPE_HEAD_DIM (64): a constant',
+}
+declare_unreachable(PAIR.name, UNREACHABLE)

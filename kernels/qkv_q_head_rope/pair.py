@@ -28,6 +28,7 @@ import torch
 from equiv.dtypes import BF16
 from equiv.inputs import with_adversarial
 from equiv.options import ROW_SUM_ORDERS
+from equiv.observe.decisions import declare_unreachable
 from equiv.pair import KernelPair, within_ulp
 from equiv.shapes import Dim, Shape, ShapeSpace
 from kernels.qkv_q_head_rope import pre, retiled
@@ -206,3 +207,15 @@ PAIR = KernelPair(
     sources=("kernels/qkv_q_head_rope", "reference/qkv_q_head_rope.py"),
     description="per-head q RMS norm + NOPE + interleaved RoPE (8×64 chunks → 8×448 + 8×64 slabs)",
 )
+
+# Decision sites no input of this pair's domain can drive both ways (decision coverage lists
+# them with the reason instead of as unexercised; keys are kernel file:line).
+UNREACHABLE = {
+    'retiled.py:24': 'lane ramp j // 2 for j < ROPE_DIM (64): a constant, never near the INT32 range',
+    'retiled.py:25': 'lane ramp j // 2 for j < ROPE_DIM (64): a constant, never near the INT32 range',
+    'retiled.py:27': 'lane ramp j ^ 1 for j < ROPE_DIM (64): a constant, never near the INT32 range',
+    'pre.py:24': 'lane ramp j // 2 for j < ROPE_DIM (64): a constant',
+    'pre.py:25': 'lane ramp j // 2 for j < ROPE_DIM (64): a constant',
+    'pre.py:27': 'lane ramp j ^ 1 for j < ROPE_DIM (64): a constant',
+}
+declare_unreachable(PAIR.name, UNREACHABLE)
