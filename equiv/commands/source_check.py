@@ -27,10 +27,10 @@ from equiv.shapes import ShapeError
 from equiv.runner import make_inputs
 from equiv.source import (SourceError, SourceLoader, SourceRef, UnsupportedOpError, match_parameters,
                           parse_assignments, source_pair, unsupported_in)
-from equiv.summary import render
+from equiv.summary import render, wrap
 
 SOURCE_OPTIONS = ("source", "pre_source", "retiled_source", "pre_rev", "retiled_rev", "repo", "bind", "config",
-                  "pair_file", "reference", "inputs", "contract")
+                  "pair_file", "reference", "inputs", "contract", "pair_free", "model")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,6 +56,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--inputs", metavar="FILE.py:FUNC", help="input recipe(cfg, generator) to use instead")
     g.add_argument("--contract", metavar="bit-exact|N[:DTYPE]",
                    help="contract to hold the pair to instead (N = max ULP, default dtype bf16)")
+    g.add_argument("--pair-free", action="store_true",
+                   help="check the file with nothing registered (docs/pypto-lib.md): the entry, inputs, golden "
+                        "and modes come from the file's __main__ call of golden.run_jit; implied when no "
+                        "registered pair matches or --source names no :ENTRY (then every entry is checked)")
+    g.add_argument("--model", metavar="NAME",
+                   help="pair-free: the config instance whose sizes the file sees, whatever name it imports "
+                        "(FLASH, PRO, DEMO)")
 
 
 def wants_source(args: argparse.Namespace) -> bool:
@@ -238,9 +245,115 @@ def kernel_errors(result: CheckResult) -> list[str]:
     return [e for r in result.results for e in r.errors.values()]
 
 
+def wants_pair_free(args: argparse.Namespace) -> bool:
+    """--pair-free, --model, a --source without :ENTRY, or a file no registered pair matches."""
+    if args.pair_free or args.model:
+        return True
+    if args.name or args.pair_file or args.reference or args.inputs or args.pre_source or args.retiled_source:
+        return False
+    if not args.source:
+        return False
+    path, sep, entry = args.source.rpartition(":")
+    if not sep or not entry.isidentifier():
+        return True
+    try:
+        infer_pair_name(SourceRef.parse(args.source, repo=args.repo))
+    except (UsageError, SourceError):
+        return True
+    return False
+
+
+def pair_free_command(args: argparse.Namespace, path: str, entry: str) -> str:
+    """The repro prefix of one entry checked pair-free."""
+    parts = ["equiv", "check", "--source", f"{path}:{entry}"]
+    for opt in ("pre_rev", "retiled_rev", "repo", "model", "contract"):
+        v = getattr(args, opt, None)
+        if v is not None:
+            parts += [f"--{opt.replace('_', '-')}", v]
+    parts.append("--pair-free")
+    for c in args.config or ():
+        parts += ["--config", c]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run_pair_free(args: argparse.Namespace) -> int:
+    """``equiv check --source PATH[:ENTRY] --pre-rev A --retiled-rev B --pair-free``."""
+    from equiv.pairfree import run as pf
+
+    if not args.source:
+        raise UsageError("--pair-free needs --source PATH[:ENTRY] (with --pre-rev/--retiled-rev)")
+    if args.bind or args.pair_file or args.reference or args.inputs or args.pre_source or args.retiled_source:
+        raise UsageError("--pair-free takes its entry, inputs, reference and shapes from the file: drop "
+                         "--bind/--pair-file/--reference/--inputs/--pre-source/--retiled-source")
+    if args.examples is not None and args.examples < 0:
+        raise UsageError("--examples must be ≥ 0")
+    path, sep, entry = args.source.rpartition(":")
+    if not sep or not entry.isidentifier():
+        path, entry = args.source, None
+    repo = args.repo or "."
+    if (args.pre_rev or args.retiled_rev) and not _inside_git(repo):
+        raise UsageError(f"{repo} is not a git repository; give --repo PATH")
+    try:
+        config = parse_assignments(args.config, "--config")
+        contract = parse_contract(args.contract) if args.contract else BIT_EXACT
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    progress = Progress()
+
+    def log(line: str) -> None:
+        progress.clear()
+        print(line, flush=True)
+
+    def shown(pair: Any, eo: Any) -> None:
+        progress.clear()
+        print("\n".join(wrap(pair.description)))
+        print(render(eo.result))
+        print(pf.outcome_line(eo), flush=True)
+        print()
+
+    try:
+        outcome = pf.check_file(path, args.pre_rev, args.retiled_rev, repo, entry=entry, model=args.model,
+                                config=config, shapes=args.shapes, examples=args.examples, seed=args.seed,
+                                recipes=args.recipe, contract=contract, options=options_from(args),
+                                progress=progress, log=log, keep_runs=bool(getattr(args, "save_cases", None)),
+                                on_pair=shown, command=lambda e: pair_free_command(args, path, e))
+    except (pf.PairFreeError, SourceError) as exc:
+        raise UsageError(str(exc)) from None
+    except (ShapeError, ValueError, KeyError) as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    progress.clear()
+    results = [e.result for e in outcome.entries if e.result is not None]
+    if args.json:
+        from equiv.commands.common import results_document
+
+        write_json_atomic(args.json, results_document([r.to_dict() for r in results]))
+        print(f"results written to {args.json}", file=sys.stderr)
+    if args.report and results:
+        from equiv import report
+
+        report.write_report([r.to_dict() for r in results], args.report)
+        print(f"report written to {args.report}", file=sys.stderr)
+    if getattr(args, "save_cases", None):
+        from equiv import cases
+
+        for e in outcome.entries:
+            if e.result is not None:
+                cases.save_results(e.pair, e.result, args.save_cases)
+    for note in outcome.notes:
+        print(f"note: {note}")
+    for e in outcome.entries:
+        if e.result is None:
+            print(pf.outcome_line(e))
+    print(f"result: {outcome.outcome.upper()} — {outcome.pre.label} vs {outcome.retiled.label}: "
+          + ", ".join(f"{e.entry} {e.outcome}" for e in outcome.entries))
+    return outcome.exit_code
+
+
 def run(args: argparse.Namespace) -> int:
     if args.all:
         raise UsageError("source mode checks one pair; drop --all")
+    if wants_pair_free(args):
+        return run_pair_free(args)
     if not (args.source or args.pre_source or args.retiled_source):
         raise UsageError("--pre-rev/--retiled-rev/--bind/--config/--pair-file/--reference/--inputs/--contract "
                          "belong to source mode: give --source PATH:ENTRY (or --pre-source/--retiled-source)")
@@ -272,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(wrap(pair.description)))
     print(render(result))
     errors = kernel_errors(result)
-    gaps = sorted(set(unsupported_in(errors)))
+    gaps = sorted(set(unsupported_in(errors)) | set(result.gaps()))
     binding = sorted({e for e in errors if e.startswith("SourceError")})
     if gaps or binding:
         print("\nequiv check: the kernel files could not be run as the pair needs, so these verdicts say "
