@@ -1,218 +1,262 @@
-"""Checking one model file pair-free at two revisions: every entry, with honest outcomes.
+"""Checking a model file at two revisions with nothing registered, and the outcome per entry.
 
-Each entry its ``__main__`` hands to ``run_jit`` ends in exactly one outcome:
+Outcomes (beside the verdicts of the cases that ran):
 
-* ``checked`` — the pair ran; its `CheckResult` carries the verdicts (equivalent, regression,
-  both-defect, rejected, cannot judge per case);
-* ``interface changed`` — the entry's parameters, dtypes, shapes or output set differ between
-  the revisions (or the entry exists on one side only): not comparable, not a regression;
-* ``cannot judge`` — the file could not even be loaded or discovered because the emulator
-  lacks an op or form (named, with the kernel's file:line);
-* ``rejected`` — the file's own assert refused the shape it was loaded at;
-* ``error`` — discovery failed for another reason (the message says which).
+==================  =====================================================================  ====
+outcome             when                                                                   exit
+==================  =====================================================================  ====
+equivalent          every case ran and no output regressed (pre-defect / both-defect are     0
+                    reported as findings)
+regression          retiled breaks the contract, covers less, adds a hazard, loses accuracy   1
+                    or narrows the shapes it accepts
+cannot judge        the emulator lacks an op or form a version uses: nothing is decided      2
+interface changed   the entry's parameters, dtypes, shapes, outputs or modes differ between   0
+                    the revisions (or the entry exists at one revision only); not run
+rejected            the file's own asserts refuse every shape tried, on both sides            0
+==================  =====================================================================  ====
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 import subprocess
-import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from equiv.check import CheckResult, check
+from equiv.memory import UnsupportedOpError
 from equiv.options import Options
 from equiv.pair import BIT_EXACT, Contract
 from equiv.pairfree import discovery, specs
 from equiv.pairfree.pair import Entry, Revisions, build_pair, entries_of, kernel_assertion, safe_constants
-from equiv.runner import _kernel_error, classify_exception
+from equiv.runner import classify_exception
+from equiv.shapes import Shape
 from equiv.source import SourceError, SourceRef
+
+EXIT = {"equivalent": 0, "interface changed": 0, "rejected": 0, "regression": 1, "cannot judge": 2}
+
+
+class PairFreeError(Exception):
+    """The file cannot be checked as asked (no such file at a revision, no __main__, bad entry)."""
 
 
 @dataclass
 class EntryOutcome:
-    """What one entry of one file came to."""
-
-    file: str
     entry: str
-    status: str                     # checked | interface changed | cannot judge | rejected | error
+    outcome: str
+    lines: list[str] = field(default_factory=list)   # why, one line each
     result: CheckResult | None = None
-    changes: list[str] = field(default_factory=list)
-    message: str = ""
-    reference: str = ""             # how the golden was used: "float64" or "as written (why)"
+    reference: str = ""
     modes: tuple[str, ...] = ()
-    seconds: float = 0.0
-
-    @property
-    def verdict(self) -> str:
-        """One word for tables and the gate: equivalent / regression / both-defect / ... ."""
-        if self.status != "checked" or self.result is None:
-            return self.status
-        if self.result.failed:
-            return "regression"
-        if self.result.unjudged:
-            return "cannot judge"
-        counts: dict[str, int] = {}
-        for per in self.result.counts.values():
-            for v, n in per.items():
-                counts[v] = counts.get(v, 0) + n
-        for v in ("both-defect", "pre-defect", "rejected"):
-            if counts.get(v):
-                return v
-        return "equivalent"
+    pair: Any = None
 
     @property
     def exit_code(self) -> int:
-        if self.status == "checked" and self.result is not None:
-            return 1 if self.result.failed else (2 if self.result.unjudged else 0)
-        return {"interface changed": 0, "rejected": 0}.get(self.status, 2)
+        return EXIT[self.outcome]
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "entry": self.entry, "status": self.status, "verdict": self.verdict,
-                "changes": self.changes, "message": self.message, "reference": self.reference,
-                "modes": list(self.modes), "seconds": round(self.seconds, 3),
-                "result": self.result.to_dict() if self.result is not None else None}
+        return {"entry": self.entry, "outcome": self.outcome, "why": self.lines, "reference": self.reference,
+                "modes": list(self.modes), "result": self.result.to_dict() if self.result else None}
 
 
+@dataclass
+class FileOutcome:
+    pre: SourceRef
+    retiled: SourceRef
+    entries: list[EntryOutcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        codes = [e.exit_code for e in self.entries]
+        if 1 in codes:
+            return 1
+        return 2 if 2 in codes else 0
+
+    @property
+    def outcome(self) -> str:
+        order = ("regression", "cannot judge", "interface changed", "rejected", "equivalent")
+        got = {e.outcome for e in self.entries}
+        return next((o for o in order if o in got), "equivalent")
+
+
+# ----------------------------------------------------------------------------------------
+# Renames
+# ----------------------------------------------------------------------------------------
 def _git(repo: str, *args: str) -> str:
-    return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise PairFreeError(f"git {' '.join(args)}: {out.stderr.strip()}")
+    return out.stdout
 
 
 def exists_at(repo: str, rev: str, path: str) -> bool:
-    try:
-        return bool(_git(repo, "ls-tree", "--name-only", rev, "--", path).strip())
-    except subprocess.CalledProcessError:
-        return False
+    return subprocess.run(["git", "-C", repo, "cat-file", "-e", f"{rev}:{path}"],
+                          capture_output=True).returncode == 0
 
 
-def renamed(repo: str, a: str, b: str) -> dict[str, str]:
-    """Old path -> new path for every file git sees renamed (or copied) from `a` to `b`."""
+def renames(repo: str, a: str, b: str) -> list[tuple[str, str]]:
+    """(old, new) paths git's rename detection finds between revisions `a` and `b`."""
     out = _git(repo, "diff", "-M", "--name-status", a, b)
-    moves = {}
+    pairs = []
     for line in out.splitlines():
         parts = line.split("\t")
-        if parts and parts[0][:1] in ("R", "C") and len(parts) == 3:
-            moves[parts[1]] = parts[2]
-    return moves
+        if parts and parts[0].startswith("R") and len(parts) == 3:
+            pairs.append((parts[1], parts[2]))
+    return pairs
 
 
-def follow(repo: str, path: str, pre_rev: str | None, retiled_rev: str | None) -> tuple[str, str, str]:
-    """(pre path, retiled path, note): `path` names the file at either revision; a rename
-    between the two is followed."""
-    if pre_rev is None or retiled_rev is None:
-        return path, path, ""
-    at_pre, at_ret = exists_at(repo, pre_rev, path), exists_at(repo, retiled_rev, path)
-    if at_pre and at_ret:
-        return path, path, ""
-    moves = renamed(repo, pre_rev, retiled_rev)
-    if at_pre and path in moves:
-        return path, moves[path], f"renamed {path} -> {moves[path]} between {pre_rev} and {retiled_rev}"
-    back = {new: old for old, new in moves.items()}
-    if at_ret and path in back:
-        return back[path], path, f"renamed {back[path]} -> {path} between {pre_rev} and {retiled_rev}"
-    missing = pre_rev if not at_pre else retiled_rev
-    raise SourceError(f"{path} does not exist at {missing} (and git sees no rename of it between "
-                      f"{pre_rev} and {retiled_rev})")
+def follow(repo: str, path: str, a: str, b: str) -> tuple[str, str, str | None]:
+    """(path at `a`, path at `b`, a note when the file was renamed in between)."""
+    at_a, at_b = exists_at(repo, a, path), exists_at(repo, b, path)
+    if at_a and at_b:
+        return path, path, None
+    for old, new in renames(repo, a, b):
+        if at_a and old == path:
+            return path, new, f"{path} is {new} at {b} (renamed)"
+        if at_b and new == path:
+            return old, path, f"{path} was {old} at {a} (renamed)"
+    missing = a if not at_a else b
+    raise PairFreeError(f"{path} does not exist at {missing} and git finds no rename of it between {a} and {b}")
 
 
-def _failure(file: str, entry: str, exc: BaseException) -> EntryOutcome:
-    """A load or discovery failure, classified like a kernel run's (gap / rejected / error)."""
-    inner = exc
-    while isinstance(inner, discovery.DiscoveryError) and inner.__cause__ is not None:
-        inner = inner.__cause__
-    kind = classify_exception(inner) if not isinstance(inner, (SourceError, discovery.DiscoveryError)) else "error"
-    text = _kernel_error(inner) if kind != "error" or not isinstance(inner, discovery.DiscoveryError) else str(inner)
+# ----------------------------------------------------------------------------------------
+# One file
+# ----------------------------------------------------------------------------------------
+def _classify_load(exc: BaseException) -> tuple[str, str]:
+    """(outcome, text) for an exception raised while loading a file or running its __main__."""
+    msg = f"{type(exc).__name__}: {exc}"
+    reject = kernel_assertion(exc)
+    if reject:
+        return "rejected", reject
+    kind = classify_exception(exc)
     if kind == "gap":
-        return EntryOutcome(file, entry, "cannot judge", message=f"the emulator lacks: {text}")
-    if kind == "rejected":
-        return EntryOutcome(file, entry, "rejected", message=kernel_assertion(inner) or text)
-    return EntryOutcome(file, entry, "error", message=text)
+        return "cannot judge", msg
+    return "error", msg
 
 
-def interface_of(revisions: Revisions, side: str, entry: str) -> dict[str, list[specs.Param]]:
-    """mode -> the entry's interface there (first call of it in each mode)."""
-    plan = revisions.plan(side)
-    out: dict[str, list[specs.Param]] = {}
-    for d in plan.found:
-        if d.entry == entry and d.mode not in out:
-            out[d.mode] = specs.interface(d.call)
+def _entries(revisions: Revisions, side: str) -> dict[str, Entry] | tuple[str, str]:
+    try:
+        return {f"{e.name}#{e.index}" if e.index else e.name: e for e in entries_of(revisions, side)}
+    except (SourceError, discovery.DiscoveryError) as exc:
+        raise PairFreeError(f"{revisions.ref(side).label}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a gap or an assert at module level
+        return _classify_load(exc)
+
+
+def _interface(entry: Entry, side: str) -> dict[str, list[specs.Param]]:
+    out = {}
+    for i, mode in enumerate(entry.modes):
+        call = entry.call(side, Shape({"mode": i})).call
+        params = specs.interface(call)
+        try:
+            names = [n for n in inspect.signature(call.fn).parameters]
+        except (TypeError, ValueError):
+            names = []
+        out[mode] = (params, names)
     return out
 
 
-def interface_changes(revisions: Revisions, entry: str) -> list[str]:
-    a, b = interface_of(revisions, "pre", entry), interface_of(revisions, "retiled", entry)
+def interface_changes(pre: Entry, retiled: Entry) -> list[str]:
     lines = []
-    for mode in dict.fromkeys([*a, *b]):
-        if mode not in b:
-            lines.append(f"mode {mode}: run only by pre")
-        elif mode not in a:
-            lines.append(f"mode {mode}: run only by retiled")
-        else:
-            lines += [f"mode {mode}: {c}" for c in specs.interface_changes(a[mode], b[mode])]
-    return lines
+    if pre.modes != retiled.modes:
+        lines.append(f"modes {', '.join(pre.modes)} -> {', '.join(retiled.modes)}")
+        return lines
+    a, b = _interface(pre, "pre"), _interface(retiled, "retiled")
+    for mode in pre.modes:
+        (pa, na), (pb, nb) = a[mode], b[mode]
+        where = f"{mode}: " if len(pre.modes) > 1 else ""
+        lines += [where + line for line in specs.interface_changes(pa, pb)]
+        if not lines and na != nb:
+            lines.append(f"{where}parameters ({', '.join(na)}) -> ({', '.join(nb)})")
+    return list(dict.fromkeys(lines))
 
 
-def check_file(repo: str, path: str, pre_rev: str | None, retiled_rev: str | None, entry: str | None = None,
-               model: str | None = None, config: Mapping[str, Any] | None = None, shapes: str = "nominal",
-               examples: int | None = None, seed: int = 0, contract: Contract = BIT_EXACT,
-               options: Options | None = None, recipes: Sequence[str] | None = None,
-               fixed: Mapping[str, Any] | None = None, progress: Any = None,
-               time_budget: float | None = None, command: str = "") -> tuple[list[EntryOutcome], str]:
-    """Check every entry of `path` (or only `entry`) between two revisions; (outcomes, note)."""
-    import dataclasses
-
-    pre_path, ret_path, note = follow(repo, path, pre_rev, retiled_rev)
-    revisions = Revisions(SourceRef(pre_path, "", pre_rev, repo), SourceRef(ret_path, "", retiled_rev, repo),
-                          model=model, config=dict(config or {}))
-    try:
-        found = {e.name: e for e in entries_of(revisions, "pre")}
-    except Exception as exc:  # noqa: BLE001 - a file the emulator cannot load or discover
-        return [_failure(path, entry or "*", exc)], note
-    try:
-        theirs = {e.name for e in entries_of(revisions, "retiled")}
-    except Exception as exc:  # noqa: BLE001
-        out = _failure(path, entry or "*", exc)
-        out.message = f"retiled: {out.message}"
-        return [out], note
-    names = list(dict.fromkeys([*found, *theirs]))
-    if entry is not None:
+def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: str, entry: str | None = None,
+               retiled_path: str | None = None, model: str | None = None, config: Mapping[str, Any] | None = None,
+               shapes: str = "nominal", examples: int | None = None, seed: int = 0,
+               recipes: Sequence[str] | None = None, contract: Contract = BIT_EXACT,
+               options: Options | None = None, progress: Callable | None = None,
+               log: Callable[[str], None] = lambda s: None, shrink_budget: int = 40,
+               time_budget: float | None = None, keep_runs: bool = False,
+               on_pair: Callable[[Any, EntryOutcome], None] | None = None) -> FileOutcome:
+    """Check every entry (or `entry`) of the model file `path` at `pre_rev` against `retiled_rev`."""
+    notes = []
+    pre_path, ret_path = path, retiled_path or path
+    if retiled_path is None and pre_rev is not None and retiled_rev is not None:
+        pre_path, ret_path, note = follow(repo, path, pre_rev, retiled_rev)
+        if note:
+            notes.append(note)
+    pre = SourceRef(pre_path, entry or "", pre_rev, repo)
+    ret = SourceRef(ret_path, entry or "", retiled_rev, repo)
+    out = FileOutcome(pre, ret, notes=notes)
+    revisions = Revisions(pre, ret, model=model, config=dict(config or {}))
+    sides = {side: _entries(revisions, side) for side in ("pre", "retiled")}
+    for side, found in sides.items():
+        if isinstance(found, tuple):
+            outcome, text = found
+            if outcome == "error":
+                raise PairFreeError(f"{revisions.ref(side).label}: loading the file or running its __main__ "
+                                    f"failed: {text}")
+            out.entries.append(EntryOutcome(entry or os.path.basename(path), outcome, [f"{side}: {text}"]))
+    if out.entries:
+        return out
+    pre_entries, ret_entries = sides["pre"], sides["retiled"]
+    names = list(dict.fromkeys([*pre_entries, *ret_entries]))
+    if entry:
         if entry not in names:
-            raise SourceError(f"{path}: no run_jit call of {entry} in its __main__ block "
-                              f"(entries: {', '.join(names)})")
+            raise PairFreeError(f"{path}: no run_jit call of {entry} in the __main__ block at either revision "
+                                f"(entries: {', '.join(names)})")
         names = [entry]
-    if shapes == "fuzz":
+    try:
         revisions.fuzz_dims = safe_constants(revisions)
-    outcomes = []
+    except Exception:  # noqa: BLE001 - no config constants to vary
+        revisions.fuzz_dims = ()
     for name in names:
-        t0 = time.perf_counter()
-        if name not in found or name not in theirs:
-            side = "pre" if name in found else "retiled"
-            outcomes.append(EntryOutcome(path, name, "interface changed",
-                                         changes=[f"entry {name} is handed to run_jit by {side} only"]))
+        if name not in pre_entries or name not in ret_entries:
+            side = "pre" if name in pre_entries else "retiled"
+            out.entries.append(EntryOutcome(name, "interface changed", [
+                f"entry {name} is called by the __main__ block at {side} only"
+                f" ({revisions.ref(side).label})"]))
             continue
-        changes = interface_changes(revisions, name)
-        ent: Entry = found[name]
-        if changes:
-            outcomes.append(EntryOutcome(path, name, "interface changed", changes=changes, modes=ent.modes))
-            continue
+        e_pre, e_ret = pre_entries[name], ret_entries[name]
         try:
-            pair, ref = build_pair(revisions, ent, contract, fuzz=shapes == "fuzz")
-            if command:
-                pair = dataclasses.replace(pair, command=command)
-            result = check(pair, shapes=shapes, examples=examples, seed=seed, options=options, recipes=recipes,
-                           fixed=fixed, progress=progress, time_budget=time_budget)
-        except Exception as exc:  # noqa: BLE001 - building inputs or the reference failed
-            out = _failure(path, name, exc)
-            out.seconds = time.perf_counter() - t0
-            outcomes.append(out)
+            changes = interface_changes(e_pre, e_ret)
+        except Exception as exc:  # noqa: BLE001
+            outcome, text = _classify_load(exc)
+            if outcome == "error":
+                raise PairFreeError(f"{name}: {text}") from None
+            out.entries.append(EntryOutcome(name, outcome, [text], modes=e_pre.modes))
             continue
-        how = "none (no golden_fn)" if ref is None else (
-            "float64" if ref.how == "float64" else f"as written ({ref.why})")
-        outcomes.append(EntryOutcome(path, name, "checked", result=result, reference=how, modes=ent.modes,
-                                     seconds=time.perf_counter() - t0))
-    return outcomes, note
+        if changes:
+            out.entries.append(EntryOutcome(name, "interface changed", changes, modes=e_pre.modes))
+            continue
+        pair, reference = build_pair(revisions, e_pre, contract)
+        ref_text = ("no golden" if reference is None else
+                    f"reference {getattr(reference.golden, '__name__', 'golden')} "
+                    + ("promoted to float64" if reference.how == "float64" else f"as written ({reference.why})"))
+        eo = EntryOutcome(name, "equivalent", reference=ref_text, modes=e_pre.modes, pair=pair)
+        log(f"{name}: modes {', '.join(e_pre.modes)}; {ref_text}")
+        result = check(pair, shapes=shapes, examples=examples, seed=seed, options=options, recipes=recipes,
+                       progress=progress, shrink_budget=shrink_budget, time_budget=time_budget,
+                       keep_runs=keep_runs)
+        eo.result = result
+        if result.failed:
+            eo.outcome = "regression"
+        elif result.unjudged:
+            eo.outcome = "cannot judge"
+            eo.lines = [g.removeprefix("cannot judge: ") for g in result.gaps()]
+        elif result.results and all(set(r.verdicts.values()) == {"rejected"} for r in result.results):
+            eo.outcome = "rejected"
+            eo.lines = sorted({reason for r in result.results for o in r.outputs.values() for reason in o.reasons})
+        out.entries.append(eo)
+        if on_pair:
+            on_pair(pair, eo)
+    return out
 
 
-def exit_code(outcomes: Sequence[EntryOutcome]) -> int:
-    """1 when any entry regressed, else 2 when any could not be judged (or failed), else 0."""
-    codes = [o.exit_code for o in outcomes]
-    return 1 if 1 in codes else (2 if 2 in codes else 0)
+def outcome_line(o: EntryOutcome) -> str:
+    word = {"equivalent": "EQUIVALENT", "regression": "REGRESSION", "cannot judge": "CANNOT JUDGE",
+            "interface changed": "INTERFACE CHANGED", "rejected": "REJECTED"}[o.outcome]
+    return f"{o.entry}: {word}" + (f" — {'; '.join(o.lines[:4])}" if o.lines else "")
