@@ -263,9 +263,9 @@ def wants_pair_free(args: argparse.Namespace) -> bool:
     return False
 
 
-def pair_free_command(args: argparse.Namespace, path: str, entry: str) -> str:
-    """The repro prefix of one entry checked pair-free."""
-    parts = ["equiv", "check", "--source", f"{path}:{entry}"]
+def pair_free_command(args: argparse.Namespace, path: str, entry: str | None) -> str:
+    """The repro prefix of a pair-free check."""
+    parts = ["equiv", "check", "--source", f"{path}:{entry}" if entry else path]
     for opt in ("pre_rev", "retiled_rev", "repo", "model", "contract"):
         v = getattr(args, opt, None)
         if v is not None:

@@ -18,6 +18,7 @@ rejected            the file's own asserts refuse every shape tried, on both sid
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import subprocess
@@ -180,7 +181,8 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
                options: Options | None = None, progress: Callable | None = None,
                log: Callable[[str], None] = lambda s: None, shrink_budget: int = 40,
                time_budget: float | None = None, keep_runs: bool = False,
-               on_pair: Callable[[Any, EntryOutcome], None] | None = None) -> FileOutcome:
+               on_pair: Callable[[Any, EntryOutcome], None] | None = None,
+               command: Callable[[str], str] | None = None) -> FileOutcome:
     """Check every entry (or `entry`) of the model file `path` at `pre_rev` against `retiled_rev`."""
     notes = []
     pre_path, ret_path = path, retiled_path or path
@@ -193,6 +195,14 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
     out = FileOutcome(pre, ret, notes=notes)
     revisions = Revisions(pre, ret, model=model, config=dict(config or {}))
     sides = {side: _entries(revisions, side) for side in ("pre", "retiled")}
+    pre_found, ret_found = sides["pre"], sides["retiled"]
+    if isinstance(ret_found, tuple) and ret_found[0] == "rejected" and not isinstance(pre_found, tuple):
+        # Retiled's own assert refuses the shape pre runs at: a narrowed contract, as for registered pairs.
+        for name in ([entry] if entry else list(pre_found)):
+            out.entries.append(EntryOutcome(name, "regression", [
+                f"retiled rejects the shape pre accepts (narrowed contract): {ret_found[1]}"],
+                modes=pre_found[name].modes if name in pre_found else ()))
+        return out
     for side, found in sides.items():
         if isinstance(found, tuple):
             outcome, text = found
@@ -232,7 +242,9 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
         if changes:
             out.entries.append(EntryOutcome(name, "interface changed", changes, modes=e_pre.modes))
             continue
-        pair, reference = build_pair(revisions, e_pre, contract)
+        pair, reference = build_pair(revisions, e_pre, contract, fuzz=bool(revisions.fuzz_dims))
+        if command is not None:  # the repro prefix of this entry
+            pair = dataclasses.replace(pair, command=command(name.split("#")[0]))
         ref_text = ("no golden" if reference is None else
                     f"reference {getattr(reference.golden, '__name__', 'golden')} "
                     + ("promoted to float64" if reference.how == "float64" else f"as written ({reference.why})"))

@@ -1,0 +1,204 @@
+"""Pair-free checks of model files at two git revisions, nothing registered.
+
+Each test builds a tiny pypto-lib-like repository (``models/toy/config.py``, a kernel file
+with ``@pl.jit`` entry, ``golden_*``, ``build_tensor_specs`` and a ``__main__`` calling
+``golden.run_jit``), commits revisions of it, and runs ``equiv check --source ... --pair-free``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+
+import pytest
+
+from equiv.cli import main
+
+CONFIG = '''
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Cfg:
+    name: str
+    hidden_size: int
+
+
+DEMO = Cfg("demo", 16)
+PRO = Cfg("pro", 24)
+TOKENS = 8
+'''
+
+# {tile}: rows per block; {blocks}: expression for the block count; {extra}: lines in the block.
+KERNEL = '''
+import pypto.language as pl
+
+from config import DEMO as M, TOKENS
+
+T = TOKENS
+D = M.hidden_size
+T_TILE = {tile}
+{module_assert}
+
+
+@pl.jit
+def scale_test(x: pl.Tensor[[T, D], pl.FP32], y: pl.Out[pl.Tensor[[T, D], {ydtype}]]):
+    for b in pl.spmd({blocks}, name_hint="rows"):
+        t = pl.load(x, [b * T_TILE, 0], [T_TILE, D])
+        {body}
+    return y
+
+
+def golden_scale(tensors):
+    tensors["y"][:] = tensors["x"] * 2.0
+
+
+def build_tensor_specs():
+    import torch
+    from golden import TensorSpec
+
+    return [
+        TensorSpec("x", [T, D], torch.float32, init_value=torch.randn),
+        TensorSpec("y", [T, D], {ytorch}, is_output=True),
+    ]
+
+
+if __name__ == "__main__":
+    import argparse
+    from golden import ratio_allclose, run_jit
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-p", "--platform", default="a2a3")
+    args = parser.parse_args()
+    run_jit(fn=scale_test, specs=build_tensor_specs(), golden_fn=golden_scale, rtol=1e-5, atol=1e-5,
+            compare_fn={{"y": ratio_allclose()}})
+'''
+
+STORE = "pl.store(pl.mul(t, 2.0), [b * T_TILE, 0], y)"
+
+
+def kernel(tile: int = 4, blocks: str = "T // T_TILE", body: str = STORE, module_assert: str = "",
+           ydtype: str = "pl.FP32", ytorch: str = "torch.float32") -> str:
+    return KERNEL.format(tile=tile, blocks=blocks, body=body, module_assert=module_assert,
+                         ydtype=ydtype, ytorch=ytorch)
+
+
+def git(repo, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path):
+    r = tmp_path / "lib"
+    (r / "models" / "toy").mkdir(parents=True)
+    git(r, "init", "-q")
+    git(r, "config", "user.email", "t@example.com")
+    git(r, "config", "user.name", "t")
+    (r / "models" / "toy" / "config.py").write_text(CONFIG)
+    git(r, "add", "models/toy/config.py")
+    return r
+
+
+def commit(repo, files: dict[str, str], message: str = "rev") -> str:
+    for path, text in files.items():
+        full = repo / path
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_text(textwrap.dedent(text))
+        git(repo, "add", path)
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def check(repo, source: str, a: str, b: str, *extra: str) -> int:
+    return main(["check", "--source", source, "--pre-rev", a, "--retiled-rev", b, "--repo", str(repo),
+                 "--pair-free", "--recipe", "realistic", *extra])
+
+
+FILE = "models/toy/scale.py"
+
+
+def test_clean_retile_is_equivalent(repo, capsys):
+    a = commit(repo, {FILE: kernel(tile=4)})
+    b = commit(repo, {FILE: kernel(tile=2)})
+    assert check(repo, FILE, a, b) == 0
+    out = capsys.readouterr().out
+    assert "scale_test: EQUIVALENT" in out
+    assert "result: OK" in out
+
+
+def test_coverage_hole_is_a_regression_and_names_the_rows(repo, capsys):
+    a = commit(repo, {FILE: kernel(tile=4)})
+    b = commit(repo, {FILE: kernel(tile=4, blocks="T // T_TILE - 1")})
+    assert check(repo, FILE, a, b) == 1
+    out = capsys.readouterr().out
+    assert "scale_test: REGRESSION" in out
+    assert "rows [4, 8)" in out and "unwritten" in out
+
+
+def test_model_instance_sizes_the_file(repo, capsys):
+    a = commit(repo, {FILE: kernel(tile=4)})
+    # the hole only exists when D > 16: the block skips columns 16.. of PRO's 24
+    b = commit(repo, {FILE: kernel(tile=4, body="pl.store(pl.mul(pl.load(x, [b * T_TILE, 0], [T_TILE, 16]), 2.0), "
+                                                 "[b * T_TILE, 0], y)")})
+    assert check(repo, FILE, a, b) == 0  # DEMO: hidden_size 16, every column written
+    capsys.readouterr()
+    assert check(repo, FILE, a, b, "--model", "PRO") == 1
+    assert "cols [16, 24)" in capsys.readouterr().out
+
+
+def test_renamed_file_is_followed(repo, capsys):
+    a = commit(repo, {FILE: kernel(tile=4)})
+    git(repo, "mv", FILE, "models/toy/scale_rows.py")
+    b = commit(repo, {"models/toy/scale_rows.py": kernel(tile=2)}, "rename and retile")
+    assert check(repo, "models/toy/scale_rows.py", a, b) == 0
+    out = capsys.readouterr().out
+    assert "models/toy/scale_rows.py was models/toy/scale.py" in out and "(renamed)" in out
+    assert "scale_test: EQUIVALENT" in out
+
+
+def test_interface_change_is_its_own_outcome(repo, capsys):
+    a = commit(repo, {FILE: kernel(tile=4)})
+    b = commit(repo, {FILE: kernel(tile=4, ydtype="pl.BF16", ytorch="torch.bfloat16",
+                                   body="pl.store(pl.cast(pl.mul(t, 2.0), target_type=pl.BF16), "
+                                        "[b * T_TILE, 0], y)")})
+    assert check(repo, FILE, a, b) == 0
+    out = capsys.readouterr().out
+    assert "INTERFACE CHANGED" in out
+    assert "float32" in out and "bfloat16" in out
+    assert "REGRESSION" not in out and "EQUIVALENT" not in out
+
+
+def test_unsupported_op_cannot_be_judged(repo, capsys):
+    a = commit(repo, {FILE: kernel(tile=4)})
+    b = commit(repo, {FILE: kernel(tile=4, body="pl.store(pl.frobnicate(t), [b * T_TILE, 0], y)")})
+    assert check(repo, FILE, a, b) == 2
+    out = capsys.readouterr().out
+    assert "CANNOT JUDGE" in out and "pl.frobnicate" in out and "scale.py:" in out
+    assert "REGRESSION" not in out and "result: OK" not in out
+
+
+def test_unsupported_keyword_cannot_be_judged_on_both_sides(repo, capsys):
+    body = "pl.store(pl.mul(t, 2.0, no_such_keyword=1), [b * T_TILE, 0], y)"
+    a = commit(repo, {FILE: kernel(tile=4, body=body)})
+    b = commit(repo, {FILE: kernel(tile=2, body=body)})
+    assert check(repo, FILE, a, b) == 2  # both sides hit it: not "both-defect, OK"
+    out = capsys.readouterr().out
+    assert "CANNOT JUDGE" in out and "no_such_keyword" in out
+
+
+def test_kernel_assert_is_a_rejection(repo, capsys):
+    a = commit(repo, {FILE: kernel(tile=4)})
+    b = commit(repo, {FILE: kernel(tile=16, module_assert='assert T % T_TILE == 0, "T must be a multiple of T_TILE"')})
+    assert check(repo, FILE, a, b) == 1  # retiled rejects what pre accepts: a narrowed contract
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "T must be a multiple of T_TILE" in out
+    assert "narrowed contract" in out and "scale.py:9" in out
+
+
+def test_both_sides_asserting_is_rejected_not_a_verdict(repo, capsys):
+    text = kernel(tile=16, module_assert='assert T % T_TILE == 0, "T must be a multiple of T_TILE"')
+    a = commit(repo, {FILE: text})
+    assert check(repo, FILE, a, a) == 0
+    out = capsys.readouterr().out
+    assert "REJECTED" in out and "T must be a multiple of T_TILE" in out
