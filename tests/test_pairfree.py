@@ -202,3 +202,133 @@ def test_both_sides_asserting_is_rejected_not_a_verdict(repo, capsys):
     assert check(repo, FILE, a, a) == 0
     out = capsys.readouterr().out
     assert "REJECTED" in out and "T must be a multiple of T_TILE" in out
+
+
+# ----------------------------------------------------------------------------------------
+# Modes, scalars, in-out tensors, run-time asserts
+# ----------------------------------------------------------------------------------------
+MODES_KERNEL = '''
+import pypto.language as pl
+
+from config import DEMO as M
+
+T_DYN = pl.dynamic("T_DYN")
+D = M.hidden_size
+T_TILE = 2
+
+
+@pl.jit
+def axpy_test(x: pl.Tensor[[T_DYN, D], pl.FP32], acc: pl.InOut[pl.Tensor[[T_DYN, D], pl.FP32]],
+              alpha: pl.Scalar[pl.FP32]):
+    x.bind_dynamic(0, T_DYN)
+    t_dim = pl.tensor.dim(x, 0)
+    assert D % 8 == 0, "D must be a multiple of 8"
+    for b in pl.spmd(t_dim // T_TILE, name_hint="rows"):
+        t = pl.load(x, [b * T_TILE, 0], [T_TILE, D])
+        a = pl.load(acc, [b * T_TILE, 0], [T_TILE, D])
+        pl.store(pl.add(a, pl.mul(t, alpha)), [b * T_TILE, 0], acc)
+    return acc
+
+
+def golden_axpy(tensors):
+    tensors["acc"][:] = tensors["acc"] + tensors["x"] * tensors["alpha"]
+
+
+def build_tensor_specs(B, S):
+    import torch
+    from golden import ScalarSpec, TensorSpec
+
+    T = B * S
+    return [
+        TensorSpec("x", [T, D], torch.float32, init_value=lambda: torch.randn(T, D)),
+        TensorSpec("acc", [T, D], torch.float32, init_value=torch.rand, is_output=True),
+        ScalarSpec("alpha", torch.float32, 0.5),
+    ]
+
+
+if __name__ == "__main__":
+    import argparse
+    from golden import run_jit
+
+    MODES = {"decode": (2, 2), "prefill": (1, 8)}
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["decode", "prefill", "all"], default="decode")
+    args = parser.parse_args()
+    for mode in (list(MODES) if args.mode == "all" else [args.mode]):
+        B, S = MODES[mode]
+        run_jit(fn=axpy_test, specs=build_tensor_specs(B, S), golden_fn=golden_axpy)
+'''
+
+
+def test_every_mode_scalars_and_in_out_tensors(repo, capsys):
+    path = "models/toy/axpy.py"
+    a = commit(repo, {path: MODES_KERNEL})
+    b = commit(repo, {path: MODES_KERNEL.replace("T_TILE = 2", "T_TILE = 1")})
+    assert check(repo, path, a, b) == 0
+    out = capsys.readouterr().out
+    assert "modes decode, prefill" in out
+    # the in-out tensor starts at its initial value (written), so nothing is unwritten
+    assert "equivalent 2" in out and "both-defect" not in out and "unwritten" not in out.replace("unwritten ret/pre", "")
+    assert "axpy_test: EQUIVALENT" in out
+
+
+def test_run_time_assert_in_the_entry_is_a_rejection(repo, capsys):
+    path = "models/toy/axpy.py"
+    a = commit(repo, {path: MODES_KERNEL})
+    b = commit(repo, {path: MODES_KERNEL.replace('assert D % 8 == 0', 'assert D % 32 == 0')})
+    assert check(repo, path, a, b) == 1
+    out = capsys.readouterr().out
+    assert "retiled rejects this shape: AssertionError: D must be a multiple of 8" in out
+    assert "narrowed contract" in out
+
+
+# ----------------------------------------------------------------------------------------
+# Registered pairs are held to the same honesty
+# ----------------------------------------------------------------------------------------
+def _double(x, y, cfg):
+    from equiv import tile as pl
+
+    for b in pl.spmd(cfg.T // 2, name_hint="rows"):
+        y[b * 2:b * 2 + 2, :] = pl.mul(x[b * 2:b * 2 + 2, :], 2.0)
+
+
+def _double_with_unknown_keyword(x, y, cfg):
+    from equiv import tile as pl
+
+    for b in pl.spmd(cfg.T // 2, name_hint="rows"):
+        y[b * 2:b * 2 + 2, :] = pl.mul(x[b * 2:b * 2 + 2, :], 2.0, not_a_keyword=True)
+
+
+def _tiny_pair(pre, retiled):
+    import torch
+
+    from equiv.dtypes import FP32
+    from equiv.pair import KernelPair
+    from equiv.shapes import Dim, ShapeSpace
+
+    return KernelPair(
+        name="toy.double", pre=pre, retiled=retiled,
+        reference=lambda inputs, shape: {"y": inputs["x"].double() * 2},
+        outputs=lambda shape: {"y": ([shape.T, 8], FP32)},
+        recipes={"realistic": lambda shape, gen: {"x": torch.randn(shape.T, 8, generator=gen)}},
+        shapes=ShapeSpace({"T": Dim(2, 8, step=2)}, {"nominal": [{"T": 4}]}))
+
+
+@pytest.mark.parametrize("pre_gap", [False, True])
+def test_registered_pair_emulator_gap_is_cannot_judge_not_a_verdict(pre_gap):
+    from equiv.check import check as run_check
+    from equiv.summary import status_line
+
+    pair = _tiny_pair(_double_with_unknown_keyword if pre_gap else _double, _double_with_unknown_keyword)
+    result = run_check(pair, shapes="T=4", shrink_budget=0)
+    assert {o.verdict for r in result.results for o in r.outputs.values()} == {"cannot judge"}
+    assert not result.regressions and not result.failed
+    assert result.unjudged and "not_a_keyword" in result.gaps()[0]
+    assert status_line([result]).startswith("result: CANNOT JUDGE")
+
+
+def test_registered_pair_that_works_is_still_judged():
+    from equiv.check import check as run_check
+
+    result = run_check(_tiny_pair(_double, _double), shapes="T=4", shrink_budget=0)
+    assert result.counts["y"]["equivalent"] == 1 and not result.unjudged
