@@ -18,6 +18,7 @@ import torch
 
 from equiv.dtypes import BF16
 from equiv.inputs import with_adversarial
+from equiv.observe.decisions import declare_unreachable
 from equiv.pair import BIT_EXACT, KernelPair
 from equiv.shapes import Dim, Shape, ShapeSpace
 from kernels.expert_shared import pre, retiled
@@ -167,3 +168,13 @@ PAIR = KernelPair(
     sources=("kernels/expert_shared", "reference/expert_shared.py"),
     description="MoE shared expert W8A8: gate/up int8 GEMM, clamped SwiGLU, int8 requant, down GEMM",
 )
+
+# Decision sites no input of this pair's domain can drive both ways (decision coverage lists
+# them with the reason instead of as unexercised; keys are kernel file:line).
+UNREACHABLE = {
+    'retiled.py:114': 'h * (127 / amax) with amax >= max|h| of the row: |value| <= 127, never outside INT32',
+    'retiled.py:116': 'the requantised value is an integer in [-127, 127] (scaled by 127 / row amax), never outside INT8',
+    'pre.py:96': 'h * (127 / amax) with amax >= max|h| of the row: |value| <= 127',
+    'pre.py:98': 'the requantised value is an integer in [-127, 127], never outside INT8',
+}
+declare_unreachable(PAIR.name, UNREACHABLE)
