@@ -332,3 +332,16 @@ def test_registered_pair_that_works_is_still_judged():
 
     result = run_check(_tiny_pair(_double, _double), shapes="T=4", shrink_budget=0)
     assert result.counts["y"]["equivalent"] == 1 and not result.unjudged
+
+
+def test_fuzzing_varies_token_counts_and_shrinks(repo, capsys):
+    # pre rounds the block count up (and pads past the end at odd T); retiled rounds down:
+    # equal at the file's TOKENS=8, a hole at any T that is not a multiple of 4.
+    a = commit(repo, {FILE: kernel(tile=4, blocks="(T + T_TILE - 1) // T_TILE")})
+    b = commit(repo, {FILE: kernel(tile=4)})
+    assert check(repo, FILE, a, b) == 0
+    capsys.readouterr()
+    assert check(repo, FILE, a, b, "--shapes", "fuzz", "--examples", "6") == 1
+    out = capsys.readouterr().out
+    assert "TOKENS=8" in out and "regression on y at mode=0,TOKENS=1" in out  # shrunk to one token
+    assert "--shapes 'mode=0,TOKENS=1'" in out

@@ -168,6 +168,12 @@ def _dims(revisions: Revisions, entry: Entry, base_module: types.ModuleType) -> 
 
 
 def _config_module(mod: types.ModuleType) -> types.ModuleType | None:
+    """The sibling ``config`` module loaded with `mod` (the file may import names only)."""
+    import sys
+
+    for unique in mod.__dict__.get("__equiv_modules__", ()):
+        if unique.endswith("_config") and unique in sys.modules:
+            return sys.modules[unique]
     for v in mod.__dict__.values():
         if isinstance(v, types.ModuleType) and v.__name__.endswith("_config"):
             return v
