@@ -35,7 +35,8 @@ from equiv.runner import classify_exception
 from equiv.shapes import Shape
 from equiv.source import SourceError, SourceRef
 
-EXIT = {"equivalent": 0, "interface changed": 0, "rejected": 0, "regression": 1, "cannot judge": 2}
+EXIT = {"equivalent": 0, "pre-defect": 0, "both-defect": 0, "interface changed": 0, "rejected": 0,
+        "regression": 1, "cannot judge": 2}
 
 
 class PairFreeError(Exception):
@@ -77,7 +78,8 @@ class FileOutcome:
 
     @property
     def outcome(self) -> str:
-        order = ("regression", "cannot judge", "interface changed", "rejected", "equivalent")
+        order = ("regression", "cannot judge", "interface changed", "rejected", "both-defect", "pre-defect",
+                 "equivalent")
         got = {e.outcome for e in self.entries}
         return next((o for o in order if o in got), "equivalent")
 
@@ -262,6 +264,11 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
         elif result.results and all(set(r.verdicts.values()) == {"rejected"} for r in result.results):
             eo.outcome = "rejected"
             eo.lines = sorted({reason for r in result.results for o in r.outputs.values() for reason in o.reasons})
+        else:
+            # No regression, but say so only as strongly as the cases allow: defects both
+            # versions share (or pre's, fixed by retiled) are not "equivalent".
+            seen = {v for r in result.results for v in r.verdicts.values()}
+            eo.outcome = next((v for v in ("both-defect", "pre-defect") if v in seen), "equivalent")
         out.entries.append(eo)
         if on_pair:
             on_pair(pair, eo)
@@ -270,5 +277,6 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
 
 def outcome_line(o: EntryOutcome) -> str:
     word = {"equivalent": "EQUIVALENT", "regression": "REGRESSION", "cannot judge": "CANNOT JUDGE",
-            "interface changed": "INTERFACE CHANGED", "rejected": "REJECTED"}[o.outcome]
+            "interface changed": "INTERFACE CHANGED", "rejected": "REJECTED",
+            "both-defect": "BOTH-DEFECT (no regression)", "pre-defect": "PRE-DEFECT (fixed by retiled)"}[o.outcome]
     return f"{o.entry}: {word}" + (f" — {'; '.join(o.lines[:4])}" if o.lines else "")
