@@ -276,11 +276,26 @@ class Tensor:
         if tuple(self.data.shape) != self.shape:
             raise ValueError(f"{name}: data shape {tuple(self.data.shape)} != declared {self.shape}")
         self.written = torch.full(self.shape, written, dtype=torch.bool, device=ctx.device)
-        self.writer = torch.full(self.shape, -1, dtype=torch.int32, device=ctx.device)  # block tokens
+        # Block tokens of the last writer per element, made at the first access: inputs that are
+        # only read never pay for them (4 bytes an element: more than int8 weights themselves).
+        self.__dict__["_writer_box"] = [None]
         if ctx.observers:
             # Per element, the interned kernel site of its last store (writer attribution),
             # kept only in observed runs.
             self.site_ids = torch.full(self.shape, -1, dtype=torch.int32, device=ctx.device)
+
+    @property
+    def writer(self) -> torch.Tensor:
+        # The box is shared by shallow copies (``__dict__.update``), so a copy and its source
+        # see one map; assigning ``writer`` (a view of another map) gives the tensor its own box.
+        box = self.__dict__["_writer_box"]
+        if box[0] is None:
+            box[0] = torch.full(self.shape, -1, dtype=torch.int32, device=self.data.device)
+        return box[0]
+
+    @writer.setter
+    def writer(self, value: torch.Tensor) -> None:
+        self.__dict__["_writer_box"] = [value]
 
     @classmethod
     def from_torch(cls, name: str, value: torch.Tensor) -> "Tensor":

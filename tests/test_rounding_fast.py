@@ -147,3 +147,23 @@ def test_global_tensors_store_the_narrowest_exact_dtype_and_load_wide():
         out.store(((0, 3),), v)
         assert _bits_equal(out.load(((0, 3),)), v) and out.written.all()
         assert INT8.storage == torch.int8 and BF16.storage == torch.float32
+
+
+def test_writer_map_is_made_on_first_use_and_shared_by_shallow_copies():
+    from equiv.memory import RunContext, Tensor, running
+    from equiv.options import Options
+
+    with running(RunContext(Options())) as ctx:
+        w = Tensor.from_torch("w", torch.zeros(4, 4, dtype=torch.int8))
+        assert w.__dict__["_writer_box"][0] is None  # a read-only input costs no writer map
+        w.load(((0, 4), (0, 4)))
+        assert w.__dict__["_writer_box"][0] is None
+        copy = Tensor.__new__(Tensor)
+        copy.__dict__.update(w.__dict__)  # how rank-local handles of a host tensor are made
+        with ctx.block(ctx.new_stage(), 0, "b"):
+            copy.store(((0, 1), (0, 4)), torch.ones(1, 4, dtype=torch.int64))
+        assert w.writer is copy.writer and (w.writer[0] > 0).all() and (w.writer[1:] == -1).all()
+        view = Tensor.__new__(Tensor)
+        view.__dict__.update(w.__dict__)
+        view.writer = w.writer.view(16)  # a reshaped view assigns its own map of the same memory
+        assert w.writer.shape == (4, 4) and view.writer.shape == (16,)
