@@ -38,7 +38,110 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run only shard K of N of the selected cases (stable hash per case); merge the shards' "
                         "--json files with `equiv report`")
     p.add_argument("--device", default="cpu", help="torch device to emulate on: cpu (default) or cuda")
+    g = p.add_argument_group(
+        "model files (pair-free)", "gate a repository of model files such as pypto-lib with nothing registered "
+        "(docs/pypto-lib.md): used when --repo (or the current directory's repository) is not equiv's own")
+    g.add_argument("--repo", metavar="PATH", help="git repository whose changes to gate (default: the repository "
+                                                  "of the current directory)")
+    g.add_argument("--head", metavar="REV", default=None, help="the revision to gate (default HEAD)")
+    g.add_argument("--pair-free", action="store_true", help="gate model files pair-free even in equiv's repository")
+    g.add_argument("--dry-run", action="store_true", help="list the files, entries and shapes; run nothing")
+    g.add_argument("--model", metavar="NAME", help="config instance whose sizes the files see (FLASH, PRO, DEMO)")
+    g.add_argument("--config", action="append", metavar="KEY=VALUE", help="config override (repeatable)")
+    g.add_argument("--shapes", default="nominal",
+                   help="shape policy: nominal (every mode at the file's defaults, default) or fuzz")
     p.set_defaults(func=run)
+
+
+def _pair_free(args: argparse.Namespace) -> bool:
+    """Gate model files pair-free: asked to, or the current repository is not an equiv checkout
+    (no ``equiv/pair.py``: its changes are model files, not registered pairs)."""
+    import os
+
+    from equiv.pairfree import gate as pfg
+
+    if args.pair_free or args.repo or args.head or args.dry_run:
+        return True
+    try:
+        root = pfg.repo_root(".")
+    except pfg.GateError:
+        return False
+    return not os.path.isfile(os.path.join(root, "equiv", "pair.py"))
+
+
+def run_pair_free(args: argparse.Namespace) -> int:
+    """``equiv gate --repo R --base REV [--head REV]`` over the model files the change touches."""
+    from equiv.commands.common import check_output_paths, options_from, results_document, write_json_atomic
+    from equiv.pairfree import gate as pfg
+    from equiv.progress import Progress
+    from equiv.source import SourceError, parse_assignments
+
+    if args.dry_run:
+        args.report = args.junit = args.json = None  # a dry run writes nothing
+    elif args.report == DEFAULT_REPORT:
+        import os
+
+        os.makedirs(os.path.dirname(DEFAULT_REPORT), exist_ok=True)  # the default place, in any repository
+    check_output_paths({"--junit": args.junit, "--report": args.report, "--json": args.json})
+    if args.examples is not None and args.examples < 0:
+        raise UsageError("--examples must be ≥ 0")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UsageError("--time-budget must be > 0")
+    try:
+        repo = pfg.repo_root(args.repo or ".")
+        base = pfg.resolve(repo, args.base)
+        head = pfg.resolve(repo, args.head or "HEAD")
+        config = parse_assignments(args.config, "--config")
+    except (pfg.GateError, SourceError) as exc:
+        raise UsageError(str(exc)) from None
+    policy = pfg.Policy(shapes=args.shapes, examples=args.examples, model=args.model, config=config,
+                        time_budget=args.time_budget or pfg.POLICY.time_budget)
+    changes = pfg.changed_model_files(repo, base, head) if not args.files else [
+        pfg.Change(f, f, "M") for f in args.files]
+    print(f"equiv gate: {repo}: model files changed from {args.base} ({base[:8]}) to {args.head or 'HEAD'} "
+          f"({head[:8]}): {len(changes)}")
+    for c in changes:
+        print(f"  {c.label}")
+    if args.dry_run:
+        print("\n".join(pfg.dry_run(repo, base, head, changes, policy)))
+        return 0
+    print(f"policy: {policy.describe()}")
+    progress = Progress()
+
+    def log(line: str) -> None:
+        progress.clear()
+        print(line, flush=True)
+
+    result = pfg.run_gate(repo, base, head, changes, policy, options_from(args), progress, log)
+    progress.clear()
+    if args.junit:
+        from equiv.gate import write_junit
+
+        write_junit(pfg.junit_xml(result), args.junit)
+        print(f"JUnit XML written to {args.junit}", file=sys.stderr)
+    checks = [r.to_dict() for r in result.results()]
+    if args.json:
+        doc = results_document(checks)
+        doc["gate"] = result.to_dict()
+        write_json_atomic(args.json, doc)
+        print(f"results written to {args.json}", file=sys.stderr)
+    if args.report and checks:
+        from equiv import report
+
+        report.write_report(checks, args.report)
+        print(f"report written to {args.report}", file=sys.stderr)
+    for e in result.entries:
+        print(f"{e.outcome.upper():13} {e.file}:{e.entry}")
+        for reason in e.reasons[:6]:
+            print(f"    {reason}")
+    for f, why in result.errors.items():
+        print(f"{'CANNOT CHECK':13} {f}: {why}")
+    word = {0: "PASS", 1: "FAIL", 2: "CANNOT JUDGE"}[result.exit_code]
+    n = len(result.entries)
+    print(f"gate: {word} — {n} entr{'y' if n == 1 else 'ies'} in {len(changes)} file{'s' if len(changes) != 1 else ''}"
+          + (f"; failing: {', '.join(f'{e.file}:{e.entry}' for e in result.entries if e.outcome == 'fail')}"
+             if result.exit_code == 1 else ""))
+    return result.exit_code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     from equiv.commands.common import check_output_paths, options_from, results_document, write_json_atomic
     from equiv.progress import Progress
 
+    if _pair_free(args):
+        return run_pair_free(args)
     options = options_from(args)
     check_output_paths({"--junit": args.junit, "--report": args.report, "--json": args.json,
                         "--cases-dir": args.cases_dir}, directories=("--cases-dir",))
