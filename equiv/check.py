@@ -188,6 +188,11 @@ def fuzz_cases(pair: KernelPair, examples: int, seed: int, recipes: Sequence[str
     return drawn
 
 
+def _check_examples(examples: Any) -> None:
+    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 0):
+        raise ValueError(f"examples must be an integer ≥ 0, not {examples!r}")
+
+
 def plan(pair: KernelPair, shapes: str = "nominal", examples: int | None = None, seed: int = 0,
          recipes: Sequence[str] | None = None, fixed: Mapping[str, Any] | None = None) -> list[Case]:
     """The cases a check will run."""
@@ -198,8 +203,7 @@ def plan(pair: KernelPair, shapes: str = "nominal", examples: int | None = None,
     vs = variants(pair, fixed)
     explicit = explicit_shapes(pair, shapes)
     triples: list[tuple[Shape, str, int]] = []
-    if examples is not None and (isinstance(examples, bool) or not isinstance(examples, int) or examples < 0):
-        raise ValueError(f"examples must be an integer ≥ 0, not {examples!r}")
+    _check_examples(examples)
     if explicit is not None:
         if examples == 0:
             raise ValueError(f"examples=0 with the shapes {shapes!r} runs no case; give at least 1 "
@@ -265,6 +269,7 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
 
         pair = registry.get(pair)
     options = options or Options()
+    _check_examples(examples)
     t0 = time.perf_counter()
     # Unsharded fuzzing draws its cases while the earlier ones run, steered by their decision
     # coverage and ULP distance (`feedback`); shards need one fixed plan, so they draw blind.
