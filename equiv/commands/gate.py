@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="per-pair time budget; no new case starts once spent (default 300)")
     p.add_argument("--shard", metavar="K/N", default=None,
-                   help="run only shard K of N of the selected cases (stable hash per case); merge the shards' "
-                        "--json files with `equiv report`")
+                   help="run only shard K of N: of the selected pairs' cases (stable hash per case), or, "
+                        "gating a repository of model files, of the changed files (stable hash per path); "
+                        "merge the shards' --json files with `equiv report`")
     p.add_argument("--device", default="cpu", help="torch device to emulate on: cpu (default) or cuda")
     g = p.add_argument_group(
         "model files (pair-free)", "gate a repository of model files such as pypto-lib with nothing registered "
@@ -98,6 +99,13 @@ def run_pair_free(args: argparse.Namespace) -> int:
                         time_budget=args.time_budget or pfg.POLICY.time_budget)
     changes = pfg.changed_model_files(repo, base, head) if not args.files else [
         pfg.Change(f, f, "M") for f in args.files]
+    if getattr(args, "shard", None) is not None:
+        # Model files are the unit of work here: a stable hash of each file's head path picks its shard.
+        from equiv.check import shard_of
+        from equiv.commands.check import shard_from
+
+        k, n = shard_from(args)
+        changes = [c for c in changes if shard_of(c.head_path, n) == k]
     print(f"equiv gate: {repo}: model files changed from {args.base} ({base[:8]}) to {args.head or 'HEAD'} "
           f"({head[:8]}): {len(changes)}")
     for c in changes:
