@@ -15,7 +15,7 @@ from equiv.commands.common import (add_run_options, check_output_paths, fixed_fr
                                    results_document, write_json_atomic, write_text_atomic)
 from equiv.progress import Progress
 from equiv.shapes import ShapeError
-from equiv.summary import render, render_summary, status_line
+from equiv.summary import render, render_summary, status_line, wrap
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -167,7 +167,10 @@ def _print_decisions(result: CheckResult) -> None:
     body = lines(result.decisions)
     if body:
         print("decision coverage:")
-        print("\n".join(body))
+        for line in body:
+            stripped = line.lstrip(" ")
+            indent = line[: len(line) - len(stripped)]
+            print("\n".join(wrap(stripped, indent=indent)))
 
 
 def run(args: argparse.Namespace) -> int:
