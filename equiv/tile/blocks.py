@@ -35,6 +35,7 @@ import torch
 
 from equiv.dtypes import DType
 from equiv.memory import BlockNode, KernelError, RunContext, UnsupportedOpError, current, kernel_site
+from equiv.tile.turns import Abandoned as _Abandoned, run_in_turns
 from equiv.tile.values import Tile, _scalar_to
 
 _range = range
@@ -221,22 +222,7 @@ class _Barriered:
         return stage
 
     def run(self) -> None:
-        threads = []
-        for b in self.order:
-            context = contextvars.copy_context()
-            t = threading.Thread(target=context.run, args=(self._main, b), daemon=True,
-                                 name=f"equiv-block-{b}")
-            threads.append(t)
-            t.start()
-        with self.cond:
-            self.turn = self.order[0]
-            self.cond.notify_all()
-            while len(self.finished) < len(self.order) and self.failure is None:
-                self.cond.wait()
-            self.abort = True
-            self.cond.notify_all()
-        for t in threads:
-            t.join()
+        run_in_turns(self, self.order, self._main, "block")
         self.ctx.current = self.parent
         if self.failure is not None:
             raise self.failure
@@ -315,10 +301,6 @@ class _Barriered:
                 self.cond.notify_all()
             self._await(b)
         self._enter_phase_node(b)
-
-
-class _Abandoned(Exception):
-    pass
 
 
 def syncall(*, core_type: str = "mix", mode: str = "hard", gm_workspace: Any = None,

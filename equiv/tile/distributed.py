@@ -54,6 +54,7 @@ import torch
 from equiv.dtypes import DType
 from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
 from equiv.tile import access
+from equiv.tile.turns import Abandoned as _Abandoned, run_in_turns
 from equiv.tile.namespace import build
 from equiv.tile.values import Tile, _result, _scalar_to
 
@@ -195,10 +196,6 @@ def _assigned_name(default: str) -> str:
 # ----------------------------------------------------------------------------------------
 # The world: ranks, their windows, clocks and scheduling
 # ----------------------------------------------------------------------------------------
-class _Abandoned(BaseException):
-    """Unwinds a rank whose world stopped (another rank failed or the ranks deadlocked)."""
-
-
 class _World:
     def __init__(self, size: int | None):
         self.ctx = current()
@@ -384,22 +381,7 @@ class _World:
         self.order = [ranks[i] for i in self.ctx.block_order(len(ranks))]
         self.stage = self.ctx.new_stage()
         self.parent = self.ctx.current
-        threads = []
-        for r in self.order:
-            context = contextvars.copy_context()
-            t = threading.Thread(target=context.run, args=(self._rank_main, r), daemon=True,
-                                 name=f"equiv-rank-{r}")
-            threads.append(t)
-            t.start()
-        with self.cond:
-            self.turn = self.order[0]
-            self.cond.notify_all()
-            while len(self.finished) < len(ranks) and self.failure is None:
-                self.cond.wait()
-            self.abort = True
-            self.cond.notify_all()
-        for t in threads:
-            t.join()
+        run_in_turns(self, self.order, self._rank_main, "rank")
         self.ctx.current = self.parent
         self.running = None
         if self.failure is not None:
