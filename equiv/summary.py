@@ -17,7 +17,6 @@ from collections import Counter, defaultdict
 from typing import Iterable, Sequence
 
 from equiv.check import CheckResult
-from equiv.compare import VERDICTS
 
 DEFAULT_WIDTH = 80
 MIN_WIDTH = 40

@@ -14,7 +14,7 @@ from equiv.memory import SITES, RunContext, Tensor, running
 from equiv.observe import Observer
 from equiv.options import Options
 from equiv.pair import KernelPair
-from equiv.shapes import Dim, Shape, ShapeSpace
+from equiv.shapes import Dim, ShapeSpace
 from tests import observe_kernels as K
 
 
@@ -58,7 +58,7 @@ def test_unwritten_region_is_attributed_to_the_other_versions_store_and_this_loo
     # pre wrote cols 128..256 in blocks 2-3 of its stage; retiled's loop runs C // 128 = 2 blocks
     # (the store of retiled covers cols 0..128 only)
     assert f"pre writes y[0:2, 128:256] at {store}, blocks 2–3 of stage copy_cols" in text
-    assert f"retiled's stage copy_cols at" in text and "runs 2 blocks" in text and loop in text
+    assert "retiled's stage copy_cols at" in text and "runs 2 blocks" in text and loop in text
     assert "pl.spmd(C // 128" in text  # the loop's own source line
     assert any("pl.spmd(C // 128" in line for line in why[0]["sources"].values())
     assert any(x.startswith("why retiled unwritten:") for x in out.reasons)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 
 import equiv
-from equiv.dtypes import FP32, INT32
+from equiv.dtypes import INT32
 from equiv.memory import RunContext, Tensor, running
 from equiv.observe.cachelines import CacheLineObserver
 from equiv.options import Options

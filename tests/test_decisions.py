@@ -8,7 +8,7 @@ import dataclasses
 import torch
 
 import equiv
-from equiv.dtypes import FP32, INT32
+from equiv.dtypes import FP32
 from equiv.memory import RunContext, Tensor, running
 from equiv.observe import decisions as cov
 from equiv.observe.decisions import DecisionObserver

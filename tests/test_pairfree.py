@@ -7,7 +7,6 @@ with ``@pl.jit`` entry, ``golden_*``, ``build_tensor_specs`` and a ``__main__`` 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import textwrap
 

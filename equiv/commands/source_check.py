@@ -21,7 +21,7 @@ from equiv import registry
 from equiv.check import CheckResult, check, plan
 from equiv.cli import UsageError
 from equiv.commands.common import fixed_from, options_from, write_json_atomic
-from equiv.pair import BIT_EXACT, Contract, KernelPair, within_ulp
+from equiv.pair import BIT_EXACT, Contract, KernelPair
 from equiv.progress import Progress
 from equiv.shapes import ShapeError
 from equiv.runner import make_inputs

@@ -16,7 +16,7 @@ import io
 import sys
 import types
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 

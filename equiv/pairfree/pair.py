@@ -15,7 +15,6 @@ outputs with written-masks, two poison runs, bounds, races, decision coverage, s
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import traceback

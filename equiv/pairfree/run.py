@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from equiv.check import CheckResult, check
-from equiv.memory import UnsupportedOpError
 from equiv.options import Options
 from equiv.pair import BIT_EXACT, Contract
 from equiv.pairfree import discovery, specs

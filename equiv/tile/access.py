@@ -5,12 +5,12 @@ and races are kept by `equiv.memory.Tensor`; this file only shapes the accesses.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from equiv import rounding
-from equiv.dtypes import BF16, FP16, FP32, INDEX, INT8, INT16, INT32, INT64, UINT8, DType  # noqa: F401
+from equiv.dtypes import BF16, FP16, INT32, DType
 from equiv.memory import KernelError, Tensor, current
 
 from equiv.tile.values import Tile, _result, _scalar_to, _slice_type

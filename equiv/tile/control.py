@@ -3,13 +3,9 @@ race domains whose blocks run in a seeded shuffled order (`equiv.memory.RunConte
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterator, Sequence
 
-import torch
 
-from equiv import rounding
-from equiv.dtypes import BF16, FP16, FP32, INDEX, INT8, INT16, INT32, INT64, UINT8, DType  # noqa: F401
 from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
 
 from contextlib import contextmanager

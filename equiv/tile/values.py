@@ -4,15 +4,14 @@ of a result to its type."""
 from __future__ import annotations
 
 import functools
-import math
 import struct
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from equiv import rounding
-from equiv.dtypes import BF16, FP16, FP32, INDEX, INT8, INT16, INT32, INT64, UINT8, DType  # noqa: F401
-from equiv.memory import KernelError, Tensor, current
+from equiv.dtypes import BF16, FP16, FP32, INDEX, DType
+from equiv.memory import KernelError, current
 
 
 class Tile:
