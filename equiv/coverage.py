@@ -37,6 +37,7 @@ import typing
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
+from equiv.tile.namespace import MISSING, Namespace, lookup
 
 LANGUAGE = "pypto.language"
 DISTRIBUTED = "pypto.language.distributed"
@@ -260,49 +261,27 @@ def scan(files: dict[str, str]) -> Census:
 # ----------------------------------------------------------------------------------------
 # What the emulator covers
 # ----------------------------------------------------------------------------------------
-_MISSING = object()
-
-
 def _lookup(dotted: str) -> Any:
-    """The emulator object implementing ``pl.x.y`` / ``pld.x.y``, or `_MISSING`."""
-    from equiv.tile.namespace import Namespace
-
+    """The emulator object implementing ``pl.x.y`` / ``pld.x.y``, or `MISSING`."""
     prefix, _, rest = dotted.partition(".")
     if prefix == "pl":
         import equiv.tile as tile
 
         if not tile.covers(rest):
-            return _MISSING
+            return MISSING
         root: Any = {k: getattr(tile, k) for k in tile.__all__}
     elif prefix == "pld":
         try:
             from equiv.tile import distributed
         except ImportError:
-            return _MISSING
+            return MISSING
         root = distributed.namespace()
     else:
-        return _MISSING
-    head, *parts = rest.split(".")
-    if head not in root:
-        return _MISSING
-    obj = root[head]
-    for part in parts:
-        if isinstance(obj, Namespace):
-            if part in obj.__dict__:
-                obj = obj.__dict__[part]
-                continue
-            call = object.__getattribute__(obj, "_call")
-            obj = getattr(call, part, _MISSING) if call is not None and not part.startswith("_") else _MISSING
-        else:
-            obj = _MISSING if part.startswith("_") else getattr(obj, part, _MISSING)
-        if obj is _MISSING:
-            return _MISSING
-    return obj
+        return MISSING
+    return lookup(root, rest)
 
 
 def _callable_of(obj: Any) -> Any:
-    from equiv.tile.namespace import Namespace
-
     if isinstance(obj, Namespace):
         return object.__getattribute__(obj, "_call")
     return obj
@@ -366,12 +345,12 @@ def covers(entry: str) -> bool:
     m = _WITH.match(entry)
     if m:
         obj = _lookup(m["name"])
-        return obj is not _MISSING and is_context_manager(obj)
+        return obj is not MISSING and is_context_manager(obj)
     m = _KEYWORD.match(entry)
     if m:
         obj = _lookup(m["name"])
-        return obj is not _MISSING and accepts_keyword(obj, m["kw"])
-    return _lookup(entry) is not _MISSING
+        return obj is not MISSING and accepts_keyword(obj, m["kw"])
+    return _lookup(entry) is not MISSING
 
 
 # ----------------------------------------------------------------------------------------

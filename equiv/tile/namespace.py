@@ -60,23 +60,32 @@ def build(names: Mapping[str, Any], prefix: str = "pl") -> dict[str, Any]:
     return out
 
 
-def resolve(root: Mapping[str, Any], dotted: str) -> bool:
-    """True when ``dotted`` (``tile.add``, without ``pl.``) is covered by the namespace ``root``."""
+MISSING = object()
+
+
+def lookup(root: Mapping[str, Any], dotted: str) -> Any:
+    """The object the namespace ``root`` holds at ``dotted`` (``tile.add``, without ``pl.``),
+    or `MISSING` when that name is not covered."""
     head, *rest = dotted.split(".")
     if head not in root:
-        return False
+        return MISSING
     obj = root[head]
     for part in rest:
+        if part.startswith("_"):
+            return MISSING
         if isinstance(obj, Namespace):
             if part in obj.__dict__:
                 obj = obj.__dict__[part]
                 continue
             call = object.__getattribute__(obj, "_call")
-            if call is not None and not part.startswith("_") and hasattr(call, part):
-                obj = getattr(call, part)
-                continue
-            return False
-        if part.startswith("_") or not hasattr(obj, part):
-            return False
-        obj = getattr(obj, part)
-    return True
+            obj = getattr(call, part, MISSING) if call is not None else MISSING
+        else:
+            obj = getattr(obj, part, MISSING)
+        if obj is MISSING:
+            return MISSING
+    return obj
+
+
+def resolve(root: Mapping[str, Any], dotted: str) -> bool:
+    """True when ``dotted`` (``tile.add``, without ``pl.``) is covered by the namespace ``root``."""
+    return lookup(root, dotted) is not MISSING
