@@ -39,9 +39,9 @@ def one(repo: str, rev: str, path: str, model: str | None) -> list[dict]:
             break
         except (ShapeError, KeyError, ValueError) as exc:
             if shapes == "nominal":
-                return [{"entry": "*", "outcome": "error", "why": f"{type(exc).__name__}: {exc}", "shapes": shapes}]
+                return [{"entry": "*", "outcome": "error", "why": [f"{type(exc).__name__}: {exc}"], "shapes": shapes}]
         except pf.PairFreeError as exc:
-            return [{"entry": "*", "outcome": "error", "why": str(exc), "shapes": shapes}]
+            return [{"entry": "*", "outcome": "error", "why": [str(exc)], "shapes": shapes}]
     for e in fo.entries:
         why = list(e.lines)
         if e.result is not None and e.outcome != "cannot judge":
@@ -82,7 +82,8 @@ def run_file(args: argparse.Namespace, path: str) -> tuple[str, list[dict], floa
     secs = time.perf_counter() - t0
     last = [line for line in p.stdout.splitlines() if line.startswith("{")]
     if p.returncode != 0 or not last:
-        tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        tail = (p.stderr.strip().splitlines() or [f"the process ended without output (exit {p.returncode}; "
+                                                   f"killed, e.g. out of memory)"])[-1]
         return path, [{"entry": "*", "outcome": "error", "why": [tail[:200]]}], secs
     return path, json.loads(last[-1])["rows"], secs
 
