@@ -7,14 +7,6 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.memory import RunContext, running
-from equiv.options import Options
-
-
-@pytest.fixture
-def ctx():
-    with running(RunContext(Options(seed=3))) as c:
-        yield c
 
 
 def fp32(shape, seed):

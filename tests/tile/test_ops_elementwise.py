@@ -16,12 +16,6 @@ from equiv.memory import KernelError, RunContext, running
 from equiv.options import Options
 
 
-@pytest.fixture
-def ctx():
-    with running(RunContext(Options(seed=3))) as c:
-        yield c
-
-
 def tile(values, dtype=pl.FP32):
     data = torch.tensor(values, dtype=torch.float64)
     return pl.Tile(rounding.convert(data, dtype, "rint") if dtype.is_float else data.long(), dtype)

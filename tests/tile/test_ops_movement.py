@@ -14,12 +14,6 @@ from equiv.memory import KernelError, OutOfBoundsError, RunContext, Tensor, runn
 from equiv.options import Options
 
 
-@pytest.fixture
-def ctx():
-    with running(RunContext(Options(seed=3))) as c:
-        yield c
-
-
 def tile(values, dtype=pl.FP32, valid=None):
     data = torch.tensor(values, dtype=torch.float64)
     data = rounding.convert(data, dtype, "rint") if dtype.is_float else data.long()

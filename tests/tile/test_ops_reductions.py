@@ -3,19 +3,10 @@ col_sum's sequential and tree orders give different bits on a chosen column; arg
 NaN and signed zeros follow the first-strictly-greater scan."""
 
 import numpy as np
-import pytest
 import torch
 
 from equiv import rounding
 from equiv import tile as pl
-from equiv.memory import RunContext, running
-from equiv.options import Options
-
-
-@pytest.fixture
-def ctx():
-    with running(RunContext(Options(seed=3))) as c:
-        yield c
 
 
 def tile(values, dtype=pl.FP32, valid=None):

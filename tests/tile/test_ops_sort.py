@@ -10,14 +10,7 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.memory import KernelError, RunContext, running
-from equiv.options import Options
-
-
-@pytest.fixture
-def ctx():
-    with running(RunContext(Options(seed=3))) as c:
-        yield c
+from equiv.memory import KernelError
 
 
 def f32(values):
