@@ -35,7 +35,7 @@ import torch
 
 from equiv.dtypes import DType
 from equiv.memory import BlockNode, KernelError, RunContext, UnsupportedOpError, current, kernel_site
-from equiv.tile.turns import Abandoned as _Abandoned, run_in_turns
+from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
 from equiv.tile.values import Tile, _scalar_to
 
 _range = range
@@ -228,11 +228,7 @@ class _Barriered:
             raise self.failure
 
     def _await(self, b: int) -> None:
-        while self.turn != b and not self.abort:
-            self.cond.wait()
-        if self.abort:
-            raise _Abandoned()
-        self.ctx.current = self.saved.pop(b, self.parent)
+        await_turn(self, b)
 
     def _enter_phase_node(self, b: int) -> None:
         node = BlockNode(self.ctx._next_token, self.parent, self.stage, b, self.dispatch.name)

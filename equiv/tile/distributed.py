@@ -54,7 +54,7 @@ import torch
 from equiv.dtypes import DType
 from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
 from equiv.tile import access
-from equiv.tile.turns import Abandoned as _Abandoned, run_in_turns
+from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
 from equiv.tile.namespace import build
 from equiv.tile.values import Tile, _result, _scalar_to
 
@@ -388,12 +388,8 @@ class _World:
             raise self.failure
 
     def _await_turn(self, r: int) -> None:
-        while self.turn != r and not self.abort:
-            self.cond.wait()
-        if self.abort:
-            raise _Abandoned()
+        await_turn(self, r)
         self.running = r
-        self.ctx.current = self.saved.pop(r, self.parent)
 
     def _rank_main(self, r: int) -> None:
         try:

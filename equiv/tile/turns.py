@@ -41,3 +41,14 @@ def run_in_turns(owner: Any, order: Sequence[int], target: Callable[[int], None]
         owner.cond.notify_all()
     for t in threads:
         t.join()
+
+
+def await_turn(owner: Any, i: int) -> None:
+    """Block the calling thread (holding ``owner.cond``) until it is ``i``'s turn; unwind with
+    `Abandoned` when the run stopped meanwhile. On return ``i`` runs, resuming the block node it
+    left (``owner.saved``) or the dispatching one (``owner.parent``)."""
+    while owner.turn != i and not owner.abort:
+        owner.cond.wait()
+    if owner.abort:
+        raise Abandoned()
+    owner.ctx.current = owner.saved.pop(i, owner.parent)
