@@ -47,7 +47,7 @@ from equiv.dtypes import DType
 from equiv.memory import Tensor, UnsupportedOpError, kernel_site
 from equiv.tile import distributed as _distributed
 from equiv.tile import rewrite as _rewrite
-from equiv.tile.namespace import Namespace
+from equiv.tile.namespace import Namespace, report_gaps
 from equiv.pair import KernelPair
 from equiv.shapes import Shape
 
@@ -209,13 +209,7 @@ def make_language_shim() -> types.ModuleType:
     for name in _NAMESPACES:
         # A namespace with no covered member still reports its members by their dotted name.
         mod.__dict__.setdefault(name, Namespace(f"pl.{name}", {}))
-
-    def __getattr__(name: str) -> Any:  # noqa: N807 - module-level __getattr__ (PEP 562)
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise UnsupportedOpError(f"pl.{name}", kernel_site())
-
-    mod.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    report_gaps(mod, "pl")
     return mod
 
 
@@ -223,13 +217,7 @@ def make_pypto_shim(language: types.ModuleType) -> types.ModuleType:
     pkg = types.ModuleType("pypto", "shim package: only pypto.language (= equiv.tile) is provided")
     pkg.__path__ = []  # type: ignore[attr-defined]
     pkg.language = language  # type: ignore[attr-defined]
-
-    def __getattr__(name: str) -> Any:  # noqa: N807
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise UnsupportedOpError(f"pypto.{name}", kernel_site())
-
-    pkg.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    report_gaps(pkg, "pypto")
     return pkg
 
 

@@ -55,7 +55,7 @@ from equiv.dtypes import DType
 from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
 from equiv.tile import access
 from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
-from equiv.tile.namespace import build
+from equiv.tile.namespace import build, report_gaps
 from equiv.tile.values import Tile, _result, _scalar_to
 
 
@@ -930,13 +930,7 @@ def make_shim() -> types.ModuleType:
     """A fresh ``pypto.language.distributed`` module exposing the names of `NAMES` only."""
     mod = types.ModuleType("pypto.language.distributed", "equiv.tile.distributed seen as pld (source mode)")
     mod.__dict__.update(namespace())
-
-    def __getattr__(name: str) -> Any:  # noqa: N807 - module-level __getattr__ (PEP 562)
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise UnsupportedOpError(f"pld.{name}", kernel_site())
-
-    mod.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    report_gaps(mod, "pld")
     return mod
 
 
@@ -946,13 +940,7 @@ def _ir_shim() -> types.ModuleType:
     compiled = types.ModuleType("pypto.ir.distributed_compiled_program")
     compiled.DistributedConfig = DistributedConfig  # type: ignore[attr-defined]
     ir.distributed_compiled_program = compiled  # type: ignore[attr-defined]
-
-    def __getattr__(name: str) -> Any:  # noqa: N807
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise UnsupportedOpError(f"pypto.ir.{name}", kernel_site())
-
-    ir.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    report_gaps(ir, "pypto.ir")
     return ir
 
 

@@ -8,6 +8,7 @@ line: an emulator gap is never mistaken for a kernel's own error.
 
 from __future__ import annotations
 
+import types
 from typing import Any, Mapping
 
 from equiv.memory import UnsupportedOpError, kernel_site
@@ -41,6 +42,19 @@ class Namespace:
 
     def __repr__(self) -> str:
         return f"<{self._dotted}>"
+
+
+def report_gaps(module: types.ModuleType, prefix: str) -> types.ModuleType:
+    """Make a shim module raise `UnsupportedOpError` (``<prefix>.<name>`` and the kernel's line)
+    for any attribute it does not have, instead of a bare AttributeError (PEP 562)."""
+
+    def __getattr__(name: str) -> Any:  # noqa: N807
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise UnsupportedOpError(f"{prefix}.{name}", kernel_site())
+
+    module.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    return module
 
 
 def build(names: Mapping[str, Any], prefix: str = "pl") -> dict[str, Any]:
