@@ -48,8 +48,25 @@ class UnsupportedOpError(KernelError):
                          f"equiv/tile/table.py", site)
 
 
+_SITE_OVERRIDE: contextvars.ContextVar[str | None] = contextvars.ContextVar("equiv_site", default=None)
+
+
+@contextmanager
+def site_override(site: str) -> Iterator[None]:
+    """Within the block, `kernel_site()` is `site` (a batched stage replays its stores after
+    the kernel line that made them has passed)."""
+    token = _SITE_OVERRIDE.set(site)
+    try:
+        yield
+    finally:
+        _SITE_OVERRIDE.reset(token)
+
+
 def kernel_site() -> str:
     """file:line of the innermost frame outside the emulator (the kernel's own line)."""
+    override = _SITE_OVERRIDE.get()
+    if override is not None:
+        return override
     frame = sys._getframe(1)
     while frame is not None:
         fname = os.path.abspath(frame.f_code.co_filename)
@@ -123,10 +140,18 @@ class RunContext:
         # Clients of the run's event stream (equiv.observe): decisions, stores, blocks.
         self.observers: list = []
         self._decision_sites: dict = {}  # caller code location -> kernel site (cached walk)
+        # The batched stage running now (equiv.tile.batch.Batch), if any; its hooks below
+        # defer stores and stop the attempt where a batched run could differ.
+        self.batch = None
+        self.batch_failed: str | bool = False
+        # Stages run batched ("batched": count) and the reasons others ran one by one.
+        self.batch_stats: dict[str, int] = {}
         rounding.refresh_native_probe()  # the flush mode decides whether native rounding is exact
 
     # -- parallel structure -------------------------------------------------------------
     def new_stage(self) -> int:
+        if self.batch is not None:
+            self.batch.stop("a parallel stage nested in a batched one")
         self._next_stage += 1
         return self._next_stage
 
@@ -164,6 +189,8 @@ class RunContext:
     # -- findings -----------------------------------------------------------------------
     def record(self, kind: str, tensor: str, detail: str, region: Sequence[tuple[int, int]],
                count: int = 1, site: str | None = None) -> None:
+        if self.batch is not None:
+            self.batch.stop(f"a {kind} finding on {tensor}")
         site = site or kernel_site()
         key = (kind, tensor, site)
         f = self.findings.get(key)
@@ -208,6 +235,8 @@ class RunContext:
             obs.on_store(self, tensor, win, mask, scalar)
 
     def poison(self, shape: Sequence[int], dtype: DType) -> torch.Tensor:
+        if self.batch is not None:
+            self.batch.stop("poison drawn from the run's generator")
         shape = tuple(int(s) for s in shape)
         if dtype.is_float:
             if self.options.poison == "nan":
@@ -365,6 +394,9 @@ class Tensor:
         if any(s < 0 for s in shape):
             raise KernelError(f"{self.name}: empty or negative window {win}")
         inside, clipped = self._clip(win, "oob-read")
+        batch = current().batch
+        if batch is not None:
+            batch.on_load(self, clipped)
         if not clipped:
             return self.data[self._slices(win)].to(self.dtype.container, copy=True)
         out = current().poison(shape, self.dtype)
@@ -374,6 +406,10 @@ class Tensor:
 
     def store(self, win: Window, values: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Write container `values` (shape of `win`) where `mask` (default all) is set."""
+        batch = current().batch
+        if batch is not None:
+            batch.on_store(self, win, values, mask)  # applied per block when the stage ends
+            return
         inside, clipped = self._clip(win, "oob-write")
         if not all(b > a for a, b in inside):
             return

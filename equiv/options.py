@@ -39,6 +39,10 @@ class Options:
             64-lane adjacent-pair tree), see docs/arithmetic.md.
         cache_line_bytes: line size of a core's data cache; scalar writes of different blocks
             of one stage into one line are a hazard (``cacheline-race``, equiv.observe.cachelines).
+        batch_blocks: run the blocks of a ``pl.spmd`` / ``pl.parallel`` stage as one batched
+            computation where the kernel allows it (equiv.tile.batch), else one at a time.
+            Results, masks and findings are bit-for-bit the same either way; off only to
+            compare the two or to time the one-by-one path.
         device: torch device the emulation runs on (``"cpu"`` or ``"cuda"``). Results are
             bit-identical on both: every op is exact or computed in float64 and rounded once.
     """
@@ -51,6 +55,7 @@ class Options:
     row_sum_order: RowSumOrder = "a2a3"
     device: str = "cpu"
     cache_line_bytes: int = 64
+    batch_blocks: bool = True
 
     def __post_init__(self) -> None:
         if self.poison not in ("nan", "pattern"):

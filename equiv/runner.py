@@ -26,6 +26,7 @@ from equiv.observe.decisions import DecisionObserver
 from equiv.options import Options
 from equiv.pair import KernelPair
 from equiv.shapes import Shape
+from equiv.tile.rewrite import batched_kernel
 
 SIDES = ("pre", "retiled")
 
@@ -198,7 +199,8 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
         outs = {name: Tensor(name, shape, dt) for name, (shape, dt) in pair.outputs(case.shape).items()}
         error = None
         try:
-            kernel(**args, **outs, cfg=case.shape)
+            # Parallel loops rewritten for batched blocks (a no-op where Options.batch_blocks is off).
+            batched_kernel(kernel)(**args, **outs, cfg=case.shape)
         except Exception as exc:  # a kernel that raises is a verdict, not a crash
             error = KernelFailure(_kernel_error(exc), classify_exception(exc))
         if observe is not None:

@@ -426,6 +426,10 @@ class _Load:
                 return module
             raise UnsupportedOpError(f"import {name}", kernel_site())
         top = name.split(".")[0]
+        if level == 0 and top == "equiv":
+            # The checker itself (rewritten kernels call equiv.tile.batch), never a file of the
+            # repository under check.
+            return builtins.__import__(name, globals, locals, fromlist, level)
         if level == 0 and top in self.stand_ins:
             return self.stand_ins[top]
         if level <= 1 and name and "." not in name:

@@ -13,6 +13,7 @@ from equiv import rounding
 from equiv.dtypes import BF16, FP16, INT32, DType
 from equiv.memory import KernelError, Tensor, current
 
+from equiv.tile import batch as _batch
 from equiv.tile.values import Tile, _result, _scalar_to, _slice_type
 
 
@@ -45,8 +46,16 @@ def _tensor_setitem(self: Tensor, key, value) -> None:
     self.store(win, data)
 
 
-Tensor.__getitem__ = _tensor_getitem  # type: ignore[assignment]
-Tensor.__setitem__ = _tensor_setitem  # type: ignore[assignment]
+# Windows at block-dependent offsets (a batched stage's lane values) are taken per block.
+Tensor.__getitem__ = _batch.lanewise(_tensor_getitem)  # type: ignore[assignment]
+Tensor.__setitem__ = _batch.lanewise(_tensor_setitem)  # type: ignore[assignment]
+
+
+def _in_place(tile: Tile) -> None:
+    # Writing into a tile without a lane axis inside a batched stage would happen once instead
+    # of once per block (the tile may predate the stage): run that stage block by block.
+    if len(tile.data.shape) == len(tile.valid):
+        _batch.forbid("an in-place write into a tile shared by the blocks")
 
 
 def _tile_setitem(self: Tile, key, value) -> None:
@@ -73,6 +82,7 @@ def _tile_setitem(self: Tile, key, value) -> None:
         if a < 0 or b > n or b < a:
             raise KernelError(f"tile window [{a}:{b}] outside a tile dimension of {n}")
         win.append((a, b))
+    _in_place(self)
     data = self.data.clone()
     if isinstance(value, Tile):
         if value.dtype != self.dtype:
@@ -340,6 +350,7 @@ def tile_write(tile: Tile, indices: Sequence[int], value: int | float) -> Tile:
     shape = tile.shape[len(tile.shape) - len(idx):] if len(idx) <= len(tile.shape) else None
     if shape is None or any(not 0 <= i < n for i, n in zip(idx, shape)):
         raise KernelError(f"tile write at {idx} outside a tile of shape {tile.shape}")
+    _in_place(tile)
     data = tile.data.clone()
     data[(Ellipsis,) + tuple(idx)] = _scalar_to(value, tile.dtype)
     tile.data = data
@@ -535,6 +546,7 @@ def assemble(target: Tensor, tile: Tile, offset: Sequence[int], atomic: str | No
         return target
     if atomic != AtomicType.Add:
         raise KernelError(f"assemble: atomic mode {atomic!r} is not covered (only pl.AtomicType.Add)")
+    _batch.forbid("an atomic add (its order is the blocks' order)")
     if tile.dtype != target.dtype:
         raise KernelError(f"atomic add of a {tile.dtype!r} tile into {target.name} of {target.dtype!r}")
     win = target.window(key)

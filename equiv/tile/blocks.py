@@ -137,6 +137,16 @@ class SpmdDispatch:
             return iter(())
         return _blocks(self.core_num, self.name, "spmd", self)
 
+    def batch_stage(self) -> tuple | None:
+        """(stage, block order, name, block -> loop value) for a batched run (equiv.tile.batch),
+        or None where there is nothing to batch (a retired dispatch or a single block)."""
+        if self.core_num <= 1 or not self._enabled():
+            return None
+        ctx = current()
+        stage = ctx.new_stage()
+        _stage_kinds(ctx)[stage] = ("spmd", self)
+        return stage, ctx.block_order(self.core_num), self.name, int
+
     def blocks(self) -> Iterator[TaskId]:
         """The ``with`` form after rewriting: one iteration per block, each yielding the task id."""
         for _ in self:

@@ -108,22 +108,41 @@ def spmd(n: int, name_hint: str = "spmd", **hints) -> Any:
     return blocks.spmd(n, name_hint, **hints)
 
 
+class _ParallelLoop:
+    """What ``pl.parallel(...)`` returns: its iterations as parallel blocks (see `parallel`)."""
+
+    def __init__(self, values: list, name: str, chunk: int | None):
+        self.values, self.name, self.chunk = values, name, chunk
+
+    def __iter__(self) -> Iterator[int]:
+        if self.chunk is None:
+            for i in _parallel_blocks(len(self.values), self.name):
+                yield self.values[i]
+            return
+        c = self.chunk
+        for k in _parallel_blocks((len(self.values) + c - 1) // c, self.name):
+            yield from self.values[k * c:(k + 1) * c]
+
+    def batch_stage(self) -> tuple | None:
+        """(stage, block order, name, block -> loop value) for a batched run (equiv.tile.batch),
+        or None where there is nothing to batch (one block; chunks run their iterations in order)."""
+        if self.chunk is not None or len(self.values) <= 1:
+            return None
+        ctx = current()
+        stage = ctx.new_stage()
+        return stage, ctx.block_order(len(self.values)), self.name, self.values.__getitem__
+
+
 def parallel(start: int, stop: int | None = None, step: int = 1, name_hint: str = "parallel",
-             chunk: int | None = None, **_hints) -> Iterator[int]:
+             chunk: int | None = None, **_hints) -> _ParallelLoop:
     """Independent iterations (``pl.parallel``); run shuffled like ``spmd`` blocks.
 
     ``chunk=c`` groups `c` consecutive iterations into one task: the chunks are the
     parallel blocks (shuffled, race domains) and the iterations of a chunk run in order."""
     values = list(_range(start) if stop is None else _range(start, stop, step))
-    if chunk is None:
-        for i in _parallel_blocks(len(values), name_hint):
-            yield values[i]
-        return
-    c = int(chunk)
-    if c <= 0:
+    if chunk is not None and int(chunk) <= 0:
         raise KernelError(f"pl.parallel: chunk={chunk}")
-    for k in _parallel_blocks((len(values) + c - 1) // c, name_hint):
-        yield from values[k * c:(k + 1) * c]
+    return _ParallelLoop(values, name_hint, None if chunk is None else int(chunk))
 
 
 class _Carried:

@@ -189,8 +189,15 @@ def max(a, b):  # noqa: A001
 def _kernel_caller() -> bool:
     # pl.min/pl.max are also the emulator's own helpers (the table exports them): only a call
     # from kernel code is an index guard of the kernel.
-    return bool(current().observers) and not os.path.abspath(
-        sys._getframe(2).f_code.co_filename).startswith(_EQUIV_DIR + os.sep)
+    if not current().observers:
+        return False
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename == _BATCH_FILE:
+        frame = frame.f_back  # the table's batch-aware wrapper is not a caller
+    return frame is not None and not os.path.abspath(frame.f_code.co_filename).startswith(_EQUIV_DIR + os.sep)
+
+
+_BATCH_FILE = os.path.join(_EQUIV_DIR, "tile", "batch.py")
 
 
 # ----------------------------------------------------------------------------------------

@@ -282,5 +282,8 @@ def gather_row(acc: Tile | Tensor, src: Tensor | Tile, dst_offset: Sequence[int]
         acc.store(acc.window((_slice(d0, d0 + h), _slice(d1, d1 + w))), values)
         return acc
     # The op writes the accumulator in place (the DSL returns an alias of ``acc``).
+    from equiv.tile.access import _in_place
+
+    _in_place(acc)
     acc.data[..., d0:d0 + h, d1:d1 + w] = values
     return Tile(acc.data, acc.dtype, acc.valid)

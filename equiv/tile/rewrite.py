@@ -12,6 +12,14 @@ does not give (see `equiv.tile.blocks`):
   parameter): pypto materialises the module's kernel functions as methods of one program,
   so ``self.kernel`` names the module-level ``kernel``.
 
+* ``for i in pl.spmd(n): BODY`` and ``for i in pl.parallel(...): BODY`` become
+  ``for i in attempts(<loop>): with guard(): BODY`` (`equiv.tile.batch`), so the blocks can
+  run as one batched computation with a one-by-one fallback. Only loops whose body cannot
+  carry state from one block to the next through Python names are rewritten: no ``break``
+  or ``return`` leaves the body, no name the body binds is used elsewhere in the function,
+  and the body calls no mutating method (``append``, ``update``, ...) of an outside name.
+  Other loops run one block at a time, as before.
+
 Line numbers are kept, so findings still name the kernel's own lines. A ``return``,
 ``break`` or ``continue`` that would leave a ``with pl.spmd`` body is rejected: it has no
 per-block meaning.
@@ -21,10 +29,19 @@ from __future__ import annotations
 
 import ast
 import copy
+import inspect
+import textwrap
+import types
+import weakref
+from typing import Callable
 
 from equiv.memory import KernelError
 
 _PREFIX = "_equiv_spmd_"
+_BATCH_MODULE = "equiv.tile.batch"
+_PARALLEL_LOOPS = ("spmd", "parallel")
+_MUTATORS = frozenset({"append", "extend", "insert", "pop", "remove", "clear", "update", "setdefault",
+                       "add", "discard", "popitem", "sort", "reverse"})
 
 
 class RewriteError(KernelError):
@@ -90,6 +107,94 @@ def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
     return names
 
 
+def _batch_attr(name: str) -> ast.expr:
+    """``__import__("equiv.tile.batch", fromlist=[name]).<name>``: needs no name in the kernel's
+    globals, so a rewritten function runs in its own module unchanged."""
+    mod = ast.Call(ast.Name("__import__", ast.Load()),
+                   [ast.Constant(_BATCH_MODULE)],
+                   [ast.keyword("fromlist", ast.List([ast.Constant(name)], ast.Load()))])
+    return ast.Attribute(mod, name, ast.Load())
+
+
+def _leaves_body(body: list[ast.stmt]) -> bool:
+    """A return, a break of the loop itself, or a yield in `body` (``continue`` is fine)."""
+    if any(isinstance(n, (ast.Yield, ast.YieldFrom, ast.Await)) for n in _walk_shallow(body)):
+        return True
+    stack: list[tuple[ast.AST, bool]] = [(s, False) for s in body]
+    while stack:
+        node, in_loop = stack.pop()
+        if isinstance(node, ast.Return) or (isinstance(node, ast.Break) and not in_loop):
+            return True
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        loop = isinstance(node, (ast.For, ast.AsyncFor, ast.While))
+        for field, value in ast.iter_fields(node):
+            for child in (value if isinstance(value, list) else [value]):
+                if isinstance(child, ast.AST):
+                    stack.append((child, in_loop or (loop and field == "body")))
+    return False
+
+
+def _uses(node: ast.AST):
+    """(name node, is_load) in evaluation order: an assignment's value before its targets,
+    a loop's iterable before its target; nested functions are not entered."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+        return
+    if isinstance(node, ast.Name):
+        yield node, not isinstance(node.ctx, (ast.Store, ast.Del))
+        return
+    if isinstance(node, ast.Assign):
+        order = [node.value, *node.targets]
+    elif isinstance(node, ast.AugAssign):
+        if isinstance(node.target, ast.Name):
+            yield node.target, True  # read before it is written
+        order = [node.value, node.target]
+    elif isinstance(node, ast.AnnAssign):
+        order = [node.value, node.target] if node.value is not None else []
+    elif isinstance(node, (ast.For, ast.AsyncFor)):
+        order = [node.iter, node.target, *node.body, *node.orelse]
+    else:
+        order = list(ast.iter_child_nodes(node))
+    for child in order:
+        if child is not None:
+            yield from _uses(child)
+
+
+def _independent_blocks(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.For) -> bool:
+    """Whether running `loop`'s body once for all blocks equals running it per block, as far
+    as Python names go (memory effects are the batch machinery's business): the body reads
+    no name it binds before binding it (nothing carried from the previous block), the code
+    after the loop reads no name the body binds before binding it again (nothing of one
+    block leaks out), and the body mutates no outside object through a method call."""
+    if not isinstance(loop.target, ast.Name) or loop.orelse or _leaves_body(loop.body):
+        return False
+    bound = _bound_names(loop.body) | {loop.target.id}
+    # Objects the function holds (its locals and parameters, not modules such as ``pl``).
+    held = (_bound_names(fn.body) | _params(fn)) - bound
+    for node in _walk_shallow(loop.body):
+        if isinstance(node, (ast.Global, ast.Nonlocal, ast.Import, ast.ImportFrom)):
+            return False
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _MUTATORS and isinstance(node.func.value, ast.Name)
+                and node.func.value.id in held):
+            return False
+    seen_in_body = {loop.target.id}
+    for name, load in _uses(ast.Module(body=loop.body, type_ignores=[])):
+        if name.id in bound and name.id not in seen_in_body:
+            if load:
+                return False
+            seen_in_body.add(name.id)
+    end = (loop.end_lineno or loop.lineno, loop.end_col_offset or 0)
+    seen_after: set[str] = set()
+    for name, load in _uses(ast.Module(body=fn.body, type_ignores=[])):
+        if (name.lineno, name.col_offset) <= end or name.id not in bound or name.id in seen_after:
+            continue
+        if load:
+            return False
+        seen_after.add(name.id)
+    return True
+
+
 class _SpmdRewriter(ast.NodeTransformer):
     def __init__(self, filename: str):
         self.filename = filename
@@ -105,6 +210,19 @@ class _SpmdRewriter(ast.NodeTransformer):
         return node
 
     visit_AsyncFunctionDef = visit_FunctionDef  # noqa: N815
+
+    def visit_For(self, node: ast.For):  # noqa: N802
+        self.generic_visit(node)
+        if not any(_is_call_of(node.iter, name) for name in _PARALLEL_LOOPS) or not self.functions:
+            return node
+        if not _independent_blocks(self.functions[-1], node):
+            return node
+        self.changed = True
+        guarded = ast.With(items=[ast.withitem(ast.Call(_batch_attr("guard"), [], []), None)],
+                           body=node.body, type_comment=None)
+        node.iter = ast.Call(_batch_attr("attempts"), [node.iter], [])
+        node.body = [ast.copy_location(guarded, node.body[0])]
+        return ast.fix_missing_locations(node)
 
     def visit_Call(self, node: ast.Call):  # noqa: N802
         self.generic_visit(node)
@@ -178,9 +296,45 @@ def rewrite_module(tree: ast.Module, filename: str = "<kernel>") -> bool:
 
 def compile_kernel_source(source: str, filename: str, flags: int = 0):
     """Code of a kernel module with the rewrites applied (compiled from the text when none apply)."""
-    if "spmd" not in source:
+    if "spmd" not in source and "parallel" not in source:
         return compile(source, filename, "exec", flags=flags, dont_inherit=True)
     tree = ast.parse(source, filename)
     if not rewrite_module(tree, filename):
         return compile(source, filename, "exec", flags=flags, dont_inherit=True)
     return compile(tree, filename, "exec", flags=flags, dont_inherit=True)
+
+
+_BATCHED: "weakref.WeakKeyDictionary[Callable, Callable]" = weakref.WeakKeyDictionary()
+
+
+def batched_kernel(fn: Callable) -> Callable:
+    """`fn` (a registered pair's kernel, a plain module-level function) with its parallel loops
+    rewritten for batched blocks; `fn` itself where there is nothing to rewrite or its source
+    cannot be recompiled faithfully (closures, decorators, no source)."""
+    try:
+        return _BATCHED[fn]
+    except (KeyError, TypeError):
+        pass
+    out = fn
+    if isinstance(fn, types.FunctionType) and not fn.__code__.co_freevars:
+        try:
+            lines, first = inspect.getsourcelines(fn)
+            filename = inspect.getsourcefile(fn) or fn.__code__.co_filename
+        except (OSError, TypeError):
+            lines = None
+        if lines:
+            tree = ast.parse(textwrap.dedent("".join(lines)))
+            node = tree.body[0] if tree.body else None
+            if isinstance(node, ast.FunctionDef) and not node.decorator_list and rewrite_module(tree, filename):
+                ast.increment_lineno(tree, first - 1)
+                namespace: dict = {}
+                exec(compile(tree, filename, "exec", dont_inherit=True), fn.__globals__, namespace)  # noqa: S102
+                new = namespace[node.name]
+                new.__defaults__, new.__kwdefaults__ = fn.__defaults__, fn.__kwdefaults__
+                new.__module__, new.__qualname__, new.__doc__ = fn.__module__, fn.__qualname__, fn.__doc__
+                out = new
+    try:
+        _BATCHED[fn] = out
+    except TypeError:
+        pass
+    return out

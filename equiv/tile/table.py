@@ -14,7 +14,7 @@ from typing import Any
 from equiv import dtypes
 from equiv.memory import Tensor
 from equiv.tile import access, control, elementwise, matmul, movement, reductions, values
-from equiv.tile import blocks
+from equiv.tile import batch, blocks
 from equiv.tile import sort as sorting
 
 NAMES: dict[str, Any] = {
@@ -127,3 +127,10 @@ NAMES: dict[str, Any] = {
     "mrgsort": sorting.mrgsort, "tensor.mrgsort": sorting.mrgsort, "tile.mrgsort": sorting.mrgsort,
     # --- distributed (pypto.language.distributed) ----------------------------------------
 }
+
+# Every function is made batch-aware (equiv.tile.batch): called per block when a batched
+# stage hands it block-dependent values, or, for block identity, task ids, arrays and
+# barriers, a reason for that stage to run one block at a time.
+NAMES = batch.wrap_table(NAMES, {
+    blocks.__name__: "block identity, task ids, arrays and barriers are per block",
+})

@@ -15,7 +15,11 @@ from equiv.memory import KernelError, current
 
 
 class Tile:
-    """An on-chip value: a container tensor, an element type and a valid shape."""
+    """An on-chip value: a container tensor, an element type and a valid shape.
+
+    Inside a batched stage (`equiv.tile.batch`) the container may carry one leading lane
+    axis more than the tile's rank (``len(valid)``): lane `k` is the tile of the stage's
+    `k`-th block. `shape` and indexing are always the tile's own (per block)."""
 
     __slots__ = ("data", "dtype", "valid")
 
@@ -26,20 +30,23 @@ class Tile:
 
     @property
     def shape(self) -> list[int]:
-        return list(self.data.shape)
+        shape = self.data.shape
+        return list(shape[len(shape) - len(self.valid):])
 
     def valid_mask(self) -> torch.Tensor | None:
-        if self.valid == tuple(self.data.shape):
+        """Where the valid region is, over the tile's own axes (None: all of it)."""
+        shape = self.shape
+        if self.valid == tuple(shape):
             return None
-        mask = torch.zeros(self.data.shape, dtype=torch.bool, device=self.data.device)
+        mask = torch.zeros(shape, dtype=torch.bool, device=self.data.device)
         mask[tuple(_slice_type(0, v) for v in self.valid)] = True
         return mask
 
     def __getitem__(self, key) -> "Tile":
         if not isinstance(key, tuple):
             key = (key,)
-        sl, valid = [], []
-        for dim, n in enumerate(self.data.shape):
+        sl, valid = [Ellipsis], []
+        for dim, n in enumerate(self.shape):
             k = key[dim] if dim < len(key) else slice(None)
             if not isinstance(k, _slice_type):
                 k = _slice_type(int(k), int(k) + 1)

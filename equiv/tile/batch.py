@@ -1,0 +1,380 @@
+"""Batched blocks: the blocks of a ``pl.spmd`` / ``pl.parallel`` stage run as one computation
+along a leading axis, with results bit-for-bit those of running them one after another.
+
+Why: most of an emulated kernel's time is Python and torch dispatch on small tiles, paid once
+per block. Run together, a stage of `n` blocks pays it once.
+
+How a stage runs (``Options.batch_blocks``, default on):
+
+1. The loop ``for i in pl.spmd(n): BODY`` is rewritten when the kernel is loaded
+   (`equiv.tile.rewrite`) into ``for i in attempts(pl.spmd(n)): with guard(): BODY``.
+2. `attempts` first yields one `Lanes` value: the block indices of all `n` blocks, in the
+   run's seeded block order. BODY runs once. Tiles computed from lanes carry a leading
+   axis of length `n` (lane `k` is the `k`-th block of the order); ops that are not
+   written for that axis run once per lane and their results are stacked (`call`).
+3. Side effects are deferred: a store records an event (tensor, window, values, kernel
+   line, lane) instead of writing. Loads read memory as it was when the stage began.
+4. When BODY ends, the events are replayed block by block in the block order, through the
+   same `Tensor.store` a one-by-one run calls, inside the same block nodes: written-masks,
+   last-writer maps, race findings, writer attribution and observers see exactly the
+   sequence of a one-by-one run.
+5. Anything that would make the batched run differ raises `BatchFallback` (caught by
+   `guard`): control flow on block data (``if``, ``range``, ``int()`` of a lane value), a
+   load of a tensor the stage writes, an access outside a tensor, poison drawn from the
+   run's generator, a nested parallel stage, block-identity queries, barriers, ranks,
+   in-place writes of block data into a tile without the lane axis, atomic adds. Nothing has been written
+   by then, so the stage simply runs again one block at a time in the same order: a kernel
+   that cannot be batched is slower, never different.
+
+`equiv.tile.rewrite` only rewrites loops whose body cannot leak state between blocks
+through Python names (no name bound in the body is used elsewhere in the function, no
+``break``/``return``), which is what makes running BODY once equal to running it per block.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import types
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+
+from equiv import memory
+from equiv.memory import Tensor, current
+
+
+class BatchFallback(Exception):
+    """The stage cannot run batched here; it runs again one block at a time."""
+
+
+def fallback(why: str) -> None:
+    raise BatchFallback(why)
+
+
+# ----------------------------------------------------------------------------------------
+# Lane values: one Python scalar per block of the stage
+# ----------------------------------------------------------------------------------------
+def _lane_binary(op: Callable[[Any, Any], Any], reflected: bool = False):
+    def method(self: "Lanes", other: Any) -> "Lanes":
+        if isinstance(other, Lanes):
+            pairs = zip(self.values, other.values)
+        elif isinstance(other, (int, float)) and not isinstance(other, bool):
+            pairs = ((v, other) for v in self.values)
+        else:
+            return NotImplemented
+        if reflected:
+            return Lanes([op(b, a) for a, b in pairs])
+        return Lanes([op(a, b) for a, b in pairs])
+    return method
+
+
+def _undecidable(what: str):
+    def method(self: "Lanes", *_a: Any) -> Any:
+        fallback(f"{what} of a block-dependent value")
+    return method
+
+
+class Lanes:
+    """A Python scalar that differs per block (a block index and what is computed from it).
+
+    Arithmetic stays per lane; anything that needs one value (a comparison, ``if``,
+    ``int()``, a ``range`` bound) makes the stage fall back to one block at a time.
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list):
+        self.values = values
+
+    def lane(self, k: int) -> Any:
+        return self.values[k]
+
+    __add__ = _lane_binary(operator.add)
+    __radd__ = _lane_binary(operator.add, True)
+    __sub__ = _lane_binary(operator.sub)
+    __rsub__ = _lane_binary(operator.sub, True)
+    __mul__ = _lane_binary(operator.mul)
+    __rmul__ = _lane_binary(operator.mul, True)
+    __floordiv__ = _lane_binary(operator.floordiv)
+    __rfloordiv__ = _lane_binary(operator.floordiv, True)
+    __truediv__ = _lane_binary(operator.truediv)
+    __rtruediv__ = _lane_binary(operator.truediv, True)
+    __mod__ = _lane_binary(operator.mod)
+    __rmod__ = _lane_binary(operator.mod, True)
+
+    def __neg__(self) -> "Lanes":
+        return Lanes([-v for v in self.values])
+
+    __bool__ = _undecidable("a truth test")
+    __index__ = _undecidable("an index")
+    __int__ = _undecidable("int()")
+    __float__ = _undecidable("float()")
+    __lt__ = _undecidable("a comparison")
+    __le__ = _undecidable("a comparison")
+    __gt__ = _undecidable("a comparison")
+    __ge__ = _undecidable("a comparison")
+    __eq__ = _undecidable("a comparison")  # type: ignore[assignment]
+    __ne__ = _undecidable("a comparison")  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Lanes({self.values!r})"
+
+
+# ----------------------------------------------------------------------------------------
+# The state of one batched stage
+# ----------------------------------------------------------------------------------------
+class StoreEvent:
+    __slots__ = ("tensor", "win", "values", "mask", "site", "scalar", "block")
+
+    def __init__(self, tensor: Tensor, win, values, mask, site: str, scalar: bool, block: int | None):
+        self.tensor, self.win, self.values, self.mask = tensor, win, values, mask
+        self.site, self.scalar, self.block = site, scalar, block
+
+
+def _storage(tensor: Tensor) -> int:
+    return tensor.data.untyped_storage().data_ptr()
+
+
+class Batch:
+    """One batched attempt of a stage: its blocks (in order) and its deferred stores."""
+
+    def __init__(self, order: list[int]):
+        self.order = order
+        self.n = len(order)
+        self.lane: int | None = None  # set while an op runs once per lane (`call`)
+        self.events: list[StoreEvent] = []
+        self.loaded: set[int] = set()
+        self.stored: set[int] = set()
+
+    def stop(self, why: str) -> None:
+        fallback(why)
+
+    # -- hooks called by equiv.memory -----------------------------------------------------
+    def on_load(self, tensor: Tensor, clipped: bool) -> None:
+        if clipped:
+            fallback(f"a read outside {tensor.name}")
+        key = _storage(tensor)
+        if key in self.stored:
+            fallback(f"a read of {tensor.name}, which the stage writes")
+        self.loaded.add(key)
+
+    def on_store(self, tensor: Tensor, win, values: torch.Tensor, mask) -> None:
+        key = _storage(tensor)
+        if key in self.loaded:
+            fallback(f"a write of {tensor.name}, which the stage reads")
+        self.stored.add(key)
+        block = None if self.lane is None else self.order[self.lane]
+        ctx = current()
+        self.events.append(StoreEvent(tensor, win, values, mask, memory.kernel_site(),
+                                      bool(getattr(ctx, "_scalar_store", False)), block))
+
+    def replay(self, block: int) -> None:
+        """Apply block `block`'s stores, in program order, as a one-by-one run makes them."""
+        ctx = current()
+        for ev in self.events:
+            if ev.block is not None and ev.block != block:
+                continue
+            ctx._scalar_store = ev.scalar
+            try:
+                with memory.site_override(ev.site):
+                    ev.tensor.store(ev.win, ev.values, ev.mask)
+            finally:
+                ctx._scalar_store = False
+
+
+def active() -> Batch | None:
+    ctx = memory._CURRENT.get()
+    return None if ctx is None else ctx.batch
+
+
+def forbid(what: str) -> None:
+    """Fall back if a batched stage is running (for ops whose effects cannot be deferred)."""
+    if active() is not None:
+        fallback(what)
+
+
+# ----------------------------------------------------------------------------------------
+# The rewritten loop: attempts() and guard()
+# ----------------------------------------------------------------------------------------
+def attempts(loop: Iterable) -> Iterator[Any]:
+    """Iterate a parallel loop: batched first where it can be, else one block at a time."""
+    stage_of = getattr(loop, "batch_stage", None)
+    ctx = current()
+    if ctx.batch is not None:
+        fallback("a parallel stage nested in a batched one")
+    if stage_of is None or not ctx.options.batch_blocks:
+        yield from loop
+        return
+    stage = stage_of()
+    if stage is None:  # disabled dispatch, one block, chunked loop: nothing to batch
+        yield from loop
+        return
+    stage_id, order, name, value_of = stage
+    batch = Batch(order)
+    failed = False
+    ctx.batch = batch
+    try:
+        ctx.batch_failed = False
+        yield Lanes([value_of(b) for b in order])
+        failed = ctx.batch_failed
+    finally:
+        ctx.batch = None
+    stats = ctx.batch_stats
+    if failed:
+        why = ctx.batch_failed
+        stats[why] = stats.get(why, 0) + 1
+        for b in order:
+            with ctx.block(stage_id, b, name):
+                yield value_of(b)
+        return
+    stats["batched"] = stats.get("batched", 0) + 1
+    for b in order:
+        with ctx.block(stage_id, b, name):
+            batch.replay(b)
+
+
+class guard:  # noqa: N801 - used as a statement in rewritten kernels
+    """Around the body of a rewritten parallel loop: a batched attempt that raises (for any
+    reason: the one-by-one run reproduces a genuine error at its block) is abandoned."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        ctx = memory._CURRENT.get()
+        if ctx is None or ctx.batch is None:
+            return False
+        ctx.batch_failed = f"{memory.kernel_site()}: {exc}" if isinstance(exc, BatchFallback) else \
+            f"{memory.kernel_site()}: {type(exc).__name__}: {exc}"
+        return True
+
+
+# ----------------------------------------------------------------------------------------
+# Ops on lane values and batched tiles
+# ----------------------------------------------------------------------------------------
+def _is_batched(x: Any) -> bool:
+    from equiv.tile.values import Tile
+
+    if isinstance(x, Lanes):
+        return True
+    if isinstance(x, Tile):
+        return x.data.dim() > len(x.valid)
+    if isinstance(x, (list, tuple)):
+        return any(_is_batched(v) for v in x)
+    if isinstance(x, slice):
+        return isinstance(x.start, Lanes) or isinstance(x.stop, Lanes)
+    return False
+
+
+def _lane_of(x: Any, k: int) -> Any:
+    from equiv.tile.values import Tile
+
+    if isinstance(x, Lanes):
+        return x.values[k]
+    if isinstance(x, Tile):
+        if x.data.dim() > len(x.valid):
+            return Tile(x.data[k], x.dtype, x.valid)
+        return x
+    if isinstance(x, list):
+        return [_lane_of(v, k) for v in x]
+    if isinstance(x, tuple):
+        return tuple(_lane_of(v, k) for v in x)
+    if isinstance(x, slice):
+        return slice(_lane_of(x.start, k), _lane_of(x.stop, k), x.step)
+    return x
+
+
+def _stack(results: list) -> Any:
+    from equiv.tile.values import Tile
+
+    first = results[0]
+    if isinstance(first, Tile):
+        if any(not isinstance(r, Tile) or r.dtype != first.dtype or r.valid != first.valid
+               or r.data.shape != first.data.shape for r in results):
+            fallback("per-block results of different shapes")
+        return Tile(torch.stack([r.data for r in results]), first.dtype, first.valid)
+    if first is None or isinstance(first, (Tensor, str)) or callable(first):
+        if any(r is not first for r in results):
+            fallback("per-block results that differ")
+        return first
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        if all(r == first for r in results) and all(type(r) is type(first) for r in results):
+            return first
+        return Lanes(list(results))
+    if isinstance(first, tuple) and all(isinstance(r, tuple) and len(r) == len(first) for r in results):
+        return tuple(_stack([r[i] for r in results]) for i in range(len(first)))
+    fallback(f"per-block results of type {type(first).__name__}")
+
+
+def per_lane(fn: Callable, args: tuple, kwargs: dict, batch: Batch) -> Any:
+    """Run `fn` once per lane on that lane's arguments and stack the results."""
+    results = []
+    outer = batch.lane
+    try:
+        for k in range(batch.n):
+            batch.lane = k
+            results.append(fn(*(_lane_of(a, k) for a in args), **{n: _lane_of(v, k) for n, v in kwargs.items()}))
+    finally:
+        batch.lane = outer
+    return _stack(results)
+
+
+def call(fn: Callable, args: tuple, kwargs: dict) -> Any:
+    """Call DSL op `fn`: directly, or per lane when a batched stage hands it lane values."""
+    ctx = memory._CURRENT.get()
+    batch = None if ctx is None else ctx.batch
+    if batch is None or batch.lane is not None:
+        return fn(*args, **kwargs)
+    if not (any(_is_batched(a) for a in args) or any(_is_batched(v) for v in kwargs.values())):
+        return fn(*args, **kwargs)
+    return per_lane(fn, args, kwargs, batch)
+
+
+def lanewise(fn: Callable) -> Callable:
+    """`fn` as a DSL op: run per lane on batched arguments (the default for every op)."""
+
+    @functools.wraps(fn)
+    def op(*args: Any, **kwargs: Any) -> Any:
+        ctx = memory._CURRENT.get()
+        if ctx is None or ctx.batch is None:
+            return fn(*args, **kwargs)
+        return call(fn, args, kwargs)
+    op.__equiv_lanewise__ = True  # type: ignore[attr-defined]
+    return op
+
+
+def native(fn: Callable) -> Callable:
+    """Mark `fn` as written for batched tiles (a leading lane axis): it is called directly.
+    Every op marked so is tested against its per-lane run (tests/tile/test_batch_native.py)."""
+    fn.__equiv_batch_native__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def unbatchable(fn: Callable, why: str) -> Callable:
+    """`fn` as a DSL op that a batched stage cannot run (block identity, ranks, barriers)."""
+
+    @functools.wraps(fn)
+    def op(*args: Any, **kwargs: Any) -> Any:
+        ctx = memory._CURRENT.get()
+        if ctx is not None and ctx.batch is not None:
+            fallback(f"{fn.__name__}: {why}")
+        return fn(*args, **kwargs)
+    return op
+
+
+def wrap_table(names: dict[str, Any], unbatchable_modules: dict[str, str]) -> dict[str, Any]:
+    """The DSL table with each function made batch-aware (see `lanewise`, `native`)."""
+    out: dict[str, Any] = {}
+    for key, value in names.items():
+        if isinstance(value, types.FunctionType) and not getattr(value, "__equiv_batch_native__", False):
+            why = unbatchable_modules.get(value.__module__)
+            out[key] = unbatchable(value, why) if why else lanewise(value)
+        else:
+            out[key] = value
+    return out
