@@ -279,7 +279,8 @@ def reshape(tile: Tile | Tensor, shape: Sequence[int]) -> Tile | Tensor:
         # Valid region survives a reshape only when it is a whole prefix of rows.
         nvalid = math.prod(tile.valid)
         valid = [nvalid // math.prod(shape[1:])] + shape[1:] if len(shape) > 1 else [nvalid]
-    return Tile(tile.data.reshape(shape), tile.dtype, valid)
+    lead = list(tile.data.shape[:tile.data.dim() - len(tile.valid)])  # a batched stage's lane axis
+    return Tile(tile.data.reshape(lead + shape), tile.dtype, valid)
 
 
 def _tensor_view(src: Tensor, shape: list[int]) -> Tensor:

@@ -349,11 +349,64 @@ def lanewise(fn: Callable) -> Callable:
     return op
 
 
-def native(fn: Callable) -> Callable:
-    """Mark `fn` as written for batched tiles (a leading lane axis): it is called directly.
-    Every op marked so is tested against its per-lane run (tests/tile/test_batch_native.py)."""
-    fn.__equiv_batch_native__ = True  # type: ignore[attr-defined]
-    return fn
+def _has_lanes(x: Any) -> bool:
+    if isinstance(x, Lanes):
+        return True
+    if isinstance(x, (list, tuple)):
+        return any(_has_lanes(v) for v in x)
+    return False
+
+
+def _with_lane_axis(x: Any, n: int) -> Any:
+    from equiv.tile.values import Tile
+
+    if isinstance(x, Tile) and x.data.dim() == len(x.valid):
+        return Tile(x.data.expand(n, *x.data.shape), x.dtype, x.valid)
+    return x
+
+
+def _lane_result(result: Any, n: int) -> Any:
+    from equiv.tile.values import Tile
+
+    if isinstance(result, Tile):
+        shape, valid = tuple(result.data.shape), result.valid
+        if len(shape) == len(valid) + 1 and shape[0] == n:
+            return result
+        if shape == valid and shape and shape[0] == n:
+            # The op took its valid shape from the container (whole tile valid): per block
+            # that is the whole tile too.
+            return Tile(result.data, result.dtype, valid[1:])
+        fallback("a batched op returned a tile without its lane axis")
+    if isinstance(result, tuple):
+        return tuple(_lane_result(r, n) for r in result)
+    return result
+
+
+def native(fn: Callable, expand: bool = False) -> Callable:
+    """`fn` as a DSL op written for batched tiles: called once on the lane-axis tiles.
+
+    Such an op indexes its operands from the last axis and takes tile shapes from
+    ``shape``/``valid`` (never the container's leading axes), so lane `k` of its result is
+    its result on lane `k`. ``expand``: operands without the lane axis get it first (ops
+    that need operands of one rank, e.g. ``gather``'s index). Lane *scalars* still run per
+    lane. Every native op is tested against its per-lane run (tests/tile/test_batch.py)."""
+
+    @functools.wraps(fn)
+    def op(*args: Any, **kwargs: Any) -> Any:
+        ctx = memory._CURRENT.get()
+        batch = None if ctx is None else ctx.batch
+        if batch is None or batch.lane is not None:
+            return fn(*args, **kwargs)
+        if not (any(_is_batched(a) for a in args) or any(_is_batched(v) for v in kwargs.values())):
+            return fn(*args, **kwargs)
+        if any(_has_lanes(a) for a in args) or any(_has_lanes(v) for v in kwargs.values()):
+            return per_lane(fn, args, kwargs, batch)
+        if expand:
+            args = tuple(_with_lane_axis(a, batch.n) for a in args)
+            kwargs = {k: _with_lane_axis(v, batch.n) for k, v in kwargs.items()}
+        return _lane_result(fn(*args, **kwargs), batch.n)
+    op.__equiv_batch_native__ = True  # type: ignore[attr-defined]
+    return op
 
 
 def unbatchable(fn: Callable, why: str) -> Callable:
@@ -368,13 +421,26 @@ def unbatchable(fn: Callable, why: str) -> Callable:
     return op
 
 
-def wrap_table(names: dict[str, Any], unbatchable_modules: dict[str, str]) -> dict[str, Any]:
-    """The DSL table with each function made batch-aware (see `lanewise`, `native`)."""
+def wrap_table(names: dict[str, Any], natives: Iterable[str], expanded: Iterable[str],
+               unbatchable_modules: dict[str, str]) -> dict[str, Any]:
+    """The DSL table with each function made batch-aware: `native` for the names in
+    `natives` (`expanded`: with ``expand``), `unbatchable` for functions of the modules in
+    `unbatchable_modules`, `lanewise` for every other function."""
+    natives, expanded = set(natives), set(expanded)
+    unknown = (natives | expanded) - set(names)
+    if unknown:
+        raise KeyError(f"batch-native names not in the DSL table: {sorted(unknown)}")
+    wrapped: dict[int, Any] = {}  # one wrapper per function, whatever names it has
     out: dict[str, Any] = {}
     for key, value in names.items():
-        if isinstance(value, types.FunctionType) and not getattr(value, "__equiv_batch_native__", False):
-            why = unbatchable_modules.get(value.__module__)
-            out[key] = unbatchable(value, why) if why else lanewise(value)
-        else:
+        if not isinstance(value, types.FunctionType):
             out[key] = value
+            continue
+        if key in natives or key in expanded:
+            out[key] = native(value, expand=key in expanded)
+            continue
+        if id(value) not in wrapped:
+            why = unbatchable_modules.get(value.__module__)
+            wrapped[id(value)] = unbatchable(value, why) if why else lanewise(value)
+        out[key] = wrapped[id(value)]
     return out

@@ -206,7 +206,7 @@ _BATCH_FILE = os.path.join(_EQUIV_DIR, "tile", "batch.py")
 def _check_expand(tile: Tile, vec: Tile, axis: str, name: str) -> None:
     if not isinstance(tile, Tile) or not isinstance(vec, Tile):
         raise KernelError(f"{name} needs two tiles")
-    if tile.data.dim() < 2 or vec.data.dim() != tile.data.dim():
+    if len(tile.valid) < 2 or len(vec.valid) != len(tile.valid):
         raise KernelError(f"{name} of a {tile.shape} tile by a {vec.shape} operand")
     rows, cols = tile.data.shape[-2:]
     want = (rows, 1) if axis == "row" else (1, cols)

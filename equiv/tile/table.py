@@ -131,6 +131,20 @@ NAMES: dict[str, Any] = {
 # Every function is made batch-aware (equiv.tile.batch): called per block when a batched
 # stage hands it block-dependent values, or, for block identity, task ids, arrays and
 # barriers, a reason for that stage to run one block at a time.
-NAMES = batch.wrap_table(NAMES, {
+#
+# Ops listed here are written for tiles with a leading lane axis and run once for all blocks
+# (each is tested against its per-lane run, tests/tile/test_batch.py); every other op runs
+# per lane inside a batched stage.
+BATCH_NATIVE = frozenset({
+    "cast", "tile.cast",
+    *(f"{p}{op}" for p in ("", "tile.") for op in (
+        "add", "sub", "mul", "div", "maximum", "minimum", "neg", "abs", "exp", "sqrt", "recip", "rsqrt",
+        "row_expand", "col_expand", "row_expand_mul", "row_expand_add", "row_expand_sub",
+        "row_expand_div", "row_expand_max", "row_expand_min", "col_expand_mul", "col_expand_add",
+        "col_expand_sub", "col_expand_div", "col_expand_max", "col_expand_min",
+        "row_max", "row_min", "row_sum", "matmul", "matmul_acc", "reshape")),
+})
+BATCH_EXPANDED = frozenset({"gather"})
+NAMES = batch.wrap_table(NAMES, BATCH_NATIVE, BATCH_EXPANDED, {
     blocks.__name__: "block identity, task ids, arrays and barriers are per block",
 })
