@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import os
 import types
 from typing import Any, Callable, Iterable, Iterator
 
@@ -47,9 +48,26 @@ from equiv.memory import Tensor, current
 class BatchFallback(Exception):
     """The stage cannot run batched here; it runs again one block at a time."""
 
+    def __init__(self, why: str):
+        self.site = memory.kernel_site()  # the kernel line that made the batch give up
+        super().__init__(why)
+
 
 def fallback(why: str) -> None:
     raise BatchFallback(why)
+
+
+def _kernel_line(exc: BaseException) -> str:
+    """The kernel line an exception came from: the innermost traceback frame outside equiv."""
+    if isinstance(exc, BatchFallback):
+        return exc.site
+    site, tb = "<unknown>", exc.__traceback__
+    while tb is not None:
+        path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if not path.startswith(memory._EQUIV_DIR + os.sep):
+            site = f"{memory.short_path(path)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return site
 
 
 # ----------------------------------------------------------------------------------------
@@ -250,8 +268,8 @@ class guard:  # noqa: N801 - used as a statement in rewritten kernels
         ctx = memory._CURRENT.get()
         if ctx is None or ctx.batch is None:
             return False
-        ctx.batch_failed = f"{memory.kernel_site()}: {exc}" if isinstance(exc, BatchFallback) else \
-            f"{memory.kernel_site()}: {type(exc).__name__}: {exc}"
+        what = str(exc) if isinstance(exc, BatchFallback) else f"{type(exc).__name__}: {exc}"
+        ctx.batch_failed = f"{_kernel_line(exc)}: {what}"
         return True
 
 

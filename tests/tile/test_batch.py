@@ -1,0 +1,322 @@
+"""Batched blocks (equiv.tile.batch): a stage run as one computation along a lane axis gives
+bit-for-bit what running its blocks one at a time gives — outputs, written-masks, findings,
+decisions and writer attribution — and a stage the batch cannot run falls back and is still
+right. Values are also checked against torch arithmetic done here.
+"""
+
+import hashlib
+
+import pytest
+import torch
+
+import equiv
+from equiv import tile as pl
+from equiv.memory import RunContext, Tensor, running
+from equiv.options import Options
+from equiv.runner import Case, SideRun, _run_once, make_inputs
+from equiv.tile import batch as _b
+from equiv.tile import rewrite, table
+from equiv.tile.batch import Lanes
+
+N, R, C = 6, 4, 8
+
+
+def run(kernel, inputs, outputs, batch, seed=5, **opts):
+    ctx = RunContext(Options(seed=seed, batch_blocks=batch, **opts))
+    with running(ctx):
+        args = {k: Tensor.from_torch(k, v) for k, v in inputs.items()}
+        outs = {k: Tensor(k, shape, dt) for k, (shape, dt) in outputs.items()}
+        error = None
+        try:
+            rewrite.batched_kernel(kernel)(**args, **outs)
+        except Exception as exc:  # noqa: BLE001 - compared between the two ways
+            error = f"{type(exc).__name__}: {exc}"
+    return ctx, outs, error
+
+
+def both(kernel, inputs, outputs, **opts):
+    """Run batched and one block at a time; assert the same bits, masks, findings, errors."""
+    got = {}
+    for batch in (True, False):
+        ctx, outs, error = run(kernel, inputs, outputs, batch, **opts)
+        got[batch] = (ctx, outs, error)
+    (cb, ob, eb), (cs, os_, es) = got[True], got[False]
+    assert eb == es
+    for name in ob:
+        assert torch.equal(ob[name].written, os_[name].written), name
+        assert ob[name].data.view(-1).to(torch.float64).nan_to_num(7.25).tolist() == \
+            os_[name].data.view(-1).to(torch.float64).nan_to_num(7.25).tolist(), name
+        assert torch.equal(ob[name].writer, os_[name].writer), name
+    assert [f.to_dict() for f in cb.findings.values()] == [f.to_dict() for f in cs.findings.values()]
+    # the same block nodes (tokens, stages, blocks) in the same order
+    assert [(t, n.stage, n.block, n.name) for t, n in cb.nodes.items()] == \
+        [(t, n.stage, n.block, n.name) for t, n in cs.nodes.items()]
+    assert cs.batch_stats == {}
+    return cb, ob
+
+
+def x_values():
+    return torch.arange(N * R * C, dtype=torch.float32).reshape(N * R, C) / 7 - 3
+
+
+# ---------------------------------------------------------------------------------------
+# Kernels (PyPTO syntax)
+# ---------------------------------------------------------------------------------------
+def scale_rows(x: pl.Tensor, out: pl.Tensor) -> None:
+    for b in pl.spmd(N, name_hint="rows"):
+        r0 = b * R
+        t = pl.cast(x[r0 : r0 + R, :], target_type=pl.FP32)
+        s = pl.row_sum(t)
+        y = pl.add(pl.mul(t, 0.5), pl.row_expand_mul(t, s))
+        out[r0 : r0 + R, :] = pl.cast(y, target_type=pl.BF16, mode="rint")
+
+
+def reads_block_data(x: pl.Tensor, out: pl.Tensor) -> None:
+    # Control flow on a value read per block: the stage must run one block at a time.
+    for b in pl.spmd(N, name_hint="rows"):
+        r0 = b * R
+        v = pl.read(x, [r0, 0])
+        t = pl.cast(x[r0 : r0 + R, :], target_type=pl.FP32)
+        if v > 0:
+            t = pl.mul(t, 2.0)
+        out[r0 : r0 + R, :] = pl.cast(t, target_type=pl.BF16, mode="rint")
+
+
+def overlapping_writes(x: pl.Tensor, out: pl.Tensor) -> None:
+    # Every block writes rows 0..R+1: a race, and unwritten rows past them.
+    for b in pl.parallel(N, name_hint="rows"):
+        t = pl.cast(x[0 : R + 2, :], target_type=pl.FP32)
+        row = pl.cast(x[b * R : b * R + 1, :], target_type=pl.FP32)
+        out[0 : R + 2, :] = pl.cast(pl.col_expand_add(t, row), target_type=pl.BF16, mode="rint")
+
+
+def out_of_range(x: pl.Tensor, out: pl.Tensor) -> None:
+    for b in pl.spmd(N, name_hint="rows"):
+        r0 = b * R + 2  # the last block reads and writes 2 rows past the end
+        t = pl.cast(x[r0 : r0 + R, :], target_type=pl.FP32)
+        out[r0 : r0 + R, :] = pl.cast(t, target_type=pl.BF16, mode="rint")
+
+
+def reads_what_it_writes(x: pl.Tensor, out: pl.Tensor) -> None:
+    # Block b reads the rows block b-1 writes: the value depends on the block order.
+    for b in pl.spmd(N, name_hint="rows"):
+        src = ((b + N - 1) % N) * R
+        t = pl.cast(out[src : src + R, :], target_type=pl.FP32)
+        out[b * R : b * R + R, :] = pl.cast(pl.add(t, 1.0), target_type=pl.BF16, mode="rint")
+
+
+def carried_across_blocks(x: pl.Tensor, out: pl.Tensor) -> None:
+    acc = pl.full([R, C], dtype=pl.FP32, value=0.0)
+    for b in pl.spmd(N, name_hint="rows"):
+        acc = pl.add(acc, pl.cast(x[b * R : b * R + R, :], target_type=pl.FP32))
+    out[0:R, :] = pl.cast(acc, target_type=pl.BF16, mode="rint")
+
+
+def in_place_outer_tile(x: pl.Tensor, out: pl.Tensor) -> None:
+    buf = pl.full([R, C], dtype=pl.FP32, value=0.0)
+    for b in pl.spmd(N, name_hint="rows"):
+        buf[0:1, :] = pl.add(buf[0:1, :], 1.0)
+        out[b * R : b * R + R, :] = pl.cast(buf, target_type=pl.BF16, mode="rint")
+
+
+OUT = {"out": ([N * R, C], pl.BF16)}
+
+
+def bf16(t):
+    return t.to(torch.bfloat16).to(torch.float64)
+
+
+# ---------------------------------------------------------------------------------------
+# The batched path runs and equals the one-by-one path
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("poison", ["nan", "pattern"])
+def test_clean_stage_runs_batched_with_the_same_bits_as_one_by_one(seed, poison):
+    ctx, outs = both(scale_rows, {"x": bf16(x_values()).to(torch.bfloat16)}, OUT, seed=seed, poison=poison)
+    assert ctx.batch_stats == {"batched": 1}
+    # and the values are right (float64 here, rounded per op as the kernel does)
+    x = bf16(x_values()).reshape(N, R, C)
+    s = x.to(torch.float32).sum(-1, keepdim=True)  # within fp32 rounding: compare loosely
+    want = bf16((x * 0.5 + x * s.double()).reshape(N * R, C))
+    assert torch.allclose(outs["out"].data.double(), want, rtol=2**-7, atol=1e-3)
+    assert sorted(n.block for n in ctx.nodes.values() if n.name == "rows") == list(range(N))
+
+
+def test_a_stage_whose_control_flow_reads_block_data_falls_back_and_is_right():
+    x = bf16(x_values())
+    ctx, outs = both(reads_block_data, {"x": x.to(torch.bfloat16)}, OUT)
+    assert "batched" not in ctx.batch_stats
+    (why,) = ctx.batch_stats
+    assert why.endswith("a comparison of a block-dependent value") and f"test_batch.py:{_line(reads_block_data, 'if v > 0')}" in why
+    rows = x.reshape(N, R, C)
+    want = torch.where(rows[:, :1, :1] > 0, rows * 2, rows).reshape(N * R, C)
+    assert torch.equal(outs["out"].data.double(), bf16(want))
+
+
+def test_races_and_unwritten_elements_are_reported_exactly_as_one_by_one():
+    ctx, outs = both(overlapping_writes, {"x": x_values().to(torch.bfloat16)}, OUT)
+    assert ctx.batch_stats == {"batched": 1}
+    (race,) = [f for f in ctx.findings.values() if f.kind == "race"]
+    assert race.region == [(0, R + 2), (0, C)] and race.site.endswith(f":{_line(overlapping_writes, 'out[0')}")
+    assert int(outs["out"].written.sum()) == (R + 2) * C
+
+
+def test_out_of_range_accesses_fall_back_and_are_found_at_the_kernel_line():
+    ctx, outs = both(out_of_range, {"x": x_values().to(torch.bfloat16)}, OUT)
+    assert "batched" not in ctx.batch_stats
+    kinds = sorted(f.kind for f in ctx.findings.values())
+    assert kinds == ["oob-read", "oob-write"]
+
+
+def test_a_stage_reading_what_it_writes_falls_back_and_keeps_the_order_dependence():
+    x = x_values().to(torch.bfloat16)
+    ctx, outs = both(reads_what_it_writes, {"x": x}, OUT)
+    assert any("which the stage writes" in why or "which the stage reads" in why for why in ctx.batch_stats)
+
+
+def test_loops_that_carry_python_state_between_blocks_are_not_batched():
+    x = bf16(x_values())
+    ctx, outs = both(carried_across_blocks, {"x": x.to(torch.bfloat16)}, OUT)
+    assert ctx.batch_stats == {}  # never attempted: the rewrite left the loop alone
+    assert torch.equal(outs["out"].data[0:R].double(), bf16(x.reshape(N, R, C).to(torch.float32).sum(0).double()))
+
+
+def test_in_place_writes_into_a_tile_made_before_the_stage_fall_back():
+    ctx, outs = both(in_place_outer_tile, {"x": x_values().to(torch.bfloat16)}, OUT)
+    assert any("in-place write" in why for why in ctx.batch_stats)
+    # block k of the order sees k+1 increments, as one by one
+    order = [n.block for n in ctx.nodes.values() if n.name == "rows"]
+    for k, b in enumerate(order):
+        assert outs["out"].data[b * R, 0].item() == k + 1
+
+
+def _line(fn, text):
+    import inspect
+
+    lines, start = inspect.getsourcelines(fn)
+    return start + next(i for i, ln in enumerate(lines) if text in ln)
+
+
+# ---------------------------------------------------------------------------------------
+# The rewrite: which loops are batched
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("body, batched", [
+    ("    t = x[b:b+1, :]\n    out[b:b+1, :] = t\n", True),
+    ("    acc = acc + 1\n", False),                       # carried from the previous block
+    ("    t = x[b:b+1, :]\n    if t is None:\n        break\n", False),
+    ("    last = b\n", False),                            # read after the loop
+    ("    items.append(b)\n", False),                     # mutates a local list
+    ("    for k in pl.range(4):\n        if k == 0:\n            a = k\n        else:\n            a = a + k\n", True),
+])
+def test_rewrite_batches_only_loops_without_python_state_between_blocks(body, batched):
+    src = ("def k(x, out):\n    acc = 0\n    items = []\n    last = -1\n"
+           "    for b in pl.spmd(4):\n" + "\n".join("    " + ln for ln in body.splitlines()) + "\n"
+           "    return acc, items, last\n")
+    import ast
+
+    assert rewrite.rewrite_module(ast.parse(src), "<k>") is batched
+
+
+def test_lane_values_refuse_every_question_that_needs_one_value():
+    from equiv.tile.batch import BatchFallback
+
+    v = Lanes([0, 1, 2]) * 4 + 1
+    assert v.values == [1, 5, 9] and (10 - v).values == [9, 5, 1] and (v // 2).values == [0, 2, 4]
+    for ask in (bool, int, float, lambda a: a < 3, lambda a: a == 1, lambda a: range(a)):
+        with pytest.raises(BatchFallback):
+            ask(v)
+
+
+# ---------------------------------------------------------------------------------------
+# Every batch-native op against its per-lane run
+# ---------------------------------------------------------------------------------------
+NATIVE_CALLS = {
+    "add": lambda a, b: pl.add(a, b), "sub": lambda a, b: pl.sub(a, 0.75), "mul": lambda a, b: pl.mul(a, b),
+    "div": lambda a, b: pl.div(a, pl.add(pl.maximum(b, 0.5), 0.25)), "maximum": lambda a, b: pl.maximum(a, b),
+    "minimum": lambda a, b: pl.minimum(b, a), "neg": lambda a, b: pl.neg(a), "abs": lambda a, b: pl.abs(a),
+    "exp": lambda a, b: pl.exp(a), "sqrt": lambda a, b: pl.sqrt(pl.abs(a)), "recip": lambda a, b: pl.recip(b),
+    "rsqrt": lambda a, b: pl.rsqrt(pl.add(pl.abs(a), 1.0)),
+    "cast": lambda a, b: pl.cast(a, target_type=pl.BF16, mode="rint"),
+    "row_sum": lambda a, b: pl.row_sum(a), "row_max": lambda a, b: pl.row_max(a), "row_min": lambda a, b: pl.row_min(b),
+    "row_expand": lambda a, b: pl.row_expand(a, pl.row_max(b)), "col_expand": lambda a, b: pl.col_expand(a, b[0:1, :]),
+    **{f"row_expand_{op}": (lambda op: lambda a, b: getattr(pl, f"row_expand_{op}")(a, pl.row_max(b)))(op)
+       for op in ("mul", "add", "sub", "div", "max", "min")},
+    **{f"col_expand_{op}": (lambda op: lambda a, b: getattr(pl, f"col_expand_{op}")(a, pl.add(b[0:1, :], 2.0)))(op)
+       for op in ("mul", "add", "sub", "div", "max", "min")},
+    "matmul": lambda a, b: pl.matmul(a, b, b_trans=True),
+    "matmul_acc": lambda a, b: pl.matmul_acc(pl.matmul(a, b, b_trans=True), b, a, b_trans=True),
+    "reshape": lambda a, b: pl.reshape(a, [R * C // 2, 2]),
+    # index: |b| truncated, 0..4, within the row
+    "gather": lambda a, b: pl.gather(a, dim=-1, index=pl.cast(b, target_type=pl.INT32, mode="trunc")),
+}
+
+
+def test_every_native_name_has_a_lane_test():
+    bare = {n.split(".", 1)[-1] for n in table.BATCH_NATIVE | table.BATCH_EXPANDED}
+    assert bare <= set(NATIVE_CALLS), sorted(bare - set(NATIVE_CALLS))
+
+
+@pytest.mark.parametrize("op", sorted(NATIVE_CALLS))
+def test_native_op_on_lane_tiles_equals_its_per_block_run(op):
+    g = torch.Generator().manual_seed(11)
+    a = (torch.randint(-6, 7, (N * R, C), generator=g).to(torch.float32) * 0.375 + 0.125).to(torch.bfloat16)
+    b = (torch.randint(1, 9, (R, C), generator=g).to(torch.float32) * 0.5).to(torch.bfloat16)
+    # The loop as the rewrite makes it, written out (the op is a parameter of the test).
+    outs = {}
+    for batch in (True, False):
+        ctx = RunContext(Options(seed=2, batch_blocks=batch))
+        with running(ctx):
+            ta, tb = Tensor.from_torch("a", a), Tensor.from_torch("b", b)
+            out = Tensor("out", [N, R * C], pl.FP32)
+            loop = pl.spmd(N, name_hint="lanes")
+            fn = NATIVE_CALLS[op]
+            for i in _b.attempts(loop):
+                with _b.guard():
+                    t_a = pl.cast(ta[i * R : i * R + R, :], target_type=pl.FP32)
+                    t_b = pl.cast(tb[0:R, :], target_type=pl.FP32)
+                    y = fn(t_a, t_b)
+                    y = pl.cast(y, target_type=pl.FP32) if y.dtype != pl.FP32 else y
+                    n = 1
+                    for s in y.shape:
+                        n *= s
+                    out[i : i + 1, 0:n] = pl.reshape(y, [1, n])
+            outs[batch] = (out, dict(ctx.batch_stats))
+    (ob, sb), (os_, _) = outs[True], outs[False]
+    assert sb == {"batched": 1}, sb  # it really ran batched
+    assert torch.equal(ob.written, os_.written)
+    assert ob.data.nan_to_num(9.5).tolist() == os_.data.nan_to_num(9.5).tolist()
+
+
+# ---------------------------------------------------------------------------------------
+# Every registered pair at its presets, both ways
+# ---------------------------------------------------------------------------------------
+def _digest(outs, findings, error, observed: SideRun):
+    h = hashlib.sha256()
+    for k in sorted(outs or {}):
+        t = outs[k]
+        h.update(k.encode() + t.data.cpu().numpy().tobytes() + t.written.cpu().numpy().tobytes())
+    h.update(repr(findings).encode() + repr(error).encode())
+    h.update(repr(sorted((s, r.op, sorted(r.seen)) for s, r in (observed.decisions or {}).items())).encode())
+    h.update(repr(observed.attribution).encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("name", sorted(equiv.names()))
+def test_every_registered_pair_gives_the_same_bits_batched_and_one_block_at_a_time(name):
+    pair = equiv.get(name)
+    for preset in pair.shapes.presets:
+        for shape in pair.shapes.preset(preset):
+            case = Case(shape, "realistic", 0)
+            inputs = make_inputs(pair, case)
+            for side in ("pre", "retiled"):
+                if pair.rejection(side, shape):
+                    continue
+                for poison in ("nan", "pattern"):
+                    digests = []
+                    for batch in (True, False):
+                        observed = SideRun(side)
+                        outs, findings, error = _run_once(pair.kernel(side), pair, case, inputs,
+                                                          Options(poison=poison, batch_blocks=batch), side,
+                                                          observe=observed)
+                        digests.append(_digest(outs, findings, error, observed))
+                    assert digests[0] == digests[1], (name, preset, side, poison)
