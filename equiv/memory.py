@@ -68,12 +68,30 @@ def kernel_site() -> str:
     if override is not None:
         return override
     frame = sys._getframe(1)
+    cwd = os.getcwd()
     while frame is not None:
-        fname = os.path.abspath(frame.f_code.co_filename)
-        if not fname.startswith(_EQUIV_DIR + os.sep) and "contextlib" not in fname:
-            return f"{short_path(fname)}:{frame.f_lineno}"
+        shown = _kernel_file(frame.f_code.co_filename, cwd)
+        if shown is not None:
+            return f"{shown}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"
+
+
+_KERNEL_FILES: dict[tuple[str, str], str | None] = {}
+
+
+def _kernel_file(co_filename: str, cwd: str) -> str | None:
+    """How a code file is shown in sites, or None for the emulator's own files (cached: the
+    walk runs for every store of every block)."""
+    key = (co_filename, cwd)
+    try:
+        return _KERNEL_FILES[key]
+    except KeyError:
+        pass
+    fname = os.path.abspath(co_filename)
+    shown = None if fname.startswith(_EQUIV_DIR + os.sep) or "contextlib" in fname else short_path(fname)
+    _KERNEL_FILES[key] = shown
+    return shown
 
 
 def short_path(path: str) -> str:

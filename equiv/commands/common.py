@@ -18,6 +18,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device to emulate on: cpu (default) or cuda")
     p.add_argument("--row-sum-order", choices=ROW_SUM_ORDERS,
                    help="pin one row_sum order model (default: the pair's sweep, else a2a3)")
+    p.add_argument("--one-by-one", action="store_true",
+                   help="run the blocks of every parallel stage one at a time instead of batched "
+                        "(same results, slower; for comparing the two)")
 
 
 def resolve_pair(name: str) -> KernelPair:
@@ -37,7 +40,7 @@ def options_from(args: argparse.Namespace) -> Options:
                              f"(torch {torch.__version__}); run with --device cpu")
     elif device != "cpu":
         raise UsageError(f"--device {device!r}: expected cpu or cuda")
-    return Options(device=device)
+    return Options(device=device, batch_blocks=not getattr(args, "one_by_one", False))
 
 
 def fixed_from(args: argparse.Namespace) -> dict[str, Any]:

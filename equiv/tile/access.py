@@ -47,8 +47,8 @@ def _tensor_setitem(self: Tensor, key, value) -> None:
 
 
 # Windows at block-dependent offsets (a batched stage's lane values) are taken per block.
-Tensor.__getitem__ = _batch.lanewise(_tensor_getitem)  # type: ignore[assignment]
-Tensor.__setitem__ = _batch.lanewise(_tensor_setitem)  # type: ignore[assignment]
+Tensor.__getitem__ = _batch.tensor_getitem(_tensor_getitem)  # type: ignore[assignment]
+Tensor.__setitem__ = _batch.tensor_setitem(_tensor_setitem)  # type: ignore[assignment]
 
 
 def _in_place(tile: Tile) -> None:

@@ -188,6 +188,15 @@ class Batch:
         self.events.append(StoreEvent(tensor, win, values, mask, memory.kernel_site(),
                                       bool(getattr(ctx, "_scalar_store", False)), block))
 
+    def defer(self, tensor: Tensor, wins: list, values: list, mask, site: str) -> None:
+        """Stores of one kernel line, one per lane (`wins[k]`, `values[k]` for lane `k`)."""
+        key = _storage(tensor)
+        if key in self.loaded:
+            fallback(f"a write of {tensor.name}, which the stage reads")
+        self.stored.add(key)
+        for k, (win, vals) in enumerate(zip(wins, values)):
+            self.events.append(StoreEvent(tensor, win, vals, mask, site, False, self.order[k]))
+
     def replay(self, block: int) -> None:
         """Apply block `block`'s stores, in program order, as a one-by-one run makes them."""
         ctx = current()
@@ -352,6 +361,62 @@ def call(fn: Callable, args: tuple, kwargs: dict) -> Any:
     if not (any(_is_batched(a) for a in args) or any(_is_batched(v) for v in kwargs.values())):
         return fn(*args, **kwargs)
     return per_lane(fn, args, kwargs, batch)
+
+
+def _lane_windows(tensor: Tensor, key: Any, n: int) -> list | None:
+    """Per-lane windows of `tensor[key]` when every lane's window has one shape and lies
+    inside the tensor; None otherwise (the per-lane path then reports what is wrong)."""
+    wins = [tensor.window(_lane_of(key, k)) for k in range(n)]
+    extent = [b - a for a, b in wins[0]]
+    for win in wins:
+        if [b - a for a, b in win] != extent:
+            return None
+        for (a, b), size in zip(win, tensor.shape):
+            if a < 0 or b > size or b < a:
+                return None
+    return wins
+
+
+def tensor_getitem(plain: Callable) -> Callable:
+    """``tensor[key]`` with block-dependent offsets: one stacked read of every lane's window."""
+
+    @functools.wraps(plain)
+    def getitem(tensor: Tensor, key: Any) -> Any:
+        ctx = memory._CURRENT.get()
+        batch = None if ctx is None else ctx.batch
+        if batch is None or batch.lane is not None or not _is_batched(key):
+            return plain(tensor, key)
+        from equiv.tile.values import Tile
+
+        wins = _lane_windows(tensor, key, batch.n)
+        if wins is None:
+            return per_lane(plain, (tensor, key), {}, batch)
+        batch.on_load(tensor, False)
+        data = torch.stack([tensor.data[Tensor._slices(w)] for w in wins]).to(tensor.dtype.container)
+        return Tile(data, tensor.dtype, [b - a for a, b in wins[0]])
+    return getitem
+
+
+def tensor_setitem(plain: Callable) -> Callable:
+    """``tensor[key] = tile`` in a batched stage: one deferred store per lane, made here."""
+
+    @functools.wraps(plain)
+    def setitem(tensor: Tensor, key: Any, value: Any) -> None:
+        from equiv.tile.values import Tile
+
+        ctx = memory._CURRENT.get()
+        batch = None if ctx is None else ctx.batch
+        if batch is None or batch.lane is not None or not (_is_batched(key) or _is_batched(value)):
+            return plain(tensor, key, value)
+        wins = _lane_windows(tensor, key, batch.n) if isinstance(value, Tile) else None
+        if wins is None or value.dtype != tensor.dtype or list(value.shape) != [b - a for a, b in wins[0]]:
+            per_lane(plain, (tensor, key, value), {}, batch)
+            return None
+        lanes = value.data.dim() > len(value.valid)
+        batch.defer(tensor, wins, [value.data[k] if lanes else value.data for k in range(batch.n)],
+                    value.valid_mask(), memory.kernel_site())
+        return None
+    return setitem
 
 
 def lanewise(fn: Callable) -> Callable:
