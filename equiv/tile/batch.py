@@ -152,6 +152,10 @@ class StoreEvent:
 
 
 def _storage(tensor: Tensor) -> int:
+    if type(tensor) is not Tensor:
+        # Tensors with their own access rules (a rank's window: reads and writes order
+        # against other ranks) are not deferred.
+        fallback(f"an access to {tensor.name}, a {type(tensor).__name__}")
     return tensor.data.untyped_storage().data_ptr()
 
 
