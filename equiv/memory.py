@@ -253,7 +253,9 @@ class RunContext:
             obs.on_store(self, tensor, win, mask, scalar)
 
     def poison(self, shape: Sequence[int], dtype: DType) -> torch.Tensor:
-        if self.batch is not None:
+        if self.batch is not None and not (dtype.is_float and self.options.poison == "nan"):
+            # NaN poison is the same for every block; a pattern is drawn from the run's
+            # generator, in block order.
             self.batch.stop("poison drawn from the run's generator")
         shape = tuple(int(s) for s in shape)
         if dtype.is_float:
@@ -315,6 +317,8 @@ class Tensor:
     def __init__(self, name: str, shape: Sequence[int], dtype: DType, data: torch.Tensor | None = None,
                  written: bool = False):
         ctx = current()
+        if ctx.batch is not None:
+            ctx.batch.stop(f"tensor {name} allocated by each block")  # one per block, not one shared
         self.name = name
         self.shape = tuple(int(s) for s in shape)
         self.dtype = dtype

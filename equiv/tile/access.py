@@ -260,9 +260,11 @@ def slice(src: Tensor | Tile, shape: Sequence[int], offset: Sequence[int],  # no
         key = tuple(_slice_type(int(o), int(o) + s) for o, s in zip(offset, shape))
         t = src[key]
         return Tile(t.data, t.dtype, [min(v, tv) for v, tv in zip(valid, t.valid)])
+    win = tuple((int(o), int(o) + v) for o, v in zip(offset, valid))
+    if valid == shape:
+        return Tile(src.load(win), src.dtype)  # nothing of the tile is left uninitialised
     ctx = current()
     data = ctx.poison(shape, src.dtype)
-    win = tuple((int(o), int(o) + v) for o, v in zip(offset, valid))
     if all(v > 0 for v in valid):
         data[tuple(_slice_type(0, v) for v in valid)] = src.load(win)
     return Tile(data, src.dtype, valid)

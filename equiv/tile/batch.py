@@ -162,7 +162,8 @@ def _storage(tensor: Tensor) -> int:
 class Batch:
     """One batched attempt of a stage: its blocks (in order) and its deferred stores."""
 
-    def __init__(self, order: list[int]):
+    def __init__(self, stage: int, order: list[int]):
+        self.stage = stage
         self.order = order
         self.n = len(order)
         self.lane: int | None = None  # set while an op runs once per lane (`call`)
@@ -242,13 +243,14 @@ def attempts(loop: Iterable) -> Iterator[Any]:
     if stage is None:  # disabled dispatch, one block, chunked loop: nothing to batch
         yield from loop
         return
-    stage_id, order, name, value_of = stage
-    batch = Batch(order)
+    stage_id, order, name, value_of = stage[:4]
+    batch = Batch(stage_id, order)
     failed = False
     ctx.batch = batch
     try:
         ctx.batch_failed = False
-        yield Lanes([value_of(b) for b in order])
+        # The loop value of the batched attempt: every block's (or one shared by all blocks).
+        yield stage[4] if len(stage) > 4 else Lanes([value_of(b) for b in order])
         failed = ctx.batch_failed
     finally:
         ctx.batch = None
@@ -509,18 +511,19 @@ def unbatchable(fn: Callable, why: str) -> Callable:
 
 
 def wrap_table(names: dict[str, Any], natives: Iterable[str], expanded: Iterable[str],
-               unbatchable_modules: dict[str, str]) -> dict[str, Any]:
+               unbatchable_modules: dict[str, str], aware: Iterable[str] = ()) -> dict[str, Any]:
     """The DSL table with each function made batch-aware: `native` for the names in
-    `natives` (`expanded`: with ``expand``), `unbatchable` for functions of the modules in
+    `natives` (`expanded`: with ``expand``), as they are for the names in `aware` (they
+    answer for a batched stage themselves), `unbatchable` for functions of the modules in
     `unbatchable_modules`, `lanewise` for every other function."""
-    natives, expanded = set(natives), set(expanded)
-    unknown = (natives | expanded) - set(names)
+    natives, expanded, aware = set(natives), set(expanded), set(aware)
+    unknown = (natives | expanded | aware) - set(names)
     if unknown:
         raise KeyError(f"batch-native names not in the DSL table: {sorted(unknown)}")
     wrapped: dict[int, Any] = {}  # one wrapper per function, whatever names it has
     out: dict[str, Any] = {}
     for key, value in names.items():
-        if not isinstance(value, types.FunctionType):
+        if not isinstance(value, types.FunctionType) or key in aware:
             out[key] = value
             continue
         if key in natives or key in expanded:

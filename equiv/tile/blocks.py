@@ -147,10 +147,9 @@ class SpmdDispatch:
         _stage_kinds(ctx)[stage] = ("spmd", self)
         return stage, ctx.block_order(self.core_num), self.name, int
 
-    def blocks(self) -> Iterator[TaskId]:
+    def blocks(self) -> "_WithBlocks":
         """The ``with`` form after rewriting: one iteration per block, each yielding the task id."""
-        for _ in self:
-            yield self.task
+        return _WithBlocks(self)
 
     def run_barriered(self, body: Callable[[], Any]) -> TaskId:
         """Run `body` once per block with ``pl.system.syncall`` barriers between phases.
@@ -172,6 +171,26 @@ class SpmdDispatch:
 
     def __exit__(self, *exc: Any) -> bool:
         return False
+
+
+class _WithBlocks:
+    """The blocks of a ``with pl.spmd(...) as tid`` dispatch: each iteration binds the task id."""
+
+    def __init__(self, dispatch: SpmdDispatch):
+        self.dispatch = dispatch
+
+    def __iter__(self) -> Iterator[TaskId]:
+        for _ in self.dispatch:
+            yield self.dispatch.task
+
+    def batch_stage(self) -> tuple | None:
+        stage = self.dispatch.batch_stage()
+        if stage is None:
+            return None
+        stage_id, order, name, _ = stage
+        task = self.dispatch.task
+        # Every block binds the same task id; the block index comes from get_block_idx.
+        return stage_id, order, name, lambda _b: task, task
 
 
 def spmd(core_num: int, name_hint: str = "", *, sync_start: bool = False, optimizations: Any = None,
@@ -329,14 +348,35 @@ def task_dummy(*, deps: Sequence[Any]) -> TaskId:
 # ----------------------------------------------------------------------------------------
 # Block and lane indices
 # ----------------------------------------------------------------------------------------
-def get_block_idx() -> int:
-    """Index of the innermost enclosing SPMD block (0 outside any: a one-block launch)."""
+def _batched_spmd() -> tuple[Any, Any] | None:
+    """(batch, dispatch) when the running code is a batched stage of an SPMD dispatch."""
+    from equiv.tile import batch as _batch
+
+    running = _batch.active()
+    if running is None:
+        return None
+    entry = _stage_kinds(current()).get(running.stage)
+    return (running, entry[1]) if entry is not None and entry[0] == "spmd" else None
+
+
+def get_block_idx() -> Any:
+    """Index of the innermost enclosing SPMD block (0 outside any: a one-block launch); in a
+    batched stage, every block's index (`equiv.tile.batch.Lanes`)."""
+    batched = _batched_spmd()
+    if batched is not None:
+        from equiv.tile.batch import Lanes
+
+        running = batched[0]
+        return running.order[running.lane] if running.lane is not None else Lanes(list(running.order))
     found = _enclosing("spmd")
     return 0 if found is None else int(found[0].block)
 
 
 def get_block_num() -> int:
     """Number of blocks of the innermost enclosing SPMD dispatch (1 outside any)."""
+    batched = _batched_spmd()
+    if batched is not None:
+        return int(batched[1].core_num)
     found = _enclosing("spmd")
     return 1 if found is None else int(found[1].core_num)
 

@@ -160,12 +160,14 @@ def _uses(node: ast.AST):
             yield from _uses(child)
 
 
-def _independent_blocks(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.For) -> bool:
+def _independent_blocks(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.For,
+                        shared: ast.expr | None = None) -> bool:
     """Whether running `loop`'s body once for all blocks equals running it per block, as far
     as Python names go (memory effects are the batch machinery's business): the body reads
     no name it binds before binding it (nothing carried from the previous block), the code
     after the loop reads no name the body binds before binding it again (nothing of one
-    block leaks out), and the body mutates no outside object through a method call."""
+    block leaks out), and the body mutates no outside object through a method call.
+    `shared`: a loop target that is the same for every block (a ``with`` form's task id)."""
     if not isinstance(loop.target, ast.Name) or loop.orelse or _leaves_body(loop.body):
         return False
     bound = _bound_names(loop.body) | {loop.target.id}
@@ -186,6 +188,8 @@ def _independent_blocks(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.Fo
             seen_in_body.add(name.id)
     end = (loop.end_lineno or loop.lineno, loop.end_col_offset or 0)
     seen_after: set[str] = set()
+    if isinstance(shared, ast.Name):
+        seen_after.add(shared.id)
     for name, load in _uses(ast.Module(body=fn.body, type_ignores=[])):
         if (name.lineno, name.col_offset) <= end or name.id not in bound or name.id in seen_after:
             continue
@@ -218,6 +222,11 @@ class _SpmdRewriter(ast.NodeTransformer):
         if not _independent_blocks(self.functions[-1], node):
             return node
         self.changed = True
+        return self._batchable(node)
+
+    @staticmethod
+    def _batchable(node: ast.For) -> ast.For:
+        """``for T in attempts(ITER): with guard(): BODY`` (equiv.tile.batch)."""
         guarded = ast.With(items=[ast.withitem(ast.Call(_batch_attr("guard"), [], []), None)],
                            body=node.body, type_comment=None)
         node.iter = ast.Call(_batch_attr("attempts"), [node.iter], [])
@@ -258,7 +267,11 @@ class _SpmdRewriter(ast.NodeTransformer):
                 target=target,
                 iter=ast.Call(ast.Attribute(item.context_expr, "blocks", ast.Load()), [], []),
                 body=node.body, orelse=[], type_comment=None)
-            return ast.fix_missing_locations(ast.copy_location(loop, node))
+            loop = ast.fix_missing_locations(ast.copy_location(loop, node))
+            # The task id is one value for every block, so the code after may read it.
+            if self.functions and _independent_blocks(self.functions[-1], loop, shared=target):
+                self._batchable(loop)
+            return loop
         return self._barriered(node, item.context_expr, target)
 
     def _barriered(self, node: ast.With, dispatch: ast.expr, target: ast.expr) -> list[ast.stmt]:

@@ -145,6 +145,8 @@ BATCH_NATIVE = frozenset({
         "row_max", "row_min", "row_sum", "matmul", "matmul_acc", "reshape")),
 })
 BATCH_EXPANDED = frozenset({"gather"})
+# Block identity answers for a batched stage itself (every block's index).
+BATCH_AWARE = frozenset({"get_block_idx", "tile.get_block_idx", "get_block_num", "tile.get_block_num"})
 NAMES = batch.wrap_table(NAMES, BATCH_NATIVE, BATCH_EXPANDED, {
-    blocks.__name__: "block identity, task ids, arrays and barriers are per block",
-})
+    blocks.__name__: "task ids, arrays, lanes and barriers are per block",
+}, aware=BATCH_AWARE)

@@ -320,3 +320,18 @@ def test_every_registered_pair_gives_the_same_bits_batched_and_one_block_at_a_ti
                                                           observe=observed)
                         digests.append(_digest(outs, findings, error, observed))
                     assert digests[0] == digests[1], (name, preset, side, poison)
+
+
+def scratch_per_block(x: pl.Tensor, out: pl.Tensor) -> None:
+    # Each block's scratch tensor is its own: no race between blocks on it.
+    for b in pl.spmd(N, name_hint="rows"):
+        tmp = pl.create_tensor([R, C], dtype=pl.FP32)
+        tmp[0:R, :] = pl.cast(x[b * R : b * R + R, :], target_type=pl.FP32)
+        out[b * R : b * R + R, :] = pl.cast(pl.mul(pl.cast(x[b * R : b * R + R, :], target_type=pl.FP32), 3.0),
+                                            target_type=pl.BF16, mode="rint")
+
+
+def test_scratch_tensors_stay_one_per_block():
+    ctx, outs = both(scratch_per_block, {"x": x_values().to(torch.bfloat16)}, OUT)
+    assert not [f for f in ctx.findings.values() if f.kind == "race"]
+    assert any("allocated by each block" in why for why in ctx.batch_stats)
