@@ -471,14 +471,15 @@ def _lane_result(result: Any, n: int) -> Any:
     return result
 
 
-def native(fn: Callable, expand: bool = False) -> Callable:
+def native(fn: Callable, expand: bool = False, lane_scalars: bool = False) -> Callable:
     """`fn` as a DSL op written for batched tiles: called once on the lane-axis tiles.
 
     Such an op indexes its operands from the last axis and takes tile shapes from
     ``shape``/``valid`` (never the container's leading axes), so lane `k` of its result is
     its result on lane `k`. ``expand``: operands without the lane axis get it first (ops
-    that need operands of one rank, e.g. ``gather``'s index). Lane *scalars* still run per
-    lane. Every native op is tested against its per-lane run (tests/tile/test_batch.py)."""
+    that need operands of one rank, e.g. ``gather``'s index). Lane *scalars* (`Lanes`) run
+    per lane unless ``lane_scalars`` (the op takes them as operands along the lane axis).
+    Every native op is tested against its per-lane run (tests/tile/test_batch.py)."""
 
     @functools.wraps(fn)
     def op(*args: Any, **kwargs: Any) -> Any:
@@ -488,7 +489,7 @@ def native(fn: Callable, expand: bool = False) -> Callable:
             return fn(*args, **kwargs)
         if not (any(_is_batched(a) for a in args) or any(_is_batched(v) for v in kwargs.values())):
             return fn(*args, **kwargs)
-        if any(_has_lanes(a) for a in args) or any(_has_lanes(v) for v in kwargs.values()):
+        if not lane_scalars and (any(_has_lanes(a) for a in args) or any(_has_lanes(v) for v in kwargs.values())):
             return per_lane(fn, args, kwargs, batch)
         if expand:
             args = tuple(_with_lane_axis(a, batch.n) for a in args)
@@ -511,12 +512,14 @@ def unbatchable(fn: Callable, why: str) -> Callable:
 
 
 def wrap_table(names: dict[str, Any], natives: Iterable[str], expanded: Iterable[str],
-               unbatchable_modules: dict[str, str], aware: Iterable[str] = ()) -> dict[str, Any]:
+               unbatchable_modules: dict[str, str], aware: Iterable[str] = (),
+               lane_scalars: Iterable[str] = ()) -> dict[str, Any]:
     """The DSL table with each function made batch-aware: `native` for the names in
-    `natives` (`expanded`: with ``expand``), as they are for the names in `aware` (they
+    `natives` (`expanded`: with ``expand``; `lane_scalars`: taking `Lanes` operands), as they
+    are for the names in `aware` (they
     answer for a batched stage themselves), `unbatchable` for functions of the modules in
     `unbatchable_modules`, `lanewise` for every other function."""
-    natives, expanded, aware = set(natives), set(expanded), set(aware)
+    natives, expanded, aware, lane_scalars = set(natives), set(expanded), set(aware), set(lane_scalars)
     unknown = (natives | expanded | aware) - set(names)
     if unknown:
         raise KeyError(f"batch-native names not in the DSL table: {sorted(unknown)}")
@@ -527,7 +530,7 @@ def wrap_table(names: dict[str, Any], natives: Iterable[str], expanded: Iterable
             out[key] = value
             continue
         if key in natives or key in expanded:
-            out[key] = native(value, expand=key in expanded)
+            out[key] = native(value, expand=key in expanded, lane_scalars=key in lane_scalars)
             continue
         if id(value) not in wrapped:
             why = unbatchable_modules.get(value.__module__)

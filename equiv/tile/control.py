@@ -7,6 +7,7 @@ from typing import Any, Iterator, Sequence
 
 
 from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
+from equiv.tile.batch import Lanes
 
 from contextlib import contextmanager
 
@@ -176,12 +177,34 @@ def _with_carried(indices: Iterator[int], init_values: Sequence[Any]) -> Iterato
             stack.pop()
 
 
+def _lane_range(start: Any, stop: Any, step: Any) -> Iterator[Any]:
+    """A loop whose bounds differ per block of a batched stage (`equiv.tile.batch.Lanes`):
+    iteration `i` is every block's `i`-th value, when every block makes the same number of
+    iterations (else the stage runs one block at a time)."""
+    from equiv.tile.batch import fallback
+
+    n = next(len(v.values) for v in (start, stop, step) if isinstance(v, Lanes))
+    lane = [(v.values if isinstance(v, Lanes) else [v] * n) for v in (start, stop, step)]
+    ranges = [_range(int(a), int(b), int(s)) for a, b, s in zip(*lane)]
+    if any(len(r) != len(ranges[0]) for r in ranges):
+        fallback("a loop whose trip count differs per block")
+    for i in _range(len(ranges[0])):
+        values = [r[i] for r in ranges]
+        yield values[0] if all(v == values[0] for v in values) else Lanes(values)
+
+
 def range(start: int, stop: int | None = None, step: int = 1, *,  # noqa: A001
           init_values: Sequence[Any] | None = None, **_hints) -> Iterator[Any]:
     """Sequential ascending loop. With ``init_values=(a, b)`` it yields ``(i, (a_i, b_i))``
     where ``(a_0, b_0)`` are the initial values and each later pair is what the previous
-    iteration returned through ``pl.yield_``."""
-    indices = iter(_range(int(start)) if stop is None else _range(int(start), int(stop), int(step)))
+    iteration returned through ``pl.yield_``. In a batched stage, bounds may differ per
+    block (`_lane_range`)."""
+    if stop is None:
+        start, stop = 0, start
+    if any(isinstance(v, Lanes) for v in (start, stop, step)):
+        indices = _lane_range(start, stop, step)
+    else:
+        indices = iter(_range(int(start), int(stop), int(step)))
     if init_values is None:
         return indices
     return _with_carried(indices, init_values)

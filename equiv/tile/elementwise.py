@@ -230,7 +230,9 @@ def _broadcast(target: Tile, vec: Tile, axis: str, name: str) -> Tile:
         if not (vec.dtype.is_float and target.dtype.is_float) or vec.dtype.bits == target.dtype.bits:
             raise KernelError(f"{name} operands of types {target.dtype!r} and {vec.dtype!r}")
         dtype = vec.dtype if vec.dtype.bits > target.dtype.bits else target.dtype
-    return Tile(vec.data.expand_as(target.data).clone(), dtype, target.valid)
+    # (either may carry a batched stage's lane axis)
+    shape = torch.broadcast_shapes(vec.data.shape, target.data.shape)
+    return Tile(vec.data.expand(shape).clone(), dtype, target.valid)
 
 
 def _expdif(x: torch.Tensor, v: torch.Tensor, dtype: DType) -> torch.Tensor:

@@ -146,7 +146,12 @@ BATCH_NATIVE = frozenset({
 })
 BATCH_EXPANDED = frozenset({"gather"})
 # Block identity answers for a batched stage itself (every block's index).
-BATCH_AWARE = frozenset({"get_block_idx", "tile.get_block_idx", "get_block_num", "tile.get_block_num"})
+# Loops take bounds that differ per block (each iteration a lane value).
+BATCH_AWARE = frozenset({"get_block_idx", "tile.get_block_idx", "get_block_num", "tile.get_block_num",
+                         "range", "pipeline"})
+# Element-wise binary ops take a per-block scalar operand along the lane axis.
+BATCH_LANE_SCALARS = frozenset(f"{p}{op}" for p in ("", "tile.")
+                               for op in ("add", "sub", "mul", "div", "maximum", "minimum"))
 NAMES = batch.wrap_table(NAMES, BATCH_NATIVE, BATCH_EXPANDED, {
     blocks.__name__: "task ids, arrays, lanes and barriers are per block",
-}, aware=BATCH_AWARE)
+}, aware=BATCH_AWARE, lane_scalars=BATCH_LANE_SCALARS)

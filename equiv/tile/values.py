@@ -12,6 +12,7 @@ import torch
 from equiv import rounding
 from equiv.dtypes import BF16, FP16, FP32, INDEX, DType
 from equiv.memory import KernelError, current
+from equiv.tile.batch import Lanes
 
 
 class Tile:
@@ -133,6 +134,12 @@ def _result(values: torch.Tensor, dtype: DType, valid) -> Tile:
 
 
 def _operand(x: Tile | int | float, like: Tile) -> torch.Tensor:
+    if isinstance(x, Lanes):
+        # A scalar per block of a batched stage: each rounded as the scalar itself would be,
+        # laid along the lane axis.
+        lanes = [_scalar_to(v, like.dtype) for v in x.values]
+        return torch.tensor(lanes, dtype=like.dtype.container, device=like.data.device).reshape(
+            [len(lanes)] + [1] * len(like.valid))
     if isinstance(x, Tile):
         if x.dtype != like.dtype:
             raise KernelError(f"operands of types {like.dtype!r} and {x.dtype!r}; cast one first")

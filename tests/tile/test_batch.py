@@ -335,3 +335,52 @@ def test_scratch_tensors_stay_one_per_block():
     ctx, outs = both(scratch_per_block, {"x": x_values().to(torch.bfloat16)}, OUT)
     assert not [f for f in ctx.findings.values() if f.kind == "race"]
     assert any("allocated by each block" in why for why in ctx.batch_stats)
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "maximum", "minimum"])
+def test_a_per_block_scalar_operand_equals_that_scalar_in_each_block(op):
+    a = (torch.arange(N * R * C, dtype=torch.float32).reshape(N * R, C) / 5 - 7).to(torch.bfloat16)
+    outs = {}
+    for batch in (True, False):
+        ctx = RunContext(Options(seed=4, batch_blocks=batch))
+        with running(ctx):
+            ta = Tensor.from_torch("a", a)
+            out = Tensor("out", [N * R, C], pl.FP32)
+            for i in _b.attempts(pl.spmd(N, name_hint="lanes")):
+                with _b.guard():
+                    t = pl.cast(ta[i * R : i * R + R, :], target_type=pl.FP32)
+                    # a value of a third binade per block, 1/3 not exact in fp32: rounding matters
+                    out[i * R : i * R + R, :] = getattr(pl, op)(t, i * 0.75 + 1 / 3)
+            outs[batch] = (out.data.clone(), dict(ctx.batch_stats))
+    assert outs[True][1] == {"batched": 1}
+    assert torch.equal(outs[True][0], outs[False][0])
+    # against float64: each block's scalar rounded to fp32 once, the result once
+    x = a.to(torch.float64).reshape(N, R, C)
+    s = torch.tensor([b * 0.75 + 1 / 3 for b in range(N)], dtype=torch.float64).to(torch.float32).double()
+    f = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
+         "maximum": torch.maximum, "minimum": torch.minimum}[op]
+    want = f(x, s.reshape(N, 1, 1)).to(torch.float32).double().reshape(N * R, C)
+    assert torch.equal(outs[True][0], want)
+
+
+def lane_bounds(x: pl.Tensor, out: pl.Tensor) -> None:
+    for b in pl.spmd(N, name_hint="rows"):
+        for r in pl.range(b * R, b * R + R, 2):
+            out[r : r + 2, :] = pl.cast(pl.add(pl.cast(x[r : r + 2, :], target_type=pl.FP32), 1.0),
+                                        target_type=pl.BF16, mode="rint")
+
+
+def lane_trip_counts(x: pl.Tensor, out: pl.Tensor) -> None:
+    for b in pl.spmd(N, name_hint="rows"):
+        for r in pl.range(b * R, b * R + b % 2 + 1):  # 1 or 2 iterations
+            out[r : r + 1, :] = x[r : r + 1, :]
+
+
+def test_loops_with_per_block_bounds_run_batched_when_every_block_makes_the_same_trips():
+    x = x_values().to(torch.bfloat16)
+    ctx, outs = both(lane_bounds, {"x": x}, OUT)
+    assert ctx.batch_stats == {"batched": 1}
+    assert torch.equal(outs["out"].data.double(), bf16(x.double() + 1))
+    ctx, outs = both(lane_trip_counts, {"x": x}, OUT)
+    assert any("trip count differs per block" in why for why in ctx.batch_stats)
+    assert int(outs["out"].written.sum()) == sum(b % 2 + 1 for b in range(N)) * C
