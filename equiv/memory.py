@@ -162,6 +162,7 @@ class RunContext:
         # defer stores and stop the attempt where a batched run could differ.
         self.batch = None
         self.batch_failed: str | bool = False
+        self.batch_error: BaseException | None = None
         # Stages run batched ("batched": count) and the reasons others ran one by one.
         self.batch_stats: dict[str, int] = {}
         rounding.refresh_native_probe()  # the flush mode decides whether native rounding is exact

@@ -87,17 +87,66 @@ def _lane_binary(op: Callable[[Any, Any], Any], reflected: bool = False):
     return method
 
 
-def _undecidable(what: str):
-    def method(self: "Lanes", *_a: Any) -> Any:
-        fallback(f"{what} of a block-dependent value")
+class LaneSplit(BatchFallback):
+    """The blocks of a batched attempt take different paths at a kernel line (a comparison,
+    ``if``, a loop bound): the attempt is abandoned and each group of blocks that agree
+    (`keys`, one per lane) runs batched on its own."""
+
+    def __init__(self, why: str, keys: list):
+        super().__init__(why)
+        self.keys = keys
+
+
+def _traced(values: list) -> bool:
+    from equiv.observe.scalars import TracedFloat, TracedInt
+
+    return any(isinstance(v, (TracedFloat, TracedInt)) for v in values)
+
+
+def _agreed(what: str, keys: list, symbol: str | None = None, values: list | None = None) -> Any:
+    """The one answer every lane gives, or a `LaneSplit` by answer. A comparison of scalars
+    read from tensors is a decision of the kernel (decision coverage), recorded here once
+    with every lane's outcome, as the blocks run one by one would record it."""
+    if symbol is not None and values is not None and _traced(values):
+        current().decision(f"scalar {symbol}", {"true": any(keys), "false": not all(keys)},
+                           site=memory.kernel_site())
+    first = keys[0]
+    if all(k == first for k in keys):
+        return first
+    raise LaneSplit(f"{what} of a block-dependent value", keys)
+
+
+def _compare(op: Callable[[Any, Any], bool], symbol: str):
+    def method(self: "Lanes", other: Any) -> Any:
+        if isinstance(other, Lanes):
+            pairs = list(zip(self.values, other.values))
+        elif isinstance(other, (int, float)):
+            pairs = [(v, other) for v in self.values]
+        else:
+            return NotImplemented
+        keys = [bool(op(_plain(a), _plain(b))) for a, b in pairs]
+        return _agreed("a comparison", keys, symbol, [a for a, _ in pairs] + [b for _, b in pairs])
+    return method
+
+
+def _plain(v: Any) -> Any:
+    # a traced scalar's comparisons here are not the kernel's own (recorded by `_agreed`)
+    return float(v) if isinstance(v, float) else int(v) if isinstance(v, int) else v
+
+
+def _single(what: str, convert: Callable[[Any], Any], symbol: str | None = None):
+    def method(self: "Lanes") -> Any:
+        keys = [convert(v) for v in self.values]
+        return _agreed(what, keys, symbol, self.values)
     return method
 
 
 class Lanes:
     """A Python scalar that differs per block (a block index and what is computed from it).
 
-    Arithmetic stays per lane; anything that needs one value (a comparison, ``if``,
-    ``int()``, a ``range`` bound) makes the stage fall back to one block at a time.
+    Arithmetic stays per lane. Anything that needs one value (a comparison, ``if``,
+    ``int()``, a ``range`` bound) gets it when every lane agrees; where lanes disagree the
+    stage splits into groups of blocks that agree (`LaneSplit`), each run batched.
     """
 
     __slots__ = ("values",)
@@ -124,16 +173,16 @@ class Lanes:
     def __neg__(self) -> "Lanes":
         return Lanes([-v for v in self.values])
 
-    __bool__ = _undecidable("a truth test")
-    __index__ = _undecidable("an index")
-    __int__ = _undecidable("int()")
-    __float__ = _undecidable("float()")
-    __lt__ = _undecidable("a comparison")
-    __le__ = _undecidable("a comparison")
-    __gt__ = _undecidable("a comparison")
-    __ge__ = _undecidable("a comparison")
-    __eq__ = _undecidable("a comparison")  # type: ignore[assignment]
-    __ne__ = _undecidable("a comparison")  # type: ignore[assignment]
+    __bool__ = _single("a truth test", lambda v: bool(_plain(v)), "if")
+    __index__ = _single("an index", operator.index)
+    __int__ = _single("int()", int)
+    __float__ = _single("float()", float)
+    __lt__ = _compare(operator.lt, "<")
+    __le__ = _compare(operator.le, "<=")
+    __gt__ = _compare(operator.gt, ">")
+    __ge__ = _compare(operator.ge, ">=")
+    __eq__ = _compare(operator.eq, "==")  # type: ignore[assignment]
+    __ne__ = _compare(operator.ne, "!=")  # type: ignore[assignment]
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
@@ -144,11 +193,14 @@ class Lanes:
 # The state of one batched stage
 # ----------------------------------------------------------------------------------------
 class StoreEvent:
-    __slots__ = ("tensor", "win", "values", "mask", "site", "scalar", "block")
+    """A deferred store: of one block (`block`), or of every block of `group`."""
 
-    def __init__(self, tensor: Tensor, win, values, mask, site: str, scalar: bool, block: int | None):
+    __slots__ = ("tensor", "win", "values", "mask", "site", "scalar", "block", "group")
+
+    def __init__(self, tensor: Tensor, win, values, mask, site: str, scalar: bool, block: int | None,
+                 group: frozenset | None = None):
         self.tensor, self.win, self.values, self.mask = tensor, win, values, mask
-        self.site, self.scalar, self.block = site, scalar, block
+        self.site, self.scalar, self.block, self.group = site, scalar, block, group
 
 
 def _storage(tensor: Tensor) -> int:
@@ -160,16 +212,29 @@ def _storage(tensor: Tensor) -> int:
 
 
 class Batch:
-    """One batched attempt of a stage: its blocks (in order) and its deferred stores."""
+    """A batched stage: the blocks of the running attempt (`order`, lane `k` is block
+    `order[k]`), and the deferred stores of every attempt that completed."""
 
     def __init__(self, stage: int, order: list[int]):
         self.stage = stage
-        self.order = order
-        self.n = len(order)
         self.lane: int | None = None  # set while an op runs once per lane (`call`)
         self.events: list[StoreEvent] = []
         self.loaded: set[int] = set()
         self.stored: set[int] = set()
+        self.attempt(order)
+
+    def attempt(self, order: list[int]) -> None:
+        """Start running the blocks `order` (a group of the stage's blocks, in stage order)."""
+        self.order = order
+        self.n = len(order)
+        self.group = frozenset(order)
+        self._mark = (len(self.events), set(self.loaded), set(self.stored))
+
+    def abandon(self) -> None:
+        """Forget what the running attempt deferred (its group splits and runs again)."""
+        n_events, loaded, stored = self._mark
+        del self.events[n_events:]
+        self.loaded, self.stored = loaded, stored
 
     def stop(self, why: str) -> None:
         fallback(why)
@@ -191,7 +256,7 @@ class Batch:
         block = None if self.lane is None else self.order[self.lane]
         ctx = current()
         self.events.append(StoreEvent(tensor, win, values, mask, memory.kernel_site(),
-                                      bool(getattr(ctx, "_scalar_store", False)), block))
+                                      bool(getattr(ctx, "_scalar_store", False)), block, self.group))
 
     def defer(self, tensor: Tensor, wins: list, values: list, mask, site: str) -> None:
         """Stores of one kernel line, one per lane (`wins[k]`, `values[k]` for lane `k`)."""
@@ -206,7 +271,7 @@ class Batch:
         """Apply block `block`'s stores, in program order, as a one-by-one run makes them."""
         ctx = current()
         for ev in self.events:
-            if ev.block is not None and ev.block != block:
+            if (ev.block != block) if ev.block is not None else (block not in ev.group):
                 continue
             ctx._scalar_store = ev.scalar
             try:
@@ -244,19 +309,37 @@ def attempts(loop: Iterable) -> Iterator[Any]:
         yield from loop
         return
     stage_id, order, name, value_of = stage[:4]
+    shared = stage[4] if len(stage) > 4 else None  # one loop value for every block (a task id)
     batch = Batch(stage_id, order)
-    failed = False
-    ctx.batch = batch
-    try:
-        ctx.batch_failed = False
-        # The loop value of the batched attempt: every block's (or one shared by all blocks).
-        yield stage[4] if len(stage) > 4 else Lanes([value_of(b) for b in order])
-        failed = ctx.batch_failed
-    finally:
-        ctx.batch = None
     stats = ctx.batch_stats
-    if failed:
+    position = {b: i for i, b in enumerate(order)}
+    pending = [list(order)]
+    groups = 0
+    why = None
+    while pending:
+        group = pending.pop(0)
+        batch.attempt(group)
+        ctx.batch, ctx.batch_failed, ctx.batch_error = batch, False, None
+        try:
+            yield shared if shared is not None else Lanes([value_of(b) for b in group])
+        finally:
+            ctx.batch = None
+        error = ctx.batch_error
+        if not ctx.batch_failed:
+            groups += 1
+            continue
+        if isinstance(error, LaneSplit) and groups + len(pending) + 2 <= max(2, len(order) // _MIN_GROUP):
+            # Blocks that agree run on together, each group in the stage's block order.
+            batch.abandon()
+            parts: dict = {}
+            for b, key in zip(group, error.keys):
+                parts.setdefault(key, []).append(b)
+            pending[:0] = sorted(parts.values(), key=lambda g: position[g[0]])
+            stats["split"] = stats.get("split", 0) + 1
+            continue
         why = ctx.batch_failed
+        break
+    if why is not None:
         stats[why] = stats.get(why, 0) + 1
         for b in order:
             with ctx.block(stage_id, b, name):
@@ -266,6 +349,11 @@ def attempts(loop: Iterable) -> Iterator[Any]:
     for b in order:
         with ctx.block(stage_id, b, name):
             batch.replay(b)
+
+
+# A stage splits into groups while they average at least this many blocks; beyond that the
+# blocks run one by one (cheaper than many small batches).
+_MIN_GROUP = 4
 
 
 class guard:  # noqa: N801 - used as a statement in rewritten kernels
@@ -285,6 +373,7 @@ class guard:  # noqa: N801 - used as a statement in rewritten kernels
             return False
         what = str(exc) if isinstance(exc, BatchFallback) else f"{type(exc).__name__}: {exc}"
         ctx.batch_failed = f"{_kernel_line(exc)}: {what}"
+        ctx.batch_error = exc
         return True
 
 

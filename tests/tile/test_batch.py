@@ -22,9 +22,11 @@ N, R, C = 6, 4, 8
 
 
 def run(kernel, inputs, outputs, batch, seed=5, **opts):
+    scalars = {k: opts.pop(k) for k in list(opts) if k not in Options.__dataclass_fields__}
     ctx = RunContext(Options(seed=seed, batch_blocks=batch, **opts))
     with running(ctx):
         args = {k: Tensor.from_torch(k, v) for k, v in inputs.items()}
+        args.update(scalars)
         outs = {k: Tensor(k, shape, dt) for k, (shape, dt) in outputs.items()}
         error = None
         try:
@@ -142,15 +144,35 @@ def test_clean_stage_runs_batched_with_the_same_bits_as_one_by_one(seed, poison)
     assert sorted(n.block for n in ctx.nodes.values() if n.name == "rows") == list(range(N))
 
 
-def test_a_stage_whose_control_flow_reads_block_data_falls_back_and_is_right():
+def test_blocks_branching_on_data_they_read_split_into_groups_and_are_right():
     x = bf16(x_values())
     ctx, outs = both(reads_block_data, {"x": x.to(torch.bfloat16)}, OUT)
-    assert "batched" not in ctx.batch_stats
-    (why,) = ctx.batch_stats
-    assert why.endswith("a comparison of a block-dependent value") and f"test_batch.py:{_line(reads_block_data, 'if v > 0')}" in why
+    assert ctx.batch_stats == {"split": 1, "batched": 1}
     rows = x.reshape(N, R, C)
     want = torch.where(rows[:, :1, :1] > 0, rows * 2, rows).reshape(N * R, C)
     assert torch.equal(outs["out"].data.double(), bf16(want))
+
+
+def three_ways(x: pl.Tensor, out: pl.Tensor) -> None:
+    for b in pl.spmd(N, name_hint="rows"):
+        t = pl.cast(x[b * R : b * R + R, :], target_type=pl.FP32)
+        if b % 3 == 0:
+            t = pl.mul(t, 2.0)
+        elif b % 3 == 1:
+            t = pl.add(t, 1.0)
+        out[b * R : b * R + R, :] = pl.cast(t, target_type=pl.BF16, mode="rint")
+
+
+def test_a_stage_splitting_into_many_small_groups_runs_one_by_one_and_is_right():
+    x = bf16(x_values())
+    ctx, outs = both(three_ways, {"x": x.to(torch.bfloat16)}, OUT)
+    assert "batched" not in ctx.batch_stats
+    (why,) = [k for k in ctx.batch_stats if k != "split"]
+    assert why.endswith("a comparison of a block-dependent value")
+    assert f"test_batch.py:{_line(three_ways, 'elif b % 3 == 1')}:" in why
+    rows = x.reshape(N, R, C)
+    want = torch.stack([rows[b] * 2 if b % 3 == 0 else rows[b] + 1 if b % 3 == 1 else rows[b] for b in range(N)])
+    assert torch.equal(outs["out"].data.double(), bf16(want.reshape(N * R, C)))
 
 
 def test_races_and_unwritten_elements_are_reported_exactly_as_one_by_one():
@@ -217,14 +239,19 @@ def test_rewrite_batches_only_loops_without_python_state_between_blocks(body, ba
     assert rewrite.rewrite_module(ast.parse(src), "<k>") is batched
 
 
-def test_lane_values_refuse_every_question_that_needs_one_value():
-    from equiv.tile.batch import BatchFallback
+def test_lane_values_answer_one_value_only_where_every_lane_agrees():
+    from equiv.tile.batch import LaneSplit
 
     v = Lanes([0, 1, 2]) * 4 + 1
     assert v.values == [1, 5, 9] and (10 - v).values == [9, 5, 1] and (v // 2).values == [0, 2, 4]
-    for ask in (bool, int, float, lambda a: a < 3, lambda a: a == 1, lambda a: range(a)):
-        with pytest.raises(BatchFallback):
+    for ask in (int, float, lambda a: a < 3, lambda a: a == 1, lambda a: range(a), lambda a: bool(a - 5)):
+        with pytest.raises(LaneSplit):
             ask(v)
+    with pytest.raises(LaneSplit) as split:
+        v < 6  # noqa: B015
+    assert split.value.keys == [True, True, False]
+    same = Lanes([3, 3, 3])
+    assert int(same) == 3 and (same < 4) is True and bool(same) is True and list(range(same)) == [0, 1, 2]
 
 
 # ---------------------------------------------------------------------------------------
@@ -384,3 +411,23 @@ def test_loops_with_per_block_bounds_run_batched_when_every_block_makes_the_same
     ctx, outs = both(lane_trip_counts, {"x": x}, OUT)
     assert any("trip count differs per block" in why for why in ctx.batch_stats)
     assert int(outs["out"].written.sum()) == sum(b % 2 + 1 for b in range(N)) * C
+
+
+def predicated(x: pl.Tensor, n_active: int, out: pl.Tensor) -> None:
+    for b in pl.spmd(N, name_hint="rows"):
+        if b < n_active:
+            out[b * R : b * R + R, :] = pl.cast(pl.mul(pl.cast(x[b * R : b * R + R, :], target_type=pl.FP32), 2.0),
+                                                target_type=pl.BF16, mode="rint")
+        else:
+            out[b * R : b * R + R, :] = x[b * R : b * R + R, :]
+
+
+def test_blocks_that_branch_differently_split_into_batched_groups():
+    x = x_values().to(torch.bfloat16)
+    for n_active in (0, 2, N):
+        ctx, outs = both(predicated, {"x": x}, OUT, n_active=n_active)
+        assert ctx.batch_stats.get("batched") == 1
+        assert ctx.batch_stats.get("split", 0) == (1 if 0 < n_active < N else 0)
+        rows = x.double().reshape(N, R, C)
+        want = torch.cat([bf16(rows[b] * 2) if b < n_active else rows[b] for b in range(N)])
+        assert torch.equal(outs["out"].data.double(), want)
