@@ -462,6 +462,30 @@ class Tensor:
         if ctx.observers:
             ctx.emit_store(self, inside, m, scalar=bool(getattr(ctx, "_scalar_store", False)))
 
+    def store_element(self, idx: tuple[int, ...], value: int | float) -> bool:
+        """Write one in-range element (``pl.write``) with `store`'s written-mask, last-writer
+        and race bookkeeping, without tensor temporaries (a scalar loop's hot path). Returns
+        False, writing nothing, where `store` must do it (outside the tensor, observers or a
+        batched stage watching, a tensor type with its own rules)."""
+        ctx = current()
+        if (ctx.batch is not None or ctx.observers or type(self) is not Tensor
+                or any(not 0 <= i < n for i, n in zip(idx, self.shape))):
+            return False
+        token = ctx.current.token
+        if ctx.options.detect_races:
+            prev = int(self.writer[idx])
+            if prev >= 0 and prev != token:
+                other = ctx.races_with(prev)
+                if other is not None:
+                    ctx.record("race", self.name,
+                               f"element {list(idx)} written by {ctx.block_label(other)} and "
+                               f"{ctx.block_label(ctx.current)} of the same parallel stage",
+                               [(i, i + 1) for i in idx], count=1)
+        self.data[idx] = value
+        self.written[idx] = True
+        self.writer[idx] = token
+        return True
+
     def _check_race(self, win: Window, sl: tuple[slice, ...], mask: torch.Tensor | None) -> None:
         ctx = current()
         prev = self.writer[sl]

@@ -335,6 +335,8 @@ def scalar_store(dst: Tensor, indices: Sequence[int], value: int | float) -> Non
     idx = _indices(indices)
     if len(idx) != len(dst.shape):
         raise KernelError(f"write: {len(idx)} indices for a {len(dst.shape)}-d tensor {dst.name}")
+    if dst.store_element(tuple(idx), _scalar_to(value, dst.dtype)):
+        return
     data = torch.zeros([1] * len(idx), dtype=dst.dtype.container, device=dst.data.device)
     data[...] = _scalar_to(value, dst.dtype)
     ctx = current()

@@ -229,6 +229,30 @@ def test_scalar_write_out_of_range_is_recorded_and_racing_scalar_writes_are_foun
     assert len(kinds(ctx, "race")) == 1
 
 
+def test_a_scalar_write_and_a_one_element_store_leave_the_same_state_and_findings():
+    # pl.write's element path (Tensor.store_element) against the general store of a 1-element
+    # window: values, written-mask, last writer and the race finding, with blocks racing.
+    def scalar_stores(t, via_store):
+        for b in pl.spmd(3):
+            for i in (b, 3):  # element 3 is written by every block
+                if via_store:
+                    t.store(((i, i + 1),), torch.tensor([float(b) + 0.5], dtype=torch.float64))
+                else:
+                    assert t.store_element((i,), float(b) + 0.5)
+
+    states = []
+    for via_store in (False, True):
+        with running(RunContext(Options(seed=2))) as c:
+            t = Tensor("t", [5], pl.FP32)
+            scalar_stores(t, via_store)
+            states.append((t.data.nan_to_num(-9.0).tolist(), t.written.tolist(), t.writer.tolist(),
+                           [(f.kind, f.detail, f.region, f.count) for f in c.findings.values()]))
+    assert states[0] == states[1]
+    assert states[0][3] and all(kind == "race" for kind, *_ in states[0][3])
+    with running(RunContext(Options())):
+        assert Tensor("u", [2], pl.FP32).store_element((2,), 1.0) is False  # outside: the general path
+
+
 def test_tile_write_updates_one_element_without_touching_a_tile_sharing_its_container(ctx):
     a = pl.tile.full([1, 4], dtype=pl.FP32, value=1.0)
     b = pl.cast(a, pl.FP32)                 # an exact cast shares a's container
