@@ -461,7 +461,24 @@ def call(fn: Callable, args: tuple, kwargs: dict) -> Any:
 def _lane_windows(tensor: Tensor, key: Any, n: int) -> list | None:
     """Per-lane windows of `tensor[key]` when every lane's window has one shape and lies
     inside the tensor; None otherwise (the per-lane path then reports what is wrong)."""
-    wins = [tensor.window(_lane_of(key, k)) for k in range(n)]
+    if not isinstance(key, tuple):
+        key = (key,)
+    if len(key) > len(tensor.shape):
+        return None
+    per_dim = []  # per dimension, every lane's (start, stop)
+    for dim, size in enumerate(tensor.shape):
+        k = key[dim] if dim < len(key) else slice(None)
+        if isinstance(k, slice):
+            if k.step not in (None, 1):
+                return None
+            a = 0 if k.start is None else k.start
+            b = size if k.stop is None else k.stop
+        else:
+            a, b = k, k + 1
+        starts = a.values if isinstance(a, Lanes) else [int(a)] * n
+        stops = b.values if isinstance(b, Lanes) else [int(b)] * n
+        per_dim.append([(int(x), int(y)) for x, y in zip(starts, stops)])
+    wins = list(zip(*per_dim))
     extent = [b - a for a, b in wins[0]]
     for win in wins:
         if [b - a for a, b in win] != extent:
