@@ -28,6 +28,15 @@ class BenchRow:
     retiled_s: float
     reference_s: float
     peak_rss_mb: float
+    # How the parallel stages of both versions ran: "batched" count, else reason -> count.
+    stages: dict = None  # type: ignore[assignment]
+
+    @property
+    def batched(self) -> str:
+        """Stages run batched of all stages run (both versions, one run each)."""
+        stages = self.stages or {}
+        total = sum(n for why, n in stages.items() if why != "split")
+        return f"{stages.get('batched', 0)}/{total}" if total else "-"
 
     @property
     def overhead(self) -> float:
@@ -60,16 +69,18 @@ def bench_preset(pair: KernelPair, preset: str, options: Options, repeat: int = 
     for shape in pair.shapes.preset(preset):
         case = Case(shape, "realistic", 0)
         inputs = make_inputs(pair, case)
+        stages: dict[str, int] = {}
         with _one_thread():
             times = {}
             for side in ("pre", "retiled"):
                 kernel = pair.kernel(side)
+                _run_once(kernel, pair, case, inputs, options, side, stages=stages)  # how stages run
                 times[side] = _timed(lambda: _run_once(kernel, pair, case, inputs, options, side), options.device,
                                      repeat)
             ref_inputs = {k: (v.to(options.device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
             times["reference"] = _timed(lambda: pair.reference(ref_inputs, shape), options.device, repeat)
         rows.append(BenchRow(pair.name, preset, str(shape), times["pre"], times["retiled"], times["reference"],
-                             peak_rss_mb()))
+                             peak_rss_mb(), stages))
     return rows
 
 

@@ -184,7 +184,10 @@ def classify_exception(exc: BaseException) -> str:
 
 
 def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[str, Any], options: Options,
-              side: str, observe: SideRun | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
+              side: str, observe: SideRun | None = None,
+              stages: dict[str, int] | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
+    """One run of `kernel`; `stages`, when given, receives how its parallel stages ran
+    (``"batched"``: count, else the reason a stage ran one block at a time: count)."""
     ctx = RunContext(options, kernel_name=f"{pair.name}:{side}")
     decisions = None
     if observe is not None:
@@ -206,6 +209,9 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
         if observe is not None:
             observe.decisions = decisions.sites
             observe.attribution = attribution.capture(ctx, outs)
+        if stages is not None:
+            for why, n in ctx.batch_stats.items():
+                stages[why] = stages.get(why, 0) + n
         return outs, [f.to_dict() for f in ctx.findings.values()], error
 
 

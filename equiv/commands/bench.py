@@ -52,11 +52,22 @@ def run(args: argparse.Namespace) -> int:
         repo_rows, repo_notes = bench_repo(args.repo, presets, options, repeat=args.repeat)
         rows += repo_rows
     print(f"device: {options.device}")
-    print(table(["pair", "preset", "shape", "pre s", "retiled s", "reference s", "overhead ×", "peak RSS MB"],
+    print(table(["pair", "preset", "shape", "pre s", "retiled s", "reference s", "overhead ×", "batched",
+                 "peak RSS MB"],
                 [[r.pair, r.preset, r.shape, f"{r.pre_s:.3f}", f"{r.retiled_s:.3f}", f"{r.reference_s:.4f}",
-                  f"{r.overhead:.0f}", f"{r.peak_rss_mb:.0f}"] for r in rows]))
+                  f"{r.overhead:.0f}", r.batched, f"{r.peak_rss_mb:.0f}"] for r in rows]))
     print(f"geometric mean overhead: {geometric_mean_overhead(rows):.1f}× over {len(rows)} rows; "
           f"largest {max((r.overhead for r in rows), default=0):.0f}×")
+    reasons: dict[str, set[str]] = {}
+    for r in rows:
+        for why in (r.stages or {}):
+            if why not in ("batched", "split"):
+                reasons.setdefault(why, set()).add(r.pair)
+    if reasons:
+        print("stages run one block at a time (batched: stages run as one computation; "
+              "see docs/batching.md):")
+        for why, pairs in sorted(reasons.items()):
+            print(f"  {', '.join(sorted(pairs))}: {why}")
     for note in repo_notes:
         print(f"note: {note}")
     if throughput:

@@ -431,3 +431,16 @@ def test_blocks_that_branch_differently_split_into_batched_groups():
         rows = x.double().reshape(N, R, C)
         want = torch.cat([bf16(rows[b] * 2) if b < n_active else rows[b] for b in range(N)])
         assert torch.equal(outs["out"].data.double(), want)
+
+
+def test_bench_says_which_stages_ran_batched_and_why_the_others_did_not():
+    from equiv.bench import bench_preset
+
+    (row,) = bench_preset(equiv.get("indexer.qr_rope"), "demo", Options())
+    assert row.batched == "2/2"
+    (row,) = bench_preset(equiv.get("csa.sparse_index"), "demo", Options())
+    reasons = [why for why in row.stages if why not in ("batched", "split")]
+    assert row.batched.endswith("/" + str(row.stages.get("batched", 0) + sum(row.stages[w] for w in reasons)))
+    assert reasons and all("csa_sparse_index/" in why for why in reasons)
+    (row,) = bench_preset(equiv.get("indexer.qr_rope"), "demo", Options(batch_blocks=False))
+    assert row.batched == "-"
