@@ -8,6 +8,7 @@ given a one-line repro.
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -254,7 +255,7 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
           options: Options | None = None, recipes: Sequence[str] | None = None,
           fixed: Mapping[str, Any] | None = None, progress: Progress | None = None,
           shrink_budget: int = 40, time_budget: float | None = None, keep_runs: bool = False,
-          shard: Shard | None = None) -> CheckResult:
+          shard: Shard | None = None, jobs: int = 1) -> CheckResult:
     """Check `pair` (a `KernelPair` or a registered name) over `shapes` ("nominal", "fuzz", a preset
     name, or "T=8,D=7168").
 
@@ -263,6 +264,8 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
     `keep_runs` keeps each non-equivalent case's raw runs (so saving it need not rerun it).
     `shard` (k, n) runs only the planned cases whose stable hash falls in shard k of n; the n
     shards together run exactly the unsharded cases (`equiv report` merges their results).
+    `jobs` > 1 runs the planned cases of a registered pair in that many worker processes
+    (same results, in plan order); fuzzing steered by earlier cases and shrinking stay here.
     """
     if isinstance(pair, str):
         from equiv import registry
@@ -297,9 +300,19 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
             decision_cov.merge(coverage.setdefault(side, {}), sites)
         return result
 
-    for case in cases:
-        if run_one(case) is None:
-            break
+    if jobs > 1 and len(cases) > 1 and _registered(pair):
+        for case, result in zip(cases, _run_in_workers(pair.name, cases, options, keep_runs, jobs)):
+            if progress:
+                progress(pair.name, len(results), max(total, len(results) + 1), case)
+            if keep_runs and not set(result.verdicts.values()) - {"equivalent"}:
+                result.runs = None  # only cases that will be saved keep their outputs in memory
+            results.append(result)
+            for side, sites in result.decisions.items():
+                decision_cov.merge(coverage.setdefault(side, {}), sites)
+    else:
+        for case in cases:
+            if run_one(case) is None:
+                break
 
     def feedback(triple: tuple[Shape, str, int]) -> dict[str, float]:
         # Scores for Hypothesis' target(): retiled decision outcomes this case newly covered,
@@ -330,6 +343,46 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
     return CheckResult(pair.name, str(pair.contract), shapes, seed, results, counterexamples,
                        time.perf_counter() - t0, options.to_dict(),
                        decisions=decision_cov.summary(pair.name, {s: c for s, c in coverage.items() if c}))
+
+
+def _registered(pair: KernelPair) -> bool:
+    """Whether worker processes can rebuild `pair` from its name (a registered pair as is)."""
+    from equiv import registry
+
+    try:
+        return registry.get(pair.name) is pair
+    except Exception:  # noqa: BLE001 - not registered, or a variant of a registered name
+        return False
+
+
+def _run_registered(name: str, case: Case, options: Options, keep_runs: bool) -> CaseResult:
+    from equiv import registry
+
+    return run_case(registry.get(name), case, options, keep_runs=keep_runs)
+
+
+_POOLS: dict[int, Any] = {}
+
+
+def _run_in_workers(name: str, cases: list[Case], options: Options, keep_runs: bool, jobs: int):
+    """Results of `cases` run by `jobs` worker processes, yielded in plan order. The workers
+    are kept for the next pair of a ``--all`` run (starting one imports torch)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = _POOLS.get(jobs)
+    if pool is None:
+        # spawn: a forked child of a process whose torch thread pools already ran can hang.
+        pool = _POOLS[jobs] = ProcessPoolExecutor(max_workers=jobs,
+                                                  mp_context=multiprocessing.get_context("spawn"))
+        atexit.register(pool.shutdown, cancel_futures=True)
+    futures = [pool.submit(_run_registered, name, c, options, keep_runs) for c in cases]
+    try:
+        for future in futures:
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 __all__ = ["CheckResult", "KernelSignatureError", "check", "plan", "parse_shard", "shard_of", "in_shard", "fuzz_cases", "explicit_shapes", "VERDICTS", "DEFAULT_FUZZ_EXAMPLES"]

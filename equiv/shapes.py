@@ -33,6 +33,8 @@ class Shape(Mapping[str, int]):
         object.__setattr__(self, "_dims", {k: int(v) for k, v in d.items()})
 
     def __getattr__(self, name: str) -> int:
+        if name.startswith("__"):
+            raise AttributeError(name)  # (pickle probes dunders before _dims exists)
         try:
             return self._dims[name]
         except KeyError:
@@ -64,6 +66,9 @@ class Shape(Mapping[str, int]):
 
     def replace(self, **kw: int) -> "Shape":
         return Shape(self._dims, **kw)
+
+    def __reduce__(self):
+        return (Shape, (dict(self._dims),))
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,22 @@ def test_malformed_shard_is_a_usage_error(bad, capsys):
         parse_shard(bad)
     assert main(["check", "moe.combine", "--shapes", "T=3,D=16", "--shard", bad]) == 2
     assert "--shard" in capsys.readouterr().err
+
+
+def test_worker_processes_give_the_serial_results_in_plan_order(tmp_path):
+    # --jobs N: a registered pair's planned cases run in N worker processes.
+    serial = equiv.check("moe.combine", shapes=SHAPES, examples=2, recipes=["realistic", "binades"])
+    parallel = equiv.check("moe.combine", shapes=SHAPES, examples=2, recipes=["realistic", "binades"], jobs=2)
+    assert [r.to_dict()["case"] for r in parallel.results] == [r.to_dict()["case"] for r in serial.results]
+    strip = ("seconds",)
+    for a, b in zip(serial.results, parallel.results):
+        da, db = a.to_dict(), b.to_dict()
+        for key in strip:
+            da.pop(key, None), db.pop(key, None)
+        assert da == db
+    assert parallel.decisions == serial.decisions
+
+
+def test_jobs_must_be_positive(capsys):
+    assert main(["check", "moe.combine", "--jobs", "0"]) == 2
+    assert "--jobs 0: must be ≥ 1" in capsys.readouterr().err

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-cases", nargs="?", const="reports/cases", default=None, metavar="DIR",
                    help="save every non-equivalent case (inputs included) for `equiv replay` "
                         "(default DIR: reports/cases)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run each pair's planned cases in N worker processes (default 1; results are "
+                        "the same, in the same order)")
     p.add_argument("--shard", metavar="K/N", default=None,
                    help="run only shard K of N (1-based): a stable hash of each planned case picks its shard, "
                         "so N machines together run exactly the unsharded cases; merge their --json files "
@@ -72,6 +75,8 @@ def preflight(names: list[str], args: argparse.Namespace) -> dict[str, list[str]
 
     if args.examples is not None and args.examples < 0:
         raise UsageError("--examples must be ≥ 0")
+    if getattr(args, "jobs", 1) < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be ≥ 1 (worker processes per pair)")
     plans: dict[str, list[str] | None] = {}
     notes: list[str] = []
     for name in names:
@@ -105,7 +110,7 @@ def run_checks(names: list[str], args: argparse.Namespace, progress: Progress,
         try:
             result = check(pair, shapes=args.shapes, examples=args.examples, seed=args.seed,
                            options=options, recipes=recipes, fixed=fixed_from(args), progress=progress,
-                           keep_runs=bool(args.save_cases), shard=shard)
+                           keep_runs=bool(args.save_cases), shard=shard, jobs=args.jobs)
         except (ShapeError, ValueError, KeyError) as exc:
             raise UsageError(f"{name}: {exc}") from None
         progress.clear()
