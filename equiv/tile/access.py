@@ -306,8 +306,35 @@ def _tensor_view(src: Tensor, shape: list[int]) -> Tensor:
     return view
 
 
-def read(src: Tensor | Tile, indices: Sequence[int]) -> int | float:
-    """One element as a Python scalar."""
+def read(src: Tensor | Tile, indices: Sequence[int]) -> Any:
+    """One element as a Python scalar (in a batched stage, with per-block indices, every
+    block's element: `equiv.tile.batch.Lanes`)."""
+    batch = _batch.active()
+    if batch is not None and batch.lane is None and (_batch._is_batched(indices) or _batch._is_batched(src)):
+        return _read_lanes(src, indices, batch)
+    return _read(src, indices)
+
+
+def _read_lanes(src: Tensor | Tile, indices: Any, batch: Any) -> Any:
+    """Every lane's element of a global tensor in one indexed read."""
+    per_dim = [indices] if not isinstance(indices, (list, tuple)) else list(indices)
+    if isinstance(src, Tile) or type(src) is not Tensor or len(per_dim) != len(src.shape):
+        return _batch.per_lane(_read, (src, indices), {}, batch)
+    cols = [list(i.values) if isinstance(i, _batch.Lanes) else [int(i)] * batch.n for i in per_dim]
+    if any(not 0 <= int(v) < n for col, n in zip(cols, src.shape) for v in col):
+        return _batch.per_lane(_read, (src, indices), {}, batch)  # the per-block reads find it
+    batch.on_load(src, False)
+    index = tuple(torch.tensor([int(v) for v in col], dtype=torch.int64, device=src.data.device) for col in cols)
+    values = src.data[index].to(src.dtype.container).tolist()
+    convert = float if src.dtype.is_float else int
+    if current().observers:
+        from equiv.observe.scalars import traced
+
+        return _batch.Lanes([traced(convert(v)) for v in values])
+    return _batch.Lanes([convert(v) for v in values])
+
+
+def _read(src: Tensor | Tile, indices: Sequence[int]) -> int | float:
     idx = _indices(indices)
     if isinstance(src, Tile):
         value = src.data[tuple(idx)]

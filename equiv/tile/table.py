@@ -148,7 +148,7 @@ BATCH_EXPANDED = frozenset({"gather"})
 # Block identity answers for a batched stage itself (every block's index).
 # Loops take bounds that differ per block (each iteration a lane value).
 BATCH_AWARE = frozenset({"get_block_idx", "tile.get_block_idx", "get_block_num", "tile.get_block_num",
-                         "range", "pipeline"})
+                         "range", "pipeline", "read", "tile.read", "tensor.read"})
 # Element-wise binary ops take a per-block scalar operand along the lane axis.
 BATCH_LANE_SCALARS = frozenset(f"{p}{op}" for p in ("", "tile.")
                                for op in ("add", "sub", "mul", "div", "maximum", "minimum"))

@@ -444,3 +444,20 @@ def test_bench_says_which_stages_ran_batched_and_why_the_others_did_not():
     assert reasons and all("csa_sparse_index/" in why for why in reasons)
     (row,) = bench_preset(equiv.get("indexer.qr_rope"), "demo", Options(batch_blocks=False))
     assert row.batched == "-"
+
+
+def reads_past_the_end(x: pl.Tensor, out: pl.Tensor) -> None:
+    for b in pl.spmd(N, name_hint="rows"):
+        v = pl.read(x, [b * R + R + 1, 0])  # the last block reads past x
+        t = pl.mul(pl.cast(x[b * R : b * R + R, :], target_type=pl.FP32), v)
+        out[b * R : b * R + R, :] = pl.cast(t, target_type=pl.BF16, mode="rint")
+
+
+def test_per_block_scalar_reads_read_every_block_element_and_find_the_one_out_of_range():
+    x = bf16(x_values())
+    ctx, outs = both(reads_past_the_end, {"x": x.to(torch.bfloat16)}, OUT)
+    (f,) = [f for f in ctx.findings.values() if f.kind == "oob-read"]
+    assert f.site.endswith(f":{_line(reads_past_the_end, 'v = pl.read')}")
+    rows = x.reshape(N, R, C)
+    for b in range(N - 1):
+        assert torch.equal(outs["out"].data[b * R : b * R + R].double(), bf16(rows[b] * x[b * R + R + 1, 0]))
