@@ -154,22 +154,6 @@ class Lanes:
     def __init__(self, values: list):
         self.values = values
 
-    def lane(self, k: int) -> Any:
-        return self.values[k]
-
-    __add__ = _lane_binary(operator.add)
-    __radd__ = _lane_binary(operator.add, True)
-    __sub__ = _lane_binary(operator.sub)
-    __rsub__ = _lane_binary(operator.sub, True)
-    __mul__ = _lane_binary(operator.mul)
-    __rmul__ = _lane_binary(operator.mul, True)
-    __floordiv__ = _lane_binary(operator.floordiv)
-    __rfloordiv__ = _lane_binary(operator.floordiv, True)
-    __truediv__ = _lane_binary(operator.truediv)
-    __rtruediv__ = _lane_binary(operator.truediv, True)
-    __mod__ = _lane_binary(operator.mod)
-    __rmod__ = _lane_binary(operator.mod, True)
-
     def __neg__(self) -> "Lanes":
         return Lanes([-v for v in self.values])
 
@@ -187,6 +171,11 @@ class Lanes:
 
     def __repr__(self) -> str:
         return f"Lanes({self.values!r})"
+
+
+for _name in ("add", "sub", "mul", "floordiv", "truediv", "mod"):  # a + b, b + a, ... per lane
+    setattr(Lanes, f"__{_name}__", _lane_binary(getattr(operator, _name)))
+    setattr(Lanes, f"__r{_name}__", _lane_binary(getattr(operator, _name), reflected=True))
 
 
 # ----------------------------------------------------------------------------------------
@@ -248,11 +237,14 @@ class Batch:
             fallback(f"a read of {tensor.name}, which the stage writes")
         self.loaded.add(key)
 
-    def on_store(self, tensor: Tensor, win, values: torch.Tensor, mask) -> None:
+    def _writes(self, tensor: Tensor) -> None:
         key = _storage(tensor)
         if key in self.loaded:
             fallback(f"a write of {tensor.name}, which the stage reads")
         self.stored.add(key)
+
+    def on_store(self, tensor: Tensor, win, values: torch.Tensor, mask) -> None:
+        self._writes(tensor)
         block = None if self.lane is None else self.order[self.lane]
         ctx = current()
         self.events.append(StoreEvent(tensor, win, values, mask, memory.kernel_site(),
@@ -260,10 +252,7 @@ class Batch:
 
     def defer(self, tensor: Tensor, wins: list, values: list, mask, site: str) -> None:
         """Stores of one kernel line, one per lane (`wins[k]`, `values[k]` for lane `k`)."""
-        key = _storage(tensor)
-        if key in self.loaded:
-            fallback(f"a write of {tensor.name}, which the stage reads")
-        self.stored.add(key)
+        self._writes(tensor)
         for k, (win, vals) in enumerate(zip(wins, values)):
             self.events.append(StoreEvent(tensor, win, vals, mask, site, False, self.order[k]))
 
@@ -447,15 +436,22 @@ def per_lane(fn: Callable, args: tuple, kwargs: dict, batch: Batch) -> Any:
     return _stack(results)
 
 
-def call(fn: Callable, args: tuple, kwargs: dict) -> Any:
-    """Call DSL op `fn`: directly, or per lane when a batched stage hands it lane values."""
+def _batch_for(args: tuple, kwargs: dict) -> Batch | None:
+    """The running batched stage, when this call hands an op lane values (not from inside a
+    per-lane call); else None: the op is called as it is."""
     ctx = memory._CURRENT.get()
     batch = None if ctx is None else ctx.batch
     if batch is None or batch.lane is not None:
-        return fn(*args, **kwargs)
-    if not (any(_is_batched(a) for a in args) or any(_is_batched(v) for v in kwargs.values())):
-        return fn(*args, **kwargs)
-    return per_lane(fn, args, kwargs, batch)
+        return None
+    if any(_is_batched(a) for a in args) or any(_is_batched(v) for v in kwargs.values()):
+        return batch
+    return None
+
+
+def call(fn: Callable, args: tuple, kwargs: dict) -> Any:
+    """Call DSL op `fn`: directly, or per lane when a batched stage hands it lane values."""
+    batch = _batch_for(args, kwargs)
+    return fn(*args, **kwargs) if batch is None else per_lane(fn, args, kwargs, batch)
 
 
 def _lane_windows(tensor: Tensor, key: Any, n: int) -> list | None:
@@ -589,11 +585,8 @@ def native(fn: Callable, expand: bool = False, lane_scalars: bool = False) -> Ca
 
     @functools.wraps(fn)
     def op(*args: Any, **kwargs: Any) -> Any:
-        ctx = memory._CURRENT.get()
-        batch = None if ctx is None else ctx.batch
-        if batch is None or batch.lane is not None:
-            return fn(*args, **kwargs)
-        if not (any(_is_batched(a) for a in args) or any(_is_batched(v) for v in kwargs.values())):
+        batch = _batch_for(args, kwargs)
+        if batch is None:
             return fn(*args, **kwargs)
         if not lane_scalars and (any(_has_lanes(a) for a in args) or any(_has_lanes(v) for v in kwargs.values())):
             return per_lane(fn, args, kwargs, batch)
