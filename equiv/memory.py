@@ -327,7 +327,11 @@ class Tensor:
         self.data = (ctx.poison(self.shape, dtype) if data is None else data).to(ctx.device, dtype.storage)
         if tuple(self.data.shape) != self.shape:
             raise ValueError(f"{name}: data shape {tuple(self.data.shape)} != declared {self.shape}")
-        self.written = torch.full(self.shape, written, dtype=torch.bool, device=ctx.device)
+        # The written-mask of a fully written tensor (an input) is made at its first use, like
+        # the writer map: inputs that are only read never pay for it (1 byte an element: as much
+        # as int8 weights themselves).
+        self.__dict__["_written_box"] = [None if written else
+                                         torch.zeros(self.shape, dtype=torch.bool, device=ctx.device)]
         # Block tokens of the last writer per element, made at the first access: inputs that are
         # only read never pay for them (4 bytes an element: more than int8 weights themselves).
         self.__dict__["_writer_box"] = [None]
@@ -348,6 +352,23 @@ class Tensor:
     @writer.setter
     def writer(self, value: torch.Tensor) -> None:
         self.__dict__["_writer_box"] = [value]
+
+    @property
+    def written(self) -> torch.Tensor:
+        # Shared by shallow copies like the writer map's box; all True until made (see __init__).
+        box = self.__dict__["_written_box"]
+        if box[0] is None:
+            box[0] = torch.ones(self.shape, dtype=torch.bool, device=self.data.device)
+        return box[0]
+
+    @written.setter
+    def written(self, value: torch.Tensor) -> None:
+        self.__dict__["_written_box"] = [value]
+
+    @property
+    def written_allocated(self) -> bool:
+        """Whether the written-mask exists yet (a fully written tensor makes it at first use)."""
+        return self.__dict__["_written_box"][0] is not None
 
     @classmethod
     def from_torch(cls, name: str, value: torch.Tensor) -> "Tensor":
