@@ -215,6 +215,18 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
         return outs, [f.to_dict() for f in ctx.findings.values()], error
 
 
+LARGE_INPUTS = 256 * 2**20
+
+
+def _free_large(inputs: Mapping[str, Any]) -> None:
+    """After a run on large inputs, collect what cycles still hold of its copies (a kernel's
+    frames and tiles), so the next run does not hold two sets of GB-size weights at once."""
+    if sum(v.numel() * v.element_size() for v in inputs.values() if isinstance(v, torch.Tensor)) > LARGE_INPUTS:
+        import gc
+
+        gc.collect()
+
+
 def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any], options: Options) -> SideRun:
     run = SideRun(side)
     rejected = pair.rejection(side, case.shape)
@@ -226,7 +238,9 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
     first = base.replace(poison="nan", seed=case.seed * 2 + 1)
     second = base.replace(poison="pattern", seed=case.seed * 2 + 2)
     outs_a, haz_a, err_a = _run_once(kernel, pair, case, inputs, first, side, observe=run)
+    _free_large(inputs)
     outs_b, haz_b, err_b = _run_once(kernel, pair, case, inputs, second, side)
+    _free_large(inputs)
     run.error = err_a or err_b
     kind = getattr(run.error, "kind", "error")
     if kind == "gap":
@@ -279,8 +293,9 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
     ref_error = None
     if not any(rejected.values()):
         try:
-            ref = pair.reference({k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()},
-                                 case.shape)
+            # The reference is the case's last user of its inputs: no copy of them here (a
+            # pair-free golden gets its own copies; Pro-size weights are GBs).
+            ref = pair.reference(inputs, case.shape)
         except Exception as exc:
             ref_error = f"reference raised {type(exc).__name__}: {exc}"
     outputs = {}

@@ -147,6 +147,7 @@ def run_main(module: types.ModuleType, source: str, argv: list[str], seed: int |
         stack.enter_context(_argparse_answered_by(module, parsers))
         stack.enter_context(contextlib.redirect_stdout(io.StringIO()))  # the block's banners
         module.__dict__["__name__"] = "__main__"
+        before = set(module.__dict__)
         sys.argv[:] = [label, *argv]
         try:
             exec(code, module.__dict__)  # noqa: S102 - the file's own __main__ block
@@ -158,6 +159,7 @@ def run_main(module: types.ModuleType, source: str, argv: list[str], seed: int |
         finally:
             module.__dict__["__name__"] = saved_name
             sys.argv[:] = saved_argv
+            _forget_main_names(module, before)
     return calls, parsers, error
 
 
@@ -168,6 +170,37 @@ def _mode_choices(parsers: _Parsers) -> tuple[str, list[str]] | None:
                 o.startswith("--") for o in action.option_strings) else action.option_strings[0]
             return opt, [str(c) for c in action.choices if str(c) not in ALL_WORDS]
     return None
+
+
+class _Dropped:
+    """A spec's ``init_value`` that discovery does not keep (only *whether* it had one matters
+    to a plan: an in-out output); the values are made per case by `materialized`."""
+
+    def __repr__(self) -> str:
+        return "<init_value not kept by discovery>"
+
+
+DROPPED = _Dropped()
+
+
+def _drop_values(call: golden_stub.RunCall) -> None:
+    """Forget the values a recorded call's specs hold (closures over the file's weights: Pro
+    expert weights are GBs, and a plan lives for the whole check)."""
+    for s in call.specs:
+        if isinstance(s, golden_stub.TensorSpec) and s.init_value is not None:
+            s.init_value = DROPPED
+        elif isinstance(s, golden_stub.ScalarSpec) and isinstance(s.value, torch.Tensor) and s.value.numel() > 1:
+            s.value = DROPPED
+
+
+def _forget_main_names(module: types.ModuleType, before: set[str]) -> None:
+    """Drop what the ``__main__`` block bound in the module that holds tensor data (``specs =
+    build_tensor_specs()``): the module lives as long as the check."""
+    for name in set(module.__dict__) - before:
+        v = module.__dict__[name]
+        held = [v] if not isinstance(v, (list, tuple, dict)) else list(v.values() if isinstance(v, dict) else v)
+        if any(isinstance(x, (torch.Tensor, golden_stub.TensorSpec)) for x in held):
+            del module.__dict__[name]
 
 
 def discover(module: types.ModuleType, source: str) -> Plan:
@@ -187,6 +220,7 @@ def discover(module: types.ModuleType, source: str) -> Plan:
     for mode, argv, found, err in runs:
         plan.modes[mode] = tuple(argv)
         for i, call in enumerate(found):
+            _drop_values(call)
             plan.found.append(Discovered(mode, tuple(argv), i, call))
         if err is not None:
             plan.notes.append(f"mode {mode}: the __main__ block raised {type(err).__name__}: {err} "

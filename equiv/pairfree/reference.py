@@ -7,11 +7,16 @@ float64** (floating inputs and outputs as float64) when that is faithful: when n
 golden nor a module-level function it calls narrows precision itself (``.float()``,
 ``.to(...)``, ``dtype=``, ``torch.float32``/``bfloat16``/``float16``, ``.half()``); then the
 promoted result is the reference, else the result as written is. `Reference.how` says which.
+Promotion is also skipped (and the reason says how much it would take) when the promoted
+tensors would exceed a fixed memory budget (`float64_budget`): Pro-size weights widened to
+float64 take 8 bytes an element.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import os
 import re
 import types
 from dataclasses import dataclass
@@ -63,12 +68,13 @@ def _tensors(call: RunCall, inputs: Mapping[str, Any], promote: bool) -> dict[st
     for s in call.specs:
         if isinstance(s, TensorSpec) and s.is_output:
             init = inputs.get(INITIAL_PREFIX + s.name)
-            t = init.clone() if isinstance(init, torch.Tensor) else torch.zeros(s.shape, dtype=s.dtype)
+            t = init if isinstance(init, torch.Tensor) else torch.zeros(s.shape, dtype=s.dtype)
         else:
-            v = inputs[s.name]
-            t = v.clone() if isinstance(v, torch.Tensor) else v
-        if promote and isinstance(t, torch.Tensor) and t.dtype.is_floating_point:
-            t = t.to(torch.float64)
+            t = inputs[s.name]
+        if isinstance(t, torch.Tensor):
+            # One copy each (the golden may write any of them): promoted, or cloned as is.
+            widen = promote and t.dtype.is_floating_point
+            t = t.to(torch.float64) if widen and t.dtype != torch.float64 else t.clone()
         tensors[s.name] = t
     return tensors
 
@@ -89,8 +95,38 @@ class Reference:
                 if isinstance(s, TensorSpec) and s.is_output}
 
 
+# The most the promoted tensors of one reference run may take (bytes); above it the golden runs
+# as written (EQUIV_FLOAT64_BUDGET_GB overrides). Fixed, not read from the machine's free
+# memory, so the same check decides the same way everywhere.
+DEFAULT_FLOAT64_BUDGET = 4 * 2**30
+
+
+def float64_budget() -> int:
+    text = os.environ.get("EQUIV_FLOAT64_BUDGET_GB")
+    return int(float(text) * 2**30) if text else DEFAULT_FLOAT64_BUDGET
+
+
+def promoted_bytes(call: RunCall) -> int:
+    """Bytes of the call's tensors as the promoted golden holds them (floating ones as float64)."""
+    total = 0
+    for s in call.specs:
+        if isinstance(s, TensorSpec):
+            n = math.prod(s.shape)
+            total += n * (8 if s.dtype.is_floating_point else s.dtype.itemsize)
+    return total
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+
+
 def reference_for(call: RunCall) -> Reference | None:
     if call.golden_fn is None:
         return None
     ok, why = faithful_in_float64(call.golden_fn)
+    if ok:
+        need, budget = promoted_bytes(call), float64_budget()
+        if need > budget:
+            ok, why = False, (f"promoted inputs and outputs would need {_gb(need)}, over the "
+                              f"{_gb(budget)} budget (EQUIV_FLOAT64_BUDGET_GB)")
     return Reference(call.golden_fn, "float64" if ok else "as written", why)

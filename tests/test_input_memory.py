@@ -1,0 +1,166 @@
+"""Memory of a case's inputs: what each run copies, what it shares, and what the reference holds.
+
+Pro-size weights (GBs of int8) must fit a 24 GiB machine, so inputs that are only read do not get
+a written-mask, discovery keeps no spec values, the reference runs on one copy, and float64
+promotion has a budget. None of that may change what a run sees: a kernel that writes its own
+input still leaves the caller's inputs (and so the next run, and the other version) untouched.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import torch
+
+from equiv.dtypes import FP32
+from equiv.memory import RunContext, Tensor, running
+from equiv.options import Options
+from equiv.pair import KernelPair
+from equiv.pairfree import discovery, reference, specs
+from equiv.pairfree import golden as golden_stub
+from equiv.runner import Case, run_case, run_side
+from equiv.shapes import Dim, Shape, ShapeSpace
+from equiv import tile as pl
+
+
+def doubles_its_input(x, y, cfg):
+    """Writes x in place (x = x + x), then copies it out: y = 2 x when x starts as given."""
+    t = x[0:2, 0:cfg.C]
+    x[0:2, 0:cfg.C] = pl.add(t, t)
+    y[0:2, 0:cfg.C] = x[0:2, 0:cfg.C]
+
+
+def copies(x, y, cfg):
+    y[0:2, 0:cfg.C] = x[0:2, 0:cfg.C]
+
+
+def _pair(pre, retiled, factor: float) -> KernelPair:
+    return KernelPair(
+        name="test.input_memory", pre=pre, retiled=retiled,
+        reference=lambda inputs, cfg: {"y": inputs["x"].double() * factor},
+        outputs=lambda cfg: {"y": ((2, cfg.C), FP32)},
+        recipes={"realistic": lambda cfg, gen: {"x": torch.randn(2, cfg.C, generator=gen)}},
+        shapes=ShapeSpace(dims={"C": Dim(4, 64, step=4)}, presets={"nominal": [dict(C=8)]}))
+
+
+def test_a_kernel_writing_its_input_does_not_change_the_next_run_or_the_other_side():
+    pair = _pair(doubles_its_input, doubles_its_input, 2.0)
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], [-1.0] * 8])
+    inputs = {"x": x}
+    before = x.clone()
+    case = Case(Shape({"C": 8}), "realistic", 0)
+    pre = run_side(pair, "pre", case, inputs, Options())
+    ret = run_side(pair, "retiled", case, inputs, Options())
+    assert torch.equal(x, before)  # the caller's input: unchanged by both runs of both sides
+    for run in (pre, ret):
+        # Both runs (NaN and pattern poison) saw the original x: 2x, written, not poison-dependent.
+        assert torch.equal(run.outputs["y"], 2 * before)
+        assert bool(run.written["y"].all()) and not bool(run.poisoned["y"].any())
+    r = run_case(pair, case)
+    assert r.verdicts == {"y": "equivalent"}
+
+
+def test_the_check_catches_a_version_that_reads_the_written_input_differently():
+    # The harness still tells them apart: y = 2x (pre) against y = x (retiled) is a regression.
+    r = run_case(_pair(doubles_its_input, copies, 2.0), Case(Shape({"C": 8}), "realistic", 0))
+    assert r.verdicts == {"y": "regression"}
+
+
+def test_read_only_inputs_get_no_written_mask_and_written_inputs_keep_their_semantics():
+    with running(RunContext(Options())):
+        x = Tensor.from_torch("x", torch.ones(2, 8))
+        w = Tensor.from_torch("w", torch.ones(2, 8))
+        y = Tensor("y", (2, 8), FP32)
+        copies(x, y, Shape({"C": 8}))
+        doubles_its_input(w, Tensor("z", (2, 8), FP32), Shape({"C": 8}))
+    assert not x.written_allocated  # read only: no mask was made (1 byte an element saved)
+    assert w.written_allocated and bool(w.written.all())  # made at the first store, all written
+    assert not bool(y.written[:, :].any()) or bool(y.written.all())
+    assert torch.equal(w.to_torch(), torch.full((2, 8), 2.0))
+    # a view (reshape) of a read-only input still sees every element written
+    assert bool(x.written.all()) and x.written.dtype == torch.bool
+
+
+def test_the_reference_gets_the_inputs_without_a_copy_of_its_own_and_may_not_leak_writes(monkeypatch):
+    seen = {}
+
+    def ref(inputs, cfg):
+        seen["x"] = inputs["x"].data_ptr()
+        return {"y": inputs["x"].double() * 2.0}
+
+    pair = _pair(doubles_its_input, doubles_its_input, 2.0)
+    made = {}
+
+    def recipe(cfg, gen):
+        made["x"] = torch.randn(2, cfg.C, generator=gen)
+        return dict(made)
+
+    import dataclasses
+
+    pair = dataclasses.replace(pair, reference=ref, recipes={"realistic": recipe})
+    r = run_case(pair, Case(Shape({"C": 8}), "realistic", 0))
+    assert r.verdicts == {"y": "equivalent"}
+    assert seen["x"] == made["x"].data_ptr()  # the case's own tensor: the reference is its last user
+
+
+def _golden_copy(tensors):
+    tensors["y"][:] = tensors["x"] * 2
+
+
+def _call(shape):
+    return golden_stub.RunCall(fn=copies, golden_fn=_golden_copy, specs=[
+        golden_stub.TensorSpec("x", shape, torch.float32, init_value=torch.randn),
+        golden_stub.TensorSpec("y", shape, torch.float32, is_output=True)])
+
+
+def test_float64_promotion_falls_back_to_as_written_over_the_budget_and_says_why(monkeypatch):
+    small = reference.reference_for(_call([4, 4]))
+    assert small.how == "float64"
+    # 2 tensors of 1024 x 1024 floats promoted: 16 MiB; a 0.01 GB budget is ~10 MiB
+    assert reference.promoted_bytes(_call([1024, 1024])) == 2 * 1024 * 1024 * 8
+    monkeypatch.setenv("EQUIV_FLOAT64_BUDGET_GB", "0.01")
+    big = reference.reference_for(_call([1024, 1024]))
+    assert big.how == "as written"
+    assert "would need 16 MB, over the 10 MB budget" in big.why and "EQUIV_FLOAT64_BUDGET_GB" in big.why
+    x = torch.randn(4, 4)
+    out = big(_call([4, 4]), {"x": x})
+    assert out["y"].dtype == torch.float64 and torch.equal(out["y"], (x * 2).double())
+
+
+MAIN = '''
+import torch
+WEIGHTS = None
+
+def build_specs():
+    from golden import TensorSpec
+    w = torch.arange(12.0).reshape(3, 4)
+    cache = torch.ones(3, 4)
+    return [TensorSpec("w", [3, 4], torch.float32, init_value=lambda: w),
+            TensorSpec("cache", [3, 4], torch.float32, init_value=cache, is_output=True)]
+
+def entry(w, cache):
+    pass
+
+if __name__ == "__main__":
+    from golden import run_jit
+    specs = build_specs()
+    run_jit(fn=entry, specs=specs, golden_fn=None)
+'''
+
+
+def test_discovery_keeps_no_spec_values_but_knows_the_in_out_outputs(monkeypatch):
+    monkeypatch.setitem(sys.modules, "golden", golden_stub.make_module())
+    mod = types.ModuleType("fixture_main")
+    mod.__file__ = "fixture_main.py"
+    exec(compile(MAIN, "fixture_main.py", "exec"), mod.__dict__)
+    plan = discovery.discover(mod, MAIN)
+    call = plan.found[0].call
+    assert all(s.init_value is discovery.DROPPED for s in call.specs)  # no closure over the tensors
+    assert "specs" not in mod.__dict__  # the block's list of specs is not kept in the module
+    params = {p.name: p for p in specs.interface(call)}
+    assert params["cache"].initial and not params["w"].output
+    # a case still gets the values, made from its seed
+    made = discovery.materialized(mod, MAIN, (), "entry", 0, seed=3)
+    assert torch.equal(made.materialized["w"], torch.arange(12.0).reshape(3, 4))
+    assert torch.equal(made.materialized["cache"], torch.ones(3, 4))
