@@ -10,7 +10,7 @@ its ``decode`` mode when it defines modes, else its defaults; the ``realistic`` 
 0, one case per entry. Each file runs in its own process with a wall-clock limit, so a file
 too large for the machine is listed as timed out instead of stopping the table. The table
 (Markdown) gives per entry the outcome, what could not be judged (the op or form and where),
-and the time.
+the time and the peak resident memory of the file's process (``--files a.py,b.py`` reruns some).
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def model_files(repo: str, rev: str, directory: str) -> list[str]:
     return out
 
 
-def run_file(args: argparse.Namespace, path: str) -> tuple[str, list[dict], float]:
+def run_file(args: argparse.Namespace, path: str) -> tuple[str, list[dict], float, str]:
+    """(path, rows, wall seconds, peak resident memory of the file's process, or "")."""
     cmd = [sys.executable, os.path.abspath(__file__), "--one", path, "--repo", args.repo, "--rev", args.rev]
     if args.model:
         cmd += ["--model", args.model]
@@ -78,14 +79,16 @@ def run_file(args: argparse.Namespace, path: str) -> tuple[str, list[dict], floa
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=HERE)
     except subprocess.TimeoutExpired:
-        return path, [{"entry": "*", "outcome": f"timed out (> {args.timeout:g} s)", "why": []}], args.timeout
+        return path, [{"entry": "*", "outcome": f"timed out (> {args.timeout:g} s)", "why": []}], args.timeout, ""
     secs = time.perf_counter() - t0
     last = [line for line in p.stdout.splitlines() if line.startswith("{")]
     if p.returncode != 0 or not last:
         tail = (p.stderr.strip().splitlines() or [f"the process ended without output (exit {p.returncode}; "
                                                    f"killed, e.g. out of memory)"])[-1]
-        return path, [{"entry": "*", "outcome": "error", "why": [tail[:200]]}], secs
-    return path, json.loads(last[-1])["rows"], secs
+        return path, [{"entry": "*", "outcome": "error", "why": [tail[:200]]}], secs, ""
+    got = json.loads(last[-1])
+    peak = got.get("peak_rss_gib")
+    return path, got["rows"], secs, "" if peak is None else f"{peak:.1f}"
 
 
 def _cell(text: str) -> str:
@@ -101,25 +104,33 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per file (default 120)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", default=None, help="write the Markdown table here too")
+    ap.add_argument("--files", default=None, help="comma-separated file names of --dir to run (default: all)")
     ap.add_argument("--one", metavar="PATH", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         import contextlib
         import io
 
+        import resource
+
         with contextlib.redirect_stdout(io.StringIO()):
             rows = one(args.repo, args.rev, args.one, args.model)
-        print(json.dumps({"rows": rows}))
+        # ru_maxrss is in KiB on Linux: the process's peak resident memory.
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(json.dumps({"rows": rows, "peak_rss_gib": round(peak, 2)}))
         return 0
     files = model_files(args.repo, args.rev, args.dir)
-    lines = [f"| file | entry | same-revision pair-free check at {args.rev[:8]} (decode) | time s |",
-             "| --- | --- | --- | --- |"]
+    if args.files:
+        wanted = {n if n.endswith(".py") else n + ".py" for n in args.files.split(",")}
+        files = [f for f in files if os.path.basename(f) in wanted]
+    lines = [f"| file | entry | same-revision pair-free check at {args.rev[:8]} (decode) | time s | peak RSS GiB |",
+             "| --- | --- | --- | --- | --- |"]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for path, rows, secs in pool.map(lambda f: run_file(args, f), files):
+        for path, rows, secs, peak in pool.map(lambda f: run_file(args, f), files):
             for i, r in enumerate(rows):
                 what = r["outcome"] + (": " + "; ".join(r["why"]) if r.get("why") else "")
                 lines.append(f"| {os.path.basename(path) if i == 0 else ''} | {r['entry']} | {_cell(what)} | "
-                             f"{secs:.0f} |")
+                             f"{secs:.0f} | {peak} |")
             print(lines[-len(rows)], file=sys.stderr, flush=True)
     table = "\n".join(lines)
     print(table)
