@@ -164,3 +164,29 @@ def test_discovery_keeps_no_spec_values_but_knows_the_in_out_outputs(monkeypatch
     made = discovery.materialized(mod, MAIN, (), "entry", 0, seed=3)
     assert torch.equal(made.materialized["w"], torch.arange(12.0).reshape(3, 4))
     assert torch.equal(made.materialized["cache"], torch.ones(3, 4))
+
+
+def test_a_same_revision_check_builds_the_files_specs_twice_not_once_per_side_and_recipe(tmp_path, monkeypatch):
+    """Building a Pro file's specs takes minutes and GBs: discovery once for both sides of a
+    same-revision check, and one materialization shared by the recipes of a case."""
+    from tests.test_pairfree import CONFIG, FILE, commit, git, kernel
+
+    from equiv.cli import main
+
+    r = tmp_path / "lib"
+    (r / "models" / "toy").mkdir(parents=True)
+    git(r, "init", "-q")
+    git(r, "config", "user.email", "t@example.com")
+    git(r, "config", "user.name", "t")
+    counter = tmp_path / "builds.txt"
+    monkeypatch.setenv("EQUIV_TEST_BUILD_COUNTER", str(counter))
+    text = kernel().replace("    return [\n        TensorSpec(\"x\"",
+                            "    import os\n    open(os.environ['EQUIV_TEST_BUILD_COUNTER'], 'a').write('x')\n"
+                            "    return [\n        TensorSpec(\"x\"")
+    assert "EQUIV_TEST_BUILD_COUNTER" in text
+    a = commit(r, {"models/toy/config.py": CONFIG, FILE: text})
+    rc = main(["check", "--source", FILE, "--pre-rev", a, "--retiled-rev", a, "--repo", str(r), "--pair-free",
+               "--shapes", "nominal"])
+    assert rc == 0
+    # 1 discovery (both sides) + 1 case seed whose inputs every recipe (realistic + adversarial) reuses
+    assert counter.read_text() == "xx"
