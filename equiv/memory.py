@@ -337,8 +337,12 @@ class Tensor:
         self.__dict__["_writer_box"] = [None]
         if ctx.observers:
             # Per element, the interned kernel site of its last store (writer attribution),
-            # kept only in observed runs.
-            self.site_ids = torch.full(self.shape, -1, dtype=torch.int32, device=ctx.device)
+            # kept only in observed runs; a fully written tensor (an input) gets it at its first
+            # store (4 bytes an element: Pro int8 weights would need 13 GB of it).
+            if written:
+                self.__dict__["_site_ids_lazy"] = True
+            else:
+                self.site_ids = torch.full(self.shape, -1, dtype=torch.int32, device=ctx.device)
 
     @property
     def writer(self) -> torch.Tensor:
@@ -464,6 +468,8 @@ class Tensor:
         if ctx.options.detect_races:
             self._check_race(inside, sl, m)
         site_ids = self.__dict__.get("site_ids")
+        if site_ids is None and ctx.observers and self.__dict__.get("_site_ids_lazy"):
+            site_ids = self.site_ids = torch.full(self.shape, -1, dtype=torch.int32, device=self.data.device)
         if site_ids is not None and site_ids.shape != self.writer.shape:
             site_ids = None  # a view made without its own site map
         site_id = intern_site(kernel_site()) if site_ids is not None else -1

@@ -190,3 +190,23 @@ def test_a_same_revision_check_builds_the_files_specs_twice_not_once_per_side_an
     assert rc == 0
     # 1 discovery (both sides) + 1 case seed whose inputs every recipe (realistic + adversarial) reuses
     assert counter.read_text() == "xx"
+
+
+def test_an_observed_run_gives_site_maps_to_outputs_and_to_inputs_only_when_stored():
+    from equiv.memory import SITES
+    from equiv.observe import Observer
+
+    ctx = RunContext(Options())
+    ctx.observers = [Observer()]  # an observed run keeps per-element writer sites
+    with running(ctx):
+        x = Tensor.from_torch("x", torch.ones(2, 8))
+        w = Tensor.from_torch("w", torch.ones(2, 8))
+        y = Tensor("y", (2, 8), FP32)
+        copies(x, y, Shape({"C": 8}))
+        doubles_its_input(w, Tensor("z", (2, 8), FP32), Shape({"C": 8}))
+    assert "site_ids" not in x.__dict__  # only read: no 4-byte-an-element site map
+    assert "site_ids" in y.__dict__ and bool((y.site_ids >= 0).all())
+    # the input that was stored into records its writer's line, as an output does
+    assert "site_ids" in w.__dict__
+    assert all(SITES[i].endswith(f"test_input_memory.py:{doubles_its_input.__code__.co_firstlineno + 3}")
+               for i in w.site_ids.flatten().tolist())
