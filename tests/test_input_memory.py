@@ -210,3 +210,37 @@ def test_an_observed_run_gives_site_maps_to_outputs_and_to_inputs_only_when_stor
     assert "site_ids" in w.__dict__
     assert all(SITES[i].endswith(f"test_input_memory.py:{doubles_its_input.__code__.co_firstlineno + 3}")
                for i in w.site_ids.flatten().tolist())
+
+
+def test_a_same_revision_check_runs_the_program_once_per_case_and_a_two_revision_check_twice(tmp_path, monkeypatch,
+                                                                                               capsys):
+    from tests.test_pairfree import CONFIG, FILE, STORE, commit, git, kernel
+
+    from equiv.cli import main
+    from equiv.pairfree import pair as pf_pair
+
+    r = tmp_path / "lib"
+    (r / "models" / "toy").mkdir(parents=True)
+    git(r, "init", "-q")
+    git(r, "config", "user.email", "t@example.com")
+    git(r, "config", "user.name", "t")
+    a = commit(r, {"models/toy/config.py": CONFIG, FILE: kernel()})
+    b = commit(r, {FILE: kernel(tile=2)})
+    calls = []
+    real = pf_pair.FreeKernel.__call__
+
+    def counting(self, cfg=None, **args):
+        calls.append(self.side)
+        return real(self, cfg, **args)
+
+    monkeypatch.setattr(pf_pair.FreeKernel, "__call__", counting)
+    args = ["--repo", str(r), "--pair-free", "--recipe", "realistic", "--shapes", "nominal"]
+    assert main(["check", "--source", FILE, "--pre-rev", a, "--retiled-rev", a, *args]) == 0
+    assert calls == ["pre", "pre"]  # two poison runs of one program; retiled reuses them
+    assert "runs the program once for both" in capsys.readouterr().out
+    calls.clear()
+    assert main(["check", "--source", FILE, "--pre-rev", a, "--retiled-rev", b, *args]) == 0
+    assert calls == ["pre", "pre", "retiled", "retiled"]
+    # a hole in one revision is still found against the other (the shortcut is same-revision only)
+    c = commit(r, {FILE: kernel(blocks="T // T_TILE - 1")})
+    assert main(["check", "--source", FILE, "--pre-rev", a, "--retiled-rev", c, *args]) == 1

@@ -162,6 +162,9 @@ class PairFreePair(KernelPair):
     """A `KernelPair` whose preconditions are the files' own asserts at each shape."""
 
     entry: Any = None
+    # Both sides are one file at one revision under one configuration: the runner runs the
+    # program once and uses its runs for both (the emulator is deterministic for given options).
+    identical_sides: bool = False
 
     def rejection(self, side: str, shape: Shape) -> str | None:  # type: ignore[override]
         try:
@@ -210,6 +213,14 @@ def safe_constants(revisions: Revisions) -> tuple[str, ...]:
              and not isinstance(v, bool) and re.search(rf"\b{k}\b", text)]
     revisions.fuzz_defaults = {k: getattr(cfg, k) for k in names}
     return tuple(names)
+
+
+def same_program(revisions: Revisions) -> bool:
+    """Whether pre and retiled are one file at one commit (a same-revision check)."""
+    try:
+        return revisions.pre.identity() == revisions.retiled.identity()
+    except Exception:  # noqa: BLE001 - an unreadable side is judged when it runs
+        return False
 
 
 def build_pair(revisions: Revisions, entry: Entry, contract: Contract = BIT_EXACT,
@@ -273,6 +284,7 @@ def build_pair(revisions: Revisions, entry: Entry, contract: Contract = BIT_EXAC
         contract=contract,
         sources=(),
         entry=entry,
+        identical_sides=same_program(revisions),
         description=(f"{entry.name}: {revisions.pre.label} vs {revisions.retiled.label}"
                      + (f" (model {revisions.model})" if revisions.model else "")
                      + f"; modes {', '.join(entry.modes)}"),

@@ -250,7 +250,9 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
                     f"reference {getattr(reference.golden, '__name__', 'golden')} "
                     + ("promoted to float64" if reference.how == "float64" else f"as written ({reference.why})"))
         eo = EntryOutcome(name, "equivalent", reference=ref_text, modes=e_pre.modes, pair=pair)
-        log(f"{name}: modes {', '.join(e_pre.modes)}; {ref_text}")
+        log(f"{name}: modes {', '.join(e_pre.modes)}; {ref_text}"
+            + ("; one revision on both sides: each case runs the program once for both" if pair.identical_sides
+               else ""))
         result = check(pair, shapes=shapes, examples=examples, seed=seed, options=options, recipes=recipes,
                        progress=progress, shrink_budget=shrink_budget, time_budget=time_budget,
                        keep_runs=keep_runs)
