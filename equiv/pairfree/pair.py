@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import traceback
 import types
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class Entry:
     # The last materialized call (key, call): the recipes of one case draw the same seed, and
     # building a Pro file's specs takes minutes and GBs. One only: dropped before the next.
     _last: list = field(default_factory=list, repr=False)
+    build_seconds: float = 0.0  # the longest materialization so far (what a new shape costs)
 
     def mode(self, shape: Mapping[str, int]) -> str:
         return self.modes[int(shape.get("mode", 0))]
@@ -125,8 +127,10 @@ class Entry:
         if self._last and self._last[0][0] == key:
             return self._last[0][1]
         self._last.clear()  # before building the next: never two sets of inputs at once
+        t0 = time.perf_counter()
         mod = self.revisions.module(side, shape)
         call = discovery.materialized(mod, self.revisions.ref(side).read(), d.argv, self.name, self.index, seed)
+        self.build_seconds = max(self.build_seconds, time.perf_counter() - t0)
         self._last.append((key, call))
         return call
 

@@ -254,8 +254,8 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
             + ("; one revision on both sides: each case runs the program once for both" if pair.identical_sides
                else ""))
         result = check(pair, shapes=shapes, examples=examples, seed=seed, options=options, recipes=recipes,
-                       progress=progress, shrink_budget=shrink_budget, time_budget=time_budget,
-                       keep_runs=keep_runs)
+                       progress=progress, shrink_budget=0, time_budget=time_budget, keep_runs=keep_runs)
+        _shrink(pair, e_pre, result, shrink_budget, options, log)
         eo.result = result
         if result.failed:
             eo.outcome = "regression"
@@ -274,6 +274,28 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
         if on_pair:
             on_pair(pair, eo)
     return out
+
+
+# Wall time shrinking may take per entry: each try of a new shape rebuilds the file's specs
+# (over a minute for Pro-size weights) and reruns the case.
+SHRINK_SECONDS = 120.0
+
+
+def _shrink(pair: Any, entry: Entry, result: CheckResult, budget: int, options: Options | None,
+            log: Callable[[str], None]) -> None:
+    """Shrink each counterexample (as `check` does) with at most `budget` tries, fewer when
+    one try (a case plus a rebuild of the specs) would take longer than `SHRINK_SECONDS`."""
+    if not budget or not result.counterexamples:
+        return
+    per_try = max((r.seconds for r in result.results), default=0.0) + entry.build_seconds
+    affordable = budget if per_try <= 0 else min(budget, int(SHRINK_SECONDS / per_try))
+    if affordable < budget:
+        log(f"{entry.name}: shrinking limited to {affordable} tries (one try takes about {per_try:.0f} s)")
+    if affordable:
+        from equiv.runner import shrink
+
+        result.counterexamples = [shrink(pair, r, options or Options(), budget=affordable)
+                                  for r in result.counterexamples]
 
 
 def outcome_line(o: EntryOutcome) -> str:
