@@ -567,6 +567,10 @@ def assemble(target: Tensor, tile: Tile, offset: Sequence[int], atomic: str | No
     """
     if not isinstance(target, Tensor):
         raise KernelError("assemble into a tile is not covered; assemble targets a global tensor")
+    if isinstance(tile, Tensor) and atomic in (None, AtomicType.NONE):
+        # pypto's tensor form: a tensor-to-tensor copy of the whole source (its values as
+        # stored, poison included where it was never written).
+        tile = Tile(tile.load(tuple((0, n) for n in tile.shape)), tile.dtype)
     if not isinstance(tile, Tile):
         raise KernelError("assemble needs a tile to store")
     tile = _drop_leading_units(tile, len(offset))
