@@ -106,6 +106,9 @@ def run_jit(fn: Any = None, specs: Any = None, golden_fn: Callable | None = None
             save_data: bool = False, **extra: Any) -> _RunResult:
     calls = _RECORDING.get()
     call = RunCall(fn, list(specs or []), golden_fn, rtol, atol, compare_fn, dict(extra), site=_site())
+    if compile_cfg:
+        # Kept for what the run needs from it: the world size (DistributedConfig(device_ids=...)).
+        call.extra["compile_cfg"] = compile_cfg
     if _MATERIALIZE.get():
         # Created right here, in the order the harness would, so one seed gives one set of inputs.
         call.materialized = {s.name: materialize(s) for s in call.specs}

@@ -145,7 +145,8 @@ class FreeKernel:
     def __call__(self, cfg: Shape | None = None, **args: Any) -> Any:
         from equiv.source import call_entry
 
-        fn = self.entry.call(self.side, cfg or {}).call.fn
+        recorded = self.entry.call(self.side, cfg or {}).call
+        fn = recorded.fn
         for key in [k for k in args if k.startswith(specs.INITIAL_PREFIX)]:
             initial = args.pop(key)
             out = args.get(key.removeprefix(specs.INITIAL_PREFIX))
@@ -153,6 +154,13 @@ class FreeKernel:
                 # An in-out tensor (a cache updated in place) starts at its initial value, written.
                 out.data.copy_(initial.data.to(out.data.dtype))
                 out.written.fill_(True)
+        from equiv.tile import distributed
+
+        # A multi-rank program runs with the world its run_jit call configures (device_ids).
+        ranks = distributed.world_size_from(recorded.extra.get("compile_cfg"))
+        if ranks:
+            with distributed.configured(ranks):
+                return call_entry(fn, args)
         return call_entry(fn, args)
 
     @property
