@@ -32,3 +32,15 @@ def test_unwritten_source_elements_arrive_as_poison():
     assert torch.equal(out.to_torch()[2], torch.arange(4.0))
     assert bool(torch.isnan(out.to_torch()[3]).all())  # the scratch row never written: NaN poison
     assert BF16.is_float
+
+
+def test_slice_assignment_of_a_tensor_copies_it():
+    # lm_head's `sampled_ids[row : row + 1, :] = sampled_row` (sampled_row from pl.create_tensor)
+    with running(RunContext(Options(poison="nan"))):
+        dst = Tensor("dst", (3, 4), BF16)
+        row = pl.create_tensor([1, 4], dtype=pl.BF16)
+        row[0:1, 0:4] = pl.cast(Tensor.from_torch("s", torch.tensor([[1.0, 2.0, 3.0, 4.0]]))[0:1, 0:4],
+                                target_type=pl.BF16, mode="rint")
+        dst[1:2, :] = row
+    assert torch.equal(dst.to_torch()[1], torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert bool(dst.written[1].all()) and not bool(dst.written[0].any()) and not bool(dst.written[2].any())

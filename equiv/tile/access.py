@@ -26,6 +26,10 @@ def _tensor_getitem(self: Tensor, key) -> Tile:
 
 
 def _tensor_setitem(self: Tensor, key, value) -> None:
+    if isinstance(value, Tensor):
+        # ``dst[a:b, :] = src_tensor``: a tensor-to-tensor copy of the whole source (its values
+        # as stored, poison included where it was never written), as assemble's tensor form.
+        value = Tile(value.load(tuple((0, n) for n in value.shape)), value.dtype)
     win = self.window(key)
     shape = [b - a for a, b in win]
     if isinstance(value, Tile):
