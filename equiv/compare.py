@@ -28,8 +28,9 @@ from equiv import numerics
 from equiv.pair import Contract
 
 VERDICTS: tuple[str, ...] = ("equivalent", "regression", "pre-defect", "both-defect", "rejected", "cannot judge")
-# ``cannot judge``: a version hit something the emulator lacks (an op or form): nothing was
-# decided about the kernels, so it is never counted as agreement or as a regression.
+# ``cannot judge``: a version hit something the emulator lacks (an op or form), or both versions
+# raised: nothing was decided about the kernels, so it is never counted as agreement or as a
+# regression.
 
 
 @dataclass
@@ -241,6 +242,14 @@ def compare_output(name: str, pre: SideRun, ret: SideRun, ref: torch.Tensor | No
             reasons.append("retiled rejects a shape pre accepts (narrowed contract)")
         return OutputResult(name, "rejected", reasons)
 
+    if pre.error and ret.error:
+        # Neither version produced anything to compare: whether the kernel or the emulator is
+        # at fault, a verdict (both-defect, exit 0) would claim a check that never ran.
+        same = pre.error == ret.error
+        what = f"both raised {pre.error}" if same else f"pre raised {pre.error}; retiled raised {ret.error}"
+        reasons.append(f"cannot judge: {what} — nothing was compared (a kernel error, or a limitation "
+                       f"of the emulator if the kernel is right)")
+        return OutputResult(name, "cannot judge", reasons)
     bad: dict[str, torch.Tensor] = {}
     res = OutputResult(name, "equivalent", reasons)
     for run in (pre, ret):

@@ -344,3 +344,24 @@ def test_fuzzing_varies_token_counts_and_shrinks(repo, capsys):
     out = capsys.readouterr().out
     assert "TOKENS=8" in out and "regression on y at mode=0,TOKENS=1" in out  # shrunk to one token
     assert "--shapes 'mode=0,TOKENS=1'" in out
+
+
+def _double_with_a_shape_error(x, y, cfg):
+    from equiv import tile as pl
+
+    for b in pl.spmd(cfg.T // 2, name_hint="rows"):
+        y[b * 2:b * 2 + 2, :] = pl.add(x[b * 2:b * 2 + 2, :], x[0:1, :])  # [2, 8] + [1, 8]: an error
+
+
+def test_both_versions_raising_is_cannot_judge_and_one_raising_is_a_regression():
+    from equiv.check import check as run_check
+    from equiv.summary import status_line
+
+    both = run_check(_tiny_pair(_double_with_a_shape_error, _double_with_a_shape_error), shapes="T=4",
+                     shrink_budget=0)
+    assert {o.verdict for r in both.results for o in r.outputs.values()} == {"cannot judge"}
+    assert not both.regressions and both.unjudged and "both raised" in both.gaps()[0]
+    assert "operands of shapes" in both.gaps()[0]
+    assert status_line([both]).startswith("result: CANNOT JUDGE")
+    one = run_check(_tiny_pair(_double, _double_with_a_shape_error), shapes="T=4", shrink_budget=0)
+    assert one.regressions and not one.unjudged
