@@ -219,9 +219,10 @@ class _World:
     # -- sizes ---------------------------------------------------------------------------
     def nranks(self) -> int:
         if self.size is None:
-            raise KernelError("pld.world_size(): the world size is not set; run the host entry under "
-                              "equiv.tile.distributed.configured(n) (source mode takes n from the "
-                              "DistributedConfig(device_ids=...) of the file's run_jit call)")
+            # The harness did not say how many ranks run: the check cannot be judged.
+            raise UnsupportedOpError("pld.world_size() without a world size", detail=(
+                "run the host entry under equiv.tile.distributed.configured(n); source mode takes n "
+                "from the DistributedConfig(device_ids=...) of the file's run_jit call"))
         return self.size
 
     # -- memory --------------------------------------------------------------------------
