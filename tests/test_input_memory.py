@@ -214,7 +214,7 @@ def test_an_observed_run_gives_site_maps_to_outputs_and_to_inputs_only_when_stor
 
 def test_a_same_revision_check_runs_the_program_once_per_case_and_a_two_revision_check_twice(tmp_path, monkeypatch,
                                                                                                capsys):
-    from tests.test_pairfree import CONFIG, FILE, STORE, commit, git, kernel
+    from tests.test_pairfree import CONFIG, FILE, commit, git, kernel
 
     from equiv.cli import main
     from equiv.pairfree import pair as pf_pair
