@@ -287,12 +287,7 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
     results: list[CaseResult] = []
     coverage: dict[str, dict] = {"pre": {}, "retiled": {}}
 
-    def run_one(case: Case) -> CaseResult | None:
-        if time_budget is not None and results and time.perf_counter() - t0 > time_budget:
-            return None
-        if progress:
-            progress(pair.name, len(results), max(total, len(results) + 1), case)
-        result = run_case(pair, case, options, keep_runs=keep_runs)
+    def record(result: CaseResult) -> CaseResult:
         if keep_runs and not set(result.verdicts.values()) - {"equivalent"}:
             result.runs = None  # only cases that will be saved keep their outputs in memory
         results.append(result)
@@ -300,15 +295,18 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
             decision_cov.merge(coverage.setdefault(side, {}), sites)
         return result
 
+    def run_one(case: Case) -> CaseResult | None:
+        if time_budget is not None and results and time.perf_counter() - t0 > time_budget:
+            return None
+        if progress:
+            progress(pair.name, len(results), max(total, len(results) + 1), case)
+        return record(run_case(pair, case, options, keep_runs=keep_runs))
+
     if jobs > 1 and len(cases) > 1 and _registered(pair):
         for case, result in zip(cases, _run_in_workers(pair.name, cases, options, keep_runs, jobs)):
             if progress:
                 progress(pair.name, len(results), max(total, len(results) + 1), case)
-            if keep_runs and not set(result.verdicts.values()) - {"equivalent"}:
-                result.runs = None  # only cases that will be saved keep their outputs in memory
-            results.append(result)
-            for side, sites in result.decisions.items():
-                decision_cov.merge(coverage.setdefault(side, {}), sites)
+            record(result)
     else:
         for case in cases:
             if run_one(case) is None:

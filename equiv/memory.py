@@ -10,6 +10,7 @@ with the kernel's file and line.
 from __future__ import annotations
 
 import contextvars
+import numbers
 import os
 import sys
 from contextlib import contextmanager
@@ -161,8 +162,7 @@ class RunContext:
         # The batched stage running now (equiv.tile.batch.Batch), if any; its hooks below
         # defer stores and stop the attempt where a batched run could differ.
         self.batch = None
-        self.batch_failed: str | bool = False
-        self.batch_error: BaseException | None = None
+        self.batch_error: BaseException | None = None  # why the running attempt gave up
         # Stages run batched ("batched": count) and the reasons others ran one by one.
         self.batch_stats: dict[str, int] = {}
         rounding.refresh_native_probe()  # the flush mode decides whether native rounding is exact
@@ -312,8 +312,41 @@ def intern_site(site: str) -> int:
     return sid
 
 
+class _LazyMap:
+    """A per-element bookkeeping map of a `Tensor` (written-mask, last writer), made filled with
+    `fill` at its first use, so inputs that are only read never pay for it. The map sits in a
+    box shared by shallow copies (``__dict__.update``): a copy and its source see one map;
+    assigning the attribute (a view of another map) gives the tensor its own box."""
+
+    def __init__(self, dtype: torch.dtype, fill: int | bool):
+        self.dtype, self.fill = dtype, fill
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.box = f"_{name}_box"
+
+    def __get__(self, tensor: "Tensor | None", owner: type) -> torch.Tensor:
+        if tensor is None:
+            return self  # type: ignore[return-value]
+        box = tensor.__dict__[self.box]
+        if box[0] is None:
+            box[0] = torch.full(tensor.shape, self.fill, dtype=self.dtype, device=tensor.data.device)
+        return box[0]
+
+    def __set__(self, tensor: "Tensor", value: torch.Tensor) -> None:
+        tensor.__dict__[self.box] = [value]
+
+    def made(self, tensor: "Tensor") -> bool:
+        return tensor.__dict__[self.box][0] is not None
+
+
 class Tensor:
     """A global-memory tensor of the emulator (what a kernel receives and ``create_tensor`` makes)."""
+
+    # Block tokens of each element's last writer (4 bytes an element: more than int8 weights).
+    writer = _LazyMap(torch.int32, -1)
+    # Whether each element was ever written; a fully written tensor (an input) starts all True,
+    # made at its first use (1 byte an element: as much as int8 weights themselves).
+    written = _LazyMap(torch.bool, True)
 
     def __init__(self, name: str, shape: Sequence[int], dtype: DType, data: torch.Tensor | None = None,
                  written: bool = False):
@@ -327,13 +360,8 @@ class Tensor:
         self.data = (ctx.poison(self.shape, dtype) if data is None else data).to(ctx.device, dtype.storage)
         if tuple(self.data.shape) != self.shape:
             raise ValueError(f"{name}: data shape {tuple(self.data.shape)} != declared {self.shape}")
-        # The written-mask of a fully written tensor (an input) is made at its first use, like
-        # the writer map: inputs that are only read never pay for it (1 byte an element: as much
-        # as int8 weights themselves).
         self.__dict__["_written_box"] = [None if written else
                                          torch.zeros(self.shape, dtype=torch.bool, device=ctx.device)]
-        # Block tokens of the last writer per element, made at the first access: inputs that are
-        # only read never pay for them (4 bytes an element: more than int8 weights themselves).
         self.__dict__["_writer_box"] = [None]
         if ctx.observers:
             # Per element, the interned kernel site of its last store (writer attribution),
@@ -345,34 +373,9 @@ class Tensor:
                 self.site_ids = torch.full(self.shape, -1, dtype=torch.int32, device=ctx.device)
 
     @property
-    def writer(self) -> torch.Tensor:
-        # The box is shared by shallow copies (``__dict__.update``), so a copy and its source
-        # see one map; assigning ``writer`` (a view of another map) gives the tensor its own box.
-        box = self.__dict__["_writer_box"]
-        if box[0] is None:
-            box[0] = torch.full(self.shape, -1, dtype=torch.int32, device=self.data.device)
-        return box[0]
-
-    @writer.setter
-    def writer(self, value: torch.Tensor) -> None:
-        self.__dict__["_writer_box"] = [value]
-
-    @property
-    def written(self) -> torch.Tensor:
-        # Shared by shallow copies like the writer map's box; all True until made (see __init__).
-        box = self.__dict__["_written_box"]
-        if box[0] is None:
-            box[0] = torch.ones(self.shape, dtype=torch.bool, device=self.data.device)
-        return box[0]
-
-    @written.setter
-    def written(self, value: torch.Tensor) -> None:
-        self.__dict__["_written_box"] = [value]
-
-    @property
     def written_allocated(self) -> bool:
         """Whether the written-mask exists yet (a fully written tensor makes it at first use)."""
-        return self.__dict__["_written_box"][0] is not None
+        return Tensor.written.made(self)  # type: ignore[attr-defined]
 
     @classmethod
     def from_torch(cls, name: str, value: torch.Tensor) -> "Tensor":
@@ -392,24 +395,27 @@ class Tensor:
 
         Like the DSL, the extent of ``a:b`` is ``b - a``; it is NOT clipped to the tensor.
         """
+        return tuple((int(a), int(b)) for a, b in self.bounds(key))
+
+    def bounds(self, key) -> list[tuple]:
+        """Per dimension (start, stop) of an index key, as the kernel computed them (a batched
+        stage's per-block values stay `equiv.tile.batch.Lanes`); `window` makes them ints."""
         if not isinstance(key, tuple):
             key = (key,)
         if len(key) > len(self.shape):
             raise KernelError(f"{self.name}: {len(key)} indices for a {len(self.shape)}-d tensor")
-        win = []
-        for dim, k in enumerate(key):
+        out = []
+        for dim, size in enumerate(self.shape):
+            k = key[dim] if dim < len(key) else slice(None)
             if isinstance(k, slice):
                 if k.step not in (None, 1):
                     raise KernelError(f"{self.name}: strided slices are not supported")
-                start = 0 if k.start is None else int(k.start)
-                stop = self.shape[dim] if k.stop is None else int(k.stop)
+                out.append((0 if k.start is None else k.start, size if k.stop is None else k.stop))
             else:
-                start = int(k)
-                stop = start + 1
-            win.append((start, stop))
-        for dim in range(len(key), len(self.shape)):
-            win.append((0, self.shape[dim]))
-        return tuple(win)
+                if isinstance(k, numbers.Real):
+                    k = int(k)  # an element index: the one element at int(k)
+                out.append((k, k + 1))
+        return out
 
     def _clip(self, win: Window, kind: str) -> tuple[Window, bool]:
         clipped = tuple((max(a, 0), min(b, n)) for (a, b), n in zip(win, self.shape))

@@ -37,7 +37,7 @@ import functools
 import operator
 import os
 import types
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import torch
 
@@ -284,6 +284,16 @@ def forbid(what: str) -> None:
 # ----------------------------------------------------------------------------------------
 # The rewritten loop: attempts() and guard()
 # ----------------------------------------------------------------------------------------
+class Stage(NamedTuple):
+    """What a parallel loop's ``batch_stage()`` gives a batched run."""
+
+    stage: int  # the stage id (a race domain)
+    order: list[int]  # its blocks in the run's seeded order
+    name: str
+    value_of: Callable[[int], Any]  # block -> the loop variable's value
+    shared: Any = None  # one loop value for every block instead (a ``with`` form's task id)
+
+
 def attempts(loop: Iterable) -> Iterator[Any]:
     """Iterate a parallel loop: batched first where it can be, else one block at a time."""
     stage_of = getattr(loop, "batch_stage", None)
@@ -297,8 +307,7 @@ def attempts(loop: Iterable) -> Iterator[Any]:
     if stage is None:  # disabled dispatch, one block, chunked loop: nothing to batch
         yield from loop
         return
-    stage_id, order, name, value_of = stage[:4]
-    shared = stage[4] if len(stage) > 4 else None  # one loop value for every block (a task id)
+    stage_id, order, name, value_of, shared = stage
     batch = Batch(stage_id, order)
     stats = ctx.batch_stats
     position = {b: i for i, b in enumerate(order)}
@@ -308,13 +317,13 @@ def attempts(loop: Iterable) -> Iterator[Any]:
     while pending:
         group = pending.pop(0)
         batch.attempt(group)
-        ctx.batch, ctx.batch_failed, ctx.batch_error = batch, False, None
+        ctx.batch, ctx.batch_error = batch, None
         try:
             yield shared if shared is not None else Lanes([value_of(b) for b in group])
         finally:
             ctx.batch = None
         error = ctx.batch_error
-        if not ctx.batch_failed:
+        if error is None:
             groups += 1
             continue
         if isinstance(error, LaneSplit) and groups + len(pending) + 2 <= max(2, len(order) // _MIN_GROUP):
@@ -326,7 +335,8 @@ def attempts(loop: Iterable) -> Iterator[Any]:
             pending[:0] = sorted(parts.values(), key=lambda g: position[g[0]])
             stats["split"] = stats.get("split", 0) + 1
             continue
-        why = ctx.batch_failed
+        what = str(error) if isinstance(error, BatchFallback) else f"{type(error).__name__}: {error}"
+        why = f"{_kernel_line(error)}: {what}"
         break
     if why is not None:
         stats[why] = stats.get(why, 0) + 1
@@ -360,9 +370,7 @@ class guard:  # noqa: N801 - used as a statement in rewritten kernels
         ctx = memory._CURRENT.get()
         if ctx is None or ctx.batch is None:
             return False
-        what = str(exc) if isinstance(exc, BatchFallback) else f"{type(exc).__name__}: {exc}"
-        ctx.batch_failed = f"{_kernel_line(exc)}: {what}"
-        ctx.batch_error = exc
+        ctx.batch_error = exc  # `attempts` splits the stage or runs it one block at a time
         return True
 
 
@@ -457,20 +465,12 @@ def call(fn: Callable, args: tuple, kwargs: dict) -> Any:
 def _lane_windows(tensor: Tensor, key: Any, n: int) -> list | None:
     """Per-lane windows of `tensor[key]` when every lane's window has one shape and lies
     inside the tensor; None otherwise (the per-lane path then reports what is wrong)."""
-    if not isinstance(key, tuple):
-        key = (key,)
-    if len(key) > len(tensor.shape):
+    try:
+        bounds = tensor.bounds(key)
+    except memory.KernelError:
         return None
     per_dim = []  # per dimension, every lane's (start, stop)
-    for dim, size in enumerate(tensor.shape):
-        k = key[dim] if dim < len(key) else slice(None)
-        if isinstance(k, slice):
-            if k.step not in (None, 1):
-                return None
-            a = 0 if k.start is None else k.start
-            b = size if k.stop is None else k.stop
-        else:
-            a, b = k, k + 1
+    for a, b in bounds:
         starts = a.values if isinstance(a, Lanes) else [int(a)] * n
         stops = b.values if isinstance(b, Lanes) else [int(b)] * n
         per_dim.append([(int(x), int(y)) for x, y in zip(starts, stops)])

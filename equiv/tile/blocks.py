@@ -35,6 +35,8 @@ import torch
 
 from equiv.dtypes import DType
 from equiv.memory import BlockNode, KernelError, RunContext, UnsupportedOpError, current, kernel_site
+from equiv.tile import batch as _batch
+from equiv.tile.batch import Lanes, Stage
 from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
 from equiv.tile.values import Tile, _scalar_to
 
@@ -137,15 +139,15 @@ class SpmdDispatch:
             return iter(())
         return _blocks(self.core_num, self.name, "spmd", self)
 
-    def batch_stage(self) -> tuple | None:
-        """(stage, block order, name, block -> loop value) for a batched run (equiv.tile.batch),
-        or None where there is nothing to batch (a retired dispatch or a single block)."""
+    def batch_stage(self) -> Any:
+        """The stage of a batched run (`equiv.tile.batch.Stage`), or None where there is
+        nothing to batch (a retired dispatch or a single block)."""
         if self.core_num <= 1 or not self._enabled():
             return None
         ctx = current()
         stage = ctx.new_stage()
         _stage_kinds(ctx)[stage] = ("spmd", self)
-        return stage, ctx.block_order(self.core_num), self.name, int
+        return Stage(stage, ctx.block_order(self.core_num), self.name, int)
 
     def blocks(self) -> "_WithBlocks":
         """The ``with`` form after rewriting: one iteration per block, each yielding the task id."""
@@ -183,14 +185,13 @@ class _WithBlocks:
         for _ in self.dispatch:
             yield self.dispatch.task
 
-    def batch_stage(self) -> tuple | None:
+    def batch_stage(self) -> Any:
         stage = self.dispatch.batch_stage()
         if stage is None:
             return None
-        stage_id, order, name, _ = stage
         task = self.dispatch.task
         # Every block binds the same task id; the block index comes from get_block_idx.
-        return stage_id, order, name, lambda _b: task, task
+        return stage._replace(value_of=lambda _b: task, shared=task)
 
 
 def spmd(core_num: int, name_hint: str = "", *, sync_start: bool = False, optimizations: Any = None,
@@ -350,8 +351,6 @@ def task_dummy(*, deps: Sequence[Any]) -> TaskId:
 # ----------------------------------------------------------------------------------------
 def _batched_spmd() -> tuple[Any, Any] | None:
     """(batch, dispatch) when the running code is a batched stage of an SPMD dispatch."""
-    from equiv.tile import batch as _batch
-
     running = _batch.active()
     if running is None:
         return None
@@ -364,8 +363,6 @@ def get_block_idx() -> Any:
     batched stage, every block's index (`equiv.tile.batch.Lanes`)."""
     batched = _batched_spmd()
     if batched is not None:
-        from equiv.tile.batch import Lanes
-
         running = batched[0]
         return running.order[running.lane] if running.lane is not None else Lanes(list(running.order))
     found = _enclosing("spmd")

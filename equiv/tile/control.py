@@ -7,7 +7,7 @@ from typing import Any, Iterator, Sequence
 
 
 from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
-from equiv.tile.batch import Lanes
+from equiv.tile.batch import Lanes, Stage
 
 from contextlib import contextmanager
 
@@ -124,14 +124,14 @@ class _ParallelLoop:
         for k in _parallel_blocks((len(self.values) + c - 1) // c, self.name):
             yield from self.values[k * c:(k + 1) * c]
 
-    def batch_stage(self) -> tuple | None:
-        """(stage, block order, name, block -> loop value) for a batched run (equiv.tile.batch),
-        or None where there is nothing to batch (one block; chunks run their iterations in order)."""
+    def batch_stage(self) -> Any:
+        """The stage of a batched run (`equiv.tile.batch.Stage`), or None where there is
+        nothing to batch (one block; chunks run their iterations in order)."""
         if self.chunk is not None or len(self.values) <= 1:
             return None
         ctx = current()
         stage = ctx.new_stage()
-        return stage, ctx.block_order(len(self.values)), self.name, self.values.__getitem__
+        return Stage(stage, ctx.block_order(len(self.values)), self.name, self.values.__getitem__)
 
 
 def parallel(start: int, stop: int | None = None, step: int = 1, name_hint: str = "parallel",
