@@ -191,11 +191,13 @@ class RunContext:
             return list(range(n))
         return torch.randperm(n, generator=self.gen).tolist()
 
-    def races_with(self, token: int) -> BlockNode | None:
-        """The conflicting sibling block if the last writer `token` races with the current block."""
-        if token < 0 or token == self.current.token:
+    def races_with(self, token: int, node: BlockNode | None = None) -> BlockNode | None:
+        """The conflicting sibling block if the last writer `token` races with `node` (default:
+        the current block)."""
+        node = node or self.current
+        if token < 0 or token == node.token:
             return None
-        a, b = self.nodes[token].chain(), self.current.chain()
+        a, b = self.nodes[token].chain(), node.chain()
         for x, y in zip(a, b):
             if x is y:
                 continue

@@ -34,6 +34,7 @@ through Python names (no name bound in the body is used elsewhere in the functio
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 import os
 import types
@@ -76,14 +77,14 @@ def _kernel_line(exc: BaseException) -> str:
 def _lane_binary(op: Callable[[Any, Any], Any], reflected: bool = False):
     def method(self: "Lanes", other: Any) -> "Lanes":
         if isinstance(other, Lanes):
-            pairs = zip(self.values, other.values)
+            others: Iterable = other.values
         elif isinstance(other, (int, float)) and not isinstance(other, bool):
-            pairs = ((v, other) for v in self.values)
+            others = itertools.repeat(other)
         else:
             return NotImplemented
         if reflected:
-            return Lanes([op(b, a) for a, b in pairs])
-        return Lanes([op(a, b) for a, b in pairs])
+            return Lanes(list(map(op, others, self.values)))
+        return Lanes(list(map(op, self.values, others)))
     return method
 
 
@@ -182,14 +183,22 @@ for _name in ("add", "sub", "mul", "floordiv", "truediv", "mod"):  # a + b, b + 
 # The state of one batched stage
 # ----------------------------------------------------------------------------------------
 class StoreEvent:
-    """A deferred store: of one block (`block`), or of every block of `group`."""
+    """Deferred stores of one kernel line: block ``blocks[k]`` writes ``values`` (row `k` of
+    them when `stacked`, else the same values for every block) at the window of `extent`
+    starting at ``starts[d][k]`` along each dimension `d`."""
 
-    __slots__ = ("tensor", "win", "values", "mask", "site", "scalar", "block", "group")
+    __slots__ = ("tensor", "starts", "extent", "values", "stacked", "mask", "site", "scalar", "blocks", "lane_of")
 
-    def __init__(self, tensor: Tensor, win, values, mask, site: str, scalar: bool, block: int | None,
-                 group: frozenset | None = None):
-        self.tensor, self.win, self.values, self.mask = tensor, win, values, mask
-        self.site, self.scalar, self.block, self.group = site, scalar, block, group
+    def __init__(self, tensor: Tensor, starts: list[list[int]], extent: tuple, values: torch.Tensor, stacked: bool,
+                 mask, site: str, scalar: bool, blocks: list[int], lane_of: dict[int, int]):
+        self.tensor, self.starts, self.extent, self.values, self.stacked = tensor, starts, extent, values, stacked
+        self.mask, self.site, self.scalar, self.blocks, self.lane_of = mask, site, scalar, blocks, lane_of
+
+    def window(self, k: int) -> tuple:
+        return tuple((col[k], col[k] + n) for col, n in zip(self.starts, self.extent))
+
+    def values_of(self, k: int) -> torch.Tensor:
+        return self.values[k] if self.stacked else self.values
 
 
 def _storage(tensor: Tensor) -> int:
@@ -216,7 +225,7 @@ class Batch:
         """Start running the blocks `order` (a group of the stage's blocks, in stage order)."""
         self.order = order
         self.n = len(order)
-        self.group = frozenset(order)
+        self.lane_of = {b: k for k, b in enumerate(order)}
         self._mark = (len(self.events), set(self.loaded), set(self.stored))
 
     def abandon(self) -> None:
@@ -244,30 +253,260 @@ class Batch:
         self.stored.add(key)
 
     def on_store(self, tensor: Tensor, win, values: torch.Tensor, mask) -> None:
+        """A store made in the batched body: by lane `self.lane`, or (outside a per-lane
+        call) by every block of the attempt alike."""
         self._writes(tensor)
-        block = None if self.lane is None else self.order[self.lane]
-        ctx = current()
-        self.events.append(StoreEvent(tensor, win, values, mask, memory.kernel_site(),
-                                      bool(getattr(ctx, "_scalar_store", False)), block, self.group))
+        scalar = bool(getattr(current(), "_scalar_store", False))
+        extent = tuple(b - a for a, b in win)
+        if self.lane is None:
+            blocks, lane_of = self.order, self.lane_of
+        else:
+            blocks = [self.order[self.lane]]
+            lane_of = {blocks[0]: 0}
+        self.events.append(StoreEvent(tensor, [[a] * len(blocks) for a, _ in win], extent, values, False, mask,
+                                      memory.kernel_site(), scalar, blocks, lane_of))
 
-    def defer(self, tensor: Tensor, wins: list, values: list, mask, site: str) -> None:
-        """Stores of one kernel line, one per lane (`wins[k]`, `values[k]` for lane `k`)."""
+    def defer(self, tensor: Tensor, starts: list[list[int]], extent: tuple, values: torch.Tensor, stacked: bool,
+              mask, site: str) -> None:
+        """Stores of one kernel line, one per lane: lane `k` writes ``values[k]`` (or `values`
+        for every lane when not `stacked`) at the window of `extent` at ``starts[d][k]``."""
         self._writes(tensor)
-        for k, (win, vals) in enumerate(zip(wins, values)):
-            self.events.append(StoreEvent(tensor, win, vals, mask, site, False, self.order[k]))
+        self.events.append(StoreEvent(tensor, starts, extent, values, stacked, mask, site, False, self.order,
+                                      self.lane_of))
+
+    def finish(self, ctx: memory.RunContext, stage: int, order: list[int], name: str) -> None:
+        """Apply the stage's deferred stores inside the blocks' nodes, in `order`: all at once
+        where that provably writes what block-by-block replay writes, else block by block."""
+        plan = None if ctx.observers else _bulk_plan(self.events, ctx, stage, order, name)
+        if plan is None:
+            for b in order:
+                with ctx.block(stage, b, name):
+                    self.replay(b)
+            return
+        first = None
+        for b in order:  # the nodes (and block tokens) a one-by-one run makes
+            with ctx.block(stage, b, name):
+                first = ctx.current.token if first is None else first
+        for write in plan:
+            write(first)
 
     def replay(self, block: int) -> None:
         """Apply block `block`'s stores, in program order, as a one-by-one run makes them."""
         ctx = current()
         for ev in self.events:
-            if (ev.block != block) if ev.block is not None else (block not in ev.group):
+            k = ev.lane_of.get(block)
+            if k is None:
                 continue
             ctx._scalar_store = ev.scalar
             try:
                 with memory.site_override(ev.site):
-                    ev.tensor.store(ev.win, ev.values, ev.mask)
+                    ev.tensor.store(ev.window(k), ev.values_of(k), ev.mask)
             finally:
                 ctx._scalar_store = False
+
+
+def _bulk_plan(events: list[StoreEvent], ctx: memory.RunContext, stage: int, order: list[int],
+               name: str) -> list[Callable[[int], None]] | None:
+    """Writers that apply every deferred store at once, given the first block token; None
+    where replaying block by block could give anything else.
+
+    At once equals block by block when no element is stored twice (then order cannot matter
+    and no two blocks of the stage race), every window lies inside its tensor (nothing is
+    clipped or reported) and no element's earlier writer races with the stage's blocks."""
+    position = {b: i for i, b in enumerate(order)}
+    per_tensor: dict[int, tuple[Tensor, dict]] = {}
+    for ev in events:
+        tensor = ev.tensor
+        if type(tensor) is not Tensor or "site_ids" in tensor.__dict__:
+            return None
+        extent = ev.extent
+        if any(n <= 0 for n in extent):
+            continue  # an empty window writes nothing
+        if not _inside(ev.starts, extent, tensor.shape):
+            return None  # clipped: the store reports an access out of range
+        key = tensor.data.untyped_storage().data_ptr()
+        entry = per_tensor.setdefault(key, (tensor, {}))
+        if entry[0] is not tensor:
+            return None  # two views of one storage: elements are not comparable by index
+        entry[1].setdefault(extent, []).append(ev)
+    plan = []
+    probe = memory.BlockNode(-1, ctx.current, stage, order[0] if order else 0, name)
+    for tensor, by_extent in per_tensor.values():
+        writes = []
+        for extent, stores in by_extent.items():
+            starts = [sum((ev.starts[d] for ev in stores), []) for d in range(len(extent))]
+            lanes = [position[b] for ev in stores for b in ev.blocks]
+            values, mask = _stacked(stores, extent)
+            writes.append(_box_write(tensor, extent, starts, lanes, values, mask)
+                          or _index_write(tensor, extent, starts, lanes, values, mask))
+        if any(w is None for w in writes) or _boxes_overlap([w.box for w in writes]):
+            return None  # an element stored twice: program order or a race decides
+        if ctx.options.detect_races and Tensor.writer.made(tensor):  # type: ignore[attr-defined]
+            for w in writes:
+                if any(ctx.races_with(t, probe) is not None for t in w.earlier_writers()):
+                    return None
+        plan.extend(w.apply for w in writes)
+    return plan
+
+
+def _boxes_overlap(boxes: list[list[tuple[int, int]]]) -> bool:
+    return any(all(a < d and c < b for (a, b), (c, d) in zip(p, q))
+               for i, p in enumerate(boxes) for q in boxes[i + 1:])
+
+
+def _stacked(stores: list[StoreEvent], extent: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Every lane's values [E, *extent] of `stores`, and their masks (None when none has one)."""
+    parts = [ev.values.expand(len(ev.blocks), *extent) if not ev.stacked else ev.values for ev in stores]
+    values = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if all(ev.mask is None for ev in stores):
+        return values, None
+    masks = [torch.ones(extent, dtype=torch.bool, device=values.device) if ev.mask is None else ev.mask
+             for ev in stores]
+    return values, torch.cat([m.expand(len(ev.blocks), *extent) for m, ev in zip(masks, stores)])
+
+
+def _inside(starts: list[list[int]], extent: tuple, shape: tuple) -> bool:
+    return all(min(col) >= 0 and max(col) + n <= size for col, n, size in zip(starts, extent, shape))
+
+
+def _grid(starts: list[list[int]], extent: tuple, distinct: bool = True) -> tuple[list, list, list[int]] | None:
+    """When windows of `extent` starting at ``starts[d][k]`` lie on a full, evenly spaced grid
+    (every combination of the starts along each dimension is a window): the grid's first
+    start and spacing per dimension and each window's row-major position in it; else None.
+    `distinct` (stores): no two windows may share an element."""
+    axes = [sorted(set(col)) for col in starts]  # the grid's starts along each dimension
+    count, steps = 1, []
+    for axis, n in zip(axes, extent):
+        count *= len(axis)
+        step = axis[1] - axis[0] if len(axis) > 1 else n
+        if any(y - x != step for x, y in zip(axis, axis[1:])) or (distinct and step < n):
+            return None
+        steps.append(step)
+    lanes = len(starts[0]) if starts else 1
+    if count > lanes or (distinct and count != lanes):
+        return None
+    ranks = [0] * lanes
+    for col, axis in zip(starts, axes):
+        where = {a: i for i, a in enumerate(axis)}
+        size = len(axis)
+        ranks = [r * size + where[a] for r, a in zip(ranks, col)]
+    if len(set(ranks)) != count:
+        return None
+    return [axis[0] for axis in axes], steps, ranks
+
+
+def _grid_view(x: torch.Tensor, first: list, steps: list, counts: list, extent: tuple) -> torch.Tensor:
+    """The grid's windows of `x` as one view [*counts, *extent] (writes through it land in `x`)."""
+    x = x[tuple(slice(a, a + (g - 1) * s + n) for a, s, g, n in zip(first, steps, counts, extent))]
+    for d, (n, s) in enumerate(zip(extent, steps)):
+        x = x.unfold(d, n, s)
+    return x
+
+
+class _BoxWrite:
+    """Windows of one extent on an evenly spaced grid, none overlapping: written through one
+    view of the grid, each element's writer the token of its window's block."""
+
+    def __init__(self, tensor: Tensor, first: list, steps: list, counts: list, extent: tuple,
+                 values: torch.Tensor, mask, lanes: torch.Tensor):
+        self.tensor, self.values, self.mask, self.lanes = tensor, values, mask, lanes
+        self.grid = (first, steps, counts, extent)
+        self.box = [(a, a + (g - 1) * s + n) for a, s, g, n in zip(first, steps, counts, extent)]
+
+    def view(self, x: torch.Tensor) -> torch.Tensor:
+        return _grid_view(x, *self.grid)
+
+    def earlier_writers(self) -> list[int]:
+        prev = self.view(self.tensor.writer)
+        return _distinct(prev if self.mask is None else prev[self.mask])
+
+    def apply(self, first_token: int) -> None:
+        t, m = self.tensor, self.mask
+        tokens = (self.lanes + first_token).to(torch.int32)
+        data, written, writer = self.view(t.data), self.view(t.written), self.view(t.writer)
+        if m is None:
+            data.copy_(self.values)
+            written.fill_(True)
+            writer.copy_(tokens)
+        else:
+            data.copy_(torch.where(m, self.values, data))
+            written.copy_(written | m)
+            writer.copy_(torch.where(m, tokens, writer))
+
+
+def _box_write(tensor: Tensor, extent: tuple, starts: list, lanes: list, values: torch.Tensor,
+               mask: torch.Tensor | None) -> "_BoxWrite | None":
+    found = _grid(starts, extent)
+    if found is None:
+        return None
+    first, steps, ranks = found
+    counts = [len(set(col)) for col in starts]
+    device = values.device
+    by_rank = torch.empty(len(ranks), dtype=torch.int64, device=device)
+    by_rank[torch.tensor(ranks, device=device)] = torch.arange(len(ranks), device=device)  # rank -> window
+    shape = [*counts, *extent]
+    lane_grid = torch.tensor(lanes, device=device)[by_rank].reshape(*counts, *([1] * len(extent))).expand(shape)
+    return _BoxWrite(tensor, first, steps, counts, extent, values[by_rank].reshape(shape).to(tensor.data.dtype),
+                     None if mask is None else mask[by_rank].reshape(shape), lane_grid)
+
+
+class _IndexWrite:
+    """Windows of one extent anywhere (no element twice): written element by element."""
+
+    def __init__(self, tensor: Tensor, idx: tuple, values: torch.Tensor, lanes: torch.Tensor, box: list):
+        self.tensor, self.idx, self.values, self.lanes, self.box = tensor, idx, values, lanes, box
+
+    def earlier_writers(self) -> list[int]:
+        return _distinct(self.tensor.writer[self.idx])
+
+    def apply(self, first_token: int) -> None:
+        t, idx = self.tensor, self.idx
+        t.data.index_put_(idx, self.values)
+        t.written.index_put_(idx, torch.ones((), dtype=torch.bool, device=self.values.device))
+        t.writer.index_put_(idx, (self.lanes + first_token).to(torch.int32))
+
+
+def _index_write(tensor: Tensor, extent: tuple, starts: list, lanes: list, values: torch.Tensor,
+                 mask: torch.Tensor | None) -> _IndexWrite | None:
+    device = tensor.data.device
+    dims, count = len(extent), len(starts[0])
+    first = torch.tensor(starts, dtype=torch.int64, device=device).t()
+    offsets = torch.stack(torch.meshgrid(*(torch.arange(n, device=device) for n in extent), indexing="ij"),
+                          -1).reshape(-1, dims)  # [P, D] inside one window
+    index = first[:, None, :] + offsets[None]
+    values = values.reshape(count, -1)
+    lane = torch.tensor(lanes, device=device)[:, None].expand(values.shape)
+    if mask is None:
+        index, values, lane = index.reshape(-1, dims), values.reshape(-1), lane.reshape(-1)
+    else:
+        keep = mask.reshape(count, -1)
+        index, values, lane = index[keep], values[keep], lane[keep]
+    if _stored_twice(index, tensor.shape):
+        return None
+    lo, hi = first.min(0).values.tolist(), first.max(0).values.tolist()
+    return _IndexWrite(tensor, tuple(index.t()), values.to(tensor.data.dtype), lane,
+                       [(a, b + n) for a, b, n in zip(lo, hi, extent)])
+
+
+def _distinct(tokens: torch.Tensor) -> list[int]:
+    if tokens.numel() == 0:
+        return []
+    lo, hi = (int(v) for v in torch.aminmax(tokens))
+    return [lo] if lo == hi else [int(t) for t in torch.unique(tokens).tolist()]
+
+
+def _stored_twice(index: torch.Tensor, shape: tuple[int, ...]) -> bool:
+    """Whether two rows of `index` ([K, D]) name one element of a tensor of `shape`: each
+    row writes its number into a scratch map (one survives per element), then reads it back."""
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    flat = index @ torch.tensor(strides[::-1], dtype=torch.int64, device=index.device)
+    numbers = torch.arange(flat.numel(), dtype=torch.int64, device=index.device)
+    claim = torch.empty(step, dtype=torch.int64, device=index.device)  # only written slots are read
+    claim[flat] = numbers
+    return not bool((claim[flat] == numbers).all())
 
 
 def active() -> Batch | None:
@@ -345,9 +584,7 @@ def attempts(loop: Iterable) -> Iterator[Any]:
                 yield value_of(b)
         return
     stats["batched"] = stats.get("batched", 0) + 1
-    for b in order:
-        with ctx.block(stage_id, b, name):
-            batch.replay(b)
+    batch.finish(ctx, stage_id, order, name)
 
 
 # A stage splits into groups while they average at least this many blocks; beyond that the
@@ -462,31 +699,34 @@ def call(fn: Callable, args: tuple, kwargs: dict) -> Any:
     return fn(*args, **kwargs) if batch is None else per_lane(fn, args, kwargs, batch)
 
 
-def _lane_windows(tensor: Tensor, key: Any, n: int) -> list | None:
-    """Per-lane windows of `tensor[key]` when every lane's window has one shape and lies
-    inside the tensor; None otherwise (the per-lane path then reports what is wrong)."""
+def _lane_windows(tensor: Tensor, key: Any, n: int) -> tuple[list[list[int]], tuple] | None:
+    """Per-lane windows of `tensor[key]`, as every lane's start along each dimension and the
+    one extent they share, when they share one and lie inside the tensor; None otherwise
+    (the per-lane path then reports what is wrong)."""
     try:
         bounds = tensor.bounds(key)
     except memory.KernelError:
         return None
-    per_dim = []  # per dimension, every lane's (start, stop)
-    for a, b in bounds:
-        starts = a.values if isinstance(a, Lanes) else [int(a)] * n
-        stops = b.values if isinstance(b, Lanes) else [int(b)] * n
-        per_dim.append([(int(x), int(y)) for x, y in zip(starts, stops)])
-    wins = list(zip(*per_dim))
-    extent = [b - a for a, b in wins[0]]
-    for win in wins:
-        if [b - a for a, b in win] != extent:
-            return None
-        for (a, b), size in zip(win, tensor.shape):
-            if a < 0 or b > size or b < a:
+    starts, extent = [], []
+    for (a, b), size in zip(bounds, tensor.shape):
+        if isinstance(a, Lanes) or isinstance(b, Lanes):
+            first = [int(x) for x in a.values] if isinstance(a, Lanes) else [int(a)] * n
+            last = [int(y) for y in b.values] if isinstance(b, Lanes) else [int(b)] * n
+            width = last[0] - first[0]
+            if any(y - x != width for x, y in zip(first, last)):
                 return None
-    return wins
+        else:
+            first, width = [int(a)] * n, int(b) - int(a)
+        if width < 0 or min(first) < 0 or max(first) + width > size:
+            return None
+        starts.append(first)
+        extent.append(width)
+    return starts, tuple(extent)
 
 
 def tensor_getitem(plain: Callable) -> Callable:
-    """``tensor[key]`` with block-dependent offsets: one stacked read of every lane's window."""
+    """``tensor[key]`` with block-dependent offsets: one read of every lane's window (one
+    slice where the windows tile a box)."""
 
     @functools.wraps(plain)
     def getitem(tensor: Tensor, key: Any) -> Any:
@@ -496,12 +736,21 @@ def tensor_getitem(plain: Callable) -> Callable:
             return plain(tensor, key)
         from equiv.tile.values import Tile
 
-        wins = _lane_windows(tensor, key, batch.n)
-        if wins is None:
+        windows = _lane_windows(tensor, key, batch.n)
+        if windows is None:
             return per_lane(plain, (tensor, key), {}, batch)
         batch.on_load(tensor, False)
-        data = torch.stack([tensor.data[Tensor._slices(w)] for w in wins]).to(tensor.dtype.container)
-        return Tile(data, tensor.dtype, [b - a for a, b in wins[0]])
+        starts, extent = windows
+        found = _grid(starts, extent, distinct=False) if all(extent) else None
+        if found is not None:
+            first, steps, ranks = found
+            counts = [len(set(col)) for col in starts]
+            data = _grid_view(tensor.data, first, steps, counts, extent).reshape(-1, *extent)
+            data = data[torch.tensor(ranks, device=data.device)]
+        else:
+            data = torch.stack([tensor.data[tuple(slice(col[k], col[k] + w) for col, w in zip(starts, extent))]
+                                for k in range(batch.n)])
+        return Tile(data.to(tensor.dtype.container), tensor.dtype, list(extent))
     return getitem
 
 
@@ -516,13 +765,12 @@ def tensor_setitem(plain: Callable) -> Callable:
         batch = None if ctx is None else ctx.batch
         if batch is None or batch.lane is not None or not (_is_batched(key) or _is_batched(value)):
             return plain(tensor, key, value)
-        wins = _lane_windows(tensor, key, batch.n) if isinstance(value, Tile) else None
-        if wins is None or value.dtype != tensor.dtype or list(value.shape) != [b - a for a, b in wins[0]]:
+        windows = _lane_windows(tensor, key, batch.n) if isinstance(value, Tile) else None
+        if windows is None or value.dtype != tensor.dtype or tuple(value.shape) != windows[1]:
             per_lane(plain, (tensor, key, value), {}, batch)
             return None
         lanes = value.data.dim() > len(value.valid)
-        batch.defer(tensor, wins, [value.data[k] if lanes else value.data for k in range(batch.n)],
-                    value.valid_mask(), memory.kernel_site())
+        batch.defer(tensor, windows[0], windows[1], value.data, lanes, value.valid_mask(), memory.kernel_site())
         return None
     return setitem
 

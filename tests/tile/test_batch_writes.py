@@ -1,0 +1,203 @@
+"""A batched stage's deferred stores written at once (`equiv.tile.batch._bulk_plan`): through
+one view of a grid of windows, or element by element for scattered windows, and only where
+that writes exactly what replaying the blocks one by one writes — the same bits, written-
+masks, last writers and findings. Where it could differ (an element stored twice, a store
+out of range, an earlier writer that races) the stores replay block by block.
+"""
+
+import pytest
+import torch
+
+from equiv import tile as pl
+from equiv.memory import RunContext, Tensor, running
+from equiv.observe.cachelines import CacheLineObserver
+from equiv.options import Options
+from equiv.tile import rewrite
+from equiv.tile import batch as _b
+from tests.tile.test_batch import C, N, R, both, x_values
+
+WIDE = {"out": ([R, 3 * N * C], pl.BF16)}
+ROWS = {"out": ([N * (N + 1) // 2 + R, C], pl.BF16)}
+OUT = {"out": ([N * R, C], pl.BF16)}
+
+
+@pytest.fixture
+def at_once(monkeypatch):
+    """Records, per finished batched stage, whether its stores were written at once."""
+    seen: list[bool] = []
+    plan = _b._bulk_plan
+
+    def spy(*args, **kwargs):
+        got = plan(*args, **kwargs)
+        seen.append(got is not None)
+        return got
+    monkeypatch.setattr(_b, "_bulk_plan", spy)
+    return seen
+
+
+def x_wide():
+    return (torch.arange(R * 3 * N * C, dtype=torch.float32).reshape(R, 3 * N * C) / 5 - 7).to(torch.bfloat16)
+
+
+def tiled_rows(x: pl.Tensor, out: pl.Tensor) -> None:
+    for b in pl.spmd(N, name_hint="rows"):
+        t = pl.cast(x[b * R : b * R + R, :], target_type=pl.FP32)
+        out[b * R : b * R + R, :] = pl.cast(pl.mul(t, 3.0), target_type=pl.BF16, mode="rint")
+
+
+def strided_columns(x: pl.Tensor, out: pl.Tensor) -> None:
+    # Block b writes columns [3bC, 3bC + C): windows on a grid with gaps between them.
+    for b in pl.spmd(N, name_hint="cols"):
+        c0 = b * 3 * C
+        t = pl.cast(x[:, c0 : c0 + C], target_type=pl.FP32)
+        out[:, c0 : c0 + C] = pl.cast(pl.add(t, 1.0), target_type=pl.BF16, mode="rint")
+
+
+def scattered_rows(x: pl.Tensor, out: pl.Tensor) -> None:
+    # Block b writes row b(b+1)/2: unevenly spaced windows (no grid), none shared.
+    for b in pl.spmd(N, name_hint="rows"):
+        r = b * (b + 1) // 2
+        t = pl.cast(x[b * R : b * R + 1, :], target_type=pl.FP32)
+        out[r : r + 1, :] = pl.cast(pl.sub(t, 2.0), target_type=pl.BF16, mode="rint")
+
+
+def stored_by_lane(x: pl.Tensor, out: pl.Tensor) -> None:
+    # pl.store with per-block offsets runs per lane: one deferred store per block.
+    for b in pl.spmd(N, name_hint="rows"):
+        t = pl.load(x, [b * R, 0], [R, C])
+        pl.store(t, [b * R, 0], out)
+
+
+def partly_valid(x: pl.Tensor, out: pl.Tensor) -> None:
+    # Only the first R - 1 rows of each block's tile are valid: the last row stays unwritten.
+    for b in pl.spmd(N, name_hint="rows"):
+        t = pl.load(x, [b * R, 0], [R, C], valid_shape=[R - 1, C])
+        out[b * R : b * R + R, :] = t
+
+
+def overlapping_rows(x: pl.Tensor, out: pl.Tensor) -> None:
+    # Block b writes rows [b, b + R): neighbours share rows, a race.
+    for b in pl.spmd(N, name_hint="rows"):
+        t = pl.cast(x[b : b + R, :], target_type=pl.FP32)
+        out[b : b + R, :] = pl.cast(t, target_type=pl.BF16, mode="rint")
+
+
+def twice_per_block(x: pl.Tensor, out: pl.Tensor) -> None:
+    # Each block writes its rows twice: program order decides (the second store wins).
+    for b in pl.spmd(N, name_hint="rows"):
+        t = pl.cast(x[b * R : b * R + R, :], target_type=pl.FP32)
+        out[b * R : b * R + R, :] = pl.cast(t, target_type=pl.BF16, mode="rint")
+        out[b * R : b * R + R, :] = pl.cast(pl.mul(t, 2.0), target_type=pl.BF16, mode="rint")
+
+
+def nested_in_outer_blocks(x: pl.Tensor, out: pl.Tensor) -> None:
+    # The outer stage runs one block at a time (its body holds a stage); each outer block's
+    # inner stage writes the same rows: outer blocks 0 and 1 race, which only the earlier
+    # writer's block shows.
+    for o in pl.parallel(2, name_hint="outer"):
+        for b in pl.spmd(N, name_hint="rows"):
+            t = pl.cast(x[b * R : b * R + R, :], target_type=pl.FP32)
+            out[b * R : b * R + R, :] = pl.cast(pl.add(t, o), target_type=pl.BF16, mode="rint")
+
+
+def two_stages(x: pl.Tensor, out: pl.Tensor) -> None:
+    # The second stage overwrites what the first wrote: stages are ordered, no race.
+    for b in pl.spmd(N, name_hint="first"):
+        t = pl.cast(x[b * R : b * R + R, :], target_type=pl.FP32)
+        out[b * R : b * R + R, :] = pl.cast(t, target_type=pl.BF16, mode="rint")
+    for b in pl.spmd(N, name_hint="second"):
+        t = pl.cast(x[b * R : b * R + R, :], target_type=pl.FP32)
+        out[b * R : b * R + R, :] = pl.cast(pl.neg(t), target_type=pl.BF16, mode="rint")
+
+
+def bf16(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.bfloat16).to(torch.float64)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_windows_tiling_a_box_are_written_at_once_with_the_same_bits_masks_and_writers(at_once, seed):
+    x = x_values().to(torch.bfloat16)
+    ctx, outs = both(tiled_rows, {"x": x}, OUT, seed=seed)
+    assert at_once[0] is True and ctx.batch_stats == {"batched": 1}
+    assert torch.equal(outs["out"].data.double(), bf16(x.double() * 3))
+    # each row's last writer is the block that owns it
+    tokens = outs["out"].writer[::R, 0].tolist()
+    assert [ctx.nodes[t].block for t in tokens] == list(range(N))
+
+
+def test_evenly_spaced_windows_with_gaps_leave_the_gaps_unwritten(at_once):
+    x = x_wide()
+    ctx, outs = both(strided_columns, {"x": x}, WIDE)
+    assert at_once[0] is True
+    out = outs["out"]
+    cols = torch.zeros(3 * N * C, dtype=torch.bool)
+    for b in range(N):
+        cols[3 * b * C : 3 * b * C + C] = True
+    assert torch.equal(out.written, cols.expand(R, -1))
+    assert torch.equal(out.data.double()[:, cols], bf16(x.double() + 1)[:, cols])
+
+
+def test_scattered_windows_are_written_element_by_element(at_once):
+    x = x_values().to(torch.bfloat16)
+    ctx, outs = both(scattered_rows, {"x": x}, ROWS)
+    assert at_once[0] is True
+    out = outs["out"]
+    rows = [b * (b + 1) // 2 for b in range(N)]
+    assert sorted(torch.nonzero(out.written[:, 0]).flatten().tolist()) == rows
+    for b, r in enumerate(rows):
+        assert torch.equal(out.data.double()[r], bf16(x.double()[b * R] - 2))
+
+
+def test_per_lane_stores_are_gathered_into_one_write(at_once):
+    x = x_values().to(torch.bfloat16)
+    ctx, outs = both(stored_by_lane, {"x": x}, OUT)
+    assert at_once[0] is True
+    assert torch.equal(outs["out"].data.double(), x.double())
+
+
+def test_only_the_valid_region_is_written_at_once(at_once):
+    x = x_values().to(torch.bfloat16)
+    ctx, outs = both(partly_valid, {"x": x}, OUT)
+    assert at_once[0] is True
+    written = outs["out"].written[:, 0].reshape(N, R)
+    assert written[:, : R - 1].all() and not written[:, R - 1].any()
+
+
+@pytest.mark.parametrize("kernel, finding", [(overlapping_rows, "race"), (twice_per_block, None)])
+def test_elements_stored_twice_replay_block_by_block(at_once, kernel, finding):
+    x = x_values().to(torch.bfloat16)
+    ctx, outs = both(kernel, {"x": x}, OUT)
+    assert at_once == [False]
+    kinds = [f.kind for f in ctx.findings.values()]
+    assert kinds == ([finding] if finding else [])
+    if kernel is twice_per_block:
+        assert torch.equal(outs["out"].data.double(), bf16(x.double() * 2))
+
+
+def test_an_earlier_writer_that_races_keeps_the_stores_block_by_block(at_once):
+    x = x_values().to(torch.bfloat16)
+    ctx, outs = both(nested_in_outer_blocks, {"x": x}, OUT)
+    # outer block 0's inner stage is written at once; outer block 1's finds block 0's rows
+    assert at_once == [True, False]
+    (race,) = ctx.findings.values()
+    assert race.kind == "race" and "outer[" in race.detail
+
+
+def test_an_earlier_stage_is_no_race_and_its_rows_are_overwritten_at_once(at_once):
+    x = x_values().to(torch.bfloat16)
+    ctx, outs = both(two_stages, {"x": x}, OUT)
+    assert at_once == [True, True] and not ctx.findings
+    assert torch.equal(outs["out"].data.double(), -x.double())
+
+
+def test_observed_runs_replay_block_by_block(at_once):
+    x = x_values().to(torch.bfloat16)
+    both(tiled_rows, {"x": x}, OUT, seed=1)
+    assert at_once == [True]
+    ctx = RunContext(Options(seed=1))
+    ctx.observers = [CacheLineObserver(64)]
+    with running(ctx):
+        out = Tensor("out", [N * R, C], pl.BF16)
+        rewrite.batched_kernel(tiled_rows)(x=Tensor.from_torch("x", x), out=out)
+    assert at_once == [True]  # the observed run never asked for a plan
+    assert ctx.batch_stats == {"batched": 1} and bool(out.written.all())
