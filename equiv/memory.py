@@ -10,6 +10,8 @@ with the kernel's file and line.
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import math
 import numbers
 import os
 import sys
@@ -149,7 +151,8 @@ class RunContext:
         self.options = options
         self.kernel_name = kernel_name
         self.device = torch.device(options.device)
-        self.gen = torch.Generator(device="cpu").manual_seed(options.seed * 7919 + 17)
+        self.gen = torch.Generator(device="cpu").manual_seed(options.seed * 7919 + 17)  # block orders
+        self._poison_counts: dict[tuple, int] = {}  # patterns drawn so far, per block chain
         self.root = BlockNode(0, None, -1, 0, "<kernel>")
         self.current = self.root
         self.nodes: dict[int, BlockNode] = {0: self.root}
@@ -256,25 +259,70 @@ class RunContext:
             obs.on_store(self, tensor, win, mask, scalar)
 
     def poison(self, shape: Sequence[int], dtype: DType) -> torch.Tensor:
-        if self.batch is not None and not (dtype.is_float and self.options.poison == "nan"):
-            # NaN poison is the same for every block; a pattern is drawn from the run's
-            # generator, in block order.
-            self.batch.stop("poison drawn from the run's generator")
+        """Values of uninitialised memory: NaN for floats in the ``nan`` run; otherwise a
+        pattern (finite floats over many binades, or integers over the type's range) that is
+        a function of the seed, the drawing block and how many patterns that block drew
+        before — not of a shared generator, so blocks draw the same whether they run one
+        after another or batched."""
         shape = tuple(int(s) for s in shape)
-        if dtype.is_float:
-            if self.options.poison == "nan":
-                data = torch.full(shape, float("nan"), dtype=torch.float64)
-            else:
-                # Finite values over many binades, so a use of them rarely cancels out.
-                mant = torch.rand(shape, generator=self.gen, dtype=torch.float64) + 1.0
-                sign = torch.randint(0, 2, shape, generator=self.gen).to(torch.float64) * 2 - 1
-                exp = torch.randint(-8, 9, shape, generator=self.gen).to(torch.float64)
-                data = rounding.to_float(sign * mant * torch.exp2(exp), dtype)
-        else:
-            lo, hi = dtype.int_range
-            lo, hi = max(lo, -(2**31)), min(hi, 2**31 - 1)
-            data = torch.randint(lo, hi + 1, shape, generator=self.gen, dtype=torch.int64)
-        return data.to(self.device)
+        if dtype.is_float and self.options.poison == "nan":
+            return torch.full(shape, float("nan"), dtype=torch.float64, device=self.device)
+        return poison_pattern(shape, dtype, self._poison_key(), self.device)
+
+    def _poison_key(self) -> int:
+        """The key of the next pattern the running block draws (and count it)."""
+        chain = tuple((n.stage, n.block) for n in self.current.chain()[1:])
+        counts = self._poison_counts
+        if self.batch is not None:
+            if self.batch.lane is None:
+                # Drawn once for every block of the stage: each block needs its own pattern.
+                from equiv.tile.batch import PerBlockPoison
+
+                raise PerBlockPoison("patterned poison drawn for every block at once")
+            chain += ((self.batch.stage, self.batch.order[self.batch.lane]),)
+            counts = self.batch.poison_counts
+        n = counts.get(chain, 0)
+        counts[chain] = n + 1
+        return _key(self.options.seed, chain, n)
+
+
+def _key(seed: int, chain: tuple, n: int) -> int:
+    digest = hashlib.blake2b(repr((seed, chain, n)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+_U64 = 2**64
+
+
+def _signed(v: int) -> int:
+    return v - _U64 if v >= 2**63 else v
+
+
+_GOLDEN, _MIX1, _MIX2 = (_signed(v) for v in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def poison_pattern(shape: tuple, dtype: DType, key: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """64 pseudo-random bits per element (SplitMix64 of the key and the element's index),
+    made into finite floats ±[1, 2)·2^[-8, 8] (rounded to `dtype`) or integers over the
+    type's range (at most int32's)."""
+    n = math.prod(shape)
+    x = key + torch.arange(n, dtype=torch.int64, device=device) * _GOLDEN
+    x = (x ^ _shr(x, 30)) * _MIX1
+    x = (x ^ _shr(x, 27)) * _MIX2
+    x = x ^ _shr(x, 31)
+    if dtype.is_float:
+        mant = _shr(x, 11).to(torch.float64) * 2.0**-53 + 1.0
+        sign = (x & 1).to(torch.float64) * 2 - 1
+        exp = ((_shr(x, 1) & 0x3FF) % 17 - 8).to(torch.float64)
+        return rounding.to_float(sign * mant * torch.exp2(exp), dtype).reshape(shape)
+    lo, hi = dtype.int_range
+    lo, hi = max(lo, -(2**31)), min(hi, 2**31 - 1)
+    return (lo + _shr(x, 11) % (hi - lo + 1)).reshape(shape)
 
 
 _CURRENT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("equiv_run", default=None)
@@ -353,11 +401,13 @@ class Tensor:
     def __init__(self, name: str, shape: Sequence[int], dtype: DType, data: torch.Tensor | None = None,
                  written: bool = False):
         ctx = current()
-        if ctx.batch is not None:
-            ctx.batch.stop(f"tensor {name} allocated by each block")  # one per block, not one shared
         self.name = name
         self.shape = tuple(int(s) for s in shape)
         self.dtype = dtype
+        if ctx.batch is not None:
+            # One tensor per block, not one shared: the stage runs one block at a time. (Run
+            # batched, such stages measured no faster: their cost is arithmetic, not dispatch.)
+            ctx.batch.stop(f"tensor {name} allocated by each block")
         # Stored narrow (bf16 as float32, int8 as int8, ...): exact, and Pro-size weights fit.
         self.data = (ctx.poison(self.shape, dtype) if data is None else data).to(ctx.device, dtype.storage)
         if tuple(self.data.shape) != self.shape:

@@ -21,7 +21,8 @@ class Options:
     """How the emulator runs one kernel.
 
     Attributes:
-        seed: seeds the shuffled order of parallel blocks and the integer poison pattern.
+        seed: seeds the shuffled order of parallel blocks and the poison patterns (each a
+            function of the seed, the drawing block and its count of earlier draws).
         poison: how uninitialised float memory (``create_tensor`` scratch, unwritten output,
             tile padding beyond ``valid_shape``) is filled. ``"nan"`` makes any use visible as
             NaN; ``"pattern"`` fills seeded finite values of many magnitudes. A case is run

@@ -54,6 +54,11 @@ class BatchFallback(Exception):
         super().__init__(why)
 
 
+class PerBlockPoison(BatchFallback):
+    """An op called once for every block drew patterned poison, which differs per block: the
+    op runs again once per lane (`call`); outside an op the stage runs one block at a time."""
+
+
 def fallback(why: str) -> None:
     raise BatchFallback(why)
 
@@ -219,6 +224,7 @@ class Batch:
         self.events: list[StoreEvent] = []
         self.loaded: set[int] = set()
         self.stored: set[int] = set()
+        self.poison_counts: dict[tuple, int] = {}  # patterns each block drew (RunContext.poison)
         self.attempt(order)
 
     def attempt(self, order: list[int]) -> None:
@@ -233,6 +239,7 @@ class Batch:
         n_events, loaded, stored = self._mark
         del self.events[n_events:]
         self.loaded, self.stored = loaded, stored
+        self.poison_counts.clear()  # only this attempt's blocks drew; they draw again
 
     def stop(self, why: str) -> None:
         fallback(why)
@@ -278,16 +285,13 @@ class Batch:
         """Apply the stage's deferred stores inside the blocks' nodes, in `order`: all at once
         where that provably writes what block-by-block replay writes, else block by block."""
         plan = None if ctx.observers else _bulk_plan(self.events, ctx, stage, order, name)
-        if plan is None:
-            for b in order:
-                with ctx.block(stage, b, name):
-                    self.replay(b)
-            return
         first = None
         for b in order:  # the nodes (and block tokens) a one-by-one run makes
             with ctx.block(stage, b, name):
                 first = ctx.current.token if first is None else first
-        for write in plan:
+                if plan is None:
+                    self.replay(b)
+        for write in plan or ():
             write(first)
 
     def replay(self, block: int) -> None:
@@ -694,9 +698,20 @@ def _batch_for(args: tuple, kwargs: dict) -> Batch | None:
 
 
 def call(fn: Callable, args: tuple, kwargs: dict) -> Any:
-    """Call DSL op `fn`: directly, or per lane when a batched stage hands it lane values."""
+    """Call DSL op `fn`: directly, or per lane when a batched stage hands it lane values
+    or the op needs each block's own poison pattern."""
     batch = _batch_for(args, kwargs)
-    return fn(*args, **kwargs) if batch is None else per_lane(fn, args, kwargs, batch)
+    if batch is not None:
+        return per_lane(fn, args, kwargs, batch)
+    batch = active()
+    if batch is None or batch.lane is not None:
+        return fn(*args, **kwargs)
+    mark = len(batch.events)
+    try:
+        return fn(*args, **kwargs)
+    except PerBlockPoison:
+        del batch.events[mark:]
+        return per_lane(fn, args, kwargs, batch)
 
 
 def _lane_windows(tensor: Tensor, key: Any, n: int) -> tuple[list[list[int]], tuple] | None:
