@@ -14,6 +14,7 @@ import ast
 import contextlib
 import io
 import sys
+import traceback
 import types
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -223,7 +224,7 @@ def discover(module: types.ModuleType, source: str) -> Plan:
             _drop_values(call)
             plan.found.append(Discovered(mode, tuple(argv), i, call))
         if err is not None:
-            plan.notes.append(f"mode {mode}: the __main__ block raised {type(err).__name__}: {err} "
+            plan.notes.append(f"mode {mode}: the __main__ block raised {describe(err)} "
                               f"after {len(found)} run_jit call(s)")
     if not plan.found:
         why = plan.notes[0] if plan.notes else "it calls no golden.run_jit / golden.run"
@@ -239,5 +240,16 @@ def materialized(module: types.ModuleType, source: str, argv: tuple[str, ...], e
     if index >= len(mine):
         raise DiscoveryError(f"{module.__file__}: the __main__ block under {list(argv) or 'its defaults'} no "
                              f"longer calls run_jit for {entry} (call {index})"
-                             + (f": {type(error).__name__}: {error}" if error else ""))
+                             + (f": {describe(error)}" if error else ""))
     return mine[index]
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message at file:line`` (the innermost frame: where the file's code, or what
+    it called, raised)."""
+    from equiv.memory import short_path
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {short_path(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    message = str(exc)
+    return f"{type(exc).__name__}{': ' + message if message else ' (no message)'}{where}"
