@@ -306,23 +306,50 @@ def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
     return (x >> k) & ((1 << (64 - k)) - 1)
 
 
-def poison_pattern(shape: tuple, dtype: DType, key: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """64 pseudo-random bits per element (SplitMix64 of the key and the element's index),
-    made into finite floats ±[1, 2)·2^[-8, 8] (rounded to `dtype`) or integers over the
-    type's range (at most int32's)."""
-    n = math.prod(shape)
-    x = key + torch.arange(n, dtype=torch.int64, device=device) * _GOLDEN
+def _splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 of each int64 counter value: 64 pseudo-random bits."""
+    x = x * _GOLDEN
     x = (x ^ _shr(x, 30)) * _MIX1
     x = (x ^ _shr(x, 27)) * _MIX2
-    x = x ^ _shr(x, 31)
-    if dtype.is_float:
-        mant = _shr(x, 11).to(torch.float64) * 2.0**-53 + 1.0
-        sign = (x & 1).to(torch.float64) * 2 - 1
-        exp = ((_shr(x, 1) & 0x3FF) % 17 - 8).to(torch.float64)
-        return rounding.to_float(sign * mant * torch.exp2(exp), dtype).reshape(shape)
-    lo, hi = dtype.int_range
-    lo, hi = max(lo, -(2**31)), min(hi, 2**31 - 1)
-    return (lo + _shr(x, 11) % (hi - lo + 1)).reshape(shape)
+    return x ^ _shr(x, 31)
+
+
+PATTERN_PERIOD = 1 << 20  # values in each dtype's pattern table
+_PATTERNS: dict[tuple, torch.Tensor] = {}
+
+
+def _pattern_table(dtype: DType, device: torch.device | str) -> torch.Tensor:
+    """`PATTERN_PERIOD` poison values of `dtype`: from the bits of SplitMix64(i), finite
+    floats ±[1, 2)·2^[-8, 8] rounded to `dtype`, or integers over its range (at most int32's)."""
+    key = (dtype.name, str(device))
+    table = _PATTERNS.get(key)
+    if table is None:
+        x = _splitmix64(torch.arange(PATTERN_PERIOD, dtype=torch.int64))
+        if dtype.is_float:
+            mant = _shr(x, 11).to(torch.float64) * 2.0**-53 + 1.0
+            sign = (x & 1).to(torch.float64) * 2 - 1
+            exp = ((_shr(x, 1) & 0x3FF) % 17 - 8).to(torch.float64)
+            table = rounding.to_float(sign * mant * torch.exp2(exp), dtype)
+        else:
+            lo, hi = dtype.int_range
+            lo, hi = max(lo, -(2**31)), min(hi, 2**31 - 1)
+            table = lo + _shr(x, 11) % (hi - lo + 1)
+        table = _PATTERNS[key] = table.to(device)
+    return table
+
+
+def poison_pattern(shape: tuple, dtype: DType, key: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The pattern of draw `key`: `dtype`'s pattern table read from position ``key mod
+    PATTERN_PERIOD`` on (wrapping around), one value per element in row-major order. One
+    table read, so a draw costs a copy, however many blocks draw."""
+    n = math.prod(shape)
+    table = _pattern_table(dtype, device)
+    start = key % PATTERN_PERIOD
+    if start + n <= PATTERN_PERIOD:
+        flat = table[start : start + n].clone()
+    else:
+        flat = table[(start + torch.arange(n, device=table.device)) % PATTERN_PERIOD]
+    return flat.reshape(shape)
 
 
 _CURRENT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("equiv_run", default=None)

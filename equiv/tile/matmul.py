@@ -68,6 +68,18 @@ def _mm_fp32_native(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor) 
     return torch.from_numpy(np.ascontiguousarray(cur)).to(torch.float64)
 
 
+def _int_product(x: torch.Tensor, y: torch.Tensor, x_type: DType, y_type: DType) -> torch.Tensor:
+    """``x @ y`` of integer operands, exactly, as int64. Every partial sum of a K-long dot
+    product is at most K·max|x|·max|y| in magnitude (bounds from the types): where that is
+    ≤ 2^24 (int8 × int8 up to K = 1024) float32 holds every partial sum exactly in any
+    summation order, so the float32 product is exact; otherwise float64 (exact below 2^53).
+    float32 only on a CPU at full float32 matmul precision (no TF32 or bf16 passes)."""
+    bound = x.shape[-1] * max(-x_type.int_range[0], x_type.int_range[1]) * max(-y_type.int_range[0], y_type.int_range[1])
+    narrow = bound <= 2**24 and x.device.type == "cpu" and torch.get_float32_matmul_precision() == "highest"
+    ftype = torch.float32 if narrow else torch.float64
+    return (x.to(ftype) @ y.to(ftype)).to(torch.int64)
+
+
 @tensor_operands
 def matmul(a: Tile, b: Tile, a_trans: bool = False, b_trans: bool = False, out_dtype: DType | None = None,
            **_hints) -> Tile:
@@ -75,8 +87,7 @@ def matmul(a: Tile, b: Tile, a_trans: bool = False, b_trans: bool = False, out_d
     x, y = _mm_operands(a, b, a_trans, b_trans)
     if not a.dtype.is_float:
         out = out_dtype or INT32
-        # Integer products summed in float64 are exact while |sum| < 2**53 (int8: K < 5.5e11).
-        exact = (x.to(torch.float64) @ y.to(torch.float64)).to(torch.int64)
+        exact = _int_product(x, y, a.dtype, b.dtype)
         return Tile(rounding.wrap_int(exact, out), out, [*a.valid[:-2], a.valid[-1] if a_trans else a.valid[-2],
                                                           b.valid[-2] if b_trans else b.valid[-1]])
     out = out_dtype or FP32
@@ -88,7 +99,7 @@ def matmul_acc(acc: Tile, a: Tile, b: Tile, a_trans: bool = False, b_trans: bool
     """``acc + a @ b`` accumulated in ``acc``'s type."""
     x, y = _mm_operands(a, b, a_trans, b_trans)
     if not acc.dtype.is_float:
-        exact = (x.to(torch.float64) @ y.to(torch.float64)).to(torch.int64)
+        exact = _int_product(x, y, a.dtype, b.dtype)
         return Tile(rounding.wrap_int(acc.data + exact, acc.dtype), acc.dtype, acc.valid)
     return Tile(_mm_float(acc.data, x, y, acc.dtype), acc.dtype, acc.valid)
 

@@ -58,3 +58,29 @@ def test_batched_sort_pipeline_and_flat_gather(ctx):
     src = fp32([2, 4, 32], 4)
     whole, parts = batched(lambda s, i: pl.tile.gather(s, i, i), (src, pl.FP32), (flat, pl.INT32))
     assert whole.data.tolist() == torch.stack([p.data for p in parts]).tolist()
+
+
+# ---------------------------------------------------------------------------------------
+# Integer matmul: exact at the edge of the float32 shortcut (K·128·128 ≤ 2^24)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [1023, 1024, 1025, 2048])
+@pytest.mark.parametrize("fill", ["min", "max", "odd", "random"])
+def test_int8_matmul_equals_python_integer_sums_at_the_float32_bound(ctx, k, fill):
+    from equiv.tile.matmul import _int_product
+
+    gen = torch.Generator().manual_seed(k)
+    if fill == "min":  # every product 16384: the partial sums reach K·2^14 (2^24 at K = 1024)
+        a, b = torch.full((2, k), -128), torch.full((k, 3), -128)
+    elif fill == "max":
+        a, b = torch.full((2, k), 127), torch.full((k, 3), -128)
+    elif fill == "odd":  # odd products: partial sums past 2^24 would round in float32
+        a, b = torch.full((2, k), 127), torch.full((k, 3), 127)
+    else:
+        a, b = torch.randint(-128, 128, (2, k), generator=gen), torch.randint(-128, 128, (k, 3), generator=gen)
+    got = _int_product(a, b, pl.INT8, pl.INT8)
+    want = [[sum(int(a[i, j]) * int(b[j, c]) for j in range(k)) for c in range(3)] for i in range(2)]
+    assert got.tolist() == want
+    # past the bound the float32 sum of 1025 products of 2^14 would round: float64 is used
+    tile = pl.matmul(pl.Tile(a.to(torch.int64), pl.INT8), pl.Tile(b.to(torch.int64), pl.INT8), out_dtype=pl.INT32)
+    wrapped = [[(v + 2**31) % 2**32 - 2**31 for v in row] for row in want]
+    assert tile.data.tolist() == wrapped

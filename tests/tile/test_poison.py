@@ -1,21 +1,22 @@
 """Patterned poison (`RunContext.poison`): a function of the seed, the drawing block and its
-count of earlier patterns, checked against SplitMix64 computed here with Python integers, and
-the same for a block whether the stage runs batched or one block at a time."""
+count of earlier patterns — a window of a per-dtype table of SplitMix64 values, checked
+against SplitMix64 computed here with Python integers — and the same for a block whether the
+stage runs batched or one block at a time."""
 
 import pytest
 import torch
 
 from equiv import tile as pl
 from equiv.dtypes import BF16, FP32, INT8, INT32
-from equiv.memory import RunContext, Tensor, poison_pattern, running
+from equiv.memory import PATTERN_PERIOD, RunContext, Tensor, poison_pattern, running
 from equiv.options import Options
 from tests.tile.test_batch import C, N, R, both, x_values
 
 M64 = 2**64 - 1
 
 
-def splitmix64(key: int, i: int) -> int:
-    x = (key + i * 0x9E3779B97F4A7C15) & M64
+def splitmix64(i: int) -> int:
+    x = (i * 0x9E3779B97F4A7C15) & M64
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
     return x ^ (x >> 31)
@@ -25,8 +26,19 @@ def splitmix64(key: int, i: int) -> int:
 def test_integer_pattern_is_splitmix64_of_key_and_index_reduced_to_the_range(key):
     for dtype, (lo, hi) in ((INT8, (-128, 127)), (INT32, (-(2**31), 2**31 - 1))):
         got = poison_pattern((3, 5), dtype, key).flatten().tolist()
-        want = [lo + (splitmix64(key & M64, i) >> 11) % (hi - lo + 1) for i in range(15)]
+        want = [lo + (splitmix64(_position(key, i)) >> 11) % (hi - lo + 1) for i in range(15)]
         assert got == want
+
+
+def _position(key: int, i: int) -> int:
+    # draws read the table from key mod period on, wrapping around
+    return (key % PATTERN_PERIOD + i) % PATTERN_PERIOD
+
+
+def test_a_draw_longer_than_the_rest_of_the_table_wraps_around():
+    key = PATTERN_PERIOD - 3
+    got = poison_pattern((2, 4), INT8, key).flatten().tolist()
+    assert got == [-128 + (splitmix64(_position(key, i)) >> 11) % 256 for i in range(8)]
 
 
 @pytest.mark.parametrize("key", [7, -99, 2**40])
@@ -34,7 +46,7 @@ def test_float_pattern_is_a_finite_value_over_sixteen_binades_rounded_to_the_typ
     for dtype in (FP32, BF16):
         got = poison_pattern((64,), dtype, key).tolist()
         for i, value in enumerate(got):
-            bits = splitmix64(key & M64, i)
+            bits = splitmix64(_position(key, i))
             mant = 1.0 + (bits >> 11) * 2.0**-53
             sign = 1.0 if bits & 1 else -1.0
             exp = ((bits >> 1) & 0x3FF) % 17 - 8
