@@ -1,6 +1,7 @@
 """The command line: verdict output, exit codes, usage errors with the fix in them, determinism."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -79,3 +80,21 @@ def test_same_seed_prints_identical_results():
     assert outs[0].returncode == outs[1].returncode == 0, outs[0].stderr
     assert strip(outs[0].stdout) == strip(outs[1].stdout)
     assert "moe.combine" in outs[0].stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tuning is Linux-only")
+def test_the_cli_keeps_freed_blocks_for_reuse_unless_the_user_tuned_malloc(monkeypatch):
+    from equiv import cli
+
+    for name in [k for k in os.environ if k.startswith("MALLOC_")]:
+        monkeypatch.delenv(name)
+    for name in cli._MALLOC:
+        monkeypatch.setenv(name, "")  # restored after the test
+        monkeypatch.delenv(name)
+    cli._reuse_freed_memory()
+    assert {k: int(os.environ[k]) for k in cli._MALLOC} == cli._MALLOC  # worker processes inherit it
+    for name in cli._MALLOC:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    cli._reuse_freed_memory()
+    assert not any(k in os.environ for k in cli._MALLOC)
