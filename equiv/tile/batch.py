@@ -14,10 +14,12 @@ How a stage runs (``Options.batch_blocks``, default on):
    written for that axis run once per lane and their results are stacked (`call`).
 3. Side effects are deferred: a store records an event (tensor, window, values, kernel
    line, lane) instead of writing. Loads read memory as it was when the stage began.
-4. When BODY ends, the events are replayed block by block in the block order, through the
-   same `Tensor.store` a one-by-one run calls, inside the same block nodes: written-masks,
-   last-writer maps, race findings, writer attribution and observers see exactly the
-   sequence of a one-by-one run.
+4. When BODY ends, the blocks' nodes are made in the block order and the events applied:
+   all at once where that provably writes the same (`_bulk_plan`: no element stored twice,
+   nothing out of range, no racing earlier writer, no observer), else replayed block by
+   block through the same `Tensor.store` a one-by-one run calls, inside the same block
+   nodes. Either way written-masks, last-writer maps, race findings, writer attribution and
+   observers see what a one-by-one run makes them see.
 5. Anything that would make the batched run differ raises `BatchFallback` (caught by
    `guard`): control flow on block data (``if``, ``range``, ``int()`` of a lane value), a
    load of a tensor the stage writes, an access outside a tensor, poison drawn from the
