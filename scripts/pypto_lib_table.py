@@ -85,7 +85,7 @@ def run_file(args: argparse.Namespace, path: str) -> tuple[str, list[dict], floa
     if p.returncode != 0 or not last:
         tail = (p.stderr.strip().splitlines() or [f"the process ended without output (exit {p.returncode}; "
                                                    f"killed, e.g. out of memory)"])[-1]
-        return path, [{"entry": "*", "outcome": "error", "why": [tail[:200]]}], secs, ""
+        return path, [{"entry": "*", "outcome": "error", "why": [tail[:600]]}], secs, ""
     got = json.loads(last[-1])
     peak = got.get("peak_rss_gib")
     return path, got["rows"], secs, "" if peak is None else f"{peak:.1f}"
