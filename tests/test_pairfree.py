@@ -365,3 +365,22 @@ def test_both_versions_raising_is_cannot_judge_and_one_raising_is_a_regression()
     assert status_line([both]).startswith("result: CANNOT JUDGE")
     one = run_check(_tiny_pair(_double, _double_with_a_shape_error), shapes="T=4", shrink_budget=0)
     assert one.regressions and not one.unjudged
+
+
+def test_spec_builders_may_create_one_spec_from_another(repo, capsys):
+    # pypto-lib's multi-rank files stack per-rank values: init_value=lambda: spec.create_tensor()
+    derived = kernel().replace(
+        '''        TensorSpec("x", [T, D], torch.float32, init_value=torch.randn),''',
+        '''        TensorSpec("x", [T, D], torch.float32,
+                   init_value=lambda: single.create_tensor() + single.create_tensor()),''').replace(
+        '''    return [
+        TensorSpec("x"''',
+        '''    single = TensorSpec("x1", [T, D], torch.float32, init_value=torch.randn, resident=0)
+    assert single.is_resident and not TensorSpec("o", [1], torch.float32).is_resident
+    return [
+        TensorSpec("x"''')
+    assert "single.create_tensor()" in derived and "single = TensorSpec" in derived
+    a = commit(repo, {FILE: derived})
+    assert check(repo, FILE, a, a) == 0
+    out = capsys.readouterr().out
+    assert "scale_test: EQUIVALENT" in out

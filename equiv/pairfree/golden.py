@@ -34,6 +34,16 @@ class TensorSpec:
     def __post_init__(self) -> None:
         self.shape = [int(d) for d in self.shape]
 
+    @property
+    def is_resident(self) -> bool:
+        """Placed on a device before the run (an int worker id or ``"stacked"``)."""
+        return self.resident is not None and self.resident is not False
+
+    def create_tensor(self) -> torch.Tensor:
+        """The tensor this spec stands for, as the harness creates it (spec builders call it
+        to derive one spec's value from another's)."""
+        return materialize(self)
+
 
 @dataclass
 class ScalarSpec:
