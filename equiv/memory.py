@@ -168,7 +168,26 @@ class RunContext:
         self.batch_error: BaseException | None = None  # why the running attempt gave up
         # Stages run batched ("batched": count) and the reasons others ran one by one.
         self.batch_stats: dict[str, int] = {}
+        # Caller's tensors lent to the run (`Tensor.from_torch(borrow=True)`), by storage:
+        # [the caller's tensor, its pristine copy once something writes it, else None].
+        self.borrowed: dict[int, list] = {}
         rounding.refresh_native_probe()  # the flush mode decides whether native rounding is exact
+
+    # -- inputs lent by the caller --------------------------------------------------------
+    def before_write(self, data: torch.Tensor) -> None:
+        """Every write into a global tensor's `data` comes here first: a caller's tensor lent
+        to the run is copied once, before its first write, and put back by `give_back`."""
+        if self.borrowed:
+            entry = self.borrowed.get(data.untyped_storage().data_ptr())
+            if entry is not None and entry[1] is None:
+                entry[1] = entry[0].clone()
+
+    def give_back(self) -> None:
+        """Restore every lent tensor the run wrote (the run is over)."""
+        for caller, pristine in self.borrowed.values():
+            if pristine is not None:
+                caller.copy_(pristine)
+        self.borrowed.clear()
 
     # -- parallel structure -------------------------------------------------------------
     def new_stage(self) -> int:
@@ -416,6 +435,10 @@ class _LazyMap:
         return tensor.__dict__[self.box][0] is not None
 
 
+# Inputs at least this large are lent to a kernel run rather than copied (`Tensor.from_torch`).
+BORROW_BYTES = 64 << 20
+
+
 class Tensor:
     """A global-memory tensor of the emulator (what a kernel receives and ``create_tensor`` makes)."""
 
@@ -457,9 +480,18 @@ class Tensor:
         return Tensor.written.made(self)  # type: ignore[attr-defined]
 
     @classmethod
-    def from_torch(cls, name: str, value: torch.Tensor) -> "Tensor":
+    def from_torch(cls, name: str, value: torch.Tensor, borrow: bool = False) -> "Tensor":
+        """A global tensor holding `value`: a copy (the kernel may write its inputs, and the
+        caller reuses them). With `borrow`, a large `value` already in storage form is used
+        in place: the run copies it before its first write and restores it when it ends
+        (`RunContext.before_write`, `give_back`), so Pro-size weights are held once."""
         dt = dtypes.from_torch(value.dtype)
-        # A copy: the kernel may write its inputs, and the caller reuses them for the next run.
+        ctx = current()
+        if (borrow and value.dtype == dt.storage and value.device == ctx.device and value.is_contiguous()
+                and value.storage_offset() == 0 and value.nbytes == value.untyped_storage().nbytes()
+                and value.nbytes >= BORROW_BYTES and value.untyped_storage().data_ptr() not in ctx.borrowed):
+            ctx.borrowed[value.untyped_storage().data_ptr()] = [value, None]
+            return cls(name, value.shape, dt, value, written=True)
         return cls(name, value.shape, dt, value.to(dt.storage, copy=True), written=True)
 
     def to_torch(self) -> torch.Tensor:
@@ -558,6 +590,7 @@ class Tensor:
         if site_ids is not None and site_ids.shape != self.writer.shape:
             site_ids = None  # a view made without its own site map
         site_id = intern_site(kernel_site()) if site_ids is not None else -1
+        ctx.before_write(self.data)
         if m is None:
             self.data[sl] = src
             self.written[sl] = True
@@ -593,6 +626,7 @@ class Tensor:
                                f"element {list(idx)} written by {ctx.block_label(other)} and "
                                f"{ctx.block_label(ctx.current)} of the same parallel stage",
                                [(i, i + 1) for i in idx], count=1)
+        ctx.before_write(self.data)
         self.data[idx] = value
         self.written[idx] = True
         self.writer[idx] = token

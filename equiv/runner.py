@@ -8,6 +8,7 @@ runs once in float64. `compare.compare_output` turns that into a verdict per out
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import os
@@ -196,10 +197,12 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
         # finite poison, would only add decisions taken on uninitialised values).
         decisions = DecisionObserver()
         ctx.observers = [decisions, CacheLineObserver(options.cache_line_bytes)]
-    with running(ctx):
+    with running(ctx), contextlib.ExitStack() as lent:
+        lent.callback(ctx.give_back)  # inputs the run wrote are restored for the next run
         args: dict[str, Any] = {}
         for name, value in inputs.items():
-            args[name] = Tensor.from_torch(name, value.to(options.device)) if isinstance(value, torch.Tensor) else value
+            args[name] = (Tensor.from_torch(name, value.to(options.device), borrow=True)
+                          if isinstance(value, torch.Tensor) else value)
         outs = {name: Tensor(name, shape, dt) for name, (shape, dt) in pair.outputs(case.shape).items()}
         error = None
         try:

@@ -600,6 +600,7 @@ def assemble(target: Tensor, tile: Tile, offset: Sequence[int], atomic: str | No
         mask = mask[Tensor._slices(inside, win)]
     summed = _result(target.data[sl] + src, target.dtype, src.shape).data
     token = current().current.token
+    current().before_write(target.data)
     if mask is None:
         target.data[sl] = summed
         target.written[sl] = True

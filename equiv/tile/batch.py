@@ -429,6 +429,7 @@ class _BoxWrite:
     def apply(self, first_token: int) -> None:
         t, m = self.tensor, self.mask
         tokens = (self.lanes + first_token).to(torch.int32)
+        current().before_write(t.data)
         data, written, writer = self.view(t.data), self.view(t.written), self.view(t.writer)
         if m is None:
             data.copy_(self.values)
@@ -467,6 +468,7 @@ class _IndexWrite:
 
     def apply(self, first_token: int) -> None:
         t, idx = self.tensor, self.idx
+        current().before_write(t.data)
         t.data.index_put_(idx, self.values)
         t.written.index_put_(idx, torch.ones((), dtype=torch.bool, device=self.values.device))
         t.writer.index_put_(idx, (self.lanes + first_token).to(torch.int32))

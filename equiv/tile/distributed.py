@@ -666,6 +666,7 @@ def _atomic_add(world: _World, dst: DistributedTensor, win, values: torch.Tensor
         world.check_window_write(dst, inside, sl, m, atomic=True)
     summed = _result(dst.data[sl] + src, dst.dtype, list(src.shape)).data
     keep = torch.ones_like(dst.written[sl]) if m is None else m
+    world.ctx.before_write(dst.data)
     dst.data[sl] = torch.where(keep, summed, dst.data[sl])
     dst.written[sl] |= keep
     dst.writer[sl] = torch.where(keep, torch.full_like(dst.writer[sl], world.ctx.current.token), dst.writer[sl])
