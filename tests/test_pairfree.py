@@ -384,3 +384,21 @@ def test_spec_builders_may_create_one_spec_from_another(repo, capsys):
     assert check(repo, FILE, a, a) == 0
     out = capsys.readouterr().out
     assert "scale_test: EQUIVALENT" in out
+
+
+@pytest.mark.parametrize("init, outcome", [
+    ('TensorSpec("z", [1], torch.float32).not_a_method()', "CANNOT JUDGE"),  # the stand-in lacks it
+    ("1 / 0", "error"),  # the file's own error
+])
+def test_a_spec_builder_that_raises_is_cannot_judge_or_an_error_never_a_crash(repo, capsys, init, outcome):
+    src = kernel().replace("init_value=torch.randn),", f"init_value=lambda: {init}),")
+    a = commit(repo, {FILE: src})
+    assert check(repo, FILE, a, a) == 2
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "Traceback" not in text
+    assert "raised before its run_jit call of scale_test" in text and "scale.py:" in text
+    if outcome == "CANNOT JUDGE":
+        assert "scale_test: CANNOT JUDGE" in captured.out and "not_a_method" in captured.out
+    else:
+        assert captured.err.startswith("equiv check: error:") and "ZeroDivisionError" in captured.err

@@ -238,9 +238,11 @@ def materialized(module: types.ModuleType, source: str, argv: tuple[str, ...], e
     calls, _, error = run_main(module, source, list(argv), seed=seed)
     mine = [c for c in calls if c.entry == entry]
     if index >= len(mine):
-        raise DiscoveryError(f"{module.__file__}: the __main__ block under {list(argv) or 'its defaults'} no "
-                             f"longer calls run_jit for {entry} (call {index})"
-                             + (f": {describe(error)}" if error else ""))
+        under = f"{module.__file__}: the __main__ block under {list(argv) or 'its defaults'}"
+        if error is not None:
+            raise DiscoveryError(f"{under} raised before its run_jit call of {entry} (call {index}), creating "
+                                 f"the inputs from seed {seed}: {describe(error)}") from error
+        raise DiscoveryError(f"{under} no longer calls run_jit for {entry} (call {index})")
     return mine[index]
 
 

@@ -243,7 +243,16 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
         if changes:
             out.entries.append(EntryOutcome(name, "interface changed", changes, modes=e_pre.modes))
             continue
-        pair, reference = build_pair(revisions, e_pre, contract, fuzz=bool(revisions.fuzz_dims))
+        try:
+            pair, reference = build_pair(revisions, e_pre, contract, fuzz=bool(revisions.fuzz_dims))
+        except discovery.DiscoveryError as exc:
+            # The __main__ block raised while creating the inputs: an equiv stand-in lacking
+            # what it was asked for cannot be judged; anything else is the file's error.
+            cause = exc.__cause__
+            if cause is not None and _classify_load(cause)[0] == "cannot judge":
+                out.entries.append(EntryOutcome(name, "cannot judge", [str(exc)], modes=e_pre.modes))
+                continue
+            raise PairFreeError(str(exc)) from None
         if command is not None:  # the repro prefix of this entry
             pair = dataclasses.replace(pair, command=command(name.split("#")[0]))
         ref_text = ("no golden" if reference is None else
