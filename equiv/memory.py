@@ -617,8 +617,9 @@ class Tensor:
                 or any(not 0 <= i < n for i, n in zip(idx, self.shape))):
             return False
         token = ctx.current.token
+        data, written, writer = self.scalar_views()
         if ctx.options.detect_races:
-            prev = int(self.writer[idx])
+            prev = int(writer[idx])
             if prev >= 0 and prev != token:
                 other = ctx.races_with(prev)
                 if other is not None:
@@ -627,10 +628,32 @@ class Tensor:
                                f"{ctx.block_label(ctx.current)} of the same parallel stage",
                                [(i, i + 1) for i in idx], count=1)
         ctx.before_write(self.data)
-        self.data[idx] = value
-        self.written[idx] = True
-        self.writer[idx] = token
+        data[idx] = value
+        written[idx] = True
+        writer[idx] = token
         return True
+
+    def scalar_views(self) -> tuple:
+        """(data, written-mask, last writers) for one-element reads and writes: on the CPU,
+        NumPy views of the same memory (indexing one element is ~20× cheaper than in torch),
+        made again whenever the tensors behind them change."""
+        data, written, writer = self.data, self.written, self.writer
+        if data.device.type != "cpu":
+            return data, written, writer
+        cached = self.__dict__.get("_scalar_views")
+        if cached is None or cached[0] is not data or cached[1] is not written or cached[2] is not writer:
+            cached = self.__dict__["_scalar_views"] = (data, written, writer,
+                                                       data.numpy(), written.numpy(), writer.numpy())
+        return cached[3:]
+
+    def read_element(self, idx: tuple[int, ...]) -> int | float | None:
+        """One in-range element as a Python number (``pl.read``'s hot path), or None where
+        `load` must read it (outside the tensor, a batched stage watching, another type)."""
+        if (type(self) is not Tensor or current().batch is not None
+                or any(not 0 <= i < n for i, n in zip(idx, self.shape))):
+            return None
+        value = self.scalar_views()[0][idx]
+        return float(value) if self.dtype.is_float else int(value)
 
     def _check_race(self, win: Window, sl: tuple[slice, ...], mask: torch.Tensor | None) -> None:
         ctx = current()

@@ -343,7 +343,9 @@ def _read(src: Tensor | Tile, indices: Sequence[int]) -> int | float:
     if isinstance(src, Tile):
         value = src.data[tuple(idx)]
     else:
-        value = src.load(tuple((i, i + 1) for i in idx)).reshape(())
+        value = None if len(idx) != len(src.shape) else src.read_element(tuple(idx))
+        if value is None:
+            value = src.load(tuple((i, i + 1) for i in idx)).reshape(())
     if current().observers:
         # A value that records the outcome of the kernel's `if` tests on it (decision coverage).
         from equiv.observe.scalars import traced

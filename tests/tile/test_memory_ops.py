@@ -349,3 +349,22 @@ def test_reading_unwritten_scratch_gives_seed_dependent_poison_and_init_value_do
             got[seed] = (pl.load(raw, [0, 0], [2, 4]).data.tolist(), pl.load(filled, [0, 0], [2, 4]).data.tolist())
     assert got[1][0] != got[2][0]
     assert got[1][1] == got[2][1] == [[0.0] * 4] * 2
+
+
+def test_scalar_reads_and_writes_see_each_other_through_views_and_after_stores(ctx):
+    # pl.read / pl.write use NumPy views of a tensor's memory; they must follow the tensor's
+    # data through reshaped views, tile stores and maps made later.
+    x = Tensor.from_torch("x", torch.arange(12, dtype=torch.float32).reshape(3, 4))
+    assert pl.read(x, [1, 2]) == 6.0
+    flat = pl.reshape(x, [12])
+    pl.write(flat, [6], 60.5)  # through the view ...
+    assert pl.read(x, [1, 2]) == 60.5  # ... seen by the base
+    x[0:1, :] = pl.full([1, 4], dtype=pl.FP32, value=-1.0)  # a tile store between scalar accesses
+    assert [pl.read(flat, [i]) for i in range(4)] == [-1.0] * 4
+    pl.write(x, [2, 3], 7.25)
+    assert float(x.data[2, 3]) == 7.25 and bool(x.written[2, 3])
+    assert int(x.writer[2, 3]) == ctx.current.token
+    i8 = Tensor.from_torch("i", torch.tensor([[-128, 127]], dtype=torch.int8))
+    assert (pl.read(i8, [0, 0]), pl.read(i8, [0, 1])) == (-128, 127)
+    pl.write(i8, [0, 0], 5)
+    assert i8.data.tolist() == [[5, 127]]
