@@ -328,8 +328,12 @@ def _read_lanes(src: Tensor | Tile, indices: Any, batch: Any) -> Any:
     if any(not 0 <= int(v) < n for col, n in zip(cols, src.shape) for v in col):
         return _batch.per_lane(_read, (src, indices), {}, batch)  # the per-block reads find it
     batch.on_load(src, False)
-    index = tuple(torch.tensor([int(v) for v in col], dtype=torch.int64, device=src.data.device) for col in cols)
-    values = src.data[index].to(src.dtype.container).tolist()
+    data = src.scalar_views()[0]
+    if isinstance(data, torch.Tensor):
+        index = tuple(torch.tensor([int(v) for v in col], dtype=torch.int64, device=data.device) for col in cols)
+        values = data[index].to(src.dtype.container).tolist()
+    else:  # NumPy on the CPU: one fancy-indexed read
+        values = data[tuple([int(v) for v in col] for col in cols)].tolist()
     convert = float if src.dtype.is_float else int
     if current().observers:
         from equiv.observe.scalars import traced
