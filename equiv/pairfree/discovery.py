@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import copy
 import io
 import sys
 import traceback
@@ -57,6 +58,13 @@ class Plan:
     modes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mode -> argv
     found: list[Discovered] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The first call with its inputs already made, by (argv, entry, index, seed): a file
+    # without modes builds them while it is discovered (a Pro file's __main__ takes minutes
+    # and GBs), and the first case takes them from here (`take`) instead of building again.
+    inputs: dict[tuple, golden_stub.RunCall] = field(default_factory=dict)
+
+    def take(self, argv: tuple[str, ...], entry: str, index: int, seed: int) -> golden_stub.RunCall | None:
+        return self.inputs.pop((tuple(argv), entry, index, int(seed)), None)
 
     def entries(self) -> list[str]:
         return list(dict.fromkeys(d.entry for d in self.found))
@@ -204,11 +212,24 @@ def _forget_main_names(module: types.ModuleType, before: set[str]) -> None:
             del module.__dict__[name]
 
 
-def discover(module: types.ModuleType, source: str) -> Plan:
-    """Every ``run_jit`` call of the file, per mode (inputs not created)."""
+def discover(module: types.ModuleType, source: str, seed: int | None = None) -> Plan:
+    """Every ``run_jit`` call of the file, per mode (inputs not kept). With `seed`, a file
+    without modes keeps its first call's inputs made from `seed` (`Plan.take`)."""
     plan = Plan()
-    calls, parsers, error = run_main(module, source, [])
+    calls, parsers, error = run_main(module, source, [], seed=seed)
+    if error is not None and seed is not None:
+        # Creating the inputs may be what failed: discover without them (the first case
+        # creates them again and reports what goes wrong there).
+        calls, parsers, error = run_main(module, source, [])
+        seed = None
     modes = _mode_choices(parsers)
+    if not modes and seed is not None and calls:
+        first = calls[0]
+        kept = copy.copy(first)  # the plan's own record of the call keeps no values
+        plan.inputs[((), first.entry, 0, int(seed))] = kept
+        first.materialized = None
+    for call in calls:
+        call.materialized = None
     runs: list[tuple[str, list[str], list, BaseException | None]] = []
     if modes:
         opt, choices = modes
