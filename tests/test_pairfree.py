@@ -402,19 +402,3 @@ def test_a_spec_builder_that_raises_is_cannot_judge_or_an_error_never_a_crash(re
         assert "scale_test: CANNOT JUDGE" in captured.out and "not_a_method" in captured.out
     else:
         assert captured.err.startswith("equiv check: error:") and "ZeroDivisionError" in captured.err
-
-
-def test_a_file_without_modes_builds_its_inputs_once_for_discovery_and_the_first_case(repo, capsys, tmp_path,
-                                                                                     monkeypatch):
-    # A Pro file's __main__ block takes minutes and GBs: discovery keeps the first case's inputs.
-    counter = tmp_path / "builds"
-    monkeypatch.setenv("EQUIV_TEST_BUILDS", str(counter))
-    counted = kernel().replace(
-        "    import torch\n    from golden import TensorSpec\n",
-        "    import os\n    import torch\n    from golden import TensorSpec\n\n"
-        "    with open(os.environ['EQUIV_TEST_BUILDS'], 'a') as f:\n        f.write('b')\n", 1)
-    assert "EQUIV_TEST_BUILDS" in counted
-    a = commit(repo, {FILE: counted})
-    assert check(repo, FILE, a, a, "--shapes", "nominal") == 0
-    assert "scale_test: EQUIVALENT" in capsys.readouterr().out
-    assert counter.read_text() == "b"  # not "bb": discovery's build served the case
