@@ -280,7 +280,7 @@ def build_pair(revisions: Revisions, entry: Entry, contract: Contract = BIT_EXAC
         recipe.__name__ = f"{kind}_recipe"
         return recipe
 
-    from equiv.inputs import ADVERSARIAL, generator
+    from equiv.inputs import ADVERSARIAL
 
     recipes = {"realistic": realistic}
     # Decided on the inputs of the first case (seed 0), so that case reuses them.
