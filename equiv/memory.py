@@ -17,7 +17,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -424,15 +424,48 @@ class _LazyMap:
         if tensor is None:
             return self  # type: ignore[return-value]
         box = tensor.__dict__[self.box]
-        if box[0] is None:
-            box[0] = torch.full(tensor.shape, self.fill, dtype=self.dtype, device=tensor.data.device)
-        return box[0]
+        value = box[0]
+        if value is None:
+            value = box[0] = torch.full(tensor.shape, self.fill, dtype=self.dtype, device=tensor.data.device)
+        elif type(value) is _Derived:
+            value = box[0] = value.fn(self.__get__(value.source, owner))
+        return value
 
     def __set__(self, tensor: "Tensor", value: torch.Tensor) -> None:
         tensor.__dict__[self.box] = [value]
 
+    def derive(self, view: "Tensor", source: "Tensor", fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """`view`'s map is ``fn(source's map)``, made when first used (a view of a Pro weight
+        must not make the weight's maps: 5 bytes an element)."""
+        view.__dict__[self.box] = [_Derived(source, fn)]
+
     def made(self, tensor: "Tensor") -> bool:
-        return tensor.__dict__[self.box][0] is not None
+        value = tensor.__dict__[self.box][0]
+        return self.made(value.source) if type(value) is _Derived else value is not None
+
+
+class _Derived:
+    """A view's bookkeeping map not made yet: `fn` of `source`'s map."""
+
+    __slots__ = ("source", "fn")
+
+    def __init__(self, source: "Tensor", fn: Callable[[torch.Tensor], torch.Tensor]):
+        self.source, self.fn = source, fn
+
+
+def view_tensor(source: "Tensor", data: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
+                cls: type | None = None) -> "Tensor":
+    """A tensor over part of `source`'s memory: ``data = fn(source.data)``; its written-mask,
+    last-writer and site maps are `fn` of `source`'s, made only when first used."""
+    view = (cls or type(source)).__new__(cls or type(source))
+    view.__dict__.update(source.__dict__)
+    view.__dict__.pop("_scalar_views", None)
+    view.data = data
+    Tensor.written.derive(view, source, fn)  # type: ignore[attr-defined]
+    Tensor.writer.derive(view, source, fn)  # type: ignore[attr-defined]
+    if "site_ids" in source.__dict__:
+        view.site_ids = fn(source.site_ids)
+    return view
 
 
 # Inputs at least this large are lent to a kernel run rather than copied (`Tensor.from_torch`).

@@ -244,3 +244,28 @@ def test_a_same_revision_check_runs_the_program_once_per_case_and_a_two_revision
     # a hole in one revision is still found against the other (the shortcut is same-revision only)
     c = commit(r, {FILE: kernel(blocks="T // T_TILE - 1")})
     assert main(["check", "--source", FILE, "--pre-rev", a, "--retiled-rev", c, *args]) == 1
+
+
+def test_views_of_inputs_make_no_maps_until_written_and_then_share_the_inputs_maps():
+    # A reshape or rank view of a Pro weight must not make the weight's written-mask and
+    # last-writer map (5 bytes an element); a write through a view is seen by the base.
+    from equiv.tile import distributed
+
+    with running(RunContext(Options())) as ctx:
+        w = Tensor.from_torch("w", torch.arange(24.0).reshape(2, 3, 4))
+        flat = pl.reshape(w, [2, 12])
+        ranks = distributed._RankIndexed.__new__(distributed._RankIndexed)
+        ranks.__dict__.update(w.__dict__)
+        rank1 = ranks[1]
+        assert torch.equal(pl.load(flat, [1, 0], [1, 12]).data, torch.arange(12.0, 24.0).reshape(1, 12).double())
+        assert torch.equal(pl.load(rank1, [0, 0], [3, 4]).data, torch.arange(12.0, 24.0).reshape(3, 4).double())
+        assert not w.written_allocated and not Tensor.writer.made(w)
+        assert not flat.written_allocated and not rank1.written_allocated
+        out = Tensor("o", (3, 4), FP32)
+        out.store(((0, 3), (0, 4)), torch.zeros(3, 4, dtype=torch.float64))
+        rank1.store(((0, 1), (0, 4)), torch.full((1, 4), -1.0, dtype=torch.float64))  # write through the view
+        assert Tensor.writer.made(w) and Tensor.writer.made(flat)  # one map, seen from every view
+        token = ctx.current.token
+        assert w.writer[1, 0].tolist() == [token] * 4 and int(w.writer[0, 0, 0]) == -1
+        assert flat.writer[1, :4].tolist() == [token] * 4 and flat.writer.data_ptr() == w.writer.data_ptr()
+        assert w.data[1, 0].tolist() == [-1.0] * 4 and bool(w.written.all())

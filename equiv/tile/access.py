@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from equiv import rounding
+from equiv import memory, rounding
 from equiv.dtypes import BF16, FP16, INT32, DType
 from equiv.memory import KernelError, Tensor, current
 
@@ -299,14 +299,11 @@ def _tensor_view(src: Tensor, shape: list[int]) -> Tensor:
     if math.prod(shape) != math.prod(src.shape):
         raise KernelError(f"reshape of tensor {src.name} {list(src.shape)} to {shape}")
     try:
-        data, written, writer = (t.view(shape) for t in (src.data, src.written, src.writer))
+        data = src.data.view(shape)
     except RuntimeError as exc:
         raise KernelError(f"reshape of tensor {src.name}: its memory is not contiguous ({exc})") from None
-    view = Tensor.__new__(Tensor)
-    view.__dict__.update(src.__dict__)
-    view.shape, view.data, view.written, view.writer = tuple(shape), data, written, writer
-    if "site_ids" in src.__dict__:
-        view.site_ids = src.site_ids.view(shape)
+    view = memory.view_tensor(src, data, lambda m: m.view(shape), cls=Tensor)
+    view.shape = tuple(shape)
     return view
 
 

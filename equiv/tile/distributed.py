@@ -52,6 +52,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from equiv.dtypes import DType
+from equiv import memory
 from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
 from equiv.tile import access
 from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
@@ -491,11 +492,9 @@ class _RankIndexed(Tensor):
             r = int(key)
             if not 0 <= r < self.shape[0]:
                 raise KernelError(f"{self.name}[{r}]: leading dimension has {self.shape[0]} entries")
-            view = Tensor.__new__(Tensor)
-            view.__dict__.update(self.__dict__)
+            view = memory.view_tensor(self, self.data[r], lambda m: m[r], cls=Tensor)
             view.name = f"{self.name}[{r}]"
             view.shape = self.shape[1:]
-            view.data, view.written, view.writer = self.data[r], self.written[r], self.writer[r]
             return view
         return access._tensor_getitem(self, key)
 
