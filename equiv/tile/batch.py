@@ -375,10 +375,11 @@ def _inside(starts: list[list[int]], extent: tuple, shape: tuple) -> bool:
     return all(min(col) >= 0 and max(col) + n <= size for col, n, size in zip(starts, extent, shape))
 
 
-def _grid(starts: list[list[int]], extent: tuple, distinct: bool = True) -> tuple[list, list, list[int]] | None:
+def _grid(starts: list[list[int]], extent: tuple, distinct: bool = True) -> tuple[list, list, list, list[int]] | None:
     """When windows of `extent` starting at ``starts[d][k]`` lie on a full, evenly spaced grid
     (every combination of the starts along each dimension is a window): the grid's first
-    start and spacing per dimension and each window's row-major position in it; else None.
+    start, spacing and number of windows per dimension and each window's row-major position
+    in it; else None.
     `distinct` (stores): no two windows may share an element."""
     axes = [sorted(set(col)) for col in starts]  # the grid's starts along each dimension
     count, steps = 1, []
@@ -398,7 +399,7 @@ def _grid(starts: list[list[int]], extent: tuple, distinct: bool = True) -> tupl
         ranks = [r * size + where[a] for r, a in zip(ranks, col)]
     if len(set(ranks)) != count:
         return None
-    return [axis[0] for axis in axes], steps, ranks
+    return [axis[0] for axis in axes], steps, [len(axis) for axis in axes], ranks
 
 
 def _grid_view(x: torch.Tensor, first: list, steps: list, counts: list, extent: tuple) -> torch.Tensor:
@@ -446,8 +447,7 @@ def _box_write(tensor: Tensor, extent: tuple, starts: list, lanes: list, values:
     found = _grid(starts, extent)
     if found is None:
         return None
-    first, steps, ranks = found
-    counts = [len(set(col)) for col in starts]
+    first, steps, counts, ranks = found
     device = values.device
     by_rank = torch.empty(len(ranks), dtype=torch.int64, device=device)
     by_rank[torch.tensor(ranks, device=device)] = torch.arange(len(ranks), device=device)  # rank -> window
@@ -762,8 +762,7 @@ def tensor_getitem(plain: Callable) -> Callable:
         starts, extent = windows
         found = _grid(starts, extent, distinct=False) if all(extent) else None
         if found is not None:
-            first, steps, ranks = found
-            counts = [len(set(col)) for col in starts]
+            first, steps, counts, ranks = found
             data = _grid_view(tensor.data, first, steps, counts, extent).reshape(-1, *extent)
             data = data[torch.tensor(ranks, device=data.device)]
         else:
