@@ -336,7 +336,7 @@ def _read_lanes(src: Tensor | Tile, indices: Any, batch: Any) -> Any:
         from equiv.observe.scalars import traced
 
         return _batch.Lanes([traced(convert(v)) for v in values])
-    return _batch.Lanes([convert(v) for v in values])
+    return _batch.Lanes([convert(v) for v in values], exact_in=src.dtype)
 
 
 def _read(src: Tensor | Tile, indices: Sequence[int]) -> int | float:

@@ -157,10 +157,13 @@ class Lanes:
     stage splits into groups of blocks that agree (`LaneSplit`), each run batched.
     """
 
-    __slots__ = ("values",)
+    __slots__ = ("values", "exact_in")
 
-    def __init__(self, values: list):
+    def __init__(self, values: list, exact_in: Any = None):
         self.values = values
+        # The element type every value is already exact in (read from a tensor of that type):
+        # an op of that type takes them without rounding each again.
+        self.exact_in = exact_in
 
     def __neg__(self) -> "Lanes":
         return Lanes([-v for v in self.values])
@@ -764,7 +767,8 @@ def tensor_getitem(plain: Callable) -> Callable:
         if found is not None:
             first, steps, counts, ranks = found
             data = _grid_view(tensor.data, first, steps, counts, extent).reshape(-1, *extent)
-            data = data[torch.tensor(ranks, device=data.device)]
+            if ranks != list(range(len(data))):  # lanes in grid order read the view as it is
+                data = data[torch.tensor(ranks, device=data.device)]
         else:
             data = torch.stack([tensor.data[tuple(slice(col[k], col[k] + w) for col, w in zip(starts, extent))]
                                 for k in range(batch.n)])

@@ -134,19 +134,34 @@ def _result(values: torch.Tensor, dtype: DType, valid) -> Tile:
 
 
 def _operand(x: Tile | int | float, like: Tile) -> torch.Tensor:
-    if isinstance(x, Lanes):
-        # A scalar per block of a batched stage: each rounded as the scalar itself would be,
-        # laid along the lane axis.
-        lanes = [_scalar_to(v, like.dtype) for v in x.values]
-        return torch.tensor(lanes, dtype=like.dtype.container, device=like.data.device).reshape(
-            [len(lanes)] + [1] * len(like.valid))
     if isinstance(x, Tile):
         if x.dtype != like.dtype:
             raise KernelError(f"operands of types {like.dtype!r} and {x.dtype!r}; cast one first")
         if x.shape != like.shape:
             raise KernelError(f"operands of shapes {like.shape} and {x.shape}")
         return x.data
-    return torch.tensor(_scalar_to(x, like.dtype), dtype=like.dtype.container, device=like.data.device)
+    if isinstance(x, Lanes):
+        # A scalar per block of a batched stage: each rounded as the scalar itself would be,
+        # laid along the lane axis.
+        lanes = x.values if x.exact_in is like.dtype else [_scalar_to(v, like.dtype) for v in x.values]
+        return torch.tensor(lanes, dtype=like.dtype.container, device=like.data.device).reshape(
+            [len(lanes)] + [1] * len(like.valid))
+    return _scalar_tensor(_scalar_to(x, like.dtype), like.dtype.container, like.data.device)
+
+
+_SCALAR_TENSORS: dict[tuple, torch.Tensor] = {}
+
+
+def _scalar_tensor(value: int | float, container: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A 0-d tensor of a rounded scalar operand, made once per value (ops never write their
+    operands). Keyed by the value's bits, so -0.0 and 0.0 (equal as keys) stay apart."""
+    key = (struct.pack("<d", value) if isinstance(value, float) else value, container, device)
+    t = _SCALAR_TENSORS.get(key)
+    if t is None:
+        if len(_SCALAR_TENSORS) > 4096:
+            _SCALAR_TENSORS.clear()
+        t = _SCALAR_TENSORS[key] = torch.tensor(value, dtype=container, device=device)
+    return t
 
 
 

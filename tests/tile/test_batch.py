@@ -461,3 +461,32 @@ def test_per_block_scalar_reads_read_every_block_element_and_find_the_one_out_of
     rows = x.reshape(N, R, C)
     for b in range(N - 1):
         assert torch.equal(outs["out"].data[b * R : b * R + R].double(), bf16(rows[b] * x[b * R + R + 1, 0]))
+
+
+def scalar_operands(x: pl.Tensor, w: pl.Tensor, out: pl.Tensor, zeros: pl.Tensor) -> None:
+    # Per-block scalars read from an FP32 tensor, used by an FP32 op (exact as read) and by a
+    # BF16 op (each rounded to BF16 first); +0.0 and then -0.0 as scalar operands.
+    for b in pl.spmd(N, name_hint="rows"):
+        r0 = b * R
+        s = pl.read(w, [b])
+        t = pl.cast(x[r0 : r0 + R, :], target_type=pl.FP32)
+        y32 = pl.add(pl.mul(t, s), pl.mul(t, 0.0))
+        out[r0 : r0 + R, :] = pl.mul(pl.cast(y32, target_type=pl.BF16, mode="rint"), s)
+        zeros[r0 : r0 + R, :] = pl.cast(pl.mul(t, -0.0), target_type=pl.BF16, mode="rint")
+
+
+def test_lane_scalars_round_to_the_op_type_unless_read_as_that_type():
+    x = bf16(x_values())
+    w = torch.tensor([1 + 2**-20, -3 - 2**-12, 0.1, 1.0, -0.0, 7.0 + 2**-9], dtype=torch.float32)
+    ctx, outs = both(scalar_operands, {"x": x.to(torch.bfloat16), "w": w}, {**OUT, "zeros": OUT["out"]})
+    assert ctx.batch_stats == {"batched": 1}
+    x, w64 = x.reshape(N, R, C), w.double()
+    y32 = (x * w64[:, None, None]).to(torch.float32).double() + x * 0.0
+    w16 = w64.to(torch.bfloat16).double()  # the BF16 op rounds each block's scalar to BF16
+    want = bf16(bf16(y32) * w16[:, None, None])
+    got = outs["out"].data.double().reshape(N, R, C)
+    assert got.tolist() == want.tolist()
+    assert torch.equal(torch.signbit(got), torch.signbit(want))
+    # -0.0 is its own operand, not the +0.0 used before it: x · -0.0 is -0 where x > 0
+    zeros = outs["zeros"].data.double().reshape(N, R, C)
+    assert torch.equal(torch.signbit(zeros), torch.signbit(x * -0.0)) and bool((zeros == 0).all())
