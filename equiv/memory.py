@@ -168,6 +168,9 @@ class RunContext:
         self.batch_error: BaseException | None = None  # why the running attempt gave up
         # Stages run batched ("batched": count) and the reasons others ran one by one.
         self.batch_stats: dict[str, int] = {}
+        # Sequential loops inside batched stages whose iterations ran as lanes ("as lanes":
+        # count), and the reasons others ran one iteration after another.
+        self.loop_stats: dict[str, int] = {}
         # Caller's tensors lent to the run (`Tensor.from_torch(borrow=True)`), by storage:
         # [the caller's tensor, its pristine copy once something writes it, else None].
         self.borrowed: dict[int, list] = {}
@@ -293,6 +296,9 @@ class RunContext:
         chain = tuple((n.stage, n.block) for n in self.current.chain()[1:])
         counts = self._poison_counts
         if self.batch is not None:
+            if self.batch.depth:
+                # Iterations drawn as lanes would count their draws in another order.
+                self.batch.stop("patterned poison drawn in loop iterations run as lanes")
             if self.batch.lane is None:
                 # Drawn once for every block of the stage: each block needs its own pattern.
                 from equiv.tile.batch import PerBlockPoison

@@ -167,3 +167,17 @@ def test_writer_map_is_made_on_first_use_and_shared_by_shallow_copies():
         view.__dict__.update(w.__dict__)
         view.writer = w.writer.view(16)  # a reshaped view assigns its own map of the same memory
         assert w.writer.shape == (4, 4) and view.writer.shape == (16,)
+
+
+def test_fp32_inputs_narrow_to_bf16_and_fp16_as_the_general_path_rounds():
+    # Every value an FP32 tile can hold: the edge values rounded to fp32 (ties of bf16/fp16,
+    # subnormals of both, values past their largest finite value, ±0, ±inf, NaN) and random
+    # fp32 bit patterns.
+    g = torch.Generator().manual_seed(11)
+    bits = torch.randint(-(2**31), 2**31 - 1, (50000,), generator=g, dtype=torch.int64).to(torch.int32)
+    x = torch.cat([_edge_values().to(torch.float32).to(torch.float64), bits.view(torch.float32).to(torch.float64)])
+    for dtype in (BF16, FP16):
+        got = rounding.narrow_fp32(x, dtype)
+        assert got is not None
+        assert _bits_equal(got, rounding._to_float_general(x, dtype, "rint")), dtype
+    assert rounding.narrow_fp32(x, FP32) is None

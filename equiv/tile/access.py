@@ -60,6 +60,10 @@ def _in_place(tile: Tile) -> None:
     # of once per block (the tile may predate the stage): run that stage block by block.
     if len(tile.data.shape) == len(tile.valid):
         _batch.forbid("an in-place write into a tile shared by the blocks")
+    batch = _batch.active()
+    if batch is not None and id(tile) in batch.frozen:
+        # A tile from outside a loop whose iterations run as lanes: each has its own copy.
+        _batch.fallback("an in-place write into a tile made before the loop")
 
 
 def _tile_setitem(self: Tile, key, value) -> None:

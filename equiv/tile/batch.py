@@ -84,6 +84,8 @@ def _kernel_line(exc: BaseException) -> str:
 def _lane_binary(op: Callable[[Any, Any], Any], reflected: bool = False):
     def method(self: "Lanes", other: Any) -> "Lanes":
         if isinstance(other, Lanes):
+            if len(other.values) != len(self.values):
+                fallback("lane values of different lengths")
             others: Iterable = other.values
         elif isinstance(other, (int, float)) and not isinstance(other, bool):
             others = itertools.repeat(other)
@@ -197,12 +199,17 @@ class StoreEvent:
     them when `stacked`, else the same values for every block) at the window of `extent`
     starting at ``starts[d][k]`` along each dimension `d`."""
 
-    __slots__ = ("tensor", "starts", "extent", "values", "stacked", "mask", "site", "scalar", "blocks", "lane_of")
+    __slots__ = ("tensor", "starts", "extent", "values", "stacked", "mask", "site", "scalar", "blocks", "lane_of",
+                 "lanes")
 
     def __init__(self, tensor: Tensor, starts: list[list[int]], extent: tuple, values: torch.Tensor, stacked: bool,
-                 mask, site: str, scalar: bool, blocks: list[int], lane_of: dict[int, int]):
+                 mask, site: str, scalar: bool, blocks: list[int], lane_of: dict[int, int] | None,
+                 lanes: list[int] | None = None):
         self.tensor, self.starts, self.extent, self.values, self.stacked = tensor, starts, extent, values, stacked
         self.mask, self.site, self.scalar, self.blocks, self.lane_of = mask, site, scalar, blocks, lane_of
+        # The batch lane of each row (None: row k is lane k), for splitting the rows of
+        # loop iterations run as lanes back into their iterations (`iterations`).
+        self.lanes = lanes
 
     def window(self, k: int) -> tuple:
         return tuple((col[k], col[k] + n) for col, n in zip(self.starts, self.extent))
@@ -230,6 +237,10 @@ class Batch:
         self.loaded: set[int] = set()
         self.stored: set[int] = set()
         self.poison_counts: dict[tuple, int] = {}  # patterns each block drew (RunContext.poison)
+        # Loop iterations run as lanes (`iterations`): how many levels deep, and the tiles
+        # the running iterations were handed from outside the loop (never written in place).
+        self.depth = 0
+        self.frozen: frozenset[int] = frozenset()
         self.attempt(order)
 
     def attempt(self, order: list[int]) -> None:
@@ -248,6 +259,59 @@ class Batch:
 
     def stop(self, why: str) -> None:
         fallback(why)
+
+    # -- loop iterations as lanes (`iterations`) -----------------------------------------
+    def enter_iterations(self, m: int, inner: tuple) -> tuple:
+        """Run `m` iterations of every lane as lanes: lane `k` becomes ``k*m .. k*m + m-1``."""
+        saved = (self.order, self.n, self.lane_of, self.frozen, len(self.events), set(self.loaded),
+                 set(self.stored))
+        self.order = [b for b in self.order for _ in range(m)]
+        self.n *= m
+        self.lane_of = None  # several lanes per block: rows are told apart by `StoreEvent.lanes`
+        self.frozen = self.frozen | {id(t) for t in _tiles_in(inner)}
+        self.depth += 1
+        return saved
+
+    def leave_iterations(self, saved: tuple) -> None:
+        self.order, self.n, self.lane_of, self.frozen = saved[:4]
+        self.depth -= 1
+
+    def forget_iterations(self, saved: tuple) -> None:
+        """Drop what the iterations deferred (they run again one after another)."""
+        del self.events[saved[4]:]
+        self.loaded, self.stored = saved[5], saved[6]
+
+    def order_iteration_events(self, saved: tuple, m: int) -> None:
+        """The iterations' deferred stores as the lanes of the enclosing level would have
+        made them, in program order: iteration 0's stores of every kernel line, then
+        iteration 1's, ... (a block replays them in that order)."""
+        first = saved[4]
+        made, self.events[first:] = self.events[first:], []
+        for j in range(m):
+            for ev in made:
+                piece = self._iteration_rows(ev, j, m)
+                if piece is not None:
+                    self.events.append(piece)
+
+    def _iteration_rows(self, ev: StoreEvent, j: int, m: int) -> StoreEvent | None:
+        lanes = ev.lanes if ev.lanes is not None else range(len(ev.blocks))
+        rows = [r for r, lane in enumerate(lanes) if lane % m == j]
+        if not rows:
+            return None
+        outer = [lanes[r] // m for r in rows]
+        starts = [[col[r] for r in rows] for col in ev.starts]
+        values = ev.values
+        if ev.stacked and rows == list(range(j, len(values), m)):  # every lane's row of iteration j
+            values = values.unflatten(0, (-1, m))[:, j]
+        elif ev.stacked:
+            values = values[torch.tensor(rows, device=values.device)]
+        if outer == list(range(self.n)):
+            blocks, lane_of, rows_lanes = self.order, self.lane_of, None
+        else:
+            blocks = [self.order[k] for k in outer]
+            lane_of, rows_lanes = {b: i for i, b in enumerate(blocks)}, outer
+        return StoreEvent(ev.tensor, starts, ev.extent, values, ev.stacked, ev.mask, ev.site, ev.scalar, blocks,
+                          lane_of, rows_lanes)
 
     # -- hooks called by equiv.memory -----------------------------------------------------
     def on_load(self, tensor: Tensor, clipped: bool) -> None:
@@ -271,12 +335,12 @@ class Batch:
         scalar = bool(getattr(current(), "_scalar_store", False))
         extent = tuple(b - a for a, b in win)
         if self.lane is None:
-            blocks, lane_of = self.order, self.lane_of
+            blocks, lane_of, lanes = self.order, self.lane_of, None
         else:
-            blocks = [self.order[self.lane]]
+            blocks, lanes = [self.order[self.lane]], [self.lane]
             lane_of = {blocks[0]: 0}
         self.events.append(StoreEvent(tensor, [[a] * len(blocks) for a, _ in win], extent, values, False, mask,
-                                      memory.kernel_site(), scalar, blocks, lane_of))
+                                      memory.kernel_site(), scalar, blocks, lane_of, lanes))
 
     def defer(self, tensor: Tensor, starts: list[list[int]], extent: tuple, values: torch.Tensor, stacked: bool,
               mask, site: str) -> None:
@@ -603,6 +667,123 @@ def attempts(loop: Iterable) -> Iterator[Any]:
 _MIN_GROUP = 4
 
 
+# ----------------------------------------------------------------------------------------
+# Loop iterations as lanes: a sequential loop inside a batched stage
+# ----------------------------------------------------------------------------------------
+class _Unwidenable(Exception):
+    """An outside value the iterations could share state through (a list, an array, ...)."""
+
+
+_PLAIN_TYPES = (int, float, bool, str, bytes, type(None), range, torch.dtype, torch.device, types.FunctionType,
+                types.BuiltinFunctionType, types.ModuleType, type, functools.partial)
+
+
+def _widen(value: Any, m: int) -> Any:
+    """`value` for `m` iterations of every lane: lane `k` of the stage becomes lanes
+    ``k*m .. k*m + m-1``. Raises `_Unwidenable` for mutable containers and unknown objects
+    (state the iterations could carry from one to the next, which lanes would not see)."""
+    from equiv.tile.values import Tile
+
+    if isinstance(value, Lanes):
+        return Lanes([v for v in value.values for _ in range(m)], value.exact_in)
+    if isinstance(value, Tile):
+        if value.data.dim() > len(value.valid):
+            return Tile(value.data.repeat_interleave(m, dim=0), value.dtype, value.valid)
+        return value
+    if isinstance(value, tuple) and type(value) is tuple:
+        return tuple(_widen(v, m) for v in value)
+    if isinstance(value, (Tensor, *_PLAIN_TYPES)) or value.__class__.__module__ == "equiv.dtypes":
+        return value
+    raise _Unwidenable(type(value).__name__)
+
+
+def _tiles_in(values: Any) -> Iterator[Any]:
+    from equiv.tile.values import Tile
+
+    for v in values:
+        if isinstance(v, Tile):
+            yield v
+        elif type(v) is tuple:
+            yield from _tiles_in(v)
+
+
+class iterations:  # noqa: N801 - used as a loop iterable in rewritten kernels
+    """Iterate a sequential loop (``pl.range`` / ``pl.pipeline`` / ``pl.unroll``) inside a
+    batched stage: its `m` iterations first run as lanes of their own, then, where that
+    cannot be shown equal, one after another as written.
+
+    The rewrite (`equiv.tile.rewrite`) only uses this for loops whose iterations share no
+    Python names (nothing bound in the body is read before it is bound there or after the
+    loop). It passes `outer`, a function returning the outside values the body reads. For a
+    batched run each is widened (`_widen`: lane `k` of the stage -> lanes ``k*m + j``, one
+    per iteration `j`) and the loop yields ``(widened, every iteration's loop value)`` once;
+    the kernel binds the widened values, and after the loop binds `outer`'s values back.
+    Memory needs no more than the stage already checks: a load of anything the stage stores
+    falls back, so no iteration can read another's stores, and the deferred stores are put
+    back into program order (iteration by iteration) when the body ends. Poison patterns
+    (drawn per block in order), writes into tiles from outside the loop, observers, mutable
+    outside objects and any fallback run the iterations one after another instead; nothing
+    the batched attempt did is kept then."""
+
+    def __init__(self, loop: Iterable, outer: Callable[[], tuple]):
+        self.loop, self.outer_fn = loop, outer
+        self.outer: tuple | None = None  # bound back after the loop when not None
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        ctx = memory._CURRENT.get()
+        batch = None if ctx is None else ctx.batch
+        if batch is None or batch.lane is not None or ctx.observers:
+            for v in self.loop:
+                yield None, v
+            return
+        values = list(self.loop)
+        widened = self._widened(values)
+        if widened is None:
+            yield from self._one_by_one(ctx, values, None)
+            return
+        outer, inner, loop_values = widened
+        m, saved = len(values), batch.enter_iterations(len(values), inner)
+        try:
+            yield inner, loop_values
+        finally:
+            batch.leave_iterations(saved)
+        stats, error = ctx.loop_stats, ctx.batch_error
+        if error is None:
+            batch.order_iteration_events(saved, m)
+            self.outer = outer
+            stats["as lanes"] = stats.get("as lanes", 0) + 1
+            return
+        batch.forget_iterations(saved)
+        what = str(error) if isinstance(error, BatchFallback) else f"{type(error).__name__}: {error}"
+        why = f"{_kernel_line(error)}: {what}"
+        stats[why] = stats.get(why, 0) + 1
+        ctx.batch_error = None
+        yield from self._one_by_one(ctx, values, outer)
+
+    def _widened(self, values: list) -> tuple[tuple, tuple, Lanes] | None:
+        batch = memory._CURRENT.get().batch
+        m = len(values)
+        if m <= 1:
+            return None
+        try:
+            outer = self.outer_fn()
+            inner = tuple(_widen(v, m) for v in outer)
+        except (NameError, _Unwidenable):  # an unbound name: the loop reports it as written
+            return None
+        lanes = [v.values if isinstance(v, Lanes) else [v] * batch.n for v in values]
+        if any(len(col) != batch.n for col in lanes):
+            return None
+        return outer, inner, Lanes([lanes[j][k] for k in range(batch.n) for j in range(m)])
+
+    @staticmethod
+    def _one_by_one(ctx, values: list, outer: tuple | None) -> Iterator[tuple[Any, Any]]:
+        for j, v in enumerate(values):
+            yield (outer if j == 0 else None), v
+            if ctx.batch_error is not None:
+                # The body's guard kept an error: the stage's attempt is over; stop here.
+                raise BatchFallback(str(ctx.batch_error))
+
+
 class guard:  # noqa: N801 - used as a statement in rewritten kernels
     """Around the body of a rewritten parallel loop: a batched attempt that raises (for any
     reason: the one-by-one run reproduces a genuine error at its block) is abandoned."""
@@ -618,7 +799,8 @@ class guard:  # noqa: N801 - used as a statement in rewritten kernels
         ctx = memory._CURRENT.get()
         if ctx is None or ctx.batch is None:
             return False
-        ctx.batch_error = exc  # `attempts` splits the stage or runs it one block at a time
+        if ctx.batch_error is None:  # the first error decides (a loop's guard may have kept it)
+            ctx.batch_error = exc  # `attempts` splits the stage or runs it one block at a time
         return True
 
 
@@ -735,7 +917,7 @@ def _lane_windows(tensor: Tensor, key: Any, n: int) -> tuple[list[list[int]], tu
             first = [int(x) for x in a.values] if isinstance(a, Lanes) else [int(a)] * n
             last = [int(y) for y in b.values] if isinstance(b, Lanes) else [int(b)] * n
             width = last[0] - first[0]
-            if any(y - x != width for x, y in zip(first, last)):
+            if len(first) != n or len(last) != n or any(y - x != width for x, y in zip(first, last)):
                 return None
         else:
             first, width = [int(a)] * n, int(b) - int(a)

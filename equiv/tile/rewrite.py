@@ -300,11 +300,89 @@ class _SpmdRewriter(ast.NodeTransformer):
         return out
 
 
+_SEQUENTIAL_LOOPS = ("range", "pipeline", "unroll")
+
+
+def _sequential_loop(node: ast.AST) -> bool:
+    """``for T in pl.range(...)`` / ``pl.pipeline`` / ``pl.unroll`` without loop-carried
+    ``init_values`` (Python's own ``range`` is not a DSL loop)."""
+    return (isinstance(node, ast.For) and isinstance(node.iter, ast.Call)
+            and isinstance(node.iter.func, ast.Attribute) and node.iter.func.attr in _SEQUENTIAL_LOOPS
+            and not any(k.arg == "init_values" for k in node.iter.keywords))
+
+
+def _outside_names(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.For) -> list[str]:
+    """The function's own names (locals, parameters) that `loop`'s body reads and does not bind."""
+    bound = _bound_names(loop.body) | {loop.target.id}  # type: ignore[attr-defined]
+    held = (_bound_names(fn.body) | _params(fn)) - bound
+    read = {n.id for stmt in loop.body for n in ast.walk(stmt)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return sorted(n for n in read & held if not n.startswith(_PREFIX))
+
+
+class _IterationRewriter(ast.NodeTransformer):
+    """Sequential loops whose iterations share no Python names become
+    ``for W, T in iterations(ITER, lambda: (A, ...)): [A, ... = W]; with guard(): BODY``
+    followed by binding ``A, ...`` back (`equiv.tile.batch.iterations`): inside a batched
+    stage the iterations may run as lanes."""
+
+    def __init__(self, loops: dict[int, list[str]]):
+        self.loops = loops  # id(For node) -> names to widen
+
+    def visit_For(self, node: ast.For):  # noqa: N802 - ast visitor
+        self.generic_visit(node)
+        names = self.loops.get(id(node))
+        if names is None:
+            return node
+        tag = f"{node.lineno}_{node.col_offset}"
+        it, w = f"{_PREFIX}it_{tag}", f"{_PREFIX}w_{tag}"
+        load = [ast.Name(n, ast.Load()) for n in names]
+        outer = ast.Lambda(ast.arguments([], [], None, [], [], None, []), ast.Tuple(load, ast.Load()))
+        make = ast.Assign([ast.Name(it, ast.Store())], ast.Call(_batch_attr("iterations"), [node.iter, outer], []))
+        guarded = ast.With(items=[ast.withitem(ast.Call(_batch_attr("guard"), [], []), None)], body=node.body,
+                           type_comment=None)
+        body: list[ast.stmt] = [ast.copy_location(guarded, node.body[0])]
+        after: list[ast.stmt] = []
+        if names:
+            store = ast.Tuple([ast.Name(n, ast.Store()) for n in names], ast.Store())
+            body.insert(0, ast.If(ast.Compare(ast.Name(w, ast.Load()), [ast.IsNot()], [ast.Constant(None)]),
+                                  [ast.Assign([store], ast.Name(w, ast.Load()))], []))
+            back = ast.Attribute(ast.Name(it, ast.Load()), "outer", ast.Load())
+            after.append(ast.If(ast.Compare(back, [ast.IsNot()], [ast.Constant(None)]),
+                                [ast.Assign([copy.deepcopy(store)], copy.deepcopy(back))], []))
+        node.target = ast.Tuple([ast.Name(w, ast.Store()), node.target], ast.Store())
+        node.iter = ast.Name(it, ast.Load())
+        node.body = body
+        out = [make, node, *after]
+        for stmt in out:
+            ast.copy_location(stmt, node)
+            ast.fix_missing_locations(stmt)
+        return out
+
+
+def _iteration_loops(tree: ast.Module) -> dict[int, list[str]]:
+    """The sequential loops of every function of `tree` that may run as lanes, with the
+    outside names their bodies read."""
+    loops: dict[int, list[str]] = {}
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in _walk_shallow(fn.body):
+            if _sequential_loop(node) and _independent_blocks(fn, node):
+                loops[id(node)] = _outside_names(fn, node)
+    return loops
+
+
 def rewrite_module(tree: ast.Module, filename: str = "<kernel>") -> bool:
     """Rewrite `tree` in place; True when anything changed."""
     rewriter = _SpmdRewriter(filename)
     rewriter.visit(tree)
-    return rewriter.changed
+    if not rewriter.changed:
+        return False  # no parallel stage: nothing runs batched, so no loop runs as lanes
+    loops = _iteration_loops(tree)
+    if loops:
+        _IterationRewriter(loops).visit(tree)
+    return True
 
 
 def compile_kernel_source(source: str, filename: str, flags: int = 0):

@@ -108,6 +108,10 @@ def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile
         return _scalar_to(x, target_type, mode)
     if (x.dtype, target_type) in _EXACT_FLOAT_CASTS and mode in rounding.CAST_MODES:
         return Tile(x.data, target_type, x.valid)
+    if x.dtype is FP32 and mode in ("rint", "none"):
+        narrowed = rounding.narrow_fp32(x.data, target_type)
+        if narrowed is not None:
+            return Tile(narrowed, target_type, x.valid)
     if not target_type.is_float and current().observers:
         _saturation_decision(x.data, target_type, mode)
     return Tile(rounding.convert(x.data, target_type, mode), target_type, x.valid)
