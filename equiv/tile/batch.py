@@ -294,17 +294,17 @@ class Batch:
                     self.events.append(piece)
 
     def _iteration_rows(self, ev: StoreEvent, j: int, m: int) -> StoreEvent | None:
-        lanes = ev.lanes if ev.lanes is not None else range(len(ev.blocks))
+        if ev.lanes is None:  # a row per lane: iteration j's rows are every m-th, one per outer lane
+            values = ev.values.unflatten(0, (-1, m))[:, j] if ev.stacked else ev.values
+            return StoreEvent(ev.tensor, [col[j::m] for col in ev.starts], ev.extent, values, ev.stacked, ev.mask,
+                              ev.site, ev.scalar, self.order, self.lane_of, None)
+        lanes = ev.lanes
         rows = [r for r, lane in enumerate(lanes) if lane % m == j]
         if not rows:
             return None
         outer = [lanes[r] // m for r in rows]
         starts = [[col[r] for r in rows] for col in ev.starts]
-        values = ev.values
-        if ev.stacked and rows == list(range(j, len(values), m)):  # every lane's row of iteration j
-            values = values.unflatten(0, (-1, m))[:, j]
-        elif ev.stacked:
-            values = values[torch.tensor(rows, device=values.device)]
+        values = ev.values[torch.tensor(rows, device=ev.values.device)] if ev.stacked else ev.values
         if outer == list(range(self.n)):
             blocks, lane_of, rows_lanes = self.order, self.lane_of, None
         else:
@@ -928,6 +928,19 @@ def _lane_windows(tensor: Tensor, key: Any, n: int) -> tuple[list[list[int]], tu
     return starts, tuple(extent)
 
 
+def _window_index(starts: list[list[int]], extent: tuple, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Index tensors that read every lane's window at once: ``x[index]`` is [lanes, *extent]
+    (one gather, for windows that are not on an evenly spaced grid)."""
+    dims = len(extent)
+    index = []
+    for d, (col, n) in enumerate(zip(starts, extent)):
+        shape = [len(col)] + [1] * dims
+        shape[1 + d] = n
+        first = torch.tensor(col, dtype=torch.int64, device=device)
+        index.append((first[:, None] + torch.arange(n, device=device)[None]).reshape(shape))
+    return tuple(index)
+
+
 def tensor_getitem(plain: Callable) -> Callable:
     """``tensor[key]`` with block-dependent offsets: one read of every lane's window (one
     slice where the windows tile a box)."""
@@ -952,8 +965,7 @@ def tensor_getitem(plain: Callable) -> Callable:
             if ranks != list(range(len(data))):  # lanes in grid order read the view as it is
                 data = data[torch.tensor(ranks, device=data.device)]
         else:
-            data = torch.stack([tensor.data[tuple(slice(col[k], col[k] + w) for col, w in zip(starts, extent))]
-                                for k in range(batch.n)])
+            data = tensor.data[_window_index(starts, extent, tensor.data.device)]
         return Tile(data.to(tensor.dtype.container), tensor.dtype, list(extent))
     return getitem
 

@@ -490,3 +490,22 @@ def test_lane_scalars_round_to_the_op_type_unless_read_as_that_type():
     # -0.0 is its own operand, not the +0.0 used before it: x · -0.0 is -0 where x > 0
     zeros = outs["zeros"].data.double().reshape(N, R, C)
     assert torch.equal(torch.signbit(zeros), torch.signbit(x * -0.0)) and bool((zeros == 0).all())
+
+
+def scattered_reads(x: pl.Tensor, out: pl.Tensor) -> None:
+    # Windows at offsets that are not on an evenly spaced grid (rows b·b mod 19, column b % 3).
+    for b in pl.spmd(N, name_hint="rows"):
+        r = (b * b) % 19
+        c = b % 3
+        t = pl.cast(x[r : r + 2, c : c + 4], target_type=pl.FP32)
+        out[b * R : b * R + 2, 0:4] = pl.cast(pl.add(t, 1.0), target_type=pl.BF16, mode="rint")
+
+
+def test_windows_off_any_grid_are_read_at_once_with_each_blocks_values():
+    x = bf16(x_values())
+    ctx, outs = both(scattered_reads, {"x": x.to(torch.bfloat16)}, OUT)
+    assert ctx.batch_stats == {"batched": 1}
+    got = outs["out"].data.double().reshape(N, R, C)
+    for b in range(N):
+        r, c = (b * b) % 19, b % 3
+        assert got[b, :2, :4].tolist() == bf16(x[r : r + 2, c : c + 4] + 1.0).tolist(), b
