@@ -58,6 +58,41 @@ def test_fp32_to_bf16_cast_modes_on_exact_ties(ctx, mode):
     assert out.data.tolist() == [EXPECTED_BF16[mode]]
 
 
+@pytest.mark.parametrize("mode", sorted(EXPECTED_INT))
+def test_int_to_float_casts_equal_python_rounding_of_every_value(ctx, mode):
+    # Whole ranges of the small integer types (exact in the float type, whatever the mode)
+    # and INT32 values past 2^24 (rounded by the mode), against exact fractions in Python.
+    from fractions import Fraction
+
+    def rounded(v: int, fmt, mode: str) -> float:
+        e = max(abs(v).bit_length() - 1, fmt.emin) if v else fmt.emin
+        q = Fraction(2) ** (e - fmt.mantissa_bits)
+        k = Fraction(v) / q
+        lo = math.floor(k)
+        frac = k - lo
+        up = {"trunc": frac > 0 and v < 0, "floor": False, "ceil": frac > 0,
+              "round": frac > Fraction(1, 2) or (frac == Fraction(1, 2) and v > 0),
+              "rint": frac > Fraction(1, 2) or (frac == Fraction(1, 2) and lo % 2 == 1)}
+        up["none"] = up["rint"]
+        r = (lo + (1 if up[mode] else 0)) * q
+        return float(r) if abs(r) <= fmt.max_finite else math.copysign(math.inf, v)
+
+    cases = [(pl.INT8, range(-128, 128)), (pl.UINT8, range(0, 256)), (pl.INT16, range(-32768, 32768, 7)),
+             (pl.INT32, [2**24 + 1, 2**24 + 3, -(2**24 + 1), 2**31 - 1, -(2**31), 2**25 + 2, 16777217 * 3])]
+    for int_type, values in cases:
+        src = pl.Tile(torch.tensor([list(values)], dtype=torch.int64), int_type)
+        for target in (pl.FP32, pl.BF16, pl.FP16):
+            got = pl.cast(src, target, mode=mode).data[0].tolist()
+            fmt = target.fmt
+            want = [rounded(v, fmt, mode) for v in values]
+            if mode == "trunc" or mode == "floor":  # past the largest finite value: no inf toward zero
+                want = [w if not math.isinf(w) or (mode == "floor" and w < 0) else math.copysign(fmt.max_finite, w)
+                        for w in want]
+            if mode == "ceil":
+                want = [w if not (math.isinf(w) and w < 0) else -fmt.max_finite for w in want]
+            assert got == want, (int_type, target, mode)
+
+
 def test_int_cast_saturates_and_nan_maps_to_zero(ctx):
     out = pl.cast(tile([[300.0, -300.0, float("nan")]]), pl.INT8, mode="rint")
     assert out.data.tolist() == [[127, -128, 0]]

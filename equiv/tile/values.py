@@ -108,6 +108,9 @@ def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile
         return _scalar_to(x, target_type, mode)
     if (x.dtype, target_type) in _EXACT_FLOAT_CASTS and mode in rounding.CAST_MODES:
         return Tile(x.data, target_type, x.valid)
+    if not x.dtype.is_float and target_type.is_float and _exact_in(x.dtype, target_type):
+        # Every value of the integer type is a value of the float type: exact in every mode.
+        return Tile(x.data.to(torch.float64), target_type, x.valid)
     if x.dtype is FP32 and mode in ("rint", "none"):
         narrowed = rounding.narrow_fp32(x.data, target_type)
         if narrowed is not None:
@@ -115,6 +118,11 @@ def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile
     if not target_type.is_float and current().observers:
         _saturation_decision(x.data, target_type, mode)
     return Tile(rounding.convert(x.data, target_type, mode), target_type, x.valid)
+
+
+def _exact_in(int_type: DType, float_type: DType) -> bool:
+    lo, hi = int_type.int_range
+    return max(-lo, hi) <= 2 ** float_type.fmt.precision
 
 
 def _saturation_decision(data: torch.Tensor, target_type: DType, mode: str) -> None:
