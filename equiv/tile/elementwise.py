@@ -36,6 +36,10 @@ def tensor_operands(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _lower(p: int, q: int) -> int:
+    return p if p <= q else q  # (this module's `min` is the DSL's pl.min)
+
+
 def _binary(a: Tile | int | float, b: Tile | int | float, fn) -> Tile:
     like = a if isinstance(a, Tile) else b
     if not isinstance(like, Tile):
@@ -43,7 +47,7 @@ def _binary(a: Tile | int | float, b: Tile | int | float, fn) -> Tile:
     x, y = _operand(a, like), _operand(b, like)
     valid = like.valid
     if isinstance(a, Tile) and isinstance(b, Tile):
-        valid = tuple(min(p, q) for p, q in zip(a.valid, b.valid))
+        valid = a.valid if a.valid == b.valid else tuple(_lower(p, q) for p, q in zip(a.valid, b.valid))
     return _result(fn(x, y), like.dtype, valid)
 
 
@@ -108,7 +112,7 @@ def cmp(lhs: Tile, rhs: Tile | int | float, cmp_type: int | str = 0) -> Tile:
     x, y = _operand(lhs, lhs), _operand(rhs, lhs)
     holds = _CMP[code](x, y)
     current().decision("cmp", {"true": holds, "false": ~holds})
-    valid = lhs.valid if not isinstance(rhs, Tile) else tuple(min(p, q) for p, q in zip(lhs.valid, rhs.valid))
+    valid = lhs.valid if not isinstance(rhs, Tile) else tuple(_lower(p, q) for p, q in zip(lhs.valid, rhs.valid))
     return Tile(holds.to(lhs.dtype.container), lhs.dtype, valid)
 
 

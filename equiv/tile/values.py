@@ -147,9 +147,9 @@ def _result(values: torch.Tensor, dtype: DType, valid) -> Tile:
 
 def _operand(x: Tile | int | float, like: Tile) -> torch.Tensor:
     if isinstance(x, Tile):
-        if x.dtype != like.dtype:
+        if x.dtype is not like.dtype and x.dtype != like.dtype:
             raise KernelError(f"operands of types {like.dtype!r} and {x.dtype!r}; cast one first")
-        if x.shape != like.shape:
+        if (x.data.shape != like.data.shape or len(x.valid) != len(like.valid)) and x.shape != like.shape:
             raise KernelError(f"operands of shapes {like.shape} and {x.shape}")
         return x.data
     if isinstance(x, Lanes):
