@@ -1024,9 +1024,10 @@ def _lane_result(result: Any, n: int) -> Any:
     from equiv.tile.values import Tile
 
     if isinstance(result, Tile):
-        shape, valid = tuple(result.data.shape), result.valid
-        if len(shape) == len(valid) + 1 and shape[0] == n:
+        data, valid = result.data, result.valid
+        if data.dim() == len(valid) + 1 and data.shape[0] == n:
             return result
+        shape = tuple(data.shape)
         if shape == valid and shape and shape[0] == n:
             # The op took its valid shape from the container (whole tile valid): per block
             # that is the whole tile too.

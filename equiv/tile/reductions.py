@@ -55,11 +55,13 @@ def _tree(cols: list[torch.Tensor], add) -> torch.Tensor:
 
 
 def _lane_tree(v: torch.Tensor, add) -> torch.Tensor:
-    """Adjacent-pair tree over the columns of ``v`` [rows, n], vectorised over rows."""
+    """Adjacent-pair tree over the columns of ``v`` [rows, n], vectorised over rows (a torch
+    tensor, or a NumPy array with ``add=np.add``)."""
+    cat = np.concatenate if isinstance(v, np.ndarray) else torch.cat
     while v.shape[1] > 1:
         n = v.shape[1]
         even = add(v[:, 0 : n - 1 : 2], v[:, 1:n:2])
-        v = torch.cat([even, v[:, n - 1 :]], dim=1) if n % 2 else even
+        v = cat([even, v[:, n - 1 :]], 1) if n % 2 else even
     return v[:, 0]
 
 
@@ -85,11 +87,22 @@ def _reduce_sum(v: torch.Tensor, add, order: str) -> torch.Tensor:
     n = v.shape[1]
     if n == 0:
         return torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
-    if order == "sequential":
-        if add is torch.add and v.dtype == torch.float32 and v.device.type == "cpu":
-            # numpy's accumulate is the left-to-right fold, one native fp32 add per step.
-            with np.errstate(all="ignore"):  # inf / NaN sums are results, not errors
+    if add is torch.add and v.dtype == torch.float32 and v.device.type == "cpu":
+        # The same native fp32 adds in NumPy, which dispatches small arrays several times
+        # faster; numpy's accumulate is the left-to-right fold, one add per step.
+        with np.errstate(all="ignore"):  # inf / NaN sums are results, not errors
+            if order == "sequential":
                 return torch.from_numpy(np.add.accumulate(v.numpy(), axis=1)[:, -1].copy())
+            return torch.from_numpy(np.ascontiguousarray(_ordered_sum(v.numpy(), np.add, order)))
+    return _ordered_sum(v, add, order)
+
+
+def _ordered_sum(v, add, order: str):
+    """`v` [rows, n] (n >= 1) summed along its columns in `order`, each add by `add`: torch
+    tensors, or NumPy arrays with ``add=np.add``."""
+    n = v.shape[1]
+    cat = np.concatenate if isinstance(v, np.ndarray) else torch.cat
+    if order == "sequential":
         acc = v[:, 0]
         for j in _range(1, n):
             acc = add(acc, v[:, j])
@@ -101,7 +114,9 @@ def _reduce_sum(v: torch.Tensor, add, order: str) -> torch.Tensor:
         k = -(-n // lanes)
         pad = k * lanes - n
         if pad:
-            v = torch.cat([v, torch.zeros(v.shape[0], pad, dtype=v.dtype, device=v.device)], dim=1)
+            zeros = np.zeros((v.shape[0], pad), dtype=v.dtype) if isinstance(v, np.ndarray) else \
+                torch.zeros(v.shape[0], pad, dtype=v.dtype, device=v.device)
+            v = cat([v, zeros], 1)
         repeats = [v[:, i * lanes : (i + 1) * lanes] for i in _range(k)]
         if k > 1:
             # Repeats are added lane-wise in pairs (0,1),(2,3),...; an odd last repeat is added

@@ -4,6 +4,7 @@ of a result to its type."""
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from typing import Any, Sequence
 
@@ -27,7 +28,9 @@ class Tile:
     def __init__(self, data: torch.Tensor, dtype: DType, valid: Sequence[int] | None = None):
         self.data = data
         self.dtype = dtype
-        self.valid = tuple(int(v) for v in (valid if valid is not None else data.shape))
+        if type(valid) is not tuple or not all(type(v) is int for v in valid):
+            valid = tuple(int(v) for v in (valid if valid is not None else data.shape))
+        self.valid = valid
 
     @property
     def shape(self) -> list[int]:
@@ -158,21 +161,22 @@ def _operand(x: Tile | int | float, like: Tile) -> torch.Tensor:
         lanes = x.values if x.exact_in is like.dtype else [_scalar_to(v, like.dtype) for v in x.values]
         return torch.tensor(lanes, dtype=like.dtype.container, device=like.data.device).reshape(
             [len(lanes)] + [1] * len(like.valid))
-    return _scalar_tensor(_scalar_to(x, like.dtype), like.dtype.container, like.data.device)
+    return _scalar_tensor(x, like.dtype, like.data.device)
 
 
 _SCALAR_TENSORS: dict[tuple, torch.Tensor] = {}
 
 
-def _scalar_tensor(value: int | float, container: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A 0-d tensor of a rounded scalar operand, made once per value (ops never write their
-    operands). Keyed by the value's bits, so -0.0 and 0.0 (equal as keys) stay apart."""
-    key = (struct.pack("<d", value) if isinstance(value, float) else value, container, device)
+def _scalar_tensor(value: Any, dtype: DType, device: torch.device) -> torch.Tensor:
+    """A 0-d tensor of scalar operand `value` rounded to `dtype`, made once per value (ops
+    never write their operands). The key carries the sign, so -0.0 and 0.0 (equal as keys)
+    stay apart; equal keys otherwise round alike."""
+    key = (value, math.copysign(1.0, value) if isinstance(value, float) else 0.0, dtype, device)
     t = _SCALAR_TENSORS.get(key)
     if t is None:
         if len(_SCALAR_TENSORS) > 4096:
             _SCALAR_TENSORS.clear()
-        t = _SCALAR_TENSORS[key] = torch.tensor(value, dtype=container, device=device)
+        t = _SCALAR_TENSORS[key] = torch.tensor(_scalar_to(value, dtype), dtype=dtype.container, device=device)
     return t
 
 
