@@ -166,6 +166,7 @@ class RunContext:
         # defer stores and stop the attempt where a batched run could differ.
         self.batch = None
         self.batch_error: BaseException | None = None  # why the running attempt gave up
+        self.incore_depth = 0  # > 0 inside a kernel task (pl.at body, incore function)
         # Stages run batched ("batched": count) and the reasons others ran one by one.
         self.batch_stats: dict[str, int] = {}
         # Sequential loops inside batched stages whose iterations ran as lanes ("as lanes":

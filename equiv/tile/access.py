@@ -179,7 +179,7 @@ def load(tensor: Tensor, offsets: Sequence[int], shapes: Sequence[int],
     valid = [min(v, s) for v, s in zip(valid, shapes)]
     if clamp:
         valid = [max(0, min(v, n - o)) for v, n, o in zip(valid, tensor.shape, offsets)]
-    return slice(tensor, shapes, offsets, valid)
+    return load_window(tensor, shapes, offsets, valid)
 
 
 def _drop_leading_units(tile: Tile, rank: int) -> Tile:
@@ -258,8 +258,10 @@ def arange(start: int, shape: Sequence[int], dtype: DType = INT32, step: int = 1
 
 
 def slice(src: Tensor | Tile, shape: Sequence[int], offset: Sequence[int],  # noqa: A001
-          valid_shape: Sequence[int] | None = None) -> Tile:
-    """A ``shape`` window at ``offset``; only ``valid_shape`` of it is loaded, the rest is poison."""
+          valid_shape: Sequence[int] | None = None) -> Tile | Tensor:
+    """A ``shape`` window at ``offset``; only ``valid_shape`` of it is loaded, the rest is poison.
+    In orchestration code (`_orchestration`) a whole window of a tensor is a view of it
+    instead, as pypto's ``tensor.slice``: kernels called with it read and write that memory."""
     shape = [int(s) for s in shape]
     valid = [int(v) for v in (valid_shape or shape)]
     if len(shape) != len(offset) or len(valid) != len(shape):
@@ -268,6 +270,15 @@ def slice(src: Tensor | Tile, shape: Sequence[int], offset: Sequence[int],  # no
         key = tuple(_slice_type(int(o), int(o) + s) for o, s in zip(offset, shape))
         t = src[key]
         return Tile(t.data, t.dtype, [min(v, tv) for v, tv in zip(valid, t.valid)])
+    if valid == shape and type(src) is Tensor and _orchestration():
+        view = _window_view(src, shape, [int(o) for o in offset])
+        if view is not None:
+            return view
+    return load_window(src, shape, offset, valid)
+
+
+def load_window(src: Tensor, shape: list[int], offset: Sequence[int], valid: list[int]) -> Tile:
+    """The ``shape`` tile at `offset` of `src`: its ``valid`` part read, the rest poison."""
     win = tuple((int(o), int(o) + v) for o, v in zip(offset, valid))
     if valid == shape:
         return Tile(src.load(win), src.dtype)  # nothing of the tile is left uninitialised
@@ -291,6 +302,34 @@ def reshape(tile: Tile | Tensor, shape: Sequence[int]) -> Tile | Tensor:
         valid = [nvalid // math.prod(shape[1:])] + shape[1:] if len(shape) > 1 else [nvalid]
     lead = list(tile.data.shape[:tile.data.dim() - len(tile.valid)])  # a batched stage's lane axis
     return Tile(tile.data.reshape(lead + shape), tile.dtype, valid)
+
+
+def _orchestration() -> bool:
+    """Whether the running code is orchestration (host-side) code: outside every block of a
+    parallel stage (a rank of a multi-rank program is not one), every ``pl.at`` task and
+    every ``@pl.jit.incore`` kernel. There ``pl.slice`` of a tensor is a tensor (a view);
+    in kernel code it is a tile."""
+    ctx = current()
+    if ctx.batch is not None or ctx.incore_depth:
+        return False
+    node = ctx.current
+    while node is not None and node.parent is not None:
+        if node.name != "rank":
+            return False
+        node = node.parent
+    return True
+
+
+def _window_view(src: Tensor, shape: list[int], offset: list[int]) -> Tensor | None:
+    """The ``shape`` window of `src` at `offset` as a tensor sharing its memory (data,
+    written-mask, last writers), or None where the window leaves `src` (the tile path
+    reports it)."""
+    if len(shape) != len(src.shape) or any(o < 0 or o + n > size for o, n, size in zip(offset, shape, src.shape)):
+        return None
+    key = tuple(_slice_type(o, o + n) for o, n in zip(offset, shape))
+    view = memory.view_tensor(src, src.data[key], lambda m: m[key], cls=Tensor)
+    view.shape = tuple(shape)
+    return view
 
 
 def _tensor_view(src: Tensor, shape: list[int]) -> Tensor:

@@ -3,6 +3,8 @@ race domains whose blocks run in a seeded shuffled order (`equiv.memory.RunConte
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Iterator, Sequence
 
 
@@ -59,8 +61,16 @@ class _Jit:
         return self(fn)
 
     def incore(self, fn=None, **_kw):
-        """``@pl.jit.incore``: a kernel run on one core; eagerly, a plain call."""
-        return self(fn)
+        """``@pl.jit.incore``: a kernel run on one core; eagerly, a plain call (as kernel
+        code, not orchestration: see `equiv.tile.access.slice`)."""
+        if fn is None:
+            return lambda f: self.incore(f)
+
+        @functools.wraps(fn)
+        def kernel(*args, **kwargs):
+            with _in_kernel():
+                return fn(*args, **kwargs)
+        return kernel
 
     def extern(self, fn=None, *, core_type: str = "aiv", source: str | None = None,
                aic_source: str | None = None, aiv_source: str | None = None,
@@ -227,7 +237,19 @@ def at(level: Any = None, name_hint: str = "", *, deps: Sequence[Any] | None = N
     """
     from equiv.tile.blocks import TaskId
 
-    yield TaskId(name_hint or "at", deps)
+    with _in_kernel():
+        yield TaskId(name_hint or "at", deps)
+
+
+@contextmanager
+def _in_kernel() -> Iterator[None]:
+    """Code that runs as one kernel task (a ``pl.at`` body, an incore function)."""
+    ctx = current()
+    ctx.incore_depth += 1
+    try:
+        yield
+    finally:
+        ctx.incore_depth -= 1
 
 
 # ----------------------------------------------------------------------------------------

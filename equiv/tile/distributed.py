@@ -707,7 +707,9 @@ def remote_load(target: DistributedTensor, peer: int, offsets: Sequence[int], sh
                 valid_shape: Sequence[int] | None = None) -> Tile:
     """A `shape` tile of rank `peer`'s `target` at `offsets` (only `valid_shape` of it read)."""
     world = _world("pld.tile.remote_load")
-    return access.slice(world.peer(target, peer), shape, offsets, valid_shape)
+    shape = [int(s) for s in shape]
+    return access.load_window(world.peer(target, peer), shape, offsets,
+                              [int(v) for v in (valid_shape or shape)])
 
 
 def tile_remote_store(src_tile: Tile, target: DistributedTensor, peer: int, offsets: Sequence[int], *,

@@ -262,3 +262,13 @@ def test_a_whole_host_tensor_reaches_every_rank_and_unsynchronised_writes_to_it_
         assert torch.equal(y[r, 0], x[r, 0]) and torch.equal(y[r, 1], w[1])
     races = findings(ctx, "race")
     assert [f.tensor for f in races] == ["last"] and "rank[" in races[0].detail
+
+
+def test_a_slice_in_a_ranks_own_code_is_a_view_its_kernels_load_and_store():
+    x = torch.arange(N * 2 * 8, dtype=torch.int32).reshape(N, 2, 8)
+    _, ctx, outs = run(COLLECTIVES, "sliced_host", {"x": x}, {"y": ([N, 2, 8], torch.int32)})
+    y = outs["y"].to_torch()
+    for r in range(N):
+        assert y[r, 0].tolist() == (2 * x[r, 1]).tolist()
+    assert outs["y"].written.reshape(N, 2, 8).any(dim=2).tolist() == [[True, False]] * N
+    assert not ctx.findings

@@ -368,3 +368,49 @@ def test_scalar_reads_and_writes_see_each_other_through_views_and_after_stores(c
     assert (pl.read(i8, [0, 0]), pl.read(i8, [0, 1])) == (-128, 127)
     pl.write(i8, [0, 0], 5)
     assert i8.data.tolist() == [[5, 127]]
+
+
+# ---------------------------------------------------------------------------------------
+# pl.slice of a tensor: a view in orchestration code, a tile in kernel code
+# ---------------------------------------------------------------------------------------
+def _double_rows(x: pl.Tensor, out: pl.Tensor) -> None:
+    # A kernel that takes tensors: loads from its input, stores into its output.
+    rows = pl.tensor.dim(x, 0)
+    for b in pl.spmd(rows, name_hint="rows"):
+        t = pl.load(x, [b, 0], [1, 8])
+        pl.store(pl.mul(t, 2.0), [b, 0], out)
+
+
+def test_slice_in_orchestration_code_is_a_view_kernels_read_and_write(ctx):
+    x, vals = grid(6, 8)
+    src, dst = Tensor.from_torch("x", x), Tensor("out", [6, 8], pl.FP32)
+    x_rows = pl.slice(src, [2, 8], [3, 0])
+    out_rows = pl.slice(dst, [2, 8], [1, 0])
+    assert isinstance(x_rows, Tensor) and isinstance(out_rows, Tensor) and x_rows.shape == (2, 8)
+    _double_rows(x_rows, out_rows)
+    got = dst.data.tolist()
+    assert got[1:3] == [[2 * v for v in row] for row in vals[3:5]]
+    # the writes are the output's own: rows 1-2 written, the rest not
+    assert dst.written.any(dim=1).tolist() == [False, True, True, False, False, False]
+    assert not ctx.findings
+
+
+def test_slice_in_kernel_code_is_a_tile_read_when_sliced(ctx):
+    x, vals = grid(4, 8)
+    src = Tensor.from_torch("x", x)
+    with pl.at(level=pl.Level.CORE_GROUP, name_hint="task"):
+        snap = pl.slice(src, [1, 8], [0, 0])
+        pl.store(pl.full([1, 8], dtype=pl.FP32, value=-1.0), [0, 0], src)
+    assert isinstance(snap, pl.Tile) and snap.data.tolist() == [vals[0]]
+    for b in pl.spmd(2, name_hint="blocks"):
+        assert isinstance(pl.slice(src, [1, 8], [b, 0]), pl.Tile)
+    # a partly valid window stays a tile (poison past the valid part) even in orchestration
+    part = pl.slice(src, [2, 8], [2, 0], valid_shape=[1, 8])
+    assert isinstance(part, pl.Tile) and list(part.valid) == [1, 8]
+
+
+def test_slice_view_past_the_tensor_is_a_tile_with_the_access_recorded(ctx):
+    x, _ = grid(4, 8)
+    src = Tensor.from_torch("x", x)
+    t = pl.slice(src, [2, 8], [3, 0])
+    assert isinstance(t, pl.Tile) and kinds(ctx, "oob-read")
