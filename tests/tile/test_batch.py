@@ -501,11 +501,20 @@ def scattered_reads(x: pl.Tensor, out: pl.Tensor) -> None:
         out[b * R : b * R + 2, 0:4] = pl.cast(pl.add(t, 1.0), target_type=pl.BF16, mode="rint")
 
 
-def test_windows_off_any_grid_are_read_at_once_with_each_blocks_values():
+def scattered_rows(x: pl.Tensor, out: pl.Tensor) -> None:
+    # The same columns for every block, rows off any grid: read as whole rows, then narrowed.
+    for b in pl.spmd(N, name_hint="rows"):
+        r = (b * b) % 19
+        t = pl.cast(x[r : r + 2, 3 : 7], target_type=pl.FP32)
+        out[b * R : b * R + 2, 0:4] = pl.cast(pl.add(t, 1.0), target_type=pl.BF16, mode="rint")
+
+
+@pytest.mark.parametrize("kernel", [scattered_reads, scattered_rows])
+def test_windows_off_any_grid_are_read_at_once_with_each_blocks_values(kernel):
     x = bf16(x_values())
-    ctx, outs = both(scattered_reads, {"x": x.to(torch.bfloat16)}, OUT)
+    ctx, outs = both(kernel, {"x": x.to(torch.bfloat16)}, OUT)
     assert ctx.batch_stats == {"batched": 1}
     got = outs["out"].data.double().reshape(N, R, C)
     for b in range(N):
-        r, c = (b * b) % 19, b % 3
+        r, c = (b * b) % 19, (b % 3 if kernel is scattered_reads else 3)
         assert got[b, :2, :4].tolist() == bf16(x[r : r + 2, c : c + 4] + 1.0).tolist(), b
