@@ -729,13 +729,16 @@ class iterations:  # noqa: N801 - used as a loop iterable in rewritten kernels
         self.loop, self.outer_fn = loop, outer
         self.outer: tuple | None = None  # bound back after the loop when not None
 
-    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+    def as_lanes(self) -> bool:
+        """Whether to try: inside a batched stage (not in an op's per-lane run), unobserved.
+        Else the kernel runs the loop as written over `self.loop`."""
         ctx = memory._CURRENT.get()
         batch = None if ctx is None else ctx.batch
-        if batch is None or batch.lane is not None or ctx.observers:
-            for v in self.loop:
-                yield None, v
-            return
+        return batch is not None and batch.lane is None and not ctx.observers
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        ctx = memory._CURRENT.get()
+        batch = ctx.batch
         values = list(self.loop)
         widened = self._widened(values)
         if widened is None:

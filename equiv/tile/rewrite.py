@@ -321,55 +321,69 @@ def _outside_names(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.For) ->
 
 
 class _IterationRewriter(ast.NodeTransformer):
-    """Sequential loops whose iterations share no Python names become
-    ``for W, T in iterations(ITER, lambda: (A, ...)): [A, ... = W]; with guard(): BODY``
-    followed by binding ``A, ...`` back (`equiv.tile.batch.iterations`): inside a batched
-    stage the iterations may run as lanes."""
+    """A sequential loop whose iterations share no Python names becomes::
 
-    def __init__(self, loops: dict[int, list[str]]):
-        self.loops = loops  # id(For node) -> names to widen
+        it = iterations(ITER, lambda: (A, ...))
+        if it.as_lanes():                      # inside a batched stage
+            for W, T in it:
+                if W is not None: A, ... = W   # the outside values, widened to the lanes
+                with guard(): BODY             # (inner loops rewritten the same way)
+            if it.outer is not None: A, ... = it.outer
+        else:
+            for T in it.loop: BODY             # as written, at no cost
+
+    (`equiv.tile.batch.iterations`)."""
+
+    def __init__(self, loops: dict[int, tuple[list[str], list[ast.stmt]]]):
+        self.loops = loops  # id(For node) -> (names to widen, the body as written)
 
     def visit_For(self, node: ast.For):  # noqa: N802 - ast visitor
         self.generic_visit(node)
-        names = self.loops.get(id(node))
-        if names is None:
+        found = self.loops.get(id(node))
+        if found is None:
             return node
+        names, written = found
         tag = f"{node.lineno}_{node.col_offset}"
         it, w = f"{_PREFIX}it_{tag}", f"{_PREFIX}w_{tag}"
         load = [ast.Name(n, ast.Load()) for n in names]
         outer = ast.Lambda(ast.arguments([], [], None, [], [], None, []), ast.Tuple(load, ast.Load()))
         make = ast.Assign([ast.Name(it, ast.Store())], ast.Call(_batch_attr("iterations"), [node.iter, outer], []))
+        plain = ast.For(target=copy.deepcopy(node.target),
+                        iter=ast.Attribute(ast.Name(it, ast.Load()), "loop", ast.Load()),
+                        body=written, orelse=[], type_comment=None)
         guarded = ast.With(items=[ast.withitem(ast.Call(_batch_attr("guard"), [], []), None)], body=node.body,
                            type_comment=None)
         body: list[ast.stmt] = [ast.copy_location(guarded, node.body[0])]
-        after: list[ast.stmt] = []
+        lanes: list[ast.stmt] = [node]
         if names:
             store = ast.Tuple([ast.Name(n, ast.Store()) for n in names], ast.Store())
             body.insert(0, ast.If(ast.Compare(ast.Name(w, ast.Load()), [ast.IsNot()], [ast.Constant(None)]),
                                   [ast.Assign([store], ast.Name(w, ast.Load()))], []))
             back = ast.Attribute(ast.Name(it, ast.Load()), "outer", ast.Load())
-            after.append(ast.If(ast.Compare(back, [ast.IsNot()], [ast.Constant(None)]),
+            lanes.append(ast.If(ast.Compare(back, [ast.IsNot()], [ast.Constant(None)]),
                                 [ast.Assign([copy.deepcopy(store)], copy.deepcopy(back))], []))
         node.target = ast.Tuple([ast.Name(w, ast.Store()), node.target], ast.Store())
         node.iter = ast.Name(it, ast.Load())
         node.body = body
-        out = [make, node, *after]
+        choose = ast.If(ast.Call(ast.Attribute(ast.Name(it, ast.Load()), "as_lanes", ast.Load()), [], []),
+                        lanes, [plain])
+        out = [make, choose]
         for stmt in out:
             ast.copy_location(stmt, node)
             ast.fix_missing_locations(stmt)
         return out
 
 
-def _iteration_loops(tree: ast.Module) -> dict[int, list[str]]:
+def _iteration_loops(tree: ast.Module) -> dict[int, tuple[list[str], list[ast.stmt]]]:
     """The sequential loops of every function of `tree` that may run as lanes, with the
-    outside names their bodies read."""
-    loops: dict[int, list[str]] = {}
+    outside names their bodies read and a copy of their bodies as written."""
+    loops: dict[int, tuple[list[str], list[ast.stmt]]] = {}
     for fn in ast.walk(tree):
         if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         for node in _walk_shallow(fn.body):
             if _sequential_loop(node) and _independent_blocks(fn, node):
-                loops[id(node)] = _outside_names(fn, node)
+                loops[id(node)] = (_outside_names(fn, node), copy.deepcopy(node.body))
     return loops
 
 
