@@ -30,6 +30,8 @@ class BenchRow:
     peak_rss_mb: float
     # How the parallel stages of both versions ran: "batched" count, else reason -> count.
     stages: dict = None  # type: ignore[assignment]
+    # How the sequential loops inside batched stages ran: "as lanes" count, else reason -> count.
+    loops: dict = None  # type: ignore[assignment]
 
     @property
     def batched(self) -> str:
@@ -37,6 +39,13 @@ class BenchRow:
         stages = self.stages or {}
         total = sum(n for why, n in stages.items() if why != "split")
         return f"{stages.get('batched', 0)}/{total}" if total else "-"
+
+    @property
+    def as_lanes(self) -> str:
+        """Loops run as lanes of all loops tried (both versions, one run each)."""
+        loops = self.loops or {}
+        total = sum(loops.values())
+        return f"{loops.get('as lanes', 0)}/{total}" if total else "-"
 
     @property
     def overhead(self) -> float:
@@ -70,17 +79,19 @@ def bench_preset(pair: KernelPair, preset: str, options: Options, repeat: int = 
         case = Case(shape, "realistic", 0)
         inputs = make_inputs(pair, case)
         stages: dict[str, int] = {}
+        loops: dict[str, int] = {}
         with _one_thread():
             times = {}
             for side in ("pre", "retiled"):
                 kernel = pair.kernel(side)
-                _run_once(kernel, pair, case, inputs, options, side, stages=stages)  # how stages run
+                _run_once(kernel, pair, case, inputs, options, side, stages=stages, loops=loops)  # how stages run
                 times[side] = _timed(lambda: _run_once(kernel, pair, case, inputs, options, side), options.device,
                                      repeat)
             ref_inputs = {k: (v.to(options.device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+            pair.reference(ref_inputs, shape)  # warm, as the kernels were by their first run above
             times["reference"] = _timed(lambda: pair.reference(ref_inputs, shape), options.device, repeat)
         rows.append(BenchRow(pair.name, preset, str(shape), times["pre"], times["retiled"], times["reference"],
-                             peak_rss_mb(), stages))
+                             peak_rss_mb(), stages, loops))
     return rows
 
 

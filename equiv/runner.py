@@ -187,9 +187,12 @@ def classify_exception(exc: BaseException) -> str:
 
 def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[str, Any], options: Options,
               side: str, observe: SideRun | None = None,
-              stages: dict[str, int] | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
+              stages: dict[str, int] | None = None,
+              loops: dict[str, int] | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
     """One run of `kernel`; `stages`, when given, receives how its parallel stages ran
-    (``"batched"``: count, else the reason a stage ran one block at a time: count)."""
+    (``"batched"``: count, else the reason a stage ran one block at a time: count), and
+    `loops` how the sequential loops inside batched stages ran (``"as lanes"``: count, else
+    the reason a loop ran iteration by iteration: count)."""
     ctx = RunContext(options, kernel_name=f"{pair.name}:{side}")
     decisions = None
     if observe is not None:
@@ -213,9 +216,9 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
         if observe is not None:
             observe.decisions = decisions.sites
             observe.attribution = attribution.capture(ctx, outs)
-        if stages is not None:
-            for why, n in ctx.batch_stats.items():
-                stages[why] = stages.get(why, 0) + n
+        for counts, run_counts in ((stages, ctx.batch_stats), (loops, ctx.loop_stats)):
+            for why, n in run_counts.items() if counts is not None else ():
+                counts[why] = counts.get(why, 0) + n
         return outs, [f.to_dict() for f in ctx.findings.values()], error
 
 

@@ -98,3 +98,16 @@ def test_the_cli_keeps_freed_blocks_for_reuse_unless_the_user_tuned_malloc(monke
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
     cli._reuse_freed_memory()
     assert not any(k in os.environ for k in cli._MALLOC)
+
+
+def test_bench_reports_stages_batched_and_loops_run_as_lanes(capsys):
+    from equiv import registry
+    from equiv.bench import bench_preset
+    from equiv.options import Options
+
+    row, = bench_preset(registry.get("hc_post"), "demo", Options(), repeat=1)
+    assert row.batched == "2/2" and row.as_lanes == "2/2" and row.reference_s > 0
+    row, = bench_preset(registry.get("hc_post"), "demo", Options(batch_blocks=False), repeat=1)
+    assert row.batched == "-" and row.as_lanes == "-"
+    code, out, _ = run(capsys, "bench", "hc_post", "--presets", "demo", "--fuzz-examples", "0")
+    assert code == 0 and "loops" in out and "geometric mean overhead" in out

@@ -53,21 +53,15 @@ def run(args: argparse.Namespace) -> int:
         rows += repo_rows
     print(f"device: {options.device}")
     print(table(["pair", "preset", "shape", "pre s", "retiled s", "reference s", "overhead ×", "batched",
-                 "peak RSS MB"],
+                 "loops as lanes", "peak RSS MB"],
                 [[r.pair, r.preset, r.shape, f"{r.pre_s:.3f}", f"{r.retiled_s:.3f}", f"{r.reference_s:.4f}",
-                  f"{r.overhead:.0f}", r.batched, f"{r.peak_rss_mb:.0f}"] for r in rows]))
+                  f"{r.overhead:.0f}", r.batched, r.as_lanes, f"{r.peak_rss_mb:.0f}"] for r in rows]))
     print(f"geometric mean overhead: {geometric_mean_overhead(rows):.1f}× over {len(rows)} rows; "
           f"largest {max((r.overhead for r in rows), default=0):.0f}×")
-    reasons: dict[str, set[str]] = {}
-    for r in rows:
-        for why in (r.stages or {}):
-            if why not in ("batched", "split"):
-                reasons.setdefault(why, set()).add(r.pair)
-    if reasons:
-        print("stages run one block at a time (batched: stages run as one computation; "
-              "see docs/batching.md):")
-        for why, pairs in sorted(reasons.items()):
-            print(f"  {', '.join(sorted(pairs))}: {why}")
+    _print_reasons("stages run one block at a time (batched: stages run as one computation; "
+                   "see docs/batching.md):", [(r.pair, r.stages) for r in rows], ("batched", "split"))
+    _print_reasons("loops in batched stages run iteration by iteration (docs/batching.md):",
+                   [(r.pair, r.loops) for r in rows], ("as lanes",))
     for note in repo_notes:
         print(f"note: {note}")
     if throughput:
@@ -79,3 +73,17 @@ def run(args: argparse.Namespace) -> int:
                                       "geometric_mean_overhead": geometric_mean_overhead(rows),
                                       "fuzz_cases_per_second": throughput, "notes": repo_notes})
     return 0
+
+
+def _print_reasons(title: str, counts: list[tuple[str, dict | None]], done: tuple[str, ...]) -> None:
+    """Under `title`, each reason (a kernel line and why) that kept a stage or loop from
+    batching, with the pairs it happened in; nothing when there is none."""
+    reasons: dict[str, set[str]] = {}
+    for pair, whys in counts:
+        for why in whys or {}:
+            if why not in done:
+                reasons.setdefault(why, set()).add(pair)
+    if reasons:
+        print(title)
+        for why, pairs in sorted(reasons.items()):
+            print(f"  {', '.join(sorted(pairs))}: {why}")
