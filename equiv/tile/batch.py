@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import operator
 import os
 import types
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
+import numpy as np
 import torch
 
 from equiv import memory
@@ -448,6 +450,8 @@ def _grid(starts: list[list[int]], extent: tuple, distinct: bool = True) -> tupl
     start, spacing and number of windows per dimension and each window's row-major position
     in it; else None.
     `distinct` (stores): no two windows may share an element."""
+    if starts and len(starts[0]) >= _NUMPY_LANES:
+        return _grid_np(starts, extent, distinct)
     axes = [sorted(set(col)) for col in starts]  # the grid's starts along each dimension
     count, steps = 1, []
     for axis, n in zip(axes, extent):
@@ -467,6 +471,55 @@ def _grid(starts: list[list[int]], extent: tuple, distinct: bool = True) -> tupl
     if len(set(ranks)) != count:
         return None
     return [axis[0] for axis in axes], steps, [len(axis) for axis in axes], ranks
+
+
+# From this many lanes on, per-lane index arithmetic runs in NumPy (fewer lanes: plain Python
+# is cheaper than NumPy's call overhead).
+_NUMPY_LANES = 64
+
+
+def _grid_np(starts: list[list[int]], extent: tuple, distinct: bool) -> tuple[list, list, list, list[int]] | None:
+    """`_grid` for many lanes, in NumPy."""
+    cols = np.asarray(starts, dtype=np.int64)
+    lanes = cols.shape[1]
+    ranks = np.zeros(lanes, dtype=np.int64)
+    first, steps, counts, count = [], [], [], 1
+    for col, n in zip(cols, extent):
+        axis = np.unique(col)
+        gaps = np.diff(axis)
+        step = int(gaps[0]) if len(axis) > 1 else n
+        if (len(gaps) and bool((gaps != step).any())) or (distinct and step < n):
+            return None
+        count *= len(axis)
+        first.append(int(axis[0]))
+        steps.append(step)
+        counts.append(len(axis))
+        ranks = ranks * len(axis) + np.searchsorted(axis, col)
+    if count > lanes or (distinct and count != lanes) or len(np.unique(ranks)) != count:
+        return None
+    return first, steps, counts, ranks.tolist()
+
+
+def _read_grid_np(starts: list[list[int]], extent: tuple) -> tuple[list, list, list, list[int]] | None:
+    """For reads by many lanes: an evenly spaced grid that holds every lane's window, with
+    holes (positions no lane reads) allowed up to as many windows again as there are lanes:
+    reading the whole grid and picking the lanes' windows is one strided copy and one
+    single-index gather (qkv's head chunks skip every eighth)."""
+    cols = np.asarray(starts, dtype=np.int64)
+    lanes = cols.shape[1]
+    ranks = np.zeros(lanes, dtype=np.int64)
+    first, steps, counts = [], [], []
+    for col, n in zip(cols, extent):
+        lo = int(col.min())
+        step = int(np.gcd.reduce(col - lo)) or n
+        count = (int(col.max()) - lo) // step + 1
+        first.append(lo)
+        steps.append(step)
+        counts.append(count)
+        ranks = ranks * count + (col - lo) // step
+    if math.prod(counts) > 2 * lanes:
+        return None
+    return first, steps, counts, ranks.tolist()
 
 
 def _grid_view(x: torch.Tensor, first: list, steps: list, counts: list, extent: tuple) -> torch.Tensor:
@@ -914,6 +967,8 @@ def _lane_windows(tensor: Tensor, key: Any, n: int) -> tuple[list[list[int]], tu
         bounds = tensor.bounds(key)
     except memory.KernelError:
         return None
+    if n >= _NUMPY_LANES:
+        return _lane_windows_np(bounds, tensor.shape, n)
     starts, extent = [], []
     for (a, b), size in zip(bounds, tensor.shape):
         if isinstance(a, Lanes) or isinstance(b, Lanes):
@@ -931,6 +986,22 @@ def _lane_windows(tensor: Tensor, key: Any, n: int) -> tuple[list[list[int]], tu
     return starts, tuple(extent)
 
 
+def _lane_windows_np(bounds: list, shape: tuple, n: int) -> tuple[list[list[int]], tuple] | None:
+    """`_lane_windows` for many lanes, in NumPy."""
+    starts, extent = [], []
+    for (a, b), size in zip(bounds, shape):
+        first = np.asarray(a.values if isinstance(a, Lanes) else [a] * n, dtype=np.int64)
+        last = np.asarray(b.values if isinstance(b, Lanes) else [b] * n, dtype=np.int64)
+        if len(first) != n or len(last) != n:
+            return None
+        width = int(last[0] - first[0])
+        if bool(((last - first) != width).any()) or width < 0 or int(first.min()) < 0 or int(first.max()) + width > size:
+            return None
+        starts.append(first.tolist())
+        extent.append(width)
+    return starts, tuple(extent)
+
+
 def _gather_windows(x: torch.Tensor, starts: list[list[int]], extent: tuple) -> torch.Tensor:
     """Every lane's window of `x` as [lanes, *extent]. Where the windows share their start in
     the last dimension (they differ in rows), one `index_select` of whole rows of a
@@ -942,8 +1013,8 @@ def _gather_windows(x: torch.Tensor, starts: list[list[int]], extent: tuple) -> 
         strides = [1] * len(lead)
         for d in range(len(lead) - 2, -1, -1):
             strides[d] = strides[d + 1] * lead[d + 1]
-        base = torch.tensor([sum(col[k] * st for col, st in zip(starts[:-1], strides)) for k in range(len(last))],
-                            dtype=torch.int64, device=x.device)
+        lead_starts = np.asarray(starts[:-1], dtype=np.int64).reshape(len(lead), len(last))
+        base = torch.from_numpy(lead_starts.T @ np.asarray(strides, dtype=np.int64)).to(x.device)
         offsets = torch.zeros(1, dtype=torch.int64, device=x.device)
         for n, st in zip(extent[:-1], strides):
             offsets = (offsets[:, None] + torch.arange(n, device=x.device)[None] * st).reshape(-1)
@@ -983,6 +1054,8 @@ def tensor_getitem(plain: Callable) -> Callable:
         batch.on_load(tensor, False)
         starts, extent = windows
         found = _grid(starts, extent, distinct=False) if all(extent) else None
+        if found is None and all(extent) and batch.n >= _NUMPY_LANES:
+            found = _read_grid_np(starts, extent)
         if found is not None:
             first, steps, counts, ranks = found
             view = _grid_view(tensor.data, first, steps, counts, extent)  # [*counts, *extent]

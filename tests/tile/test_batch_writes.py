@@ -201,3 +201,44 @@ def test_observed_runs_replay_block_by_block(at_once):
         rewrite.batched_kernel(tiled_rows)(x=Tensor.from_torch("x", x), out=out)
     assert at_once == [True]  # the observed run never asked for a plan
     assert ctx.batch_stats == {"batched": 1} and bool(out.written.all())
+
+
+def test_grid_and_window_reads_agree_between_python_and_numpy_and_with_per_lane_slices():
+    # Many lanes take the NumPy path (`_NUMPY_LANES`): the same grids (or none) as plain
+    # Python, on shuffled grids with gaps, overlaps and repeats and on scattered windows;
+    # and every lane's window read at once equals its own slice.
+    import itertools
+    import random
+
+    rnd = random.Random(1)
+    for _ in range(1500):
+        dims, n = rnd.randint(1, 3), rnd.choice([1, 2, 5, 64, 70, 130])
+        extent = tuple(rnd.randint(1, 4) for _ in range(dims))
+        if rnd.random() < 0.5:
+            counts = [rnd.randint(1, 5) for _ in range(dims)]
+            steps = [rnd.choice([e, e + 1, max(1, e - 1)]) for e in extent]
+            points = list(itertools.product(*[range(c) for c in counts]))
+            rnd.shuffle(points)
+            points = (points * (n // len(points) + 1))[:n]
+            starts = [[3 + p[d] * steps[d] for p in points] for d in range(dims)]
+        else:
+            starts = [[rnd.randint(0, 20) for _ in range(n)] for _ in range(dims)]
+        for distinct in (True, False):
+            found = []
+            for lanes in (10**9, 1):
+                saved, _b._NUMPY_LANES = _b._NUMPY_LANES, lanes
+                try:
+                    found.append(_b._grid(starts, extent, distinct))
+                finally:
+                    _b._NUMPY_LANES = saved
+            assert found[0] == found[1], (starts, extent, distinct)
+        x = torch.rand(*([30] * dims))
+        if all(max(col) + e <= 30 for col, e in zip(starts, extent)):
+            want = torch.stack([x[tuple(slice(col[k], col[k] + e) for col, e in zip(starts, extent))]
+                                for k in range(n)])
+            assert torch.equal(_b._gather_windows(x, starts, extent), want)
+            holes = _b._read_grid_np(starts, extent)  # a grid with unread positions, for reads
+            if holes is not None:
+                first, steps, counts, ranks = holes
+                view = _b._grid_view(x, first, steps, counts, extent).reshape(-1, *extent)
+                assert torch.equal(view[torch.tensor(ranks)], want)
