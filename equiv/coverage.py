@@ -318,9 +318,11 @@ def is_context_manager(obj: Any) -> bool:
         return False
     if isinstance(fn, type):
         return hasattr(fn, "__enter__")
-    if getattr(fn, "__wrapped__", None) is not None and "contextlib" in getattr(
-            getattr(fn, "__code__", None), "co_filename", ""):
-        return True
+    layer = fn  # through the wrappers around it (the table's batch-aware ones, functools.wraps)
+    while getattr(layer, "__wrapped__", None) is not None:
+        if "contextlib" in getattr(getattr(layer, "__code__", None), "co_filename", ""):
+            return True
+        layer = layer.__wrapped__
     target = getattr(fn, "__call__", None) if not inspect.isroutine(fn) else fn
     try:
         hints = typing.get_type_hints(target)
