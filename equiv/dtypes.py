@@ -9,6 +9,7 @@ IEEE results that are identical on CPU and CUDA.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +44,7 @@ class DType:
             raise TypeError(f"{self.name} is not a floating type")
         return numerics.format_of(self.torch_dtype)
 
-    @property
+    @functools.cached_property  # asked on every scalar write of a kernel's scalar loops
     def int_range(self) -> tuple[int, int]:
         if self.is_float:
             raise TypeError(f"{self.name} is not an integer type")
