@@ -291,6 +291,10 @@ def load_window(src: Tensor, shape: list[int], offset: Sequence[int], valid: lis
 
 def reshape(tile: Tile | Tensor, shape: Sequence[int]) -> Tile | Tensor:
     shape = [int(s) for s in shape]
+    if isinstance(tile, Tensor) and not tile.data.is_contiguous() and math.prod(shape) == math.prod(tile.shape):
+        # A window of a tensor (`slice` in orchestration code) across its rows has no flat
+        # view: read it whole, as a slice gave before it was a view.
+        tile = Tile(tile.load(tile.window(())), tile.dtype)
     if isinstance(tile, Tensor):
         return _tensor_view(tile, shape)
     if math.prod(shape) != math.prod(tile.shape):

@@ -414,3 +414,10 @@ def test_slice_view_past_the_tensor_is_a_tile_with_the_access_recorded(ctx):
     src = Tensor.from_torch("x", x)
     t = pl.slice(src, [2, 8], [3, 0])
     assert isinstance(t, pl.Tile) and kinds(ctx, "oob-read")
+
+
+def test_reshape_of_a_column_window_view_reads_it_whole(ctx):
+    x, vals = grid(4, 8)
+    cols = pl.slice(Tensor.from_torch("x", x), [4, 2], [0, 3])  # not contiguous: no flat view
+    flat = pl.reshape(cols, [1, 8])
+    assert isinstance(flat, pl.Tile) and flat.data.tolist() == [[v for row in vals for v in row[3:5]]]
