@@ -166,7 +166,6 @@ class RunContext:
         # defer stores and stop the attempt where a batched run could differ.
         self.batch = None
         self.batch_error: BaseException | None = None  # why the running attempt gave up
-        self.incore_depth = 0  # > 0 inside a kernel task (pl.at body, incore function)
         # Stages run batched ("batched": count) and the reasons others ran one by one.
         self.batch_stats: dict[str, int] = {}
         # Sequential loops inside batched stages whose iterations ran as lanes ("as lanes":
@@ -379,6 +378,10 @@ def poison_pattern(shape: tuple, dtype: DType, key: int, device: torch.device | 
 
 
 _CURRENT: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("equiv_run", default=None)
+# How many kernel tasks (``pl.at`` bodies, incore functions) enclose the running code. A
+# context variable, not a RunContext field: the ranks of a multi-rank program run in their own
+# threads, and one rank suspended inside a task must not make another's code kernel code.
+KERNEL_TASK_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("equiv_kernel_task_depth", default=0)
 
 
 def current() -> RunContext:

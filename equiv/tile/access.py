@@ -314,7 +314,7 @@ def _orchestration() -> bool:
     every ``@pl.jit.incore`` kernel. There ``pl.slice`` of a tensor is a tensor (a view);
     in kernel code it is a tile."""
     ctx = current()
-    if ctx.batch is not None or ctx.incore_depth:
+    if ctx.batch is not None or memory.KERNEL_TASK_DEPTH.get():
         return False
     node = ctx.current
     while node is not None and node.parent is not None:

@@ -8,6 +8,7 @@ import functools
 from typing import Any, Iterator, Sequence
 
 
+from equiv import memory
 from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
 from equiv.tile.batch import Lanes, Stage
 
@@ -244,12 +245,11 @@ def at(level: Any = None, name_hint: str = "", *, deps: Sequence[Any] | None = N
 @contextmanager
 def _in_kernel() -> Iterator[None]:
     """Code that runs as one kernel task (a ``pl.at`` body, an incore function)."""
-    ctx = current()
-    ctx.incore_depth += 1
+    token = memory.KERNEL_TASK_DEPTH.set(memory.KERNEL_TASK_DEPTH.get() + 1)
     try:
         yield
     finally:
-        ctx.incore_depth -= 1
+        memory.KERNEL_TASK_DEPTH.reset(token)
 
 
 # ----------------------------------------------------------------------------------------
