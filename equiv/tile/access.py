@@ -21,7 +21,14 @@ def _load(tensor: Tensor, key) -> Tile:
     return Tile(tensor.load(tensor.window(key)), tensor.dtype)
 
 
-def _tensor_getitem(self: Tensor, key) -> Tile:
+def _tensor_getitem(self: Tensor, key) -> Tile | Tensor:
+    """``x[a:b, ...]``: a tile read from `x` in kernel code; in orchestration code a view of
+    `x` (`_orchestration`) where the window lies inside it."""
+    if type(self) is Tensor and _orchestration():
+        win = self.window(key)
+        view = _window_view(self, [b - a for a, b in win], [a for a, _ in win])
+        if view is not None:
+            return view
     return _load(self, key)
 
 
@@ -64,6 +71,10 @@ def _in_place(tile: Tile) -> None:
     if batch is not None and id(tile) in batch.frozen:
         # A tile from outside a loop whose iterations run as lanes: each has its own copy.
         _batch.fallback("an in-place write into a tile made before the loop")
+    if batch is not None and _stage_kind(batch.stage) != "spmd":
+        # In a pl.parallel stage (orchestration code) the tile may stand for a window of a
+        # tensor, which one block at a time is a view that the write must reach.
+        _batch.fallback("an in-place write into a tile in orchestration code")
 
 
 def _tile_setitem(self: Tile, key, value) -> None:
@@ -309,19 +320,28 @@ def reshape(tile: Tile | Tensor, shape: Sequence[int]) -> Tile | Tensor:
 
 
 def _orchestration() -> bool:
-    """Whether the running code is orchestration (host-side) code: outside every block of a
-    parallel stage (a rank of a multi-rank program is not one), every ``pl.at`` task and
-    every ``@pl.jit.incore`` kernel. There ``pl.slice`` of a tensor is a tensor (a view);
-    in kernel code it is a tile."""
+    """Whether the running code is orchestration code, not kernel code: outside every block
+    of a ``pl.spmd`` launch, every ``pl.at`` task and every ``@pl.jit.incore`` kernel
+    (``pl.parallel`` loops and the ranks of a multi-rank program are orchestration). There a
+    window of a tensor (``x[a:b]``, ``pl.slice``) is a tensor sharing its memory, as pypto's
+    ``tensor.slice``: writes through it land in `x`. In kernel code it is a tile."""
     ctx = current()
-    if ctx.batch is not None or memory.KERNEL_TASK_DEPTH.get():
+    if memory.KERNEL_TASK_DEPTH.get() or ctx.batch is not None:
+        # (A batched pl.parallel stage reads windows as tiles; one that writes into a tile in
+        # place runs block by block, with views: `_in_place`.)
         return False
     node = ctx.current
     while node is not None and node.parent is not None:
-        if node.name != "rank":
+        if _stage_kind(node.stage) == "spmd":
             return False
         node = node.parent
     return True
+
+
+def _stage_kind(stage: int) -> str:
+    from equiv.tile.blocks import _stage_kinds
+
+    return _stage_kinds(current()).get(stage, ("parallel",))[0]
 
 
 def _window_view(src: Tensor, shape: list[int], offset: list[int]) -> Tensor | None:

@@ -677,6 +677,8 @@ def _window(offsets: Sequence[int], shape: Sequence[int]) -> tuple[tuple[int, in
 
 def _write(world: _World, dst: DistributedTensor, offsets: Sequence[int], tile: Tile, atomic: str | None,
            op: str) -> None:
+    if type(tile) is Tensor:  # a window of a tensor in orchestration code: its values
+        tile = Tile(tile.load(tile.window(())), tile.dtype)
     if not isinstance(tile, Tile):
         raise KernelError(f"{op}: the source must be a tile or tensor, not {type(tile).__name__}")
     if len(offsets) != len(tile.shape) or len(offsets) != len(dst.shape):

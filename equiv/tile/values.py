@@ -12,7 +12,7 @@ import torch
 
 from equiv import rounding
 from equiv.dtypes import BF16, FP16, FP32, INDEX, DType
-from equiv.memory import KernelError, current
+from equiv.memory import KernelError, Tensor, current
 from equiv.tile.batch import Lanes
 
 
@@ -105,6 +105,8 @@ _EXACT_FLOAT_CASTS = frozenset({(BF16, FP32), (FP16, FP32), (BF16, BF16), (FP16,
 
 def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile | int | float:
     """Convert to ``target_type`` under cast ``mode`` (default ``round``: ties away from zero)."""
+    if isinstance(x, Tensor):  # a tensor in orchestration code (a view): its values, read whole
+        x = Tile(x.load(x.window(())), x.dtype)
     if not isinstance(x, Tile):
         if target_type is INDEX:
             return int(x)

@@ -421,3 +421,35 @@ def test_reshape_of_a_column_window_view_reads_it_whole(ctx):
     cols = pl.slice(Tensor.from_torch("x", x), [4, 2], [0, 3])  # not contiguous: no flat view
     flat = pl.reshape(cols, [1, 8])
     assert isinstance(flat, pl.Tile) and flat.data.tolist() == [[v for row in vals for v in row[3:5]]]
+
+
+def _fill_rows_through_views(h: pl.Tensor, x: pl.Tensor) -> None:
+    # expert_routed's pattern: a window of a scratch tensor taken in orchestration code (here
+    # inside a pl.parallel loop), written inside a task: the writes must land in the tensor.
+    for t in pl.parallel(2, name_hint="tiles"):
+        h_rows = h[t * 2 : t * 2 + 2]
+        with pl.at(level=pl.Level.CORE_GROUP, name_hint="fill"):
+            h_rows[:, 0:8] = pl.mul(pl.cast(x[t * 2 : t * 2 + 2, :], target_type=pl.FP32), 3.0)
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_subscript_in_orchestration_code_is_a_view_that_writes_reach(batch):
+    from equiv.tile import rewrite
+
+    x, vals = grid(4, 8)
+    with running(RunContext(Options(seed=5, batch_blocks=batch))) as ctx:
+        h = Tensor("h", [4, 8], pl.FP32)
+        rewrite.batched_kernel(_fill_rows_through_views)(h, Tensor.from_torch("x", x))
+    assert h.data.tolist() == [[3 * v for v in row] for row in vals]
+    assert bool(h.written.all()) and not ctx.findings
+
+
+def test_subscript_in_kernel_code_is_a_tile(ctx):
+    x, vals = grid(4, 8)
+    src = Tensor.from_torch("x", x)
+    assert isinstance(src[1:2, :], Tensor)  # orchestration code: a view
+    for b in pl.spmd(2, name_hint="blocks"):
+        t = src[b : b + 1, :]
+        assert isinstance(t, pl.Tile) and t.data.tolist() == [vals[int(b)]]
+    with pl.at(level=pl.Level.CORE_GROUP, name_hint="task"):
+        assert isinstance(src[0:1, :], pl.Tile)
