@@ -824,7 +824,11 @@ class iterations:  # noqa: N801 - used as a loop iterable in rewritten kernels
         try:
             outer = self.outer_fn()
             inner = tuple(_widen(v, m) for v in outer)
-        except (NameError, _Unwidenable):  # an unbound name: the loop reports it as written
+        except NameError:  # an unbound name: the loop reports it as written
+            return None
+        except _Unwidenable as exc:
+            stats, why = memory._CURRENT.get().loop_stats, f"{memory.kernel_site()}: a {exc} from outside the loop"
+            stats[why] = stats.get(why, 0) + 1
             return None
         lanes = [v.values if isinstance(v, Lanes) else [v] * batch.n for v in values]
         if any(len(col) != batch.n for col in lanes):

@@ -170,3 +170,20 @@ def _rewritten(fn):
 def test_only_loops_without_python_state_between_iterations_are_rewritten():
     assert "iterations" in _rewritten(rows_in_iterations)
     assert "iterations" not in _rewritten(carried_sum)
+
+
+def list_from_outside(x: pl.Tensor, out: pl.Tensor) -> None:
+    for b in pl.spmd(N, name_hint="rows"):
+        scales = [1.0, 2.0]  # a mutable outside object: the iterations could share it
+        for j in pl.range(ITERS):
+            r = b * R + j
+            out[r : r + 1, :] = pl.cast(pl.mul(pl.cast(x[r : r + 1, :], target_type=pl.FP32), scales[1]),
+                                        target_type=pl.BF16, mode="rint")
+
+
+def test_a_mutable_outside_object_keeps_the_iterations_in_order_and_says_so():
+    x = _x()
+    ctx, outs = both(list_from_outside, {"x": x.to(torch.bfloat16)}, OUT)
+    assert [k.split(": ", 1)[1] for k in ctx.loop_stats] == ["a list from outside the loop"]
+    got = outs["out"].data.double().reshape(N, R, C)
+    assert got[:, :ITERS].tolist() == bf16(2 * x.reshape(N, R, C)[:, :ITERS]).tolist()
