@@ -14,7 +14,7 @@ from equiv.dtypes import BF16, FP16, INT32, DType
 from equiv.memory import KernelError, Tensor, current
 
 from equiv.tile import batch as _batch
-from equiv.tile.values import Tile, _result, _scalar_to, _slice_type
+from equiv.tile.values import Tile, _result, _scalar_to, _slice_type, read_whole
 
 
 def _load(tensor: Tensor, key) -> Tile:
@@ -33,10 +33,9 @@ def _tensor_getitem(self: Tensor, key) -> Tile | Tensor:
 
 
 def _tensor_setitem(self: Tensor, key, value) -> None:
-    if isinstance(value, Tensor):
-        # ``dst[a:b, :] = src_tensor``: a tensor-to-tensor copy of the whole source (its values
-        # as stored, poison included where it was never written), as assemble's tensor form.
-        value = Tile(value.load(tuple((0, n) for n in value.shape)), value.dtype)
+    # ``dst[a:b, :] = src_tensor``: a tensor-to-tensor copy of the whole source (its values as
+    # stored, poison included where it was never written), as assemble's tensor form.
+    value = read_whole(value)
     win = self.window(key)
     shape = [b - a for a, b in win]
     if isinstance(value, Tile):
@@ -305,7 +304,7 @@ def reshape(tile: Tile | Tensor, shape: Sequence[int]) -> Tile | Tensor:
     if isinstance(tile, Tensor) and not tile.data.is_contiguous() and math.prod(shape) == math.prod(tile.shape):
         # A window of a tensor (`slice` in orchestration code) across its rows has no flat
         # view: read it whole, as a slice gave before it was a view.
-        tile = Tile(tile.load(tile.window(())), tile.dtype)
+        tile = read_whole(tile)
     if isinstance(tile, Tensor):
         return _tensor_view(tile, shape)
     if math.prod(shape) != math.prod(tile.shape):
@@ -476,8 +475,7 @@ def write(dst: Tensor | Tile, indices: Sequence[int], value: int | float) -> Any
 def tensor_set_validshape(src: Tensor | Tile, valid_rows: int, valid_cols: int) -> Tile:
     """``pl.tensor.set_validshape(t, rows, cols)``: `t` with a valid region of rows × cols
     (the last two dims). A global tensor is read whole into a tile first."""
-    if isinstance(src, Tensor):
-        src = Tile(src.load(src.window(())), src.dtype)
+    src = read_whole(src)
     if not isinstance(src, Tile):
         raise KernelError(f"set_validshape of a {type(src).__name__}")
     valid = list(src.shape[:-2]) + [int(valid_rows), int(valid_cols)]
@@ -644,7 +642,7 @@ def assemble(target: Tensor, tile: Tile, offset: Sequence[int], atomic: str | No
     if isinstance(tile, Tensor) and atomic in (None, AtomicType.NONE):
         # pypto's tensor form: a tensor-to-tensor copy of the whole source (its values as
         # stored, poison included where it was never written).
-        tile = Tile(tile.load(tuple((0, n) for n in tile.shape)), tile.dtype)
+        tile = read_whole(tile)
     if not isinstance(tile, Tile):
         raise KernelError("assemble needs a tile to store")
     tile = _drop_leading_units(tile, len(offset))

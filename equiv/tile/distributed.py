@@ -57,7 +57,7 @@ from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kerne
 from equiv.tile import access
 from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
 from equiv.tile.namespace import build, report_gaps
-from equiv.tile.values import Tile, _result, _scalar_to
+from equiv.tile.values import Tile, _result, _scalar_to, read_whole
 
 
 # ----------------------------------------------------------------------------------------
@@ -678,7 +678,7 @@ def _window(offsets: Sequence[int], shape: Sequence[int]) -> tuple[tuple[int, in
 def _write(world: _World, dst: DistributedTensor, offsets: Sequence[int], tile: Tile, atomic: str | None,
            op: str) -> None:
     if type(tile) is Tensor:  # a window of a tensor in orchestration code: its values
-        tile = Tile(tile.load(tile.window(())), tile.dtype)
+        tile = read_whole(tile)
     if not isinstance(tile, Tile):
         raise KernelError(f"{op}: the source must be a tile or tensor, not {type(tile).__name__}")
     if len(offsets) != len(tile.shape) or len(offsets) != len(dst.shape):

@@ -13,26 +13,19 @@ import sys
 import torch
 
 from equiv.dtypes import DType
-from equiv.memory import _EQUIV_DIR, KernelError, Tensor, current
+from equiv.memory import _EQUIV_DIR, KernelError, current
 
-from equiv.tile.values import Tile, _operand, _result
+from equiv.tile.values import Tile, _operand, _result, read_whole
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-def _whole(x: Any) -> Any:
-    # A global tensor passed where a value is expected (tensor-level code: an inline function
-    # computing on its Tensor parameter) is read whole, through the memory model.
-    if isinstance(x, Tensor):
-        return Tile(x.load(x.window(())), x.dtype)
-    return x
 
 
 def tensor_operands(fn: F) -> F:
     """Let a compute op take global tensors as operands: each is loaded whole first."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(*[_whole(a) for a in args], **{k: _whole(v) for k, v in kwargs.items()})
+        return fn(*[read_whole(a) for a in args], **{k: read_whole(v) for k, v in kwargs.items()})
     return wrapper  # type: ignore[return-value]
 
 

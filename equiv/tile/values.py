@@ -66,6 +66,15 @@ class Tile:
         return f"Tile({self.shape}, {self.dtype!r}, valid={list(self.valid)})"
 
 
+def read_whole(x: Any) -> Any:
+    """A global tensor where a tile is expected (tensor-level code computing on a Tensor
+    parameter, a window of a tensor in orchestration code) read whole through the memory
+    model: its values as stored, poison where never written. Anything else as it is."""
+    if isinstance(x, Tensor):
+        return Tile(x.load(x.window(())), x.dtype)
+    return x
+
+
 _slice_type = __builtins__["slice"] if isinstance(__builtins__, dict) else __builtins__.slice
 
 
@@ -105,8 +114,7 @@ _EXACT_FLOAT_CASTS = frozenset({(BF16, FP32), (FP16, FP32), (BF16, BF16), (FP16,
 
 def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile | int | float:
     """Convert to ``target_type`` under cast ``mode`` (default ``round``: ties away from zero)."""
-    if isinstance(x, Tensor):  # a tensor in orchestration code (a view): its values, read whole
-        x = Tile(x.load(x.window(())), x.dtype)
+    x = read_whole(x)  # a tensor in orchestration code (a view): its values
     if not isinstance(x, Tile):
         if target_type is INDEX:
             return int(x)
