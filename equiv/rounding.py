@@ -110,7 +110,7 @@ def to_float(x: torch.Tensor, dtype: DType, mode: str = "rint") -> torch.Tensor:
     """Round float64 `x` to floating `dtype` under `mode`; returns the float64 container."""
     if x.dtype is not torch.float64:
         x = x.to(torch.float64)
-    if dtype.torch_dtype is torch.float32 and mode == "rint" and (_native_cpu_exact or x.device.type != "cpu"):
+    if dtype.torch_dtype is torch.float32 and mode == "rint" and native_conversions_exact(x.device):
         return x.to(torch.float32).to(torch.float64)  # the common case of `_nearest_even_fast`
     if mode == "rint" or mode == "none":
         fast = _nearest_even_fast(x, dtype)

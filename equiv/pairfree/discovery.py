@@ -225,9 +225,8 @@ def discover(module: types.ModuleType, source: str, seed: int | None = None) -> 
     modes = _mode_choices(parsers)
     if not modes and seed is not None and calls:
         first = calls[0]
-        kept = copy.copy(first)  # the plan's own record of the call keeps no values
-        plan.inputs[((), first.entry, 0, int(seed))] = kept
-        first.materialized = None
+        # A copy: the plan's own record of the call (below) keeps no values.
+        plan.inputs[((), first.entry, 0, int(seed))] = copy.copy(first)
     for call in calls:
         call.materialized = None
     runs: list[tuple[str, list[str], list, BaseException | None]] = []

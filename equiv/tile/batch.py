@@ -793,7 +793,7 @@ class iterations:  # noqa: N801 - used as a loop iterable in rewritten kernels
         ctx = memory._CURRENT.get()
         batch = ctx.batch
         values = list(self.loop)
-        widened = self._widened(values)
+        widened = self._widened(ctx, values)
         if widened is None:
             yield from self._one_by_one(ctx, values, None)
             return
@@ -816,9 +816,8 @@ class iterations:  # noqa: N801 - used as a loop iterable in rewritten kernels
         ctx.batch_error = None
         yield from self._one_by_one(ctx, values, outer)
 
-    def _widened(self, values: list) -> tuple[tuple, tuple, Lanes] | None:
-        batch = memory._CURRENT.get().batch
-        m = len(values)
+    def _widened(self, ctx: memory.RunContext, values: list) -> tuple[tuple, tuple, Lanes] | None:
+        batch, m = ctx.batch, len(values)
         if m <= 1:
             return None
         try:
@@ -827,8 +826,8 @@ class iterations:  # noqa: N801 - used as a loop iterable in rewritten kernels
         except NameError:  # an unbound name: the loop reports it as written
             return None
         except _Unwidenable as exc:
-            stats, why = memory._CURRENT.get().loop_stats, f"{memory.kernel_site()}: a {exc} from outside the loop"
-            stats[why] = stats.get(why, 0) + 1
+            why = f"{memory.kernel_site()}: a {exc} from outside the loop"
+            ctx.loop_stats[why] = ctx.loop_stats.get(why, 0) + 1
             return None
         lanes = [v.values if isinstance(v, Lanes) else [v] * batch.n for v in values]
         if any(len(col) != batch.n for col in lanes):

@@ -116,6 +116,13 @@ def _batch_attr(name: str) -> ast.expr:
     return ast.Attribute(mod, name, ast.Load())
 
 
+def _guarded(body: list[ast.stmt]) -> ast.With:
+    """``with guard(): BODY`` (equiv.tile.batch), at the body's first line."""
+    guarded = ast.With(items=[ast.withitem(ast.Call(_batch_attr("guard"), [], []), None)], body=body,
+                       type_comment=None)
+    return ast.copy_location(guarded, body[0])
+
+
 def _leaves_body(body: list[ast.stmt]) -> bool:
     """A return, a break of the loop itself, or a yield in `body` (``continue`` is fine)."""
     if any(isinstance(n, (ast.Yield, ast.YieldFrom, ast.Await)) for n in _walk_shallow(body)):
@@ -227,10 +234,8 @@ class _SpmdRewriter(ast.NodeTransformer):
     @staticmethod
     def _batchable(node: ast.For) -> ast.For:
         """``for T in attempts(ITER): with guard(): BODY`` (equiv.tile.batch)."""
-        guarded = ast.With(items=[ast.withitem(ast.Call(_batch_attr("guard"), [], []), None)],
-                           body=node.body, type_comment=None)
         node.iter = ast.Call(_batch_attr("attempts"), [node.iter], [])
-        node.body = [ast.copy_location(guarded, node.body[0])]
+        node.body = [_guarded(node.body)]
         return ast.fix_missing_locations(node)
 
     def visit_Call(self, node: ast.Call):  # noqa: N802
@@ -351,9 +356,7 @@ class _IterationRewriter(ast.NodeTransformer):
         plain = ast.For(target=copy.deepcopy(node.target),
                         iter=ast.Attribute(ast.Name(it, ast.Load()), "loop", ast.Load()),
                         body=written, orelse=[], type_comment=None)
-        guarded = ast.With(items=[ast.withitem(ast.Call(_batch_attr("guard"), [], []), None)], body=node.body,
-                           type_comment=None)
-        body: list[ast.stmt] = [ast.copy_location(guarded, node.body[0])]
+        body: list[ast.stmt] = [_guarded(node.body)]
         lanes: list[ast.stmt] = [node]
         if names:
             store = ast.Tuple([ast.Name(n, ast.Store()) for n in names], ast.Store())
