@@ -104,16 +104,19 @@ def test_native_fp32_matmul_fold_is_the_sequential_fold():
 
     g = torch.Generator().manual_seed(3)
     for dtype in (BF16, FP32):
-        for batch in ((), (3,)):
+        for batch, y_batch in (((), ()), ((3,), (3,)), ((3,), ()), ((2, 1), (3,))):  # lanes on one side too
             x = rounding.to_float(torch.randn(*batch, 5, 37, generator=g, dtype=torch.float64) * 1e3, dtype)
-            y = rounding.to_float(torch.randn(*batch, 37, 6, generator=g, dtype=torch.float64), dtype)
+            y = rounding.to_float(torch.randn(*y_batch, 37, 6, generator=g, dtype=torch.float64), dtype)
             x[..., 0, 3] = 2.0**-70  # products in the fp32 subnormal range
             y[..., 3, :] = 2.0**-70
             x[..., 1, 4] = 3e38  # overflow to inf mid-fold, then inf - inf = NaN
             y[..., 4, 0] = 2.0
             y[..., 5, 0] = -2.0
             x[..., 1, 5] = 3e38
-            acc = rounding.to_float(torch.randn(*batch, 5, 6, generator=g, dtype=torch.float64), FP32)
+            # operands hold values of their type, as every tile container does
+            x, y = rounding.to_float(x, dtype), rounding.to_float(y, dtype)
+            out_batch = torch.broadcast_shapes(batch, y_batch)
+            acc = rounding.to_float(torch.randn(*out_batch, 5, 6, generator=g, dtype=torch.float64), FP32)
             for start in (None, acc):
                 want = _mm_reference(start, x, y)
                 old_chunk = mm._MM_CHUNK_ELEMENTS

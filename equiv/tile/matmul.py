@@ -39,33 +39,37 @@ def _mm_float(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor, out: D
     return acc
 
 
-_MM_CHUNK_ELEMENTS = 1 << 22  # bound on the [.., M, k, N] product block held at once
+_MM_CHUNK_ELEMENTS = 1 << 18  # bound on the [k, .., M, N] product block held at once
 
 
 def _mm_fp32_native(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The same fold with native fp32 arithmetic, vectorised over rows and columns.
 
-    Products of fp32/bf16/fp16 values are exact in float64, so one native conversion rounds
-    each like `rounding.to_float`; a native fp32 add is IEEE round-to-nearest-even, the bits of
-    the float64 sum rounded once (binary64 has >= 2*24+2 bits). numpy's ``add.accumulate`` is
-    the left-to-right fold over K, one fp32 add per step.
+    A native fp32 multiply of two fp32 values is their exact product rounded once to nearest
+    even, as `rounding.to_float` rounds it; a native fp32 add is the float64 sum rounded once
+    (binary64 has >= 2*24+2 bits). The products are laid out K-major ([k, .., M, N]), so each
+    step of the fold is one in-place add of a contiguous [.., M, N] block, in order of K.
     """
-    m, k_total, n = x.shape[-2], x.shape[-1], y.shape[-1]
-    batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
-    lead = max(1, m * n * (int(torch.tensor(batch).prod()) if batch else 1))
+    k_total = x.shape[-1]
+    out_shape = [*torch.broadcast_shapes(x.shape[:-2], y.shape[:-2]), x.shape[-2], y.shape[-1]]
+    if acc is None and k_total == 0:
+        return torch.zeros(out_shape, dtype=torch.float64)
+    rank = max(x.dim(), y.dim())  # one batch rank for both, so K leads both after the move
+    x, y = x.reshape([1] * (rank - x.dim()) + list(x.shape)), y.reshape([1] * (rank - y.dim()) + list(y.shape))
+    xk = x.to(torch.float32).movedim(-1, 0).unsqueeze(-1)  # [K, .., M, 1]
+    yk = y.to(torch.float32).movedim(-2, 0).unsqueeze(-2)  # [K, .., 1, N]
+    lead = max(1, int(np.prod(out_shape)))
     step = max(1, _MM_CHUNK_ELEMENTS // lead)
-    xd, yd = x.to(torch.float64), y.to(torch.float64)
-    cur = None if acc is None else acc.to(torch.float32).expand(*batch, m, n).numpy()
+    cur = None if acc is None else np.array(acc.to(torch.float32).expand(out_shape).numpy())
     with np.errstate(all="ignore"):  # inf / NaN sums are results, not errors
         for k0 in _range(0, k_total, step):
-            k1 = min(k_total, k0 + step)
-            prod = (xd[..., :, k0:k1, None] * yd[..., None, k0:k1, :]).to(torch.float32).numpy()  # [.., M, k, N]
-            if cur is not None:
-                prod = np.concatenate([cur[..., :, None, :], prod], axis=-2)
-            cur = np.add.accumulate(prod, axis=-2)[..., :, -1, :]
-    if cur is None:
-        return torch.zeros(*batch, m, n, dtype=torch.float64)
-    return torch.from_numpy(np.ascontiguousarray(cur)).to(torch.float64)
+            prod = torch.mul(xk[k0:k0 + step], yk[k0:k0 + step]).numpy()  # [k, .., M, N]
+            first = 0
+            if cur is None:
+                cur, first = prod[0].copy(), 1  # the fold starts at the first product (keeps -0.0)
+            for j in _range(first, prod.shape[0]):
+                np.add(cur, prod[j], out=cur)
+    return torch.from_numpy(cur).to(torch.float64)
 
 
 def _int_product(x: torch.Tensor, y: torch.Tensor, x_type: DType, y_type: DType) -> torch.Tensor:
