@@ -1,10 +1,16 @@
 """PyPTO element types as the emulator sees them.
 
-Every value is held in a wide *container* (float64 for floating types, int64 for integer
-types) whose contents are always exactly representable in the element type; global tensors
-store them in the narrowest exact dtype (`DType.storage`) and widen on load. Arithmetic is
-done in the container and rounded once to the element type, which is how the emulator gets
-IEEE results that are identical on CPU and CUDA.
+Every value is held in a *container* (float64 for BF16 and FP16, float32 for FP32, int64 for
+integer types) whose contents are always exactly representable in the element type; global
+tensors store them in the narrowest exact dtype (`DType.storage`) and widen on load.
+Arithmetic is done in the container and rounded once to the element type, which is how the
+emulator gets IEEE results that are identical on CPU and CUDA.
+
+FP32 tiles stay in float32 because a native float32 add, subtract, multiply or divide of
+float32 values *is* the exact result rounded once to nearest-even: the ops that are not
+(exp, log, reciprocals, matmul folds in other types) widen to float64 first. Where the CPU
+flushes subnormals (FTZ/DAZ), native float32 results are not IEEE, and FP32 tiles fall back
+to float64 containers like the other floating types (`set_fp32_containers`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,18 @@ import torch
 from equiv import numerics
 
 
+# Whether FP32 containers are float32 (see the module docstring); `rounding` sets it from its
+# flush-mode probe, once per kernel run.
+_fp32_in_float32 = True
+
+
+def set_fp32_containers(native: bool) -> None:
+    """Hold FP32 values in float32 containers (`native`: the CPU's float32 arithmetic keeps
+    subnormals) or in float64 ones, as the other floating types."""
+    global _fp32_in_float32
+    _fp32_in_float32 = bool(native)
+
+
 @dataclass(frozen=True)
 class DType:
     name: str
@@ -26,7 +44,9 @@ class DType:
 
     @property
     def container(self) -> torch.dtype:
-        return torch.float64 if self.is_float else torch.int64
+        if self.is_float:
+            return torch.float32 if self.bits == 32 and _fp32_in_float32 else torch.float64
+        return torch.int64
 
     @property
     def storage(self) -> torch.dtype:

@@ -288,7 +288,7 @@ class RunContext:
         after another or batched."""
         shape = tuple(int(s) for s in shape)
         if dtype.is_float and self.options.poison == "nan":
-            return torch.full(shape, float("nan"), dtype=torch.float64, device=self.device)
+            return torch.full(shape, float("nan"), dtype=dtype.container, device=self.device)
         return poison_pattern(shape, dtype, self._poison_key(), self.device)
 
     def _poison_key(self) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from equiv.dtypes import DType
+from equiv.dtypes import DType, set_fp32_containers
 
 CAST_MODES: tuple[str, ...] = ("none", "rint", "round", "trunc", "floor", "ceil")
 _TWO52 = float(2**52)
@@ -55,13 +55,16 @@ def _probe_native_conversions() -> bool:
 
 
 _native_cpu_exact = _probe_native_conversions()
+set_fp32_containers(_native_cpu_exact)
 
 
 def refresh_native_probe() -> bool:
     """Probe the CPU's flush mode again (a kernel run calls this once at its start, so a
-    ``torch.set_flush_denormal`` in between is seen without probing on every rounding)."""
+    ``torch.set_flush_denormal`` in between is seen without probing on every rounding). The
+    answer also decides whether FP32 tiles are held in float32 (`dtypes.set_fp32_containers`)."""
     global _native_cpu_exact
     _native_cpu_exact = _probe_native_conversions()
+    set_fp32_containers(_native_cpu_exact)
     return _native_cpu_exact
 
 
@@ -87,7 +90,7 @@ def _nearest_even_fast(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
         return None
     f = x.to(torch.float32)
     if target is torch.float32:
-        return f.to(torch.float64)
+        return f.to(dtype.container)
     back = f.to(torch.float64)
     away = back.abs() > x.abs()  # includes finite values that overflowed to inf
     odd = (f.view(torch.int32) - away.to(torch.int32)) | (back != x)  # NaN: stays NaN
@@ -107,16 +110,22 @@ def narrow_fp32(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
 
 
 def to_float(x: torch.Tensor, dtype: DType, mode: str = "rint") -> torch.Tensor:
-    """Round float64 `x` to floating `dtype` under `mode`; returns the float64 container."""
+    """Round `x` to floating `dtype` under `mode`; returns `dtype`'s container.
+
+    `x` holds exact values (float64), or float32 results of native IEEE float32 ops on FP32
+    operands (add, subtract, multiply, divide: already rounded to nearest-even, so taken as
+    they are when `dtype` is FP32 and the mode rounds to nearest)."""
+    if x.dtype is torch.float32 and dtype.container is torch.float32 and mode in ("rint", "none"):
+        return x
     if x.dtype is not torch.float64:
         x = x.to(torch.float64)
     if dtype.torch_dtype is torch.float32 and mode == "rint" and native_conversions_exact(x.device):
-        return x.to(torch.float32).to(torch.float64)  # the common case of `_nearest_even_fast`
+        return x.to(torch.float32).to(dtype.container)  # one correctly rounded conversion
     if mode == "rint" or mode == "none":
         fast = _nearest_even_fast(x, dtype)
         if fast is not None:
             return fast
-    return _to_float_general(x, dtype, mode)
+    return _to_float_general(x, dtype, mode).to(dtype.container)
 
 
 def _to_float_general(x: torch.Tensor, dtype: DType, mode: str) -> torch.Tensor:

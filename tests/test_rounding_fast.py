@@ -35,6 +35,7 @@ def _edge_values() -> torch.Tensor:
 
 
 def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    a, b = a.to(torch.float64), b.to(torch.float64)  # (FP32 containers are float32: widening is exact)
     both_nan = torch.isnan(a) & torch.isnan(b)
     return bool(((a.view(torch.int64) == b.view(torch.int64)) | both_nan).all())
 
@@ -84,6 +85,33 @@ def test_flush_to_zero_mode_falls_back_to_the_exact_general_path():
         torch.set_flush_denormal(False)
         rounding.refresh_native_probe()
     assert rounding.native_conversions_exact(torch.device("cpu"))
+
+
+def test_fp32_tiles_leave_float32_containers_under_a_flush_mode():
+    """FP32 tiles compute in float32 only while native float32 arithmetic keeps subnormals:
+    under FTZ/DAZ a subnormal product would flush, so they go back to float64 containers."""
+    from equiv import tile as pl
+    from equiv.memory import RunContext, running
+    from equiv.options import Options
+
+    a = torch.tensor([[2.0**-70, 3 * 2.0**-75, 1.5]], dtype=torch.float64)
+    b = torch.tensor([[2.0**-70, 2.0**-60, 3.0]], dtype=torch.float64)
+    want = [2.0**-140, 3 * 2.0**-135, 4.5]  # fp32 subnormals, exact
+    with running(RunContext(Options())):
+        assert FP32.container is torch.float32
+        got = pl.mul(pl.Tile(a, FP32), pl.Tile(b, FP32))
+        assert got.data.dtype is torch.float32 and got.data.tolist() == [want]
+    if not torch.set_flush_denormal(True):
+        return  # this CPU has no flush mode to switch on
+    try:
+        with running(RunContext(Options())):  # a run probes the flush mode at its start
+            assert FP32.container is torch.float64
+            got = pl.mul(pl.Tile(a, FP32), pl.Tile(b, FP32))
+            assert got.data.dtype is torch.float64 and got.data.tolist() == [want]
+    finally:
+        torch.set_flush_denormal(False)
+        rounding.refresh_native_probe()
+    assert FP32.container is torch.float32
 
 
 def _mm_reference(acc, x, y):

@@ -112,7 +112,13 @@ def cmp(lhs: Tile, rhs: Tile | int | float, cmp_type: int | str = 0) -> Tile:
 def _unary(x: Tile, fn, name: str) -> Tile:
     if not x.dtype.is_float and fn not in (torch.neg, torch.abs):
         raise KernelError(f"{name} of an integer tile")
-    return _result(fn(x.data), x.dtype, x.valid)
+    # exp, log, sqrt, reciprocals: evaluated in float64 (a native float32 result is not
+    # the exact value rounded once), then rounded to the element type.
+    return _result(fn(x.data if fn in (torch.neg, torch.abs) else _wide(x.data)), x.dtype, x.valid)
+
+
+def _wide(data: torch.Tensor) -> torch.Tensor:
+    return data.to(torch.float64) if data.dtype is torch.float32 else data
 
 
 @tensor_operands
@@ -234,7 +240,7 @@ def _broadcast(target: Tile, vec: Tile, axis: str, name: str) -> Tile:
 
 def _expdif(x: torch.Tensor, v: torch.Tensor, dtype: DType) -> torch.Tensor:
     # exp(x - v): the difference is rounded to the element type, then exp is rounded (two ops).
-    return _result(torch.exp(_result(x - v, dtype, None).data), dtype, None).data
+    return _result(torch.exp(_wide(_result(x - v, dtype, None).data)), dtype, None).data
 
 
 @tensor_operands

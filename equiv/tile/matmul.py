@@ -33,6 +33,7 @@ def _mm_float(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor, out: D
     if out is FP32 and x.device.type == "cpu" and rounding.native_conversions_exact(x.device):
         return _mm_fp32_native(acc, x, y)
     add = _fadd(out)
+    x, y = x.to(torch.float64), y.to(torch.float64)  # each product exact before its rounding
     for k in _range(x.shape[-1]):
         prod = rounding.to_float(x[..., :, k : k + 1] * y[..., k : k + 1, :], out, "rint")
         acc = prod if acc is None else add(acc, prod)
@@ -53,7 +54,7 @@ def _mm_fp32_native(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor) 
     k_total = x.shape[-1]
     out_shape = [*torch.broadcast_shapes(x.shape[:-2], y.shape[:-2]), x.shape[-2], y.shape[-1]]
     if acc is None and k_total == 0:
-        return torch.zeros(out_shape, dtype=torch.float64)
+        return torch.zeros(out_shape, dtype=FP32.container)
     rank = max(x.dim(), y.dim())  # one batch rank for both, so K leads both after the move
     x, y = x.reshape([1] * (rank - x.dim()) + list(x.shape)), y.reshape([1] * (rank - y.dim()) + list(y.shape))
     xk = x.to(torch.float32).movedim(-1, 0).unsqueeze(-1)  # [K, .., M, 1]
@@ -69,7 +70,7 @@ def _mm_fp32_native(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor) 
                 cur, first = prod[0].copy(), 1  # the fold starts at the first product (keeps -0.0)
             for j in _range(first, prod.shape[0]):
                 np.add(cur, prod[j], out=cur)
-    return torch.from_numpy(cur).to(torch.float64)
+    return torch.from_numpy(cur).to(FP32.container)
 
 
 def _int_product(x: torch.Tensor, y: torch.Tensor, x_type: DType, y_type: DType) -> torch.Tensor:

@@ -31,7 +31,8 @@ _FLOAT_LAYOUT = {
 
 
 def float_bits(x: torch.Tensor, dtype: DType) -> torch.Tensor:
-    """Unsigned bit patterns (int64) of the ``dtype`` values held in float64 container ``x``."""
+    """Unsigned bit patterns (int64) of the ``dtype`` values held in container ``x``."""
+    x = x.to(torch.float64)  # (the subnormal scale below overflows float32)
     ebits, mbits, ity, fty = _FLOAT_LAYOUT[dtype]
     width = 1 + ebits + mbits
     min_exp = 2 - 2 ** (ebits - 1)                       # exponent of the smallest normal
@@ -45,7 +46,7 @@ def float_bits(x: torch.Tensor, dtype: DType) -> torch.Tensor:
 
 
 def bits_float(bits: torch.Tensor, dtype: DType) -> torch.Tensor:
-    """Float64 container values of the ``dtype`` numbers with unsigned bit patterns ``bits``."""
+    """Float64 values of the ``dtype`` numbers with unsigned bit patterns ``bits``."""
     ebits, mbits, ity, fty = _FLOAT_LAYOUT[dtype]
     width = 1 + ebits + mbits
     bits = bits & ((1 << width) - 1)

@@ -79,7 +79,7 @@ def reduce_sum(v: torch.Tensor, dtype: DType, order: str) -> torch.Tensor:
         # (the flush-mode probe is taken once per kernel run: `rounding.refresh_native_probe`)
         # Native fp32 adds are IEEE RNE, the same bits as _fadd's float64 add rounded once to
         # fp32 (binary64 has >= 2*24+2 bits, so that double rounding is innocuous); much faster.
-        return _reduce_sum(v.to(torch.float32), torch.add, order).to(torch.float64)
+        return _reduce_sum(v.to(torch.float32), torch.add, order).to(FP32.container)
     return _reduce_sum(v, _fadd(dtype), order)
 
 

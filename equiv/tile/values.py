@@ -26,6 +26,8 @@ class Tile:
     __slots__ = ("data", "dtype", "valid")
 
     def __init__(self, data: torch.Tensor, dtype: DType, valid: Sequence[int] | None = None):
+        if dtype.is_float and data.dtype is not dtype.container:
+            data = data.to(dtype.container)  # exact: the values are values of `dtype`
         self.data = data
         self.dtype = dtype
         if type(valid) is not tuple or not all(type(v) is int for v in valid):
@@ -123,7 +125,7 @@ def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile
         return Tile(x.data, target_type, x.valid)
     if not x.dtype.is_float and target_type.is_float and _exact_in(x.dtype, target_type):
         # Every value of the integer type is a value of the float type: exact in every mode.
-        return Tile(x.data.to(torch.float64), target_type, x.valid)
+        return Tile(x.data.to(target_type.container), target_type, x.valid)
     if x.dtype is FP32 and mode in ("rint", "none"):
         narrowed = rounding.narrow_fp32(x.data, target_type)
         if narrowed is not None:

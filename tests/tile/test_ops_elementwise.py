@@ -135,6 +135,18 @@ def test_col_expand_expdif_rounds_the_difference_then_exp(ctx):
     assert r[0][0] == 1.0 and r[1][0] == 1.0
 
 
+def test_expdif_exp_is_the_float64_exp_of_the_rounded_difference(ctx):
+    # Many differences: a float32 exp (instead of float64 exp rounded once) misses some of them.
+    x = np.linspace(-20, 20, 512).astype(np.float32).reshape(2, 256)
+    v = np.array([[0.3], [-1.7]], dtype=np.float32)
+    diff = (x - v).astype(np.float64)  # float32 subtraction: the difference rounded once
+    want = np.exp(diff).astype(np.float32).astype(np.float64)
+    got = pl.row_expand_expdif(tile(x.tolist()), tile(v.tolist())).data.to(torch.float64).numpy()
+    np.testing.assert_array_equal(got, want)
+    got_col = pl.col_expand_expdif(tile(x.T.tolist()), tile(v.T.tolist())).data.to(torch.float64).numpy()
+    np.testing.assert_array_equal(got_col, want.T)
+
+
 def test_row_and_col_expand_broadcast_and_promote(ctx):
     target = pl.full([2, 3], pl.FP32, 0.0)
     col = pl.col_expand(target, tile([[1.0, 2.0, 3.0]], pl.BF16))
