@@ -177,6 +177,40 @@ def test_unsupported_op_cannot_be_judged(repo, capsys):
     assert "REGRESSION" not in out and "result: OK" not in out
 
 
+def test_inputs_larger_than_the_machine_cannot_be_judged_before_any_is_built(repo, capsys):
+    # A whole-model file: its specs declare far more than any machine's memory. Sized on the
+    # meta device, it is refused with the numbers instead of meeting the out-of-memory killer.
+    huge = kernel().replace(
+        '''        TensorSpec("y", [T, D], {ytorch}, is_output=True),'''.format(ytorch="torch.float32"),
+        '''        TensorSpec("y", [T, D], torch.float32, is_output=True),
+        TensorSpec("w", [1 << 20, 1 << 20], torch.bfloat16, init_value=torch.randn),''')
+    assert "1 << 20" in huge
+    a = commit(repo, {FILE: huge})
+    assert check(repo, FILE, a, a) == 2
+    out = capsys.readouterr().out
+    assert "CANNOT JUDGE" in out and "2048.0 GiB" in out and "memory available here" in out
+    assert "EQUIVALENT" not in out and "result: OK" not in out
+
+
+def test_declared_input_bytes_are_the_specs_of_the_largest_call(repo):
+    from equiv.pairfree import discovery
+    from equiv.pairfree.pair import Revisions
+    from equiv.source import SourceRef
+
+    a = commit(repo, {FILE: kernel()})
+    ref = SourceRef(FILE, "", a, str(repo))
+    revisions = Revisions(ref, ref)
+    mod = revisions.module("pre")
+    assert discovery.declared_input_bytes(mod, ref.read()) == 2 * 8 * 16 * 4  # x and y, [8, 16] fp32
+    # a block that reads a value cannot run on the meta device: no size, and the check goes on
+    reads = kernel().replace("    return [\n", "    assert torch.ones(1).item() == 1.0\n    return [\n")
+    assert ".item()" in reads
+    b = commit(repo, {FILE: reads})
+    ref_b = SourceRef(FILE, "", b, str(repo))
+    assert discovery.declared_input_bytes(Revisions(ref_b, ref_b).module("pre"), ref_b.read()) is None
+    assert check(repo, FILE, b, b) == 0
+
+
 def test_unsupported_keyword_cannot_be_judged_on_both_sides(repo, capsys):
     body = "pl.store(pl.mul(t, 2.0, no_such_keyword=1), [b * T_TILE, 0], y)"
     a = commit(repo, {FILE: kernel(tile=4, body=body)})

@@ -32,6 +32,10 @@ class DiscoveryError(Exception):
     """The file has no ``__main__`` block calling ``run_jit``, or running it failed."""
 
 
+class InputsTooLarge(Exception):
+    """The file's ``run_jit`` inputs alone need more memory than this machine has available."""
+
+
 @dataclass
 class Discovered:
     """One ``run_jit`` call: the entry, under a mode label (``decode``, ``default``), nth call of it."""
@@ -210,6 +214,55 @@ def _forget_main_names(module: types.ModuleType, before: set[str]) -> None:
         held = [v] if not isinstance(v, (list, tuple, dict)) else list(v.values() if isinstance(v, dict) else v)
         if any(isinstance(x, (torch.Tensor, golden_stub.TensorSpec)) for x in held):
             del module.__dict__[name]
+
+
+def declared_input_bytes(module: types.ModuleType, source: str) -> int | None:
+    """Bytes of the tensor specs of the file's largest ``run_jit`` call, found by running the
+    ``__main__`` block on torch's meta device: shapes and dtypes only, nothing allocated, no
+    values computed (a whole-model file that declares hundreds of GB answers in seconds).
+    None when the block does not get to a ``run_jit`` call that way (it reads a value, for
+    instance ``.item()``, which a meta tensor does not have)."""
+    try:
+        with torch.device("meta"):
+            calls, _, _ = run_main(module, source, [])
+    except Exception:  # noqa: BLE001 - sizing is best effort; the real run reports errors
+        return None
+    sizes = [sum(_spec_bytes(s) for s in call.specs) for call in calls]
+    return max(sizes) if sizes else None
+
+
+def _spec_bytes(spec: object) -> int:
+    if not isinstance(spec, golden_stub.TensorSpec):
+        return 0
+    n = 1
+    for d in spec.shape:
+        n *= int(d)
+    return n * torch.empty(0, dtype=spec.dtype).element_size()
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the kernel says a new allocation can get (``MemAvailable``), or None where it
+    does not say (not Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fits(module: types.ModuleType, source: str) -> None:
+    """Raise `InputsTooLarge` when the file's declared inputs exceed the memory available:
+    running its ``__main__`` block for real would only end in the out-of-memory killer, which
+    takes the whole check (and every other file of a gate run) down without a report."""
+    need, have = declared_input_bytes(module, source), available_memory_bytes()
+    if need is not None and have is not None and need > have:
+        raise InputsTooLarge(
+            f"its run_jit inputs declare {need / 2**30:.1f} GiB (largest call, as the file builds them), "
+            f"more than the {have / 2**30:.1f} GiB of memory available here; check it on a machine with "
+            f"more memory")
 
 
 def discover(module: types.ModuleType, source: str, seed: int | None = None) -> Plan:

@@ -88,7 +88,9 @@ class Revisions:
         key = (self.ref(side).identity(), repr(sorted(self.overrides(shape).items())))
         if key not in self._plans:
             mod = self.module(side, shape)
-            self._plans[key] = discovery.discover(mod, self.ref(side).read(), seed=first_case_seed())
+            source = self.ref(side).read()
+            discovery.check_fits(mod, source)
+            self._plans[key] = discovery.discover(mod, source, seed=first_case_seed())
         return self._plans[key]
 
 

@@ -9,7 +9,8 @@ equivalent          every case ran and no output regressed (pre-defect / both-de
                     reported as findings)
 regression          retiled breaks the contract, covers less, adds a hazard, loses accuracy   1
                     or narrows the shapes it accepts
-cannot judge        the emulator lacks an op or form a version uses: nothing is decided      2
+cannot judge        the emulator lacks an op or form a version uses, or the file's declared   2
+                    inputs exceed the memory available here: nothing is decided
 interface changed   the entry's parameters, dtypes, shapes, outputs or modes differ between   0
                     the revisions (or the entry exists at one revision only); not run
 rejected            the file's own asserts refuse every shape tried, on both sides            0
@@ -143,6 +144,8 @@ def _entries(revisions: Revisions, side: str) -> dict[str, Entry] | tuple[str, s
         return {f"{e.name}#{e.index}" if e.index else e.name: e for e in entries_of(revisions, side)}
     except (SourceError, discovery.DiscoveryError) as exc:
         raise PairFreeError(f"{revisions.ref(side).label}: {exc}") from None
+    except discovery.InputsTooLarge as exc:
+        return "cannot judge", str(exc)
     except Exception as exc:  # noqa: BLE001 - a gap or an assert at module level
         return _classify_load(exc)
 
