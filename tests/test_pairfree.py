@@ -189,6 +189,7 @@ def test_inputs_larger_than_the_machine_cannot_be_judged_before_any_is_built(rep
     assert check(repo, FILE, a, a) == 2
     out = capsys.readouterr().out
     assert "CANNOT JUDGE" in out and "2048.0 GiB" in out and "memory available here" in out
+    assert out.count("2048.0 GiB") == 1 and "pre and retiled (one revision)" in out  # sized once, said once
     assert "EQUIVALENT" not in out and "result: OK" not in out
 
 

@@ -89,9 +89,16 @@ class Revisions:
         if key not in self._plans:
             mod = self.module(side, shape)
             source = self.ref(side).read()
-            discovery.check_fits(mod, source)
+            try:
+                discovery.check_fits(mod, source)
+            except discovery.InputsTooLarge as exc:
+                self._plans[key] = exc  # one sizing per file, as one discovery
+                raise
             self._plans[key] = discovery.discover(mod, source, seed=first_case_seed())
-        return self._plans[key]
+        plan = self._plans[key]
+        if isinstance(plan, discovery.InputsTooLarge):
+            raise plan
+        return plan
 
 
 def first_case_seed() -> int:
