@@ -180,8 +180,10 @@ def test_a_same_revision_check_builds_the_files_specs_once_not_once_per_side_and
     git(r, "config", "user.name", "t")
     counter = tmp_path / "builds.txt"
     monkeypatch.setenv("EQUIV_TEST_BUILD_COUNTER", str(counter))
+    # (the sizing run on the meta device builds nothing: not counted)
     text = kernel().replace("    return [\n        TensorSpec(\"x\"",
-                            "    import os\n    open(os.environ['EQUIV_TEST_BUILD_COUNTER'], 'a').write('x')\n"
+                            "    import os\n    if torch.empty(0).device.type != 'meta':\n"
+                            "        open(os.environ['EQUIV_TEST_BUILD_COUNTER'], 'a').write('x')\n"
                             "    return [\n        TensorSpec(\"x\"")
     assert "EQUIV_TEST_BUILD_COUNTER" in text
     a = commit(r, {"models/toy/config.py": CONFIG, FILE: text})
@@ -190,6 +192,38 @@ def test_a_same_revision_check_builds_the_files_specs_once_not_once_per_side_and
     assert rc == 0
     # 1 discovery (both sides), whose inputs the case's recipes (realistic + adversarial) reuse
     assert counter.read_text() == "x"
+
+
+def test_inputs_kept_by_discovery_are_dropped_before_a_case_at_other_shapes_builds_its_own(tmp_path):
+    """A check at shapes of its own (``--shapes T=4``) never takes the nominal first-case inputs
+    its discovery kept: they are let go before the case builds, so a Pro file's inputs are
+    never held twice."""
+    import gc
+    import weakref
+
+    from tests.test_pairfree import CONFIG, FILE, commit, git, kernel
+
+    from equiv.pairfree.pair import Entry, Revisions, entries_of
+    from equiv.shapes import Shape
+    from equiv.source import SourceRef
+
+    r = tmp_path / "lib"
+    (r / "models" / "toy").mkdir(parents=True)
+    git(r, "init", "-q")
+    git(r, "config", "user.email", "t@example.com")
+    git(r, "config", "user.name", "t")
+    a = commit(r, {"models/toy/config.py": CONFIG, FILE: kernel()})
+    ref = SourceRef(FILE, "", a, str(r))
+    revisions = Revisions(ref, ref, fuzz_dims=("TOKENS",))
+    (entry,) = entries_of(revisions, "pre")
+    plan = revisions.plan("pre")
+    (kept,) = plan.inputs.values()
+    watched = weakref.ref(kept.materialized["x"])
+    del kept
+    other = entry.materialized("pre", Shape({"TOKENS": 4}), seed=123)
+    gc.collect()
+    assert not plan.inputs and watched() is None  # the nominal inputs are gone
+    assert list(other.materialized["x"].shape) == [4, 16]
 
 
 def test_an_observed_run_gives_site_maps_to_outputs_and_to_inputs_only_when_stored():

@@ -82,6 +82,12 @@ class Revisions:
     def module(self, side: str, shape: Mapping[str, int] | None = None) -> types.ModuleType:
         return self.loader.load(self.ref(side), self.overrides(shape))
 
+    def drop_kept_inputs(self) -> None:
+        """Forget the first-case inputs every discovery kept (`discovery.Plan.take`)."""
+        for plan in self._plans.values():
+            if isinstance(plan, discovery.Plan):
+                plan.inputs.clear()
+
     def plan(self, side: str, shape: Mapping[str, int] | None = None) -> discovery.Plan:
         # Keyed by the file's identity, not the side: a same-revision check discovers once (the
         # __main__ block builds the file's specs, minutes for Pro-size weights).
@@ -148,6 +154,9 @@ class Entry:
         if call is not None:  # made while the file was discovered
             self._last.append((key, call))
             return call
+        # Inputs a discovery kept for a first case of another shape or seed (a check at shapes of
+        # its own never takes the nominal ones): dropped, or a Pro file's inputs are held twice.
+        self.revisions.drop_kept_inputs()
         t0 = time.perf_counter()
         mod = self.revisions.module(side, shape)
         call = discovery.materialized(mod, self.revisions.ref(side).read(), d.argv, self.name, self.index, seed)
