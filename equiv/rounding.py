@@ -1,4 +1,5 @@
-"""Conversion of exact (float64 container) values to an element type under a cast mode.
+"""Conversion of exact (float64) values to an element type under a cast mode, into the
+type's container (`DType.container`).
 
 PyPTO's ``pl.cast(x, target_type, mode=...)`` modes, as the pto-isa ``RoundMode`` names them:
 
