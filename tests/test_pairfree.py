@@ -212,6 +212,29 @@ def test_declared_input_bytes_are_the_specs_of_the_largest_call(repo):
     assert check(repo, FILE, b, b) == 0
 
 
+def test_the_sizing_run_leaves_nothing_behind_for_the_real_run(repo, capsys):
+    # pypto-lib files memoise tables at module level: a table first built during the meta-device
+    # sizing run must not be what the real run reads (a meta tensor has no values: .item() fails).
+    cached = kernel().replace("def build_tensor_specs():", '''_TABLES = {}
+
+
+def _table():
+    import torch
+
+    if "t" not in _TABLES:
+        _TABLES["t"] = torch.arange(4.0)
+    return _TABLES["t"]
+
+
+def build_tensor_specs():
+    assert float(_table()[1].item()) == 1.0''')
+    assert "_TABLES" in cached
+    a = commit(repo, {FILE: cached})
+    assert check(repo, FILE, a, a) == 0
+    out = capsys.readouterr().out
+    assert "scale_test: EQUIVALENT" in out
+
+
 def test_unsupported_keyword_cannot_be_judged_on_both_sides(repo, capsys):
     body = "pl.store(pl.mul(t, 2.0, no_such_keyword=1), [b * T_TILE, 0], y)"
     a = commit(repo, {FILE: kernel(tile=4, body=body)})

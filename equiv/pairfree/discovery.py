@@ -14,6 +14,9 @@ import ast
 import contextlib
 import copy
 import io
+import os
+import select
+import signal
 import sys
 import traceback
 import types
@@ -216,19 +219,56 @@ def _forget_main_names(module: types.ModuleType, before: set[str]) -> None:
             del module.__dict__[name]
 
 
+# Seconds the sizing child may take before it is given up (a Pro file's block: ~3 s).
+SIZING_SECONDS = 120.0
+
+
 def declared_input_bytes(module: types.ModuleType, source: str) -> int | None:
     """Bytes of the tensor specs of the file's largest ``run_jit`` call, found by running the
     ``__main__`` block on torch's meta device: shapes and dtypes only, nothing allocated, no
     values computed (a whole-model file that declares hundreds of GB answers in seconds).
-    None when the block does not get to a ``run_jit`` call that way (it reads a value, for
-    instance ``.item()``, which a meta tensor does not have)."""
+
+    It runs in a forked child process: whatever the block leaves behind (a module-level cache
+    of tables built from meta tensors) must not reach the real run. None where there is no
+    fork (not POSIX), or the block does not get to a ``run_jit`` call on the meta device (it
+    reads a value, for instance ``.item()``, which a meta tensor does not have)."""
+    if not hasattr(os, "fork"):
+        return None
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: size, answer, leave without running any exit handler
+        answer = -1
+        try:
+            os.close(read_end)
+            answer = _size_on_meta(module, source)
+        finally:
+            os.write(write_end, str(answer).encode())
+            os._exit(0)
+    os.close(write_end)
+    data = b""
+    try:
+        while select.select([read_end], [], [], SIZING_SECONDS)[0]:
+            chunk = os.read(read_end, 64)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(read_end)
+        if not data:  # no answer in time: the child is given up
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    size = int(data) if data.strip().lstrip(b"-").isdigit() else -1
+    return size if size >= 0 else None
+
+
+def _size_on_meta(module: types.ModuleType, source: str) -> int:
     try:
         with torch.device("meta"):
             calls, _, _ = run_main(module, source, [])
     except Exception:  # noqa: BLE001 - sizing is best effort; the real run reports errors
-        return None
+        return -1
     sizes = [sum(_spec_bytes(s) for s in call.specs) for call in calls]
-    return max(sizes) if sizes else None
+    return max(sizes) if sizes else -1
 
 
 def _spec_bytes(spec: object) -> int:
