@@ -1151,6 +1151,9 @@ def native(fn: Callable, expand: bool = False, lane_scalars: bool = False) -> Ca
 
     @functools.wraps(fn)
     def op(*args: Any, **kwargs: Any) -> Any:
+        ctx = memory._CURRENT.get()
+        if ctx is None or ctx.batch is None:  # not in a batched stage: the op as it is
+            return fn(*args, **kwargs)
         batch = _batch_for(args, kwargs)
         if batch is None:
             return fn(*args, **kwargs)

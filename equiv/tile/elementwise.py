@@ -13,9 +13,9 @@ import sys
 import torch
 
 from equiv.dtypes import DType
-from equiv.memory import _EQUIV_DIR, KernelError, current
+from equiv.memory import _EQUIV_DIR, KernelError, Tensor, current
 
-from equiv.tile.values import Tile, _operand, _result, read_whole
+from equiv.tile.values import Tile, _op_result, _operand, _result, read_whole
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,6 +25,12 @@ def tensor_operands(fn: F) -> F:
     """Let a compute op take global tensors as operands: each is loaded whole first."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for a in args:
+            if isinstance(a, Tensor):
+                break
+        else:
+            if not kwargs:  # the common case: tiles and scalars only
+                return fn(*args)
         return fn(*[read_whole(a) for a in args], **{k: read_whole(v) for k, v in kwargs.items()})
     return wrapper  # type: ignore[return-value]
 
@@ -41,7 +47,7 @@ def _binary(a: Tile | int | float, b: Tile | int | float, fn) -> Tile:
     valid = like.valid
     if isinstance(a, Tile) and isinstance(b, Tile):
         valid = a.valid if a.valid == b.valid else tuple(_lower(p, q) for p, q in zip(a.valid, b.valid))
-    return _result(fn(x, y), like.dtype, valid)
+    return _op_result(fn(x, y), like.dtype, valid)
 
 
 @tensor_operands
@@ -114,7 +120,7 @@ def _unary(x: Tile, fn, name: str) -> Tile:
         raise KernelError(f"{name} of an integer tile")
     # exp, log, sqrt, reciprocals: evaluated in float64 (a native float32 result is not
     # the exact value rounded once), then rounded to the element type.
-    return _result(fn(x.data if fn in (torch.neg, torch.abs) else _wide(x.data)), x.dtype, x.valid)
+    return _op_result(fn(x.data if fn in (torch.neg, torch.abs) else _wide(x.data)), x.dtype, x.valid)
 
 
 def _wide(data: torch.Tensor) -> torch.Tensor:
@@ -221,7 +227,7 @@ def _expand(tile: Tile, vec: Tile, fn, axis: str, name: str) -> Tile:
     _check_expand(tile, vec, axis, name)
     if vec.dtype != tile.dtype:
         raise KernelError(f"{name} operands of types {tile.dtype!r} and {vec.dtype!r}")
-    return _result(fn(tile.data, vec.data), tile.dtype, tile.valid)
+    return _op_result(fn(tile.data, vec.data), tile.dtype, tile.valid)
 
 
 def _broadcast(target: Tile, vec: Tile, axis: str, name: str) -> Tile:

@@ -34,6 +34,15 @@ class Tile:
             valid = tuple(int(v) for v in (valid if valid is not None else data.shape))
         self.valid = valid
 
+    @classmethod
+    def made(cls, data: torch.Tensor, dtype: DType, valid: tuple[int, ...]) -> "Tile":
+        """A tile from parts already in form: `data` in `dtype`'s container, `valid` a tuple
+        of ints (an operand's ``valid``). Skips `__init__`'s checks: an op's result is made
+        on every emulated op."""
+        t = object.__new__(cls)
+        t.data, t.dtype, t.valid = data, dtype, valid
+        return t
+
     @property
     def shape(self) -> list[int]:
         shape = self.data.shape
@@ -158,6 +167,14 @@ def _result(values: torch.Tensor, dtype: DType, valid) -> Tile:
     if dtype.is_float:
         return Tile(rounding.to_float(values, dtype, "rint"), dtype, valid)
     return Tile(rounding.wrap_int(values, dtype), dtype, valid)
+
+
+def _op_result(values: torch.Tensor, dtype: DType, valid: tuple[int, ...]) -> Tile:
+    """`_result` for an elementwise op whose `valid` is its operands' (a tuple of ints):
+    `to_float` / `wrap_int` return the type's container, so the tile is made as it is."""
+    if dtype.is_float:
+        return Tile.made(rounding.to_float(values, dtype, "rint"), dtype, valid)
+    return Tile.made(rounding.wrap_int(values, dtype), dtype, valid)
 
 
 def _operand(x: Tile | int | float, like: Tile) -> torch.Tensor:
