@@ -169,15 +169,11 @@ def test_discovery_keeps_no_spec_values_but_knows_the_in_out_outputs(monkeypatch
 def test_a_same_revision_check_builds_the_files_specs_once_not_once_per_side_and_recipe(tmp_path, monkeypatch):
     """Building a Pro file's specs takes minutes and GBs: discovery once for both sides of a
     same-revision check, keeping the first case's inputs, which every recipe of it reuses."""
-    from tests.test_pairfree import CONFIG, FILE, commit, git, kernel
+    from tests.test_pairfree import FILE, commit, kernel, make_repo
 
     from equiv.cli import main
 
-    r = tmp_path / "lib"
-    (r / "models" / "toy").mkdir(parents=True)
-    git(r, "init", "-q")
-    git(r, "config", "user.email", "t@example.com")
-    git(r, "config", "user.name", "t")
+    r = make_repo(tmp_path)
     counter = tmp_path / "builds.txt"
     monkeypatch.setenv("EQUIV_TEST_BUILD_COUNTER", str(counter))
     # (the sizing run on the meta device builds nothing: not counted)
@@ -186,7 +182,7 @@ def test_a_same_revision_check_builds_the_files_specs_once_not_once_per_side_and
                             "        open(os.environ['EQUIV_TEST_BUILD_COUNTER'], 'a').write('x')\n"
                             "    return [\n        TensorSpec(\"x\"")
     assert "EQUIV_TEST_BUILD_COUNTER" in text
-    a = commit(r, {"models/toy/config.py": CONFIG, FILE: text})
+    a = commit(r, {FILE: text})
     rc = main(["check", "--source", FILE, "--pre-rev", a, "--retiled-rev", a, "--repo", str(r), "--pair-free",
                "--shapes", "nominal"])
     assert rc == 0
@@ -201,18 +197,14 @@ def test_inputs_kept_by_discovery_are_dropped_before_a_case_at_other_shapes_buil
     import gc
     import weakref
 
-    from tests.test_pairfree import CONFIG, FILE, commit, git, kernel
+    from tests.test_pairfree import FILE, commit, kernel, make_repo
 
-    from equiv.pairfree.pair import Entry, Revisions, entries_of
+    from equiv.pairfree.pair import Revisions, entries_of
     from equiv.shapes import Shape
     from equiv.source import SourceRef
 
-    r = tmp_path / "lib"
-    (r / "models" / "toy").mkdir(parents=True)
-    git(r, "init", "-q")
-    git(r, "config", "user.email", "t@example.com")
-    git(r, "config", "user.name", "t")
-    a = commit(r, {"models/toy/config.py": CONFIG, FILE: kernel()})
+    r = make_repo(tmp_path)
+    a = commit(r, {FILE: kernel()})
     ref = SourceRef(FILE, "", a, str(r))
     revisions = Revisions(ref, ref, fuzz_dims=("TOKENS",))
     (entry,) = entries_of(revisions, "pre")
@@ -248,17 +240,13 @@ def test_an_observed_run_gives_site_maps_to_outputs_and_to_inputs_only_when_stor
 
 def test_a_same_revision_check_runs_the_program_once_per_case_and_a_two_revision_check_twice(tmp_path, monkeypatch,
                                                                                                capsys):
-    from tests.test_pairfree import CONFIG, FILE, commit, git, kernel
+    from tests.test_pairfree import FILE, commit, kernel, make_repo
 
     from equiv.cli import main
     from equiv.pairfree import pair as pf_pair
 
-    r = tmp_path / "lib"
-    (r / "models" / "toy").mkdir(parents=True)
-    git(r, "init", "-q")
-    git(r, "config", "user.email", "t@example.com")
-    git(r, "config", "user.name", "t")
-    a = commit(r, {"models/toy/config.py": CONFIG, FILE: kernel()})
+    r = make_repo(tmp_path)
+    a = commit(r, {FILE: kernel()})
     b = commit(r, {FILE: kernel(tile=2)})
     calls = []
     real = pf_pair.FreeKernel.__call__

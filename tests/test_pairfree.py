@@ -87,8 +87,8 @@ def git(repo, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
-@pytest.fixture
-def repo(tmp_path):
+def make_repo(tmp_path):
+    """A git repository with the toy model's config staged (the first commit takes it)."""
     r = tmp_path / "lib"
     (r / "models" / "toy").mkdir(parents=True)
     git(r, "init", "-q")
@@ -97,6 +97,11 @@ def repo(tmp_path):
     (r / "models" / "toy" / "config.py").write_text(CONFIG)
     git(r, "add", "models/toy/config.py")
     return r
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return make_repo(tmp_path)
 
 
 def commit(repo, files: dict[str, str], message: str = "rev") -> str:
