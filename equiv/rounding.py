@@ -174,4 +174,6 @@ def wrap_int(x: torch.Tensor, dtype: DType) -> torch.Tensor:
     span = hi - lo + 1
     if span >= 2**64:
         return x
-    return torch.remainder(x - lo, span) + lo
+    # span is a power of two: the low bits of x - lo are its remainder (two's complement),
+    # an AND where torch.remainder would divide
+    return ((x - lo) & (span - 1)) + lo

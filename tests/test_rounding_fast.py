@@ -212,3 +212,21 @@ def test_fp32_inputs_narrow_to_bf16_and_fp16_as_the_general_path_rounds():
         assert got is not None
         assert _bits_equal(got, rounding._to_float_general(x, dtype, "rint")), dtype
     assert rounding.narrow_fp32(x, FP32) is None
+
+
+def test_integer_wrap_is_twos_complement_modular_arithmetic_for_every_type():
+    """`wrap_int` against Python's modular arithmetic, on the edges of every integer type."""
+    from equiv.dtypes import ALL
+
+    g = torch.Generator().manual_seed(5)
+    for dtype in ALL.values():
+        if dtype.is_float:
+            continue
+        lo, hi = dtype.int_range
+        span = hi - lo + 1
+        edges = [lo, hi, lo - 1, hi + 1, 0, -1, 1, lo - span, hi + span, 3 * lo - 7, 5 * hi + 3]
+        values = [v for v in edges if -(2**62) <= v < 2**62]
+        values += torch.randint(-(2**62), 2**62, (200,), generator=g).tolist()
+        got = rounding.wrap_int(torch.tensor(values, dtype=torch.int64), dtype).tolist()
+        want = values if span >= 2**64 else [(v - lo) % span + lo for v in values]
+        assert got == want, dtype
