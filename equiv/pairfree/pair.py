@@ -66,6 +66,7 @@ class Revisions:
     fuzz_defaults: dict = field(default_factory=dict)
     loader: SourceLoader = field(default_factory=lambda: SourceLoader(stand_ins={"golden": golden_stub.make_module()}))
     _plans: dict = field(default_factory=dict)
+    _too_large: dict = field(default_factory=dict)  # plan key -> InputsTooLarge, sized once
 
     def ref(self, side: str) -> SourceRef:
         return self.pre if side == "pre" else self.retiled
@@ -85,26 +86,24 @@ class Revisions:
     def drop_kept_inputs(self) -> None:
         """Forget the first-case inputs every discovery kept (`discovery.Plan.take`)."""
         for plan in self._plans.values():
-            if isinstance(plan, discovery.Plan):
-                plan.inputs.clear()
+            plan.inputs.clear()
 
     def plan(self, side: str, shape: Mapping[str, int] | None = None) -> discovery.Plan:
         # Keyed by the file's identity, not the side: a same-revision check discovers once (the
         # __main__ block builds the file's specs, minutes for Pro-size weights).
         key = (self.ref(side).identity(), repr(sorted(self.overrides(shape).items())))
+        if key in self._too_large:
+            raise self._too_large[key]
         if key not in self._plans:
             mod = self.module(side, shape)
             source = self.ref(side).read()
             try:
                 discovery.check_fits(mod, source)
             except discovery.InputsTooLarge as exc:
-                self._plans[key] = exc  # one sizing per file, as one discovery
+                self._too_large[key] = exc  # one sizing per file, as one discovery
                 raise
             self._plans[key] = discovery.discover(mod, source, seed=first_case_seed())
-        plan = self._plans[key]
-        if isinstance(plan, discovery.InputsTooLarge):
-            raise plan
-        return plan
+        return self._plans[key]
 
 
 def first_case_seed() -> int:

@@ -25,11 +25,11 @@ def tensor_operands(fn: F) -> F:
     """Let a compute op take global tensors as operands: each is loaded whole first."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        for a in args:
-            if isinstance(a, Tensor):
-                break
-        else:
-            if not kwargs:  # the common case: tiles and scalars only
+        if not kwargs:
+            for a in args:
+                if isinstance(a, Tensor):
+                    break
+            else:  # the common case: tiles and scalars only
                 return fn(*args)
         return fn(*[read_whole(a) for a in args], **{k: read_whole(v) for k, v in kwargs.items()})
     return wrapper  # type: ignore[return-value]

@@ -163,18 +163,19 @@ def _saturation_decision(data: torch.Tensor, target_type: DType, mode: str) -> N
 # ----------------------------------------------------------------------------------------
 # Elementwise arithmetic
 # ----------------------------------------------------------------------------------------
+def _rounded(values: torch.Tensor, dtype: DType) -> torch.Tensor:
+    """An op's values rounded (floats) or wrapped (integers) into `dtype`'s container."""
+    return rounding.to_float(values, dtype, "rint") if dtype.is_float else rounding.wrap_int(values, dtype)
+
+
 def _result(values: torch.Tensor, dtype: DType, valid) -> Tile:
-    if dtype.is_float:
-        return Tile(rounding.to_float(values, dtype, "rint"), dtype, valid)
-    return Tile(rounding.wrap_int(values, dtype), dtype, valid)
+    return Tile(_rounded(values, dtype), dtype, valid)
 
 
 def _op_result(values: torch.Tensor, dtype: DType, valid: tuple[int, ...]) -> Tile:
-    """`_result` for an elementwise op whose `valid` is its operands' (a tuple of ints):
-    `to_float` / `wrap_int` return the type's container, so the tile is made as it is."""
-    if dtype.is_float:
-        return Tile.made(rounding.to_float(values, dtype, "rint"), dtype, valid)
-    return Tile.made(rounding.wrap_int(values, dtype), dtype, valid)
+    """`_result` for an elementwise op whose `valid` is its operands' (a tuple of ints): the
+    rounded values are already in the type's container, so the tile is made as it is."""
+    return Tile.made(_rounded(values, dtype), dtype, valid)
 
 
 def _operand(x: Tile | int | float, like: Tile) -> torch.Tensor:
