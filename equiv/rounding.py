@@ -52,7 +52,8 @@ _SUBNORMAL_PROBE = torch.tensor([2.0**-133, 2.0**-24], dtype=torch.float64)
 
 def _probe_native_conversions() -> bool:
     p = _SUBNORMAL_PROBE.to(torch.float32)
-    return bool(p[0].to(torch.bfloat16) != 0) and bool(p[1].to(torch.float16) != 0)
+    # .item() reads each converted value without building a comparison tensor (run per kernel run)
+    return p[0].to(torch.bfloat16).item() != 0 and p[1].to(torch.float16).item() != 0
 
 
 _native_cpu_exact = _probe_native_conversions()

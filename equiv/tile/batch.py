@@ -535,7 +535,9 @@ class _BoxWrite:
     view of the grid, each element's writer the token of its window's block."""
 
     def __init__(self, tensor: Tensor, first: list, steps: list, counts: list, extent: tuple,
-                 values: torch.Tensor, mask, lanes: torch.Tensor):
+                 values: torch.Tensor, mask, lanes: list[int]):
+        # `values` / `mask`: [*counts, *extent] in grid order; `lanes[r]`: the run position of
+        # the block that writes window `r` of the grid (its token less the stage's first).
         self.tensor, self.values, self.mask, self.lanes = tensor, values, mask, lanes
         self.grid = (first, steps, counts, extent)
         self.box = [(a, a + (g - 1) * s + n) for a, s, g, n in zip(first, steps, counts, extent)]
@@ -549,13 +551,15 @@ class _BoxWrite:
 
     def apply(self, first_token: int) -> None:
         t, m = self.tensor, self.mask
-        tokens = (self.lanes + first_token).to(torch.int32)
+        _, _, counts, extent = self.grid
+        tokens = torch.tensor([first_token + k for k in self.lanes], dtype=torch.int32, device=t.data.device)
+        tokens = tokens.reshape(*counts, *([1] * len(extent)))  # broadcast over each window
         current().before_write(t.data)
         data, written, writer = self.view(t.data), self.view(t.written), self.view(t.writer)
         if m is None:
-            data.copy_(self.values)
+            data.copy_(self.values)  # exact: the values are values of the tensor's type
             written.fill_(True)
-            writer.copy_(tokens)
+            writer.copy_(tokens.expand(writer.shape))
         else:
             data.copy_(torch.where(m, self.values, data))
             written.copy_(written | m)
@@ -568,13 +572,16 @@ def _box_write(tensor: Tensor, extent: tuple, starts: list, lanes: list, values:
     if found is None:
         return None
     first, steps, counts, ranks = found
-    device = values.device
-    by_rank = torch.empty(len(ranks), dtype=torch.int64, device=device)
-    by_rank[torch.tensor(ranks, device=device)] = torch.arange(len(ranks), device=device)  # rank -> window
     shape = [*counts, *extent]
-    lane_grid = torch.tensor(lanes, device=device)[by_rank].reshape(*counts, *([1] * len(extent))).expand(shape)
-    return _BoxWrite(tensor, first, steps, counts, extent, values[by_rank].reshape(shape).to(tensor.data.dtype),
-                     None if mask is None else mask[by_rank].reshape(shape), lane_grid)
+    if ranks == list(range(len(ranks))):  # windows already in grid order: no reordering copy
+        return _BoxWrite(tensor, first, steps, counts, extent, values.reshape(shape),
+                         None if mask is None else mask.reshape(shape), list(lanes))
+    by_rank = [0] * len(ranks)  # grid position -> window
+    for window, rank in enumerate(ranks):
+        by_rank[rank] = window
+    order = torch.tensor(by_rank, device=values.device)
+    return _BoxWrite(tensor, first, steps, counts, extent, values[order].reshape(shape),
+                     None if mask is None else mask[order].reshape(shape), [lanes[w] for w in by_rank])
 
 
 class _IndexWrite:
