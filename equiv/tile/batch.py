@@ -449,77 +449,62 @@ def _grid(starts: list[list[int]], extent: tuple, distinct: bool = True) -> tupl
     (every combination of the starts along each dimension is a window): the grid's first
     start, spacing and number of windows per dimension and each window's row-major position
     in it; else None.
-    `distinct` (stores): no two windows may share an element."""
-    if starts and len(starts[0]) >= _NUMPY_LANES:
-        return _grid_np(starts, extent, distinct)
-    axes = [sorted(set(col)) for col in starts]  # the grid's starts along each dimension
-    count, steps = 1, []
-    for axis, n in zip(axes, extent):
-        count *= len(axis)
-        step = axis[1] - axis[0] if len(axis) > 1 else n
-        if any(y - x != step for x, y in zip(axis, axis[1:])) or (distinct and step < n):
-            return None
-        steps.append(step)
+    `distinct` (stores): no two windows may share an element.
+
+    Per dimension, `c` distinct starts from `lo` to `hi` that are all ``lo`` modulo
+    ``(hi - lo) / (c - 1)`` are exactly that evenly spaced progression (no sort needed)."""
     lanes = len(starts[0]) if starts else 1
-    if count > lanes or (distinct and count != lanes):
-        return None
-    ranks = [0] * lanes
-    for col, axis in zip(starts, axes):
-        where = {a: i for i, a in enumerate(axis)}
-        size = len(axis)
-        ranks = [r * size + where[a] for r, a in zip(ranks, col)]
-    if len(set(ranks)) != count:
-        return None
-    return [axis[0] for axis in axes], steps, [len(axis) for axis in axes], ranks
-
-
-# From this many lanes on, per-lane index arithmetic runs in NumPy (fewer lanes: plain Python
-# is cheaper than NumPy's call overhead).
-_NUMPY_LANES = 64
-
-
-def _grid_np(starts: list[list[int]], extent: tuple, distinct: bool) -> tuple[list, list, list, list[int]] | None:
-    """`_grid` for many lanes, in NumPy."""
-    cols = np.asarray(starts, dtype=np.int64)
-    lanes = cols.shape[1]
-    ranks = np.zeros(lanes, dtype=np.int64)
-    first, steps, counts, count = [], [], [], 1
-    for col, n in zip(cols, extent):
-        axis = np.unique(col)
-        gaps = np.diff(axis)
-        step = int(gaps[0]) if len(axis) > 1 else n
-        if (len(gaps) and bool((gaps != step).any())) or (distinct and step < n):
+    first, steps, counts = [], [], []
+    ranks: list[int] | None = None
+    for col, n in zip(starts, extent):
+        lo, hi = min(col), max(col)
+        if lo == hi:  # one start along this dimension: every lane's position is 0
+            first.append(lo)
+            steps.append(n)
+            counts.append(1)
+            continue
+        axis = set(col)
+        c = len(axis)
+        step, rest = divmod(hi - lo, c - 1)
+        if rest or (distinct and step < n) or any((a - lo) % step for a in axis):
             return None
-        count *= len(axis)
-        first.append(int(axis[0]))
+        first.append(lo)
         steps.append(step)
-        counts.append(len(axis))
-        ranks = ranks * len(axis) + np.searchsorted(axis, col)
-    if count > lanes or (distinct and count != lanes) or len(np.unique(ranks)) != count:
+        counts.append(c)
+        ranks = ([(a - lo) // step for a in col] if ranks is None
+                 else [r * c + (a - lo) // step for r, a in zip(ranks, col)])
+    count = math.prod(counts)
+    if ranks is None:
+        ranks = [0] * lanes
+    if count > lanes or (distinct and count != lanes) or len(set(ranks)) != count:
         return None
-    return first, steps, counts, ranks.tolist()
+    return first, steps, counts, ranks
 
 
-def _read_grid_np(starts: list[list[int]], extent: tuple) -> tuple[list, list, list, list[int]] | None:
+# From this many lanes on, a read whose windows are not a full grid reads a grid with holes
+# that holds them all (`_read_grid`); fewer lanes gather their windows by index.
+_READ_GRID_LANES = 64
+
+
+def _read_grid(starts: list[list[int]], extent: tuple) -> tuple[list, list, list, list[int]] | None:
     """For reads by many lanes: an evenly spaced grid that holds every lane's window, with
     holes (positions no lane reads) allowed up to as many windows again as there are lanes:
     reading the whole grid and picking the lanes' windows is one strided copy and one
     single-index gather (qkv's head chunks skip every eighth)."""
-    cols = np.asarray(starts, dtype=np.int64)
-    lanes = cols.shape[1]
-    ranks = np.zeros(lanes, dtype=np.int64)
+    lanes = len(starts[0]) if starts else 1
+    ranks = [0] * lanes
     first, steps, counts = [], [], []
-    for col, n in zip(cols, extent):
-        lo = int(col.min())
-        step = int(np.gcd.reduce(col - lo)) or n
-        count = (int(col.max()) - lo) // step + 1
+    for col, n in zip(starts, extent):
+        lo = min(col)
+        step = math.gcd(*(a - lo for a in set(col))) or n
+        count = (max(col) - lo) // step + 1
         first.append(lo)
         steps.append(step)
         counts.append(count)
-        ranks = ranks * count + (col - lo) // step
+        ranks = [r * count + (a - lo) // step for r, a in zip(ranks, col)]
     if math.prod(counts) > 2 * lanes:
         return None
-    return first, steps, counts, ranks.tolist()
+    return first, steps, counts, ranks
 
 
 def _grid_view(x: torch.Tensor, first: list, steps: list, counts: list, extent: tuple) -> torch.Tensor:
@@ -977,37 +962,25 @@ def _lane_windows(tensor: Tensor, key: Any, n: int) -> tuple[list[list[int]], tu
         bounds = tensor.bounds(key)
     except memory.KernelError:
         return None
-    if n >= _NUMPY_LANES:
-        return _lane_windows_np(bounds, tensor.shape, n)
     starts, extent = [], []
     for (a, b), size in zip(bounds, tensor.shape):
-        if isinstance(a, Lanes) or isinstance(b, Lanes):
-            first = [int(x) for x in a.values] if isinstance(a, Lanes) else [int(a)] * n
-            last = [int(y) for y in b.values] if isinstance(b, Lanes) else [int(b)] * n
-            width = last[0] - first[0]
-            if len(first) != n or len(last) != n or any(y - x != width for x, y in zip(first, last)):
-                return None
+        if isinstance(a, Lanes):
+            first = list(map(int, a.values))
         else:
-            first, width = [int(a)] * n, int(b) - int(a)
+            first = [int(a)] * n
+        if isinstance(b, Lanes) or isinstance(a, Lanes):
+            last = list(map(int, b.values)) if isinstance(b, Lanes) else [int(b)] * n
+            if len(first) != n or len(last) != n:
+                return None
+            widths = set(map(operator.sub, last, first))
+            if len(widths) != 1:
+                return None
+            width = widths.pop()
+        else:
+            width = int(b) - first[0]
         if width < 0 or min(first) < 0 or max(first) + width > size:
             return None
         starts.append(first)
-        extent.append(width)
-    return starts, tuple(extent)
-
-
-def _lane_windows_np(bounds: list, shape: tuple, n: int) -> tuple[list[list[int]], tuple] | None:
-    """`_lane_windows` for many lanes, in NumPy."""
-    starts, extent = [], []
-    for (a, b), size in zip(bounds, shape):
-        first = np.asarray(a.values if isinstance(a, Lanes) else [a] * n, dtype=np.int64)
-        last = np.asarray(b.values if isinstance(b, Lanes) else [b] * n, dtype=np.int64)
-        if len(first) != n or len(last) != n:
-            return None
-        width = int(last[0] - first[0])
-        if bool(((last - first) != width).any()) or width < 0 or int(first.min()) < 0 or int(first.max()) + width > size:
-            return None
-        starts.append(first.tolist())
         extent.append(width)
     return starts, tuple(extent)
 
@@ -1064,8 +1037,8 @@ def tensor_getitem(plain: Callable) -> Callable:
         batch.on_load(tensor, False)
         starts, extent = windows
         found = _grid(starts, extent, distinct=False) if all(extent) else None
-        if found is None and all(extent) and batch.n >= _NUMPY_LANES:
-            found = _read_grid_np(starts, extent)
+        if found is None and all(extent) and batch.n >= _READ_GRID_LANES:
+            found = _read_grid(starts, extent)
         if found is not None:
             first, steps, counts, ranks = found
             view = _grid_view(tensor.data, first, steps, counts, extent)  # [*counts, *extent]

@@ -203,14 +203,33 @@ def test_observed_runs_replay_block_by_block(at_once):
     assert ctx.batch_stats == {"batched": 1} and bool(out.written.all())
 
 
-def test_grid_and_window_reads_agree_between_python_and_numpy_and_with_per_lane_slices():
-    # Many lanes take the NumPy path (`_NUMPY_LANES`): the same grids (or none) as plain
-    # Python, on shuffled grids with gaps, overlaps and repeats and on scattered windows;
-    # and every lane's window read at once equals its own slice.
+def _grid_by_enumeration(starts, extent, distinct):
+    """`_grid`'s answer found by brute force: the distinct starts along each dimension, sorted,
+    must be evenly spaced, and the windows must be exactly every point of their product."""
+    import itertools
+
+    axes = [sorted(set(col)) for col in starts]
+    steps = [axis[1] - axis[0] if len(axis) > 1 else n for axis, n in zip(axes, extent)]
+    for axis, step, n in zip(axes, steps, extent):
+        if axis != list(range(axis[0], axis[0] + step * len(axis), step)) or (distinct and step < n):
+            return None
+    points = list(itertools.product(*axes))  # row-major
+    windows = list(zip(*starts))
+    if set(windows) != set(points) or (distinct and len(windows) != len(points)):
+        return None
+    rank = {p: i for i, p in enumerate(points)}
+    return [axis[0] for axis in axes], steps, [len(axis) for axis in axes], [rank[w] for w in windows]
+
+
+def test_grid_detection_matches_enumeration_and_window_reads_match_per_lane_slices():
+    # Shuffled grids with gaps, overlaps and repeats and scattered windows, few lanes and
+    # many: `_grid` finds exactly the grids enumeration finds, with the same positions; and
+    # every lane's window read at once equals its own slice.
     import itertools
     import random
 
     rnd = random.Random(1)
+    found_grids = 0
     for _ in range(1500):
         dims, n = rnd.randint(1, 3), rnd.choice([1, 2, 5, 64, 70, 130])
         extent = tuple(rnd.randint(1, 4) for _ in range(dims))
@@ -224,21 +243,28 @@ def test_grid_and_window_reads_agree_between_python_and_numpy_and_with_per_lane_
         else:
             starts = [[rnd.randint(0, 20) for _ in range(n)] for _ in range(dims)]
         for distinct in (True, False):
-            found = []
-            for lanes in (10**9, 1):
-                saved, _b._NUMPY_LANES = _b._NUMPY_LANES, lanes
-                try:
-                    found.append(_b._grid(starts, extent, distinct))
-                finally:
-                    _b._NUMPY_LANES = saved
-            assert found[0] == found[1], (starts, extent, distinct)
+            want = _grid_by_enumeration(starts, extent, distinct)
+            assert _b._grid(starts, extent, distinct) == want, (starts, extent, distinct)
+            found_grids += want is not None
         x = torch.rand(*([30] * dims))
         if all(max(col) + e <= 30 for col, e in zip(starts, extent)):
             want = torch.stack([x[tuple(slice(col[k], col[k] + e) for col, e in zip(starts, extent))]
                                 for k in range(n)])
             assert torch.equal(_b._gather_windows(x, starts, extent), want)
-            holes = _b._read_grid_np(starts, extent)  # a grid with unread positions, for reads
+            holes = _b._read_grid(starts, extent)  # a grid with unread positions, for reads
             if holes is not None:
                 first, steps, counts, ranks = holes
                 view = _b._grid_view(x, first, steps, counts, extent).reshape(-1, *extent)
                 assert torch.equal(view[torch.tensor(ranks)], want)
+    assert found_grids > 500  # both answers are exercised, not only "no grid"
+
+
+def test_grid_detection_rejects_uneven_and_incomplete_grids():
+    assert _b._grid([[0, 4, 8, 12]], (4,)) == ([0], [4], [4], [0, 1, 2, 3])
+    assert _b._grid([[8, 0, 4]], (4,)) == ([0], [4], [3], [2, 0, 1])
+    assert _b._grid([[0, 4, 12]], (4,)) is None  # a gap: 0, 4, _, 12
+    assert _b._grid([[0, 3, 6]], (4,)) is None  # windows overlap
+    assert _b._grid([[0, 3, 6]], (4,), distinct=False) == ([0], [3], [3], [0, 1, 2])
+    assert _b._grid([[0, 0, 4, 4], [0, 4, 0, 0]], (4, 4), distinct=False) is None  # (4, 4) missing
+    assert _b._grid([[0, 2, 5]], (1,)) is None  # 5 - 0 is not a whole number of steps
+    assert _b._grid([[0, 3, 4]], (1,)) is None  # three starts spanning 2 steps of 2, but 3 is off it
