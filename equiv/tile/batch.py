@@ -306,7 +306,7 @@ class Batch:
             return None
         outer = [lanes[r] // m for r in rows]
         starts = [[col[r] for r in rows] for col in ev.starts]
-        values = ev.values[torch.tensor(rows, device=ev.values.device)] if ev.stacked else ev.values
+        values = ev.values.index_select(0, torch.tensor(rows, device=ev.values.device)) if ev.stacked else ev.values
         if outer == list(range(self.n)):
             blocks, lane_of, rows_lanes = self.order, self.lane_of, None
         else:
@@ -565,8 +565,8 @@ def _box_write(tensor: Tensor, extent: tuple, starts: list, lanes: list, values:
     for window, rank in enumerate(ranks):
         by_rank[rank] = window
     order = torch.tensor(by_rank, device=values.device)
-    return _BoxWrite(tensor, first, steps, counts, extent, values[order].reshape(shape),
-                     None if mask is None else mask[order].reshape(shape), [lanes[w] for w in by_rank])
+    return _BoxWrite(tensor, first, steps, counts, extent, values.index_select(0, order).reshape(shape),
+                     None if mask is None else mask.index_select(0, order).reshape(shape), [lanes[w] for w in by_rank])
 
 
 class _IndexWrite:
@@ -1044,7 +1044,7 @@ def tensor_getitem(plain: Callable) -> Callable:
             view = _grid_view(tensor.data, first, steps, counts, extent)  # [*counts, *extent]
             data = view.reshape(-1, *extent)
             if ranks != list(range(len(ranks))):  # lanes in grid order read the view as it is
-                data = data[torch.tensor(ranks, device=data.device)]
+                data = data.index_select(0, torch.tensor(ranks, device=data.device))
         else:
             data = _gather_windows(tensor.data, starts, extent)
         return Tile(data.to(tensor.dtype.container), tensor.dtype, list(extent))
