@@ -82,7 +82,19 @@ def _int_product(x: torch.Tensor, y: torch.Tensor, x_type: DType, y_type: DType)
     bound = x.shape[-1] * max(-x_type.int_range[0], x_type.int_range[1]) * max(-y_type.int_range[0], y_type.int_range[1])
     narrow = bound <= 2**24 and x.device.type == "cpu" and torch.get_float32_matmul_precision() == "highest"
     ftype = torch.float32 if narrow else torch.float64
-    return (x.to(ftype) @ y.to(ftype)).to(torch.int64)
+    return (_int_to_float(x, x_type, ftype) @ _int_to_float(y, y_type, ftype)).to(torch.int64)
+
+
+_INT32_RANGE = (-(2**31), 2**31 - 1)
+
+
+def _int_to_float(x: torch.Tensor, dtype: DType, ftype: torch.dtype) -> torch.Tensor:
+    # Through int32 where the type's values fit it (exact): int64 -> float is not vectorised
+    # on CPUs (int8 weights: 19 us against 12 us for a [512, 64] tile).
+    lo, hi = dtype.int_range
+    if x.dtype is torch.int64 and _INT32_RANGE[0] <= lo and hi <= _INT32_RANGE[1]:
+        x = x.to(torch.int32)
+    return x.to(ftype)
 
 
 @tensor_operands

@@ -84,3 +84,18 @@ def test_int8_matmul_equals_python_integer_sums_at_the_float32_bound(ctx, k, fil
     tile = pl.matmul(pl.Tile(a.to(torch.int64), pl.INT8), pl.Tile(b.to(torch.int64), pl.INT8), out_dtype=pl.INT32)
     wrapped = [[(v + 2**31) % 2**32 - 2**31 for v in row] for row in want]
     assert tile.data.tolist() == wrapped
+
+
+@pytest.mark.parametrize("dtype", [pl.INT16, pl.INT32, pl.UINT32, pl.INT64])
+def test_integer_matmul_of_wide_types_equals_python_integer_sums(ctx, dtype):
+    # Operands pass through int32 on the way to float only where the type's values fit it:
+    # UINT32's upper half and INT64 must not wrap there.
+    from equiv.tile.matmul import _int_product
+
+    lo, hi = dtype.int_range
+    lo, hi = max(lo, -(2**40)), min(hi, 2**40)  # float64 holds every partial sum exactly below 2^53
+    a = torch.tensor([[lo, hi, 1], [hi - 1, 0, lo + 1]], dtype=torch.int64)
+    b = torch.tensor([[1, 0], [1, 3], [-1, 7]], dtype=torch.int64)
+    got = _int_product(a, b, dtype, pl.INT8)
+    want = [[sum(int(a[i, j]) * int(b[j, c]) for j in range(3)) for c in range(2)] for i in range(2)]
+    assert got.tolist() == want
