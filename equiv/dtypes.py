@@ -1,16 +1,21 @@
 """PyPTO element types as the emulator sees them.
 
-Every value is held in a *container* (float64 for BF16 and FP16, float32 for FP32, int64 for
-integer types) whose contents are always exactly representable in the element type; global
-tensors store them in the narrowest exact dtype (`DType.storage`) and widen on load.
-Arithmetic is done in the container and rounded once to the element type, which is how the
+Every value is held in a *container* (float32 for the floating types, int64 for integer
+types) whose contents are always exactly representable in the element type; global tensors
+store them in the narrowest exact dtype (`DType.storage`) and widen on load. Arithmetic is
+done in the container, or in float64 where the container's own arithmetic would not give
+the exact result rounded once, and rounded once to the element type, which is how the
 emulator gets IEEE results that are identical on CPU and CUDA.
 
-FP32 tiles stay in float32 because a native float32 add, subtract, multiply or divide of
-float32 values *is* the exact result rounded once to nearest-even: the ops that are not
-(exp, log, reciprocals, matmul folds in other types) widen to float64 first. Where the CPU
-flushes subnormals (FTZ/DAZ), native float32 results are not IEEE, and FP32 tiles fall back
-to float64 containers like the other floating types (`set_fp32_containers`).
+Floating tiles stay in float32 because a native float32 add, subtract, multiply or divide of
+values of the type *is* the exact result rounded once to nearest-even (FP32), or rounds
+to a float32 value whose nearest-even rounding to BF16 or FP16 is the exact result's
+(float32's 24 bits are at least 2p + 2 for BF16's p = 8 and FP16's p = 11, which makes
+rounding twice innocuous for those four operations and square root). The ops that are
+not one such operation (exp, log, reciprocals, matmul folds in other types, bit
+reinterpretations) widen to float64 first. Where the CPU flushes subnormals (FTZ/DAZ),
+native float32 results are not IEEE, and floating tiles fall back to float64 containers
+(`set_float32_containers`).
 """
 
 from __future__ import annotations
@@ -23,16 +28,16 @@ import torch
 from equiv import numerics
 
 
-# Whether FP32 containers are float32 (see the module docstring); `rounding` sets it from its
-# flush-mode probe, once per kernel run.
-_fp32_in_float32 = True
+# Whether floating containers are float32 (see the module docstring); `rounding` sets it from
+# its flush-mode probe, once per kernel run.
+_floats_in_float32 = True
 
 
-def set_fp32_containers(native: bool) -> None:
-    """Hold FP32 values in float32 containers (`native`: the CPU's float32 arithmetic keeps
-    subnormals) or in float64 ones, as the other floating types."""
-    global _fp32_in_float32
-    _fp32_in_float32 = bool(native)
+def set_float32_containers(native: bool) -> None:
+    """Hold floating values in float32 containers (`native`: the CPU's float32 arithmetic
+    keeps subnormals) or in float64 ones."""
+    global _floats_in_float32
+    _floats_in_float32 = bool(native)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class DType:
     @property
     def container(self) -> torch.dtype:
         if self.is_float:
-            return torch.float32 if self.bits == 32 and _fp32_in_float32 else torch.float64
+            return torch.float32 if _floats_in_float32 else torch.float64
         return torch.int64
 
     @property

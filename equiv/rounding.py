@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from equiv.dtypes import DType, set_fp32_containers
+from equiv.dtypes import DType, set_float32_containers
 
 CAST_MODES: tuple[str, ...] = ("none", "rint", "round", "trunc", "floor", "ceil")
 _TWO52 = float(2**52)
@@ -57,16 +57,16 @@ def _probe_native_conversions() -> bool:
 
 
 _native_cpu_exact = _probe_native_conversions()
-set_fp32_containers(_native_cpu_exact)
+set_float32_containers(_native_cpu_exact)
 
 
 def refresh_native_probe() -> bool:
     """Probe the CPU's flush mode again (a kernel run calls this once at its start, so a
     ``torch.set_flush_denormal`` in between is seen without probing on every rounding). The
-    answer also decides whether FP32 tiles are held in float32 (`dtypes.set_fp32_containers`)."""
+    answer also decides whether floating tiles are held in float32 (`dtypes.set_float32_containers`)."""
     global _native_cpu_exact
     _native_cpu_exact = _probe_native_conversions()
-    set_fp32_containers(_native_cpu_exact)
+    set_float32_containers(_native_cpu_exact)
     return _native_cpu_exact
 
 
@@ -96,7 +96,7 @@ def _nearest_even_fast(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
     back = f.to(torch.float64)
     away = back.abs() > x.abs()  # includes finite values that overflowed to inf
     odd = (f.view(torch.int32) - away.to(torch.int32)) | (back != x)  # NaN: stays NaN
-    return odd.view(torch.float32).to(target).to(torch.float64)
+    return odd.view(torch.float32).to(target).to(dtype.container)
 
 
 def narrow_fp32(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
@@ -108,17 +108,21 @@ def narrow_fp32(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
     target = dtype.torch_dtype
     if target not in (torch.bfloat16, torch.float16) or not native_conversions_exact(x.device):
         return None
-    return x.to(torch.float32).to(target).to(torch.float64)
+    return x.to(torch.float32).to(target).to(dtype.container)
 
 
 def to_float(x: torch.Tensor, dtype: DType, mode: str = "rint") -> torch.Tensor:
     """Round `x` to floating `dtype` under `mode`; returns `dtype`'s container.
 
-    `x` holds exact values (float64), or float32 results of native IEEE float32 ops on FP32
-    operands (add, subtract, multiply, divide: already rounded to nearest-even, so taken as
-    they are when `dtype` is FP32 and the mode rounds to nearest)."""
-    if x.dtype is torch.float32 and dtype.container is torch.float32 and mode in ("rint", "none"):
-        return x
+    `x` holds exact values (float64), or float32 results of one native IEEE float32 add,
+    subtract, multiply or divide of values of `dtype` (float32 containers): already rounded
+    to nearest-even, so taken as they are for FP32, and rounded by one native conversion to
+    BF16 or FP16, which gives the exact result's rounding (see `equiv.dtypes`)."""
+    if x.dtype is torch.float32 and mode in ("rint", "none") and dtype.container is torch.float32:
+        if dtype.torch_dtype is torch.float32:
+            return x
+        if dtype.torch_dtype in (torch.bfloat16, torch.float16):
+            return x.to(dtype.torch_dtype).to(torch.float32)
     if x.dtype is not torch.float64:
         x = x.to(torch.float64)
     if dtype.torch_dtype is torch.float32 and mode == "rint" and native_conversions_exact(x.device):

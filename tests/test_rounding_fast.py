@@ -114,6 +114,67 @@ def test_fp32_tiles_leave_float32_containers_under_a_flush_mode():
     assert FP32.container is torch.float32
 
 
+def _values_of(dtype, n: int, seed: int) -> torch.Tensor:
+    """`n` values of `dtype` (float64) from random bit patterns of the type: every binade,
+    subnormals, the largest finite values, ±0 (NaN and infinities left out: they pass through
+    ops unchanged)."""
+    g = torch.Generator().manual_seed(seed)
+    width = 16
+    bits = torch.randint(0, 2**width, (n,), generator=g, dtype=torch.int64)
+    x = bits.to(torch.int16).view(dtype.torch_dtype).to(torch.float64)
+    return x[torch.isfinite(x)]
+
+
+def test_bf16_and_fp16_arithmetic_in_float32_containers_is_the_exact_result_rounded_once():
+    """BF16 and FP16 tiles compute + - * / natively in float32 and round the float32 result
+    once more; float32's 24 bits are >= 2p + 2 for both, so that equals the exact result
+    rounded once. Checked against float64 arithmetic (exact for + - *, and >= 2p + 2 bits
+    for /) rounded once by `numerics.round_to`, on 200,000 pairs of values of each type
+    including subnormals, ties, cancellations and overflow."""
+    from equiv import numerics
+    from equiv import tile as pl
+    from equiv.memory import RunContext, running
+    from equiv.options import Options
+
+    ops = {"add": (pl.add, torch.add), "sub": (pl.sub, torch.sub), "mul": (pl.mul, torch.mul),
+           "div": (pl.div, torch.div)}
+    with running(RunContext(Options())):
+        for dtype, fmt in ((BF16, numerics.BF16), (FP16, numerics.FP16)):
+            assert dtype.container is torch.float32
+            a = _values_of(dtype, 200_000, 1)
+            b = _values_of(dtype, 200_000, 2)
+            n = min(len(a), len(b))
+            a, b = a[:n].reshape(1, -1), b[:n].reshape(1, -1)
+            b_near = numerics.round_to(a * (1 + 2.0**-6), fmt)  # close operands: cancellation
+            for name, (op, exact) in ops.items():
+                for x, y in ((a, b), (a, b_near)):
+                    got = op(pl.Tile(x, dtype), pl.Tile(y, dtype))
+                    assert got.data.dtype is torch.float32
+                    want = numerics.round_to(exact(x, y), fmt)
+                    assert _bits_equal(got.data, want), (dtype, name)
+
+
+def test_bf16_and_fp16_tiles_leave_float32_containers_under_a_flush_mode():
+    from equiv import tile as pl
+    from equiv.memory import RunContext, running
+    from equiv.options import Options
+
+    tiny = torch.tensor([[2.0**-130, 2.0**-20]], dtype=torch.float64)  # a bf16 / an fp16 subnormal
+    if not torch.set_flush_denormal(True):
+        return  # this CPU has no flush mode to switch on
+    try:
+        with running(RunContext(Options())):
+            for dtype in (BF16, FP16):
+                assert dtype.container is torch.float64
+                got = pl.add(pl.Tile(tiny, dtype), pl.Tile(tiny, dtype))
+                want = rounding._to_float_general(tiny * 2, dtype, "rint")
+                assert got.data.dtype is torch.float64 and _bits_equal(got.data, want)
+    finally:
+        torch.set_flush_denormal(False)
+        rounding.refresh_native_probe()
+    assert BF16.container is torch.float32 and FP16.container is torch.float32
+
+
 def _mm_reference(acc, x, y):
     """Sequential fp32 fold over K in float64 arithmetic, rounded per step (numerics.round_to)."""
     from equiv import numerics
@@ -169,11 +230,11 @@ def test_global_tensors_store_the_narrowest_exact_dtype_and_load_wide():
         assert w.load(((0, 2), (0, 2))).tolist() == [[-128, 127], [5, -7]]
         b = Tensor.from_torch("b", torch.tensor([1 + 2.0**-7, -3.0e38], dtype=torch.bfloat16))
         assert b.data.dtype == torch.float32
-        assert b.load(((0, 2),)).dtype == torch.float64
+        assert b.load(((0, 2),)).dtype == BF16.container
         assert b.load(((0, 2),)).tolist() == [1 + 2.0**-7, float(torch.tensor(-3.0e38, dtype=torch.bfloat16))]
         out = Tensor("out", [3], BF16)  # poison NaN, stored narrow
         assert out.data.dtype == torch.float32 and torch.isnan(out.data).all()
-        # a float64 container value (exactly a bf16 value) stored and read back unchanged
+        # a container value (exactly a bf16 value) stored and read back unchanged
         v = rounding.to_float(torch.tensor([1.0e-40, 3.5, -2.0**-133], dtype=torch.float64), BF16)
         out.store(((0, 3),), v)
         assert _bits_equal(out.load(((0, 3),)), v) and out.written.all()

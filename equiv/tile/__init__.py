@@ -25,8 +25,8 @@ file per family:
 
 Semantics that decide bit-exactness are documented in docs/arithmetic.md: every op rounds
 its result once to the tile's element type (no fused multiply-add); floating ops are
-computed in float64, exact or correctly rounded before that one rounding (fp32 + - * / run
-natively in float32, which is the same rounding); integer matmul
+computed in float64, exact or correctly rounded before that one rounding (+ - * / run
+natively in float32, which gives the same bits: see docs/arithmetic.md); integer matmul
 is exact; ``row_sum`` follows ``Options.row_sum_order``; tiles carry a ``valid_shape``.
 """
 
