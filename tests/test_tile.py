@@ -78,7 +78,10 @@ def test_int_to_float_casts_equal_python_rounding_of_every_value(ctx, mode):
         return float(r) if abs(r) <= fmt.max_finite else math.copysign(math.inf, v)
 
     cases = [(pl.INT8, range(-128, 128)), (pl.UINT8, range(0, 256)), (pl.INT16, range(-32768, 32768, 7)),
-             (pl.INT32, [2**24 + 1, 2**24 + 3, -(2**24 + 1), 2**31 - 1, -(2**31), 2**25 + 2, 16777217 * 3])]
+             (pl.INT32, [2**24 + 1, 2**24 + 3, -(2**24 + 1), 2**31 - 1, -(2**31), 2**25 + 2, 16777217 * 3]),
+             # tiles whose values all fit the float type (converted directly), and just past it
+             (pl.INT32, range(-(2**24), 2**24 + 1, 2**19 + 1)), (pl.INT32, range(-256, 257)),
+             (pl.INT32, [2**24 - 1, 2**24 + 1]), (pl.INT32, [-(2**24 + 1), 5])]
     for int_type, values in cases:
         src = pl.Tile(torch.tensor([list(values)], dtype=torch.int64), int_type)
         for target in (pl.FP32, pl.BF16, pl.FP16):

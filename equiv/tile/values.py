@@ -132,8 +132,10 @@ def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile
         return _scalar_to(x, target_type, mode)
     if (x.dtype, target_type) in _EXACT_FLOAT_CASTS and mode in rounding.CAST_MODES:
         return Tile(x.data, target_type, x.valid)
-    if not x.dtype.is_float and target_type.is_float and _exact_in(x.dtype, target_type):
-        # Every value of the integer type is a value of the float type: exact in every mode.
+    if not x.dtype.is_float and target_type.is_float and (
+            _exact_in(x.dtype, target_type) or _values_exact_in(x.data, target_type)):
+        # Every value of the integer type (or of this tile) is a value of the float type:
+        # exact in every mode.
         return Tile(x.data.to(target_type.container), target_type, x.valid)
     if x.dtype is FP32 and mode in ("rint", "none"):
         narrowed = rounding.narrow_fp32(x.data, target_type)
@@ -147,6 +149,16 @@ def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile
 def _exact_in(int_type: DType, float_type: DType) -> bool:
     lo, hi = int_type.int_range
     return max(-lo, hi) <= 2 ** float_type.fmt.precision
+
+
+def _values_exact_in(data: torch.Tensor, float_type: DType) -> bool:
+    """Whether every integer in `data` is a value of `float_type` (|v| <= 2^precision). CPU
+    only: the answer is read back, which on CUDA would wait for the device."""
+    if data.device.type != "cpu" or data.numel() == 0:
+        return False
+    lo, hi = torch.aminmax(data)
+    limit = 2 ** float_type.fmt.precision
+    return -limit <= int(lo) and int(hi) <= limit
 
 
 def _saturation_decision(data: torch.Tensor, target_type: DType, mode: str) -> None:
