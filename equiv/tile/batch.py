@@ -414,7 +414,9 @@ def _bulk_plan(events: list[StoreEvent], ctx: memory.RunContext, stage: int, ord
             values, mask = _stacked(stores, extent)
             writes.append(_box_write(tensor, extent, starts, lanes, values, mask)
                           or _index_write(tensor, extent, starts, lanes, values, mask))
-        if any(w is None for w in writes) or _boxes_overlap([w.box for w in writes]):
+        if any(w is None for w in writes):
+            return None  # an element stored twice within one extent's windows
+        if _boxes_overlap([w.box for w in writes]) and _stored_twice_by(writes):
             return None  # an element stored twice: program order or a race decides
         if ctx.options.detect_races and Tensor.writer.made(tensor):  # type: ignore[attr-defined]
             for w in writes:
@@ -427,6 +429,19 @@ def _bulk_plan(events: list[StoreEvent], ctx: memory.RunContext, stage: int, ord
 def _boxes_overlap(boxes: list[list[tuple[int, int]]]) -> bool:
     return any(all(a < d and c < b for (a, b), (c, d) in zip(p, q))
                for i, p in enumerate(boxes) for q in boxes[i + 1:])
+
+
+def _stored_twice_by(writes: list) -> bool:
+    """Whether two of `writes` (each free of repeats) store one element: their bounding boxes
+    overlap, but interleaved windows (qkv's 448-column and 64-column chunks of every head)
+    need not. Each write counts its elements into one map over the boxes' union."""
+    lo = [min(w.box[d][0] for w in writes) for d in range(len(writes[0].box))]
+    hi = [max(w.box[d][1] for w in writes) for d in range(len(writes[0].box))]
+    counts = torch.zeros([b - a for a, b in zip(lo, hi)], dtype=torch.int32,
+                         device=writes[0].tensor.data.device)
+    for w in writes:
+        w.count_into(counts, lo)
+    return bool((counts > 1).any())
 
 
 def _stacked(stores: list[StoreEvent], extent: tuple) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -534,6 +549,12 @@ class _BoxWrite:
         prev = self.view(self.tensor.writer)
         return _distinct(prev if self.mask is None else prev[self.mask])
 
+    def count_into(self, counts: torch.Tensor, origin: list[int]) -> None:
+        """Add 1 at every element of every window (masked ones too) in `counts`, a map whose
+        element 0 is the tensor's element `origin`."""
+        first, steps, grid, extent = self.grid
+        _grid_view(counts, [a - o for a, o in zip(first, origin)], steps, grid, extent).add_(1)
+
     def apply(self, first_token: int) -> None:
         t, m = self.tensor, self.mask
         _, _, counts, extent = self.grid
@@ -577,6 +598,11 @@ class _IndexWrite:
 
     def earlier_writers(self) -> list[int]:
         return _distinct(self.tensor.writer[self.idx])
+
+    def count_into(self, counts: torch.Tensor, origin: list[int]) -> None:
+        """Add 1 at every element this write stores, in `counts` (element 0: `origin`)."""
+        idx = tuple(i - o for i, o in zip(self.idx, origin))
+        counts.index_put_(idx, torch.ones((), dtype=counts.dtype, device=counts.device), accumulate=True)
 
     def apply(self, first_token: int) -> None:
         t, idx = self.tensor, self.idx

@@ -110,6 +110,44 @@ def two_stages(x: pl.Tensor, out: pl.Tensor) -> None:
         out[b * R : b * R + R, :] = pl.cast(pl.neg(t), target_type=pl.BF16, mode="rint")
 
 
+def interleaved_extents(x: pl.Tensor, out: pl.Tensor) -> None:
+    # Block b writes columns [3bC, 3bC + 2C) and then [3bC + 2C, 3bC + 3C): two grids of
+    # different extents whose bounding boxes overlap, though no element is stored twice.
+    for b in pl.spmd(N, name_hint="cols"):
+        c0 = b * 3 * C
+        t = pl.cast(x[:, c0 : c0 + 3 * C], target_type=pl.FP32)
+        out[:, c0 : c0 + 2 * C] = pl.cast(pl.add(t[:, 0 : 2 * C], 1.0), target_type=pl.BF16, mode="rint")
+        out[:, c0 + 2 * C : c0 + 3 * C] = pl.cast(pl.mul(t[:, 2 * C : 3 * C], 2.0), target_type=pl.BF16,
+                                                  mode="rint")
+
+
+def interleaved_extents_sharing_a_column(x: pl.Tensor, out: pl.Tensor) -> None:
+    # As above, but the second window starts one column early: that column is stored twice
+    # per block, and program order decides (the second store wins).
+    for b in pl.spmd(N, name_hint="cols"):
+        c0 = b * 3 * C
+        t = pl.cast(x[:, c0 : c0 + 3 * C], target_type=pl.FP32)
+        out[:, c0 : c0 + 2 * C] = pl.cast(pl.add(t[:, 0 : 2 * C], 1.0), target_type=pl.BF16, mode="rint")
+        out[:, c0 + 2 * C - 1 : c0 + 3 * C] = pl.cast(pl.mul(t[:, 2 * C - 1 : 3 * C], 2.0),
+                                                      target_type=pl.BF16, mode="rint")
+
+
+SPREAD = {"out": ([2 * N * N, C], pl.BF16)}
+
+
+def grid_and_scattered_rows(x: pl.Tensor, out: pl.Tensor, odd: int) -> None:
+    # Block b writes half of row 2b (a grid) and all of row 2b² + odd (scattered: written
+    # element by element). With odd = 1 the second rows are odd and no element is stored
+    # twice, though the two writes' bounding boxes overlap; with odd = 0 block 0 stores half
+    # of row 0 twice and blocks 2 and 4 both store half of row 8 (a race).
+    for b in pl.spmd(N, name_hint="rows"):
+        t = pl.cast(x[b * R : b * R + 1, :], target_type=pl.FP32)
+        out[2 * b : 2 * b + 1, 0 : C // 2] = pl.cast(pl.add(t[:, 0 : C // 2], 1.0), target_type=pl.BF16,
+                                                     mode="rint")
+        r = 2 * b * b + odd
+        out[r : r + 1, :] = pl.cast(pl.mul(t, 2.0), target_type=pl.BF16, mode="rint")
+
+
 def bf16(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.bfloat16).to(torch.float64)
 
@@ -268,3 +306,35 @@ def test_grid_detection_rejects_uneven_and_incomplete_grids():
     assert _b._grid([[0, 0, 4, 4], [0, 4, 0, 0]], (4, 4), distinct=False) is None  # (4, 4) missing
     assert _b._grid([[0, 2, 5]], (1,)) is None  # 5 - 0 is not a whole number of steps
     assert _b._grid([[0, 3, 4]], (1,)) is None  # three starts spanning 2 steps of 2, but 3 is off it
+
+
+def test_interleaved_windows_of_two_extents_are_written_at_once(at_once):
+    x = x_wide()
+    ctx, outs = both(interleaved_extents, {"x": x}, WIDE)
+    assert at_once == [True] and not ctx.findings
+    first = torch.zeros(3 * N * C, dtype=torch.bool)
+    for b in range(N):
+        first[3 * b * C : 3 * b * C + 2 * C] = True
+    want = torch.where(first, bf16(x.double() + 1), bf16(x.double() * 2))
+    assert torch.equal(outs["out"].data.double(), want) and bool(outs["out"].written.all())
+
+
+def test_interleaved_windows_that_share_an_element_replay_block_by_block(at_once):
+    x = x_wide()
+    ctx, outs = both(interleaved_extents_sharing_a_column, {"x": x}, WIDE)
+    assert at_once == [False] and not ctx.findings  # one block stores the column twice: no race
+    shared = [3 * b * C + 2 * C - 1 for b in range(N)]
+    assert torch.equal(outs["out"].data.double()[:, shared], bf16(x.double() * 2)[:, shared])
+
+
+@pytest.mark.parametrize("odd, at_once_expected", [(1, True), (0, False)])
+def test_a_grid_and_scattered_windows_are_written_at_once_unless_they_share_an_element(at_once, odd,
+                                                                                        at_once_expected):
+    x = x_values().to(torch.bfloat16)
+    ctx, outs = both(grid_and_scattered_rows, {"x": x}, SPREAD, odd=odd)
+    assert at_once == [at_once_expected]
+    assert [f.kind for f in ctx.findings.values()] == ([] if odd else ["race"])
+    last = N - 1  # the last block's scattered row holds its doubled values
+    assert torch.equal(outs["out"].data.double()[2 * last * last + odd], bf16(x.double()[last * R] * 2))
+    if not odd:  # row 0: block 0's second store wins
+        assert torch.equal(outs["out"].data.double()[0], bf16(x.double()[0] * 2))
