@@ -50,7 +50,24 @@ def round_integer(y: torch.Tensor, mode: str) -> torch.Tensor:
 _SUBNORMAL_PROBE = torch.tensor([2.0**-133, 2.0**-24], dtype=torch.float64)
 
 
+def _vector_conversions_keep_subnormals() -> bool:
+    """Whether torch's vectorised conversions (long tensors; a CPU's bf16 conversion
+    instructions may flush subnormals whatever the flush mode) keep bf16 and fp16 subnormals
+    and round to nearest-even there. A property of the machine and the torch build: asked
+    once, at import."""
+    lanes = 512  # longer than any vector width: the vectorised loop, not its scalar tail
+    x = torch.full((lanes,), 3 * 2.0**-134, dtype=torch.float64).to(torch.float32)  # 1.5 bf16 quanta
+    y = torch.full((lanes,), 3 * 2.0**-25, dtype=torch.float64).to(torch.float32)  # 1.5 fp16 quanta
+    return (bool((x.to(torch.bfloat16).to(torch.float64) == 2.0**-132).all())
+            and bool((y.to(torch.float16).to(torch.float64) == 2.0**-23).all()))
+
+
+_VECTOR_CONVERSIONS_EXACT = _vector_conversions_keep_subnormals()
+
+
 def _probe_native_conversions() -> bool:
+    if not _VECTOR_CONVERSIONS_EXACT:
+        return False
     p = _SUBNORMAL_PROBE.to(torch.float32)
     # .item() reads each converted value without building a comparison tensor (run per kernel run)
     return p[0].to(torch.bfloat16).item() != 0 and p[1].to(torch.float16).item() != 0

@@ -291,3 +291,25 @@ def test_integer_wrap_is_twos_complement_modular_arithmetic_for_every_type():
         got = rounding.wrap_int(torch.tensor(values, dtype=torch.int64), dtype).tolist()
         want = values if span >= 2**64 else [(v - lo) % span + lo for v in values]
         assert got == want, dtype
+
+
+def test_vector_conversion_probe_expects_the_exact_roundings_and_its_verdict_gates_the_fast_path(monkeypatch):
+    # The probe's inputs are ties between subnormal neighbours: their exact roundings (by
+    # `numerics.round_to`, not by a conversion) are what it expects the conversions to give.
+    from equiv import numerics
+
+    bf16_tie = torch.tensor([3 * 2.0**-134], dtype=torch.float64)
+    fp16_tie = torch.tensor([3 * 2.0**-25], dtype=torch.float64)
+    assert numerics.round_to(bf16_tie, numerics.BF16).item() == 2.0**-132
+    assert numerics.round_to(fp16_tie, numerics.FP16).item() == 2.0**-23
+    x = torch.tensor([1 + 2.0**-8, 3 * 2.0**-134], dtype=torch.float64)
+    want = rounding._to_float_general(x, BF16, "rint")
+    monkeypatch.setattr(rounding, "_VECTOR_CONVERSIONS_EXACT", False)
+    try:
+        assert not rounding.refresh_native_probe()  # a machine whose vector conversions flush
+        assert rounding._nearest_even_fast(x, BF16) is None and BF16.container is torch.float64
+        assert _bits_equal(rounding.to_float(x, BF16), want)
+    finally:
+        monkeypatch.undo()
+        rounding.refresh_native_probe()
+    assert rounding.native_conversions_exact(torch.device("cpu")) == rounding._VECTOR_CONVERSIONS_EXACT
