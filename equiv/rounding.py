@@ -116,25 +116,14 @@ def _nearest_even_fast(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
     return odd.view(torch.float32).to(target).to(dtype.container)
 
 
-def narrow_fp32(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
-    """Round-to-nearest-even of float64 values that are all exact fp32 values (an FP32 tile's
-    container) to bf16 or fp16: float64 -> float32 is then exact and the one native float32 ->
-    bf16/fp16 conversion is the only rounding (3 passes, where `_nearest_even_fast` takes
-    ~12 for arbitrary float64 input). None where a float flush mode is on or the target is
-    another type."""
-    target = dtype.torch_dtype
-    if target not in (torch.bfloat16, torch.float16) or not native_conversions_exact(x.device):
-        return None
-    return x.to(torch.float32).to(target).to(dtype.container)
-
-
 def to_float(x: torch.Tensor, dtype: DType, mode: str = "rint") -> torch.Tensor:
     """Round `x` to floating `dtype` under `mode`; returns `dtype`'s container.
 
-    `x` holds exact values (float64), or float32 results of one native IEEE float32 add,
-    subtract, multiply or divide of values of `dtype` (float32 containers): already rounded
-    to nearest-even, so taken as they are for FP32, and rounded by one native conversion to
-    BF16 or FP16, which gives the exact result's rounding (see `equiv.dtypes`)."""
+    `x` holds exact values: float64, or float32 containers (values of any floating type),
+    or the float32 result of one native IEEE float32 add, subtract, multiply or divide of
+    values of `dtype`. A float32 `x` is already rounded to nearest-even for FP32, so taken
+    as it is; for BF16 or FP16 one native conversion rounds it, which gives the exact
+    value's (or exact result's) rounding (see `equiv.dtypes`)."""
     if x.dtype is torch.float32 and mode in ("rint", "none") and dtype.container is torch.float32:
         if dtype.torch_dtype is torch.float32:
             return x
@@ -186,7 +175,7 @@ def convert(x: torch.Tensor, dtype: DType, mode: str = "rint") -> torch.Tensor:
     if mode not in CAST_MODES:
         raise ValueError(f"unknown cast mode {mode!r}; expected one of {CAST_MODES}")
     if dtype.is_float:
-        return to_float(x.to(torch.float64), dtype, mode)
+        return to_float(x, dtype, mode)  # (it widens what it cannot round natively)
     return to_int(x, dtype, mode)
 
 

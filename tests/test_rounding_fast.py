@@ -261,18 +261,20 @@ def test_writer_map_is_made_on_first_use_and_shared_by_shallow_copies():
         assert w.writer.shape == (4, 4) and view.writer.shape == (16,)
 
 
-def test_fp32_inputs_narrow_to_bf16_and_fp16_as_the_general_path_rounds():
-    # Every value an FP32 tile can hold: the edge values rounded to fp32 (ties of bf16/fp16,
-    # subnormals of both, values past their largest finite value, ±0, ±inf, NaN) and random
-    # fp32 bit patterns.
+def test_fp32_containers_convert_to_bf16_and_fp16_as_the_general_path_rounds():
+    # Every value an FP32 tile can hold, in its float32 container: the edge values rounded to
+    # fp32 (ties of bf16/fp16, subnormals of both, values past their largest finite value, ±0,
+    # ±inf, NaN) and random fp32 bit patterns. One native conversion rounds them.
     g = torch.Generator().manual_seed(11)
     bits = torch.randint(-(2**31), 2**31 - 1, (50000,), generator=g, dtype=torch.int64).to(torch.int32)
-    x = torch.cat([_edge_values().to(torch.float32).to(torch.float64), bits.view(torch.float32).to(torch.float64)])
+    x = torch.cat([_edge_values().to(torch.float32), bits.view(torch.float32)])
+    assert FP32.container is torch.float32
     for dtype in (BF16, FP16):
-        got = rounding.narrow_fp32(x, dtype)
-        assert got is not None
-        assert _bits_equal(got, rounding._to_float_general(x, dtype, "rint")), dtype
-    assert rounding.narrow_fp32(x, FP32) is None
+        for mode in ("rint", "none"):
+            got = rounding.convert(x, dtype, mode)
+            assert got.dtype is dtype.container
+            assert _bits_equal(got, rounding._to_float_general(x.to(torch.float64), dtype, "rint")), dtype
+    assert _bits_equal(rounding.convert(x, FP32, "rint"), x)  # already fp32 values: unchanged
 
 
 def test_integer_wrap_is_twos_complement_modular_arithmetic_for_every_type():

@@ -137,10 +137,6 @@ def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile
         # Every value of the integer type (or of this tile) is a value of the float type:
         # exact in every mode.
         return Tile(x.data.to(target_type.container), target_type, x.valid)
-    if x.dtype is FP32 and mode in ("rint", "none"):
-        narrowed = rounding.narrow_fp32(x.data, target_type)
-        if narrowed is not None:
-            return Tile(narrowed, target_type, x.valid)
     if not target_type.is_float and current().observers:
         _saturation_decision(x.data, target_type, mode)
     return Tile(rounding.convert(x.data, target_type, mode), target_type, x.valid)
