@@ -16,7 +16,6 @@ import argparse
 import math
 import os
 import sys
-import time
 from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from equiv import registry  # noqa: E402
+from equiv.bench import _timed  # noqa: E402
 from equiv.options import Options  # noqa: E402
 from equiv.runner import Case, _one_thread, _run_once, make_inputs  # noqa: E402
 
@@ -38,13 +38,9 @@ def operator_ms(fn: Callable[[], object], repeat: int) -> float:
 
 
 def wall_ms(fn: Callable[[], object], repeat: int) -> float:
+    """Best wall time of `fn` over `repeat` runs after a warm-up run, in ms (as `equiv bench`)."""
     fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
+    return _timed(fn, "cpu", repeat) * 1e3
 
 
 def main() -> int:
