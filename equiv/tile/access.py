@@ -607,7 +607,14 @@ def set_validshape(tile: Tile, *valid: int) -> Tile:
     return Tile(tile.data, tile.dtype, vals)
 
 
-def _pad_scalar(pad_value: str, dtype: DType) -> float | int:
+def _pad_scalar(pad_value: Any, dtype: DType) -> float | int:
+    # pypto maps the literals 0 / 0.0 / inf / -inf onto the three pad modes; other numbers
+    # (and bools) are errors there too.
+    if isinstance(pad_value, (int, float)) and not isinstance(pad_value, bool):
+        if pad_value == 0:
+            pad_value = PadValue.zero
+        elif math.isinf(pad_value):
+            pad_value = PadValue.max if pad_value > 0 else PadValue.min
     if pad_value in (PadValue.zero, None):
         return 0.0 if dtype.is_float else 0
     if pad_value not in (PadValue.min, PadValue.max):
@@ -658,12 +665,12 @@ def assemble(target: Tensor, tile: Tile, offset: Sequence[int], atomic: str | No
     if tile.dtype != target.dtype:
         raise KernelError(f"atomic add of a {tile.dtype!r} tile into {target.name} of {target.dtype!r}")
     win = target.window(key)
-    inside, clipped = target._clip(win, "oob-write")
+    mask = tile.valid_mask()
+    inside, clipped = target._clip(win, "oob-write", mask)
     if not all(b > a for a, b in inside):
         return target
     sl = Tensor._slices(inside)
     src = tile.data[Tensor._slices(inside, win)] if clipped else tile.data
-    mask = tile.valid_mask()
     if mask is not None and clipped:
         mask = mask[Tensor._slices(inside, win)]
     summed = _result(target.data[sl] + src, target.dtype, src.shape).data
