@@ -173,10 +173,16 @@ def move(tile: Tile, target_memory: str = MemorySpace.Vec, blayout: Any = None, 
 
 def load(tensor: Tensor, offsets: Sequence[int], shapes: Sequence[int],
          valid_shape: Sequence[int] | None = None, target_memory: str = MemorySpace.Vec,
-         clamp: bool = False) -> Tile:
+         clamp: bool = False, valid_shapes: Sequence[int] | None = None) -> Tile:
     """``pl.load``: a ``shapes`` tile of `tensor` at `offsets`; only ``valid_shape`` (default
     all) is read, the rest of the tile is poison. Reads past the tensor are out-of-range
-    findings unless ``clamp=True``, which cuts the valid region back to the tensor's edge."""
+    findings unless ``clamp=True``, which cuts the valid region back to the tensor's edge.
+    ``valid_shapes=`` is the keyword's name until pypto #2233 (2026-08-03): the same operand."""
+    if valid_shapes is not None:
+        if valid_shape is not None:
+            raise KernelError("pl.load: both valid_shape= and valid_shapes= (the older name of the same "
+                              "operand); pass one")
+        valid_shape = valid_shapes
     if not isinstance(tensor, Tensor):
         raise KernelError(f"pl.load from a {type(tensor).__name__}; it loads global tensors "
                           f"(use pl.tile.slice for tiles)")
