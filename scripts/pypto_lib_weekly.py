@@ -63,26 +63,32 @@ def main() -> int:
     args = ap.parse_args()
     weeks = [(c, d) for c, d in first_parent_revisions(args.repo, args.since, args.rev, weekly=True)
              if d <= args.until]
-    lines = ["| week's revision | date | file | entry | same-revision pair-free check (decode) | time s |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for commit, date in weeks:
-        found = files_at(args.repo, commit)
-        if found is None:
-            lines.append(f"| {commit[:8]} | {date} | – | – | no hc_pre.py with an attention file importing it | – |")
-            continue
-        for path in found:
+    header = ["| week's revision | date | file | entry | same-revision pair-free check (decode) | time s |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    found = {c: files_at(args.repo, c) for c, _ in weeks}
+    rows: dict[tuple[str, int], list[str]] = {}
+    # Every week's hc_pre.py first, then the attention files: the short runs give the whole
+    # range early, and the table is rewritten after each file, so a cut-off run leaves a table.
+    for which in (0, 1):
+        for commit, date in weeks:
+            if found[commit] is None:
+                rows[(commit, which)] = [f"| {commit[:8]} | {date} | – | – | no hc_pre.py with an attention "
+                                         f"file importing it | – |"]
+                continue
+            path = found[commit][which]
             run = argparse.Namespace(repo=args.repo, rev=commit, model=None, timeout=args.timeout)
-            _, rows, secs, _peak = table.run_file(run, path)
-            for i, r in enumerate(rows):
-                what = r["outcome"] + (": " + "; ".join(r["why"]) if r.get("why") else "")
-                lines.append(f"| {commit[:8] if i == 0 else ''} | {date if i == 0 else ''} | "
-                             f"{path if i == 0 else ''} | {r['entry']} | {table._cell(what)} | {secs:.0f} |")
-            print(lines[-1], file=sys.stderr, flush=True)
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+            _, got, secs, _peak = table.run_file(run, path)
+            rows[(commit, which)] = [
+                f"| {commit[:8] if i == 0 else ''} | {date if i == 0 else ''} | {path if i == 0 else ''} | "
+                f"{r['entry']} | {table._cell(r['outcome'] + (': ' + '; '.join(r['why']) if r.get('why') else ''))} | "
+                f"{secs:.0f} |" for i, r in enumerate(got)]
+            print(rows[(commit, which)][0], file=sys.stderr, flush=True)
+            lines = header + [line for c, _ in weeks for w in (0, 1) for line in rows.get((c, w), [])]
+            if args.out:
+                with open(args.out, "w", encoding="utf-8") as fh:
+                    fh.write("\n".join(lines) + "\n")
+    lines = header + [line for c, _ in weeks for w in (0, 1) for line in rows.get((c, w), [])]
+    print("\n".join(lines))
     return 0
 
 

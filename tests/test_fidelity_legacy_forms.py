@@ -137,3 +137,17 @@ def test_coverage_since_usage_errors(tmp_path, capsys):
     assert "not a date" in capsys.readouterr().err
     assert main(["coverage", "--repo", str(r), "--weekly", "models"]) == 2
     assert main(["coverage", "--repo", str(r), "--since", "2027-01-01", "models"]) == 2
+
+
+def test_a_transposed_load_holds_the_windows_transpose():
+    import torch
+
+    from equiv import tile as pl
+    from equiv.memory import RunContext, Tensor, running
+    from equiv.options import Options
+
+    with running(RunContext(Options(seed=1))):
+        x = Tensor.from_torch("x", torch.arange(24.0).reshape(4, 6))
+        t = pl.tile.load(x, [1, 2], [2, 4], valid_shapes=[2, 3], transpose=True)
+        assert list(t.shape) == [4, 2] and list(t.valid) == [3, 2]
+        assert t.data[:3, :].tolist() == x.data[1:3, 2:5].T.tolist()

@@ -173,11 +173,13 @@ def move(tile: Tile, target_memory: str = MemorySpace.Vec, blayout: Any = None, 
 
 def load(tensor: Tensor, offsets: Sequence[int], shapes: Sequence[int],
          valid_shape: Sequence[int] | None = None, target_memory: str = MemorySpace.Vec,
-         clamp: bool = False, valid_shapes: Sequence[int] | None = None) -> Tile:
+         clamp: bool = False, valid_shapes: Sequence[int] | None = None, transpose: bool = False) -> Tile:
     """``pl.load``: a ``shapes`` tile of `tensor` at `offsets`; only ``valid_shape`` (default
     all) is read, the rest of the tile is poison. Reads past the tensor are out-of-range
     findings unless ``clamp=True``, which cuts the valid region back to the tensor's edge.
-    ``valid_shapes=`` is the keyword's name until pypto #2233 (2026-08-03): the same operand."""
+    ``valid_shapes=`` is the keyword's name until pypto #2233 (2026-08-03): the same operand.
+    ``transpose=True`` (a load into L1 that pypto accepted in June 2026): `shapes` and the valid
+    shape are in the tensor's coordinates and the tile holds the window's transpose."""
     if valid_shapes is not None:
         if valid_shape is not None:
             raise KernelError("pl.load: both valid_shape= and valid_shapes= (the older name of the same "
@@ -195,7 +197,13 @@ def load(tensor: Tensor, offsets: Sequence[int], shapes: Sequence[int],
     valid = [min(v, s) for v, s in zip(valid, shapes)]
     if clamp:
         valid = [max(0, min(v, n - o)) for v, n, o in zip(valid, tensor.shape, offsets)]
-    return load_window(tensor, shapes, offsets, valid)
+    tile = load_window(tensor, shapes, offsets, valid)
+    if transpose:
+        if len(shapes) < 2:
+            raise KernelError(f"pl.load(transpose=True) of a {len(shapes)}-d window of {tensor.name}")
+        tile = Tile(tile.data.transpose(-1, -2).contiguous(), tile.dtype,
+                    list(tile.valid[:-2]) + [tile.valid[-1], tile.valid[-2]])
+    return tile
 
 
 def _drop_leading_units(tile: Tile, rank: int) -> Tile:
