@@ -112,3 +112,35 @@ def k(out: pl.Out[pl.Tensor[[2, 4], pl.INT32]]):
         out = Tensor("out", [2, 4], pl.INT32)
         fn(out=out)
     assert out.data.tolist() == [[0, 1, 2, 3], [0, 10, 20, 30]] and not ctx.findings
+
+
+def test_a_nonlocal_inside_a_batched_loop_body_reaches_the_function(tmp_path):
+    # The spmd loop and its pl.range loop are rewritten for batched blocks; a helper defined in
+    # the body rebinds the function's `count` through `nonlocal`, a comprehension and a walrus
+    # bind in their own scopes.
+    (tmp_path / "k.py").write_text('''
+import pypto.language as pl
+
+
+@pl.jit
+def k(x: pl.Tensor[[4, 8], pl.FP32], out: pl.Out[pl.Tensor[[4, 8], pl.FP32]]):
+    count = 0
+    for b in pl.spmd(4, name_hint="rows"):
+        def seen():
+            nonlocal count
+            count += 1
+        seen()
+        for j in pl.range(2):
+            cols = [c for c in range(4)]
+            if (n := len(cols)) == 4:
+                t = pl.load(x, [b, j * n], [1, n])
+                pl.store(pl.mul(t, 2.0), [b, j * n], out)
+    return out, count
+''')
+    fn = load_kernel(str(tmp_path / "k.py"), "k")
+    x = torch.arange(32, dtype=torch.float32).reshape(4, 8)
+    with running(RunContext(Options(seed=5))) as ctx:
+        out = Tensor("out", [4, 8], pl.FP32)
+        got, count = fn(x=Tensor.from_torch("x", x), out=out)
+    assert out.data.tolist() == (x * 2).tolist() and not ctx.findings
+    assert count == 4  # once per block, as the loop runs unrewritten
