@@ -13,7 +13,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("coverage", help="census of the PyPTO DSL a repository uses vs. what the emulator covers",
                        description="Parse the kernel files under PATH (default: models) and list every "
                                    "pl.* / pld.* name, keyword and form they use with its count and whether "
-                                   "the emulator covers it. Exit 1 while any is missing.")
+                                   "the emulator covers it. Exit 1 while any is missing.",
+                       epilog="examples:\n"
+                              "  equiv coverage --repo ~/pypto-lib --rev main models\n"
+                              "  equiv coverage --repo ~/pypto-lib --rev main --since 2026-06-01 models\n"
+                              "  equiv coverage --repo ~/pypto-lib --rev main --since 2026-06-01 --weekly --missing",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories in the repository (default: models)")
     p.add_argument("--repo", default=".", help="the repository (default: the current directory)")
     p.add_argument("--rev", default=None, help="read the files at this git revision (default: the working tree)")
