@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pypto_lib_table as table  # noqa: E402
 
+from equiv.coverage import coverage  # noqa: E402
 from equiv.coverage_history import first_parent_revisions  # noqa: E402
 
 DIRS = ("models/deepseek_v4_pro", "models/deepseek/v4-pro", "models/deepseek/v4", "models/deepseek/v4-flash",
@@ -66,6 +67,16 @@ def main() -> int:
     header = ["| week's revision | date | file | entry | same-revision pair-free check (decode) | time s |",
               "| --- | --- | --- | --- | --- | --- |"]
     found = {c: files_at(args.repo, c) for c, _ in weeks}
+    # The static census of the two files first (what `equiv coverage --rev C FILES` says).
+    census = ["| week's revision | date | files | DSL census of the two files (`equiv coverage`) |",
+              "| --- | --- | --- | --- |"]
+    for commit, date in weeks:
+        if found[commit] is not None:
+            rep = coverage(args.repo, commit, list(found[commit]))
+            missing = [r.entry for r in rep.rows if not r.covered]
+            census.append(f"| {commit[:8]} | {date} | {', '.join(found[commit])} | {rep.last_line()}"
+                          f"{'; missing: ' + ', '.join(missing) if missing else ''} |")
+    print("\n".join(census), file=sys.stderr, flush=True)
     rows: dict[tuple[str, int], list[str]] = {}
     # Every week's hc_pre.py first, then the attention files: the short runs give the whole
     # range early, and the table is rewritten after each file, so a cut-off run leaves a table.
@@ -83,11 +94,11 @@ def main() -> int:
                 f"{r['entry']} | {table._cell(r['outcome'] + (': ' + '; '.join(r['why']) if r.get('why') else ''))} | "
                 f"{secs:.0f} |" for i, r in enumerate(got)]
             print(rows[(commit, which)][0], file=sys.stderr, flush=True)
-            lines = header + [line for c, _ in weeks for w in (0, 1) for line in rows.get((c, w), [])]
+            lines = census + [""] + header + [line for c, _ in weeks for w in (0, 1) for line in rows.get((c, w), [])]
             if args.out:
                 with open(args.out, "w", encoding="utf-8") as fh:
                     fh.write("\n".join(lines) + "\n")
-    lines = header + [line for c, _ in weeks for w in (0, 1) for line in rows.get((c, w), [])]
+    lines = census + [""] + header + [line for c, _ in weeks for w in (0, 1) for line in rows.get((c, w), [])]
     print("\n".join(lines))
     return 0
 
