@@ -78,22 +78,30 @@ def main() -> int:
     ap.add_argument("--until", default="2026-08-21")
     ap.add_argument("--timeout", type=float, default=420.0, help="seconds per file (default 420)")
     ap.add_argument("--out", default=None, help="write the Markdown table here too")
+    ap.add_argument("--census-only", action="store_true",
+                    help="only the static DSL census of the two files per week (parsing, no runs)")
     args = ap.parse_args()
     weeks = [(c, d) for c, d in first_parent_revisions(args.repo, args.since, args.rev, weekly=True)
              if d <= args.until]
     header = ["| week's revision | date | file | entry | same-revision pair-free check (decode) | time s |",
               "| --- | --- | --- | --- | --- | --- |"]
     found = {c: files_at(args.repo, c) for c, _ in weeks}
-    # The static census of the two files first (what `equiv coverage --rev C FILES` says).
-    census = ["| week's revision | date | files | DSL census of the two files (`equiv coverage`) |",
-              "| --- | --- | --- | --- |"]
+    # The static census first (what `equiv coverage --rev C PATHS` says): of the two files, and
+    # of their whole directory (the sibling modules they import are in it).
+    census = ["| week's revision | date | files | DSL census of the two files | of their directory |",
+              "| --- | --- | --- | --- | --- |"]
     for commit, date in weeks:
         if found[commit] is not None:
-            rep = coverage(args.repo, commit, list(found[commit]))
-            missing = [r.entry for r in rep.rows if not r.covered]
-            census.append(f"| {commit[:8]} | {date} | {', '.join(found[commit])} | {rep.last_line()}"
-                          f"{'; missing: ' + ', '.join(missing) if missing else ''} |")
+            cells = []
+            for paths in (list(found[commit]), [os.path.dirname(found[commit][0])]):
+                rep = coverage(args.repo, commit, paths)
+                missing = [r.entry for r in rep.rows if not r.covered]
+                cells.append(rep.last_line() + ("; missing: " + ", ".join(missing) if missing else ""))
+            census.append(f"| {commit[:8]} | {date} | {', '.join(found[commit])} | {cells[0]} | {cells[1]} |")
     print("\n".join(census), file=sys.stderr, flush=True)
+    if args.census_only:
+        _write(args.out, census)
+        return 0
     rows: dict[tuple[str, int], list[str]] = {}
     # Every week's hc_pre.py first, then the attention files: the short runs give the whole
     # range early, and the table is rewritten after each file, so a cut-off run leaves a table.
