@@ -73,6 +73,8 @@ class DType:
     def int_range(self) -> tuple[int, int]:
         if self.is_float:
             raise TypeError(f"{self.name} is not an integer type")
+        if self.name == "BOOL":
+            return 0, 1
         if self.name.startswith("UINT"):
             return 0, 2**self.bits - 1
         return -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
@@ -94,9 +96,11 @@ BF16 = DType("BF16", torch.bfloat16, True, 16)
 FP32 = DType("FP32", torch.float32, True, 32)
 # INDEX is the scalar index type of the DSL; scalars are plain Python ints here.
 INDEX = DType("INDEX", torch.int64, False, 64)
+# BOOL types flags (``pl.Scalar[pl.BOOL]``); values 0 and 1, held as integers.
+BOOL = DType("BOOL", torch.bool, False, 8)
 
 ALL: dict[str, DType] = {d.name: d for d in (INT8, INT16, INT32, INT64, UINT8, UINT32, FP16, BF16, FP32,
-                                             INDEX)}
+                                             INDEX, BOOL)}
 
 
 def from_torch(dtype: torch.dtype) -> DType:

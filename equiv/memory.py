@@ -571,7 +571,10 @@ class Tensor:
                 out.append((k, k + 1))
         return out
 
-    def _clip(self, win: Window, kind: str) -> tuple[Window, bool]:
+    def _clip(self, win: Window, kind: str, mask: torch.Tensor | None = None) -> tuple[Window, bool]:
+        """`win` cut to the tensor, and whether it was cut. Elements outside the tensor are an
+        out-of-range access only where `mask` (the part of the window the device actually
+        reads or writes: a tile's valid shape) selects them."""
         clipped = tuple((max(a, 0), min(b, n)) for (a, b), n in zip(win, self.shape))
         if clipped == win:
             return win, False
@@ -580,6 +583,15 @@ class Tensor:
         for (a, b), (c, d) in zip(win, clipped):
             total *= max(b - a, 0)
             inside *= max(d - c, 0)
+        if mask is not None:
+            # Count only the selected elements past the edge: a tile whose valid rows end at
+            # the tensor's edge touches nothing outside it, however large the tile.
+            extent = [max(b - a, 0) for a, b in win]
+            sel = mask.reshape([-1] + extent).any(0) if mask.dim() > len(extent) else mask.expand(extent)
+            total = int(sel.sum())
+            inside = int(sel[self._slices(clipped, win)].sum()) if all(d > c for c, d in clipped) else 0
+            if total == inside:
+                return clipped, True
         ctx = current()
         site = kernel_site()
         idx = ", ".join(f"{a}:{b}" for a, b in win)
@@ -618,7 +630,7 @@ class Tensor:
         if batch is not None:
             batch.on_store(self, win, values, mask)  # applied per block when the stage ends
             return
-        inside, clipped = self._clip(win, "oob-write")
+        inside, clipped = self._clip(win, "oob-write", mask)
         if not all(b > a for a, b in inside):
             return
         src = values[self._slices(inside, win)] if clipped else values

@@ -371,7 +371,8 @@ def verdict_counts(results: Iterable[CaseResult]) -> dict[str, dict[str, int]]:
 
 def shrink(pair: KernelPair, result: CaseResult, options: Options, budget: int = 40,
            on_try: Callable[[Case], None] | None = None) -> CaseResult:
-    """A smaller case with the same verdicts on the same outputs (greedy, bounded by `budget` runs).
+    """A smaller case with the same verdicts on the same outputs (greedy, bounded by `budget` runs);
+    `result` itself where no output was judged (every verdict ``cannot judge`` or equivalent).
 
     Tries, per dimension, the smallest values of its domain first (then halving and -1),
     and the realistic recipe and seed 0, keeping a change when the verdicts stay the same.
@@ -379,6 +380,10 @@ def shrink(pair: KernelPair, result: CaseResult, options: Options, budget: int =
     target = result.verdicts
     best = result
     tries = 0
+    if all(v in ("cannot judge", "equivalent") for v in target.values()):
+        # Nothing was judged: a smaller case would only show the same gap again, and each try
+        # of a large model file costs a full run.
+        return result
 
     def attempt(case: Case) -> CaseResult | None:
         nonlocal tries

@@ -20,6 +20,10 @@ class CacheLineObserver(Observer):
         self.line_bytes = max(1, int(line_bytes))
         # (storage, line) -> {block token: (site, element address)}
         self.lines: dict[tuple[int, int], dict[int, tuple[str, int]]] = {}
+        # The storages written, held for the run: a tensor freed after its block (per-block
+        # scratch) would otherwise hand its address to the next block's scratch, and writes to
+        # two tensors that are distinct on the device would look like one cache line.
+        self.storages: dict[int, object] = {}
 
     def on_store(self, ctx, tensor, window, mask, scalar: bool) -> None:
         if not scalar:
@@ -28,7 +32,9 @@ class CacheLineObserver(Observer):
         offset = data.storage_offset() + sum(a * s for (a, _), s in zip(window, data.stride()))
         nbytes = max(1, tensor.dtype.bits // 8) if hasattr(tensor.dtype, "bits") else data.element_size()
         address = offset * nbytes
-        key = (data.untyped_storage().data_ptr(), address // self.line_bytes)
+        storage = data.untyped_storage()
+        self.storages.setdefault(storage.data_ptr(), storage)
+        key = (storage.data_ptr(), address // self.line_bytes)
         from equiv.memory import kernel_site
 
         site = kernel_site()

@@ -301,8 +301,10 @@ def _shrink(pair: Any, entry: Entry, result: CheckResult, budget: int, options: 
             log: Callable[[str], None]) -> None:
     """Shrink each counterexample (as `check` does) with at most `budget` tries, fewer when
     one try (a case plus a rebuild of the specs) would take longer than `SHRINK_SECONDS`."""
-    if not budget or not result.counterexamples:
-        return
+    judged = [r for r in result.counterexamples
+              if any(v not in ("cannot judge", "equivalent") for v in r.verdicts.values())]
+    if not budget or not judged:
+        return  # nothing to shrink: a case that cannot be judged is not shrunk (see runner.shrink)
     per_try = max((r.seconds for r in result.results), default=0.0) + entry.build_seconds
     affordable = budget if per_try <= 0 else min(budget, int(SHRINK_SECONDS / per_try))
     if affordable < budget:

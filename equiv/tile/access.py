@@ -173,10 +173,18 @@ def move(tile: Tile, target_memory: str = MemorySpace.Vec, blayout: Any = None, 
 
 def load(tensor: Tensor, offsets: Sequence[int], shapes: Sequence[int],
          valid_shape: Sequence[int] | None = None, target_memory: str = MemorySpace.Vec,
-         clamp: bool = False) -> Tile:
+         clamp: bool = False, valid_shapes: Sequence[int] | None = None, transpose: bool = False) -> Tile:
     """``pl.load``: a ``shapes`` tile of `tensor` at `offsets`; only ``valid_shape`` (default
     all) is read, the rest of the tile is poison. Reads past the tensor are out-of-range
-    findings unless ``clamp=True``, which cuts the valid region back to the tensor's edge."""
+    findings unless ``clamp=True``, which cuts the valid region back to the tensor's edge.
+    ``valid_shapes=`` is the keyword's name until pypto #2233 (2026-08-03): the same operand.
+    ``transpose=True`` (a load into L1 that pypto accepted in June 2026): `shapes` and the valid
+    shape are in the tensor's coordinates and the tile holds the window's transpose."""
+    if valid_shapes is not None:
+        if valid_shape is not None:
+            raise KernelError("pl.load: both valid_shape= and valid_shapes= (the older name of the same "
+                              "operand); pass one")
+        valid_shape = valid_shapes
     if not isinstance(tensor, Tensor):
         raise KernelError(f"pl.load from a {type(tensor).__name__}; it loads global tensors "
                           f"(use pl.tile.slice for tiles)")
@@ -189,7 +197,13 @@ def load(tensor: Tensor, offsets: Sequence[int], shapes: Sequence[int],
     valid = [min(v, s) for v, s in zip(valid, shapes)]
     if clamp:
         valid = [max(0, min(v, n - o)) for v, n, o in zip(valid, tensor.shape, offsets)]
-    return load_window(tensor, shapes, offsets, valid)
+    tile = load_window(tensor, shapes, offsets, valid)
+    if transpose:
+        if len(shapes) < 2:
+            raise KernelError(f"pl.load(transpose=True) of a {len(shapes)}-d window of {tensor.name}")
+        tile = Tile(tile.data.transpose(-1, -2).contiguous(), tile.dtype,
+                    list(tile.valid[:-2]) + [tile.valid[-1], tile.valid[-2]])
+    return tile
 
 
 def _drop_leading_units(tile: Tile, rank: int) -> Tile:
@@ -607,7 +621,14 @@ def set_validshape(tile: Tile, *valid: int) -> Tile:
     return Tile(tile.data, tile.dtype, vals)
 
 
-def _pad_scalar(pad_value: str, dtype: DType) -> float | int:
+def _pad_scalar(pad_value: Any, dtype: DType) -> float | int:
+    # pypto maps the literals 0 / 0.0 / inf / -inf onto the three pad modes; other numbers
+    # (and bools) are errors there too.
+    if isinstance(pad_value, (int, float)) and not isinstance(pad_value, bool):
+        if pad_value == 0:
+            pad_value = PadValue.zero
+        elif math.isinf(pad_value):
+            pad_value = PadValue.max if pad_value > 0 else PadValue.min
     if pad_value in (PadValue.zero, None):
         return 0.0 if dtype.is_float else 0
     if pad_value not in (PadValue.min, PadValue.max):
@@ -658,12 +679,12 @@ def assemble(target: Tensor, tile: Tile, offset: Sequence[int], atomic: str | No
     if tile.dtype != target.dtype:
         raise KernelError(f"atomic add of a {tile.dtype!r} tile into {target.name} of {target.dtype!r}")
     win = target.window(key)
-    inside, clipped = target._clip(win, "oob-write")
+    mask = tile.valid_mask()
+    inside, clipped = target._clip(win, "oob-write", mask)
     if not all(b > a for a, b in inside):
         return target
     sl = Tensor._slices(inside)
     src = tile.data[Tensor._slices(inside, win)] if clipped else tile.data
-    mask = tile.valid_mask()
     if mask is not None and clipped:
         mask = mask[Tensor._slices(inside, win)]
     summed = _result(target.data[sl] + src, target.dtype, src.shape).data

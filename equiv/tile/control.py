@@ -230,11 +230,14 @@ def pipeline(start: int, stop: int | None = None, step: int = 1, stage: int = 1,
 @contextmanager
 def at(level: Any = None, name_hint: str = "", *, deps: Sequence[Any] | None = None,
        optimizations: Sequence[Any] | None = None, allow_early_resolve: bool = False,
-       no_dep_args: Sequence[Any] | None = None, **_hints) -> Iterator[Any]:
+       no_dep_args: Sequence[Any] | None = None, optimization: Any = None, split: Any = None,
+       **_hints) -> Iterator[Any]:
     """A single-task scope: the body runs once; ``as tid`` gives its task id.
 
     ``optimizations=`` (``pl.split``, ``pl.auto_chunk``, ``pl.cross_core_slot``) and
     ``deps=`` are scheduling and placement hints: they do not change what the body computes.
+    ``optimization=pl.chunked_loop_optimizer`` and ``split=`` are the same hints in the form
+    pypto accepted until 2026-06-20 (see `equiv.tile.legacy`).
     """
     from equiv.tile.blocks import TaskId
 
@@ -332,8 +335,11 @@ class FunctionType:
     Graph = "Graph"
 
 
-def function(fn: Any = None, *, type: str = FunctionType.Opaque, **_kw) -> Any:  # noqa: A002
-    """``@pl.function`` / ``@pl.function(type=...)``: the function itself."""
+def function(fn: Any = None, *, type: str = FunctionType.Opaque, level: Any = None,  # noqa: A002
+             role: Any = None, **_kw) -> Any:
+    """``@pl.function`` / ``@pl.function(type=...)``: the function itself. ``level=`` and
+    ``role=`` (``pl.Level.HOST``, ``pl.Role.Orchestrator``) place a host-level function;
+    they change nothing it computes."""
     if fn is None:
         return lambda f: f
     return fn

@@ -654,7 +654,7 @@ def defer_wait(signal: DistributedTensor, offsets: Sequence[int], expected: int,
 def _atomic_add(world: _World, dst: DistributedTensor, win, values: torch.Tensor,
                 mask: torch.Tensor | None = None) -> None:
     """``dst[win] += values`` (one rounding to dst's type) as an atomic remote write."""
-    inside, clipped = dst._clip(win, "oob-write")
+    inside, clipped = dst._clip(win, "oob-write", mask)
     if not all(b > a for a, b in inside):
         return
     sl = Tensor._slices(inside)

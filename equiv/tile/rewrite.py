@@ -100,6 +100,56 @@ def _bound_names(nodes: list[ast.stmt]) -> set[str]:
     return names
 
 
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _scope(nodes: list[ast.stmt], skip: Callable[[ast.AST], bool] | None = None
+           ) -> tuple[set[str], set[str], set[str]]:
+    """(names bound, names declared ``global``, names declared ``nonlocal``) by the statements
+    `nodes` in their own scope, as Python's symbol table sees it: a nested function, class or
+    lambda binds only its name (its decorators, defaults and bases run here); a comprehension's
+    targets are its own, but a walrus inside one binds here; ``except ... as``, imports and
+    ``match`` captures bind. `skip`: nodes left out, at any depth."""
+    bound: set[str] = set()
+    declared: dict[type, set[str]] = {ast.Global: set(), ast.Nonlocal: set()}
+    stack: list[tuple[ast.AST, bool]] = [(n, False) for n in nodes]
+    while stack:
+        node, in_comp = stack.pop()
+        if skip is not None and skip(node):
+            continue
+        children: list[ast.AST] = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+            children = list(node.decorator_list)
+            if isinstance(node, ast.ClassDef):
+                children += node.bases + [k.value for k in node.keywords]
+            else:
+                children += [d for d in node.args.defaults + node.args.kw_defaults if d is not None]
+        elif isinstance(node, ast.Lambda):
+            children = [d for d in node.args.defaults + node.args.kw_defaults if d is not None]
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            declared[type(node)].update(node.names)
+        elif isinstance(node, ast.NamedExpr):
+            bound.add(node.target.id)  # type: ignore[attr-defined]
+            children = [node.value]
+        elif isinstance(node, ast.Name):
+            if isinstance(node.ctx, (ast.Store, ast.Del)) and not in_comp:
+                bound.add(node.id)
+        else:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                bound.add(node.name)
+            elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+                bound.add(node.name)
+            elif isinstance(node, ast.MatchMapping) and node.rest:
+                bound.add(node.rest)
+            in_comp = in_comp or isinstance(node, _COMPREHENSIONS)
+            children = list(ast.iter_child_nodes(node))
+        stack.extend((c, in_comp) for c in children)
+    return bound, declared[ast.Global], declared[ast.Nonlocal]
+
+
 def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
     a = fn.args
     names = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
@@ -206,21 +256,38 @@ def _independent_blocks(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.Fo
     return True
 
 
+def _barriered_body(node: ast.AST) -> bool:
+    """A ``with pl.spmd(...)`` statement whose body calls pl.system.syncall."""
+    return (isinstance(node, ast.With) and any(_is_call_of(i.context_expr, "spmd") for i in node.items)
+            and any(_is_call_of(n, "syncall") for n in _walk_shallow(node.body)))
+
+
 class _SpmdRewriter(ast.NodeTransformer):
     def __init__(self, filename: str):
         self.filename = filename
         self.functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
+        self.scopes: list[ast.AST] = []  # the enclosing functions and classes, innermost last
         self.changed = False
 
     def visit_FunctionDef(self, node):  # noqa: N802 - ast visitor
         self.functions.append(node)
+        self.scopes.append(node)
         try:
             self.generic_visit(node)
         finally:
             self.functions.pop()
+            self.scopes.pop()
         return node
 
     visit_AsyncFunctionDef = visit_FunctionDef  # noqa: N815
+
+    def visit_ClassDef(self, node):  # noqa: N802
+        self.scopes.append(node)
+        try:
+            self.generic_visit(node)
+        finally:
+            self.scopes.pop()
+        return node
 
     def visit_For(self, node: ast.For):  # noqa: N802
         self.generic_visit(node)
@@ -266,8 +333,7 @@ class _SpmdRewriter(ast.NodeTransformer):
         target = item.optional_vars
         if target is None:
             target = ast.Name(f"{_PREFIX}tid_{node.lineno}", ast.Store())
-        barriered = any(_is_call_of(n, "syncall") for n in _walk_shallow(node.body))
-        if not barriered:
+        if not _barriered_body(node):
             loop = ast.For(
                 target=target,
                 iter=ast.Call(ast.Attribute(item.context_expr, "blocks", ast.Load()), [], []),
@@ -281,14 +347,28 @@ class _SpmdRewriter(ast.NodeTransformer):
 
     def _barriered(self, node: ast.With, dispatch: ast.expr, target: ast.expr) -> list[ast.stmt]:
         name = f"{_PREFIX}body_{node.lineno}"
-        inner = _bound_names(node.body)
+        # A name only the body binds is each block's own (a local of the nested function, so
+        # blocks interleaving at a barrier keep theirs). A name the enclosing function also
+        # binds elsewhere (outside this body, at any depth) is shared: ``nonlocal``, or
+        # ``global`` where the function declares it so or at module level. ``global`` /
+        # ``nonlocal`` statements of the body declared the name for the whole enclosing
+        # function: they are kept there as well as in the nested function.
+        inner, body_globals, body_nonlocals = _scope(node.body)
+        inner -= body_globals | body_nonlocals
         decls: list[ast.stmt] = []
+        before: list[ast.stmt] = [copy.deepcopy(s) for s in node.body if isinstance(s, (ast.Global, ast.Nonlocal))]
+        if self.scopes and isinstance(self.scopes[-1], ast.ClassDef):
+            raise RewriteError("a `with pl.spmd(...)` body that calls pl.system.syncall directly in a class "
+                               "body is not covered; put it in a function", f"{self.filename}:{node.lineno}")
         if self.functions:
             fn = self.functions[-1]
-            outside = _params(fn) | _bound_names([s for s in fn.body if s is not node])
-            shared = sorted(inner & outside)
-            if shared:
-                decls.append(ast.Nonlocal(shared))
+            # Other barriered bodies (rewritten already or not yet) bind their own names.
+            outside, fn_globals, fn_nonlocals = _scope(fn.body, skip=_barriered_body)
+            if sorted(inner & fn_globals):
+                decls.append(ast.Global(sorted(inner & fn_globals)))
+            shared = inner & (outside | fn_nonlocals | _params(fn))
+            if shared - fn_globals:
+                decls.append(ast.Nonlocal(sorted(shared - fn_globals)))
         elif inner:
             decls.append(ast.Global(sorted(inner)))
         body_fn = ast.FunctionDef(name=name, args=ast.arguments([], [], None, [], [], None, []),
@@ -299,7 +379,7 @@ class _SpmdRewriter(ast.NodeTransformer):
         run = ast.Assign(targets=[copy.deepcopy(target)],
                          value=ast.Call(ast.Attribute(dispatch, "run_barriered", ast.Load()),
                                         [ast.Name(name, ast.Load())], []))
-        out = [ast.copy_location(body_fn, node), ast.copy_location(run, node)]
+        out = [ast.copy_location(s, node) for s in before + [body_fn, run]]
         for stmt in out:
             ast.fix_missing_locations(stmt)
         return out

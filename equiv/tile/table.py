@@ -14,7 +14,7 @@ from typing import Any
 from equiv import dtypes
 from equiv.memory import Tensor
 from equiv.tile import access, control, elementwise, matmul, movement, reductions, values
-from equiv.tile import batch, blocks
+from equiv.tile import batch, blocks, legacy
 from equiv.tile import sort as sorting
 
 NAMES: dict[str, Any] = {
@@ -22,7 +22,7 @@ NAMES: dict[str, Any] = {
     "Tile": values.Tile,
     "INT8": dtypes.INT8, "INT16": dtypes.INT16, "INT32": dtypes.INT32, "INT64": dtypes.INT64,
     "UINT8": dtypes.UINT8, "FP16": dtypes.FP16, "BF16": dtypes.BF16, "FP32": dtypes.FP32,
-    "INDEX": dtypes.INDEX, "UINT32": dtypes.UINT32,
+    "INDEX": dtypes.INDEX, "UINT32": dtypes.UINT32, "BOOL": dtypes.BOOL,
     "cast": values.cast,
     "const": values.const,
     # --- annotations, decorators, control and blocks -------------------------------------
@@ -46,6 +46,11 @@ NAMES: dict[str, Any] = {
     "FunctionType": control.FunctionType,
     **{f"FunctionType.{t}": getattr(control.FunctionType, t) for t in (
         "Opaque", "Orchestration", "InCore", "AIC", "AIV", "Group", "Spmd", "Inline", "Graph")},
+    # forms pypto has renamed or retired since 2026-06-01 (equiv/tile/legacy.py)
+    "incore": legacy.incore, "auto_incore": legacy.auto_incore,
+    "chunked_loop_optimizer": legacy.chunked_loop_optimizer,
+    "Role": legacy.Role, "Role.Orchestrator": legacy.Role.Orchestrator, "Role.SubWorker": legacy.Role.SubWorker,
+    "Tuple": legacy.Tuple,
     "spmd_submit": blocks.spmd_submit,
     "get_block_idx": blocks.get_block_idx, "tile.get_block_idx": blocks.get_block_idx,
     "get_block_num": blocks.get_block_num, "tile.get_block_num": blocks.get_block_num,
@@ -79,7 +84,7 @@ NAMES: dict[str, Any] = {
     "tile.full": access.full, "tile.fillpad": access.fillpad, "tile.arange": access.arange,
     "tensor.create": access.create_tensor, "tensor.read": access.read, "tensor.write": access.write,
     "tensor.set_validshape": access.tensor_set_validshape, "tensor.arange": access.arange,
-    "tensor.create_l1": access.create_l1,
+    "tensor.create_l1": access.create_l1, "tensor.reshape": access.reshape,
     # --- elementwise and broadcasts ------------------------------------------------------
     "add": elementwise.add, "sub": elementwise.sub, "mul": elementwise.mul, "div": elementwise.div,
     "maximum": elementwise.maximum, "minimum": elementwise.minimum, "neg": elementwise.neg,
