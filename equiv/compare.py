@@ -46,6 +46,7 @@ class SideRun:
     nondeterministic: dict[str, torch.Tensor] = field(default_factory=dict)
     spread: dict[str, torch.Tensor] = field(default_factory=dict)
     order_ops: list[dict] = field(default_factory=list)
+    order_free: dict[str, torch.Tensor] = field(default_factory=dict)  # tensor -> added to by 2+ blocks
     schedules: int = 1
     hazards: list[dict] = field(default_factory=list)
     error: str | None = None
@@ -300,6 +301,7 @@ def compare_output(name: str, pre: SideRun, ret: SideRun, ref: torch.Tensor | No
         res.ulp_hist = ulp_histogram(dist)
         allowed = contract.max_ulp if a.dtype.is_floating_point else 0
         over = (full > allowed) & both
+        over = _free_order(res, pre, name, over)
         if int(over.sum()):
             first = tuple(int(i) for i in over.nonzero()[0].tolist())
             d = int(full[first])
@@ -401,3 +403,19 @@ def _same_schedule(res: OutputResult, pre: SideRun, ret: SideRun, name: str, a: 
     within = int((differ & (dist <= own)).sum()) if own is not None and own.shape == dist.shape else 0
     res.reasons.append(f"note: under the same schedule {n} of the {int(flaky.sum())} nondeterministic elements of "
                        f"{name} differ between pre and retiled; {within} of them within pre's own schedule spread")
+
+
+def _free_order(res: OutputResult, pre: SideRun, name: str, over: torch.Tensor) -> torch.Tensor:
+    """`over` less the elements pre sums from atomic adds of several blocks: their bits are one
+    of pre's schedules' (the order is free), so retiled differing there breaks no bit-exact
+    claim pre could make. Said in a note; the accuracy check still covers them."""
+    free = pre.order_free.get(name)
+    if free is None or free.shape != over.shape:
+        return over
+    loose = over & free
+    n = int(loose.sum())
+    if n:
+        res.reasons.append(f"note: {n} elements of {name} differ where pre adds atomic adds of several blocks in "
+                           f"an order the device leaves free (pre's bits there are one schedule's; not a contract "
+                           f"break, the accuracy check still applies)")
+    return over & ~free

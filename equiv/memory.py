@@ -221,11 +221,14 @@ class RunContext:
             order = torch.randperm(n, generator=self.gen).tolist()
         return order[::-1] if self.options.reverse_order else order
 
-    def note_order_dependent(self, op: str, tensor: str, dtype: DType, rank: int | None = None) -> None:
-        """The running block adds into `tensor` in an order the device leaves free (`op`:
-        ``"atomic add"``, ``"remote atomic add"``); equiv.schedules names it when an output
-        differs between schedules. Integer adds wrap in two's complement, which is associative
-        and commutative: every order gives the same bits, so they are not recorded."""
+    def note_order_dependent(self, op: str, tensor: str, dtype: DType, rank: int | None = None,
+                             shape: Sequence[int] | None = None, sl: tuple | None = None, mask=None) -> None:
+        """The running block adds into `tensor` (of `shape`, the elements `sl` where `mask`) in
+        an order the device leaves free (`op`: ``"atomic add"``, ``"remote atomic add"``);
+        equiv.schedules names it when an output differs between schedules, and counts an
+        element added to by two or more blocks as one whose sum order is free. Integer adds
+        wrap in two's complement, which is associative and commutative: every order gives the
+        same bits, so they are not recorded."""
         if not dtype.is_float:
             return
         site = kernel_site()
@@ -233,7 +236,16 @@ class RunContext:
         if entry is None:
             entry = self.order_dependent[(op, tensor, site)] = {
                 "op": op, "tensor": tensor, "site": site, "blocks": set(), "ranks": set(), "count": 0}
+            if shape is not None:
+                entry["free"] = torch.zeros(tuple(shape), dtype=torch.bool)
+                entry["last"] = torch.full(tuple(shape), -1, dtype=torch.int64)
         entry["count"] += 1
+        if sl is not None and "free" in entry:
+            token = self.current.token
+            last = entry["last"][sl]
+            m = torch.ones_like(last, dtype=torch.bool) if mask is None else mask.cpu()
+            entry["free"][sl] |= m & (last >= 0) & (last != token)
+            entry["last"][sl] = torch.where(m, torch.full_like(last, token), last)
         if self.current.token:
             entry["blocks"].add(self.block_label(self.current))
         if rank is not None:

@@ -279,7 +279,7 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
             if key not in seen:
                 seen.add(key)
                 run.hazards.append(h)
-    run.order_ops = schedules.merge_ops(ops)
+    run.order_ops, run.order_free = schedules.merge_ops(ops)
     outs_a = runs[0][0]
     for name in outs_a:
         a = outs_a[name]

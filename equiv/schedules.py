@@ -79,21 +79,29 @@ def plan(schedules: int) -> tuple[RunVariant, list[RunVariant], RunVariant]:
 # `RunContext.note_order_dependent`)
 # ----------------------------------------------------------------------------------------
 def order_ops(ctx: Any) -> list[dict]:
-    """The run's order-dependent operations as plain data (sorted block labels and ranks)."""
-    return [{**e, "blocks": sorted(e["blocks"]), "ranks": sorted(e["ranks"])} for e in ctx.order_dependent.values()]
+    """The run's order-dependent operations: plain data (sorted block labels and ranks) and,
+    for local atomic adds, ``free``: the elements two or more blocks added to."""
+    return [{**{k: v for k, v in e.items() if k != "last"}, "blocks": sorted(e["blocks"]),
+             "ranks": sorted(e["ranks"])} for e in ctx.order_dependent.values()]
 
 
-def merge_ops(groups: Sequence[Sequence[dict]]) -> list[dict]:
-    """One entry per (op, tensor, site) over several runs."""
+def merge_ops(groups: Sequence[Sequence[dict]]) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """One entry per (op, tensor, site) over several runs (plain data), and per tensor the
+    elements whose sum order is free in any of them."""
     out: dict[tuple, dict] = {}
+    free: dict[str, torch.Tensor] = {}
     for ops in groups:
         for e in ops:
             key = (e["op"], e["tensor"], e["site"])
-            m = out.setdefault(key, {**e, "blocks": set(), "ranks": set(), "count": 0})
+            m = out.setdefault(key, {k: v for k, v in e.items() if k != "free"} | {"blocks": set(), "ranks": set(),
+                                                                                 "count": 0})
             m["blocks"].update(e["blocks"])
             m["ranks"].update(e["ranks"])
             m["count"] = max(m["count"], e["count"])
-    return [{**e, "blocks": sorted(e["blocks"]), "ranks": sorted(e["ranks"])} for e in out.values()]
+            if e.get("free") is not None:
+                prev = free.get(e["tensor"])
+                free[e["tensor"]] = e["free"] if prev is None or prev.shape != e["free"].shape else prev | e["free"]
+    return [{**e, "blocks": sorted(e["blocks"]), "ranks": sorted(e["ranks"])} for e in out.values()], free
 
 
 # ----------------------------------------------------------------------------------------
