@@ -341,3 +341,16 @@ def test_multi_rank_sum_in_rank_order_is_clean(repo, tmp_path):
         y = r["outputs"]["y"]
         assert y["verdict"] == "equivalent", y["reasons"]
         assert not y["nondeterministic"]
+
+
+def test_console_json_and_html_all_name_the_nondeterministic_output(repo, capsys, tmp_path):
+    text = source(ATOMIC)
+    a = commit(repo, {FILE: text})
+    html = tmp_path / "r.html"
+    rc, doc = run_check(repo, a, a, tmp_path, "--report", str(html))
+    out = capsys.readouterr().out
+    line = line_of(text, "# ATOMIC")
+    page = html.read_text()
+    for shown in (out, page, json.dumps(doc)):
+        assert "nondeterministic" in shown and f"splitk.py:{line}" in shown
+        assert "differ between 2 schedules" in shown
