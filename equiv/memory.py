@@ -144,6 +144,11 @@ class BlockNode:
         return out[::-1]
 
 
+# Elements of an atomic-add target up to which the blocks adding to each element are tracked
+# (a bool and an int32 per element); larger targets are named without the per-element mask.
+_FREE_ORDER_LIMIT = 1 << 26
+
+
 class RunContext:
     """State of one kernel execution: options, poison generator, block tree, findings."""
 
@@ -236,9 +241,9 @@ class RunContext:
         if entry is None:
             entry = self.order_dependent[(op, tensor, site)] = {
                 "op": op, "tensor": tensor, "site": site, "blocks": set(), "ranks": set(), "count": 0}
-            if shape is not None:
+            if shape is not None and math.prod(shape) <= _FREE_ORDER_LIMIT:
                 entry["free"] = torch.zeros(tuple(shape), dtype=torch.bool)
-                entry["last"] = torch.full(tuple(shape), -1, dtype=torch.int64)
+                entry["last"] = torch.full(tuple(shape), -1, dtype=torch.int32)
         entry["count"] += 1
         if sl is not None and "free" in entry:
             token = self.current.token

@@ -354,3 +354,22 @@ def test_console_json_and_html_all_name_the_nondeterministic_output(repo, capsys
     for shown in (out, page, json.dumps(doc)):
         assert "nondeterministic" in shown and f"splitk.py:{line}" in shown
         assert "differ between 2 schedules" in shown
+
+
+# --- a registered pair: the same rules through `equiv.check` ------------------------------
+def test_registered_pair_retile_to_atomics_is_a_regression_and_names_the_line():
+    import dataclasses
+
+    import equiv
+    from tests.fixtures.schedules import splitk_pair as sp
+
+    line = line_of(open(sp.__file__).read(), "# ATOMIC")
+    r = equiv.check(sp.PAIR, shapes="nominal", recipes=["realistic"], shrink_budget=0)
+    assert r.counts["y"]["regression"] == len(r.results) >= 1
+    for case in r.results:
+        y = case.outputs["y"]
+        assert set(y.nondeterministic) == {"retiled"} and not y.poisoned
+        assert any(f"splitk_pair.py:{line}" in op for op in y.nondeterministic["retiled"]["operations"])
+    clean = equiv.check(dataclasses.replace(sp.PAIR, retiled=sp.fixed), shapes="nominal", recipes=["realistic"],
+                        shrink_budget=0)
+    assert clean.counts["y"]["equivalent"] == len(clean.results) >= 1
