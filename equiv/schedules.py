@@ -167,7 +167,8 @@ def finding(name: str, mask: torch.Tensor, spread_max: int, first: dict, ops: Se
         blocks = w["blocks"]
         span = f"block {blocks[0]}" if blocks[0] == blocks[1] else f"blocks {blocks[0]}–{blocks[1]}"
         parts.append(f"last written at {_short(w['site'])} by {span} of stage {w['stage']}")
-    return {"kind": "nondeterministic", "tensor": name, "site": ops[0]["site"] if ops else "",
+    site = ops[0]["site"] if ops else (writers[0]["site"] if writers else "<unknown>")
+    return {"kind": "nondeterministic", "tensor": name, "site": site,
             "detail": "; ".join(parts), "count": int(mask.sum()), "region": region,
             "spread": spread_max, "operations": list(ops)}
 

@@ -373,3 +373,29 @@ def test_registered_pair_retile_to_atomics_is_a_regression_and_names_the_line():
     clean = equiv.check(dataclasses.replace(sp.PAIR, retiled=sp.fixed), shapes="nominal", recipes=["realistic"],
                         shrink_budget=0)
     assert clean.counts["y"]["equivalent"] == len(clean.results) >= 1
+
+
+RACE = HEADER + '''
+
+@pl.jit
+def splitk_test(x: pl.Tensor[[T, K], {dt}], w: pl.Tensor[[K, N], {dt}], y: pl.Out[pl.Tensor[[T, N], {dt}]]):
+    for k in pl.spmd(K // K_TILE, name_hint="splitk"):
+        xt = pl.load(x, [0, k * K_TILE], [T, K_TILE])
+        wt = pl.load(w, [k * K_TILE, 0], [K_TILE, N])
+        pl.store(pl.matmul(xt, wt), [0, 0], y)  # RACE
+    return y
+'''
+
+
+def test_last_writer_race_is_nondeterministic_and_names_the_racing_store(repo, tmp_path):
+    text = source(RACE)
+    a = commit(repo, {FILE: text})
+    rc, doc = run_check(repo, a, a, tmp_path)
+    line = line_of(text, "# RACE")
+    for r in outputs_of(doc):
+        y = r["outputs"]["y"]
+        nd = y["nondeterministic"]["pre"]
+        assert nd["count"] == 4 * 16  # every element: whichever block stores last wins
+        assert any(op.startswith("race into y") and f"splitk.py:{line}" in op for op in nd["operations"])
+        kinds = {h["kind"] for h in r["hazards"]["pre"]}
+        assert {"race", "nondeterministic"} <= kinds
