@@ -109,9 +109,9 @@ def source(body: str, integer: bool = False) -> str:
         # Zero-argument callables, as the golden harness takes them (shapes from the module).
         text = body.format(dt="pl.INT32") + TAIL.format(torch_dt="torch.int32", init="{init}")
         text = text.replace('"x", [T, K], torch.int32, init_value={init}',
-                            '"x", [T, K], torch.int32, init_value=lambda: torch.randint(-50, 50, (T, K))')
+                            '"x", [T, K], torch.int32, init_value=lambda: torch.randint(-4096, 4096, (T, K))')
         return text.replace('"w", [K, N], torch.int32, init_value={init}',
-                            '"w", [K, N], torch.int32, init_value=lambda: torch.randint(-50, 50, (K, N))')
+                            '"w", [K, N], torch.int32, init_value=lambda: torch.randint(-4096, 4096, (K, N))')
     return body.format(dt="pl.FP32") + TAIL.format(torch_dt="torch.float32", init="torch.randn")
 
 
