@@ -179,6 +179,8 @@ def main() -> int:
                 outcome, nd = describe(r)
                 lines.append(f"| {name if i == 0 else ''} | {r['entry']} | {_cell(outcome)} | {_cell(nd)} | "
                              f"{secs:.0f} | {peak:.1f} |")
+                if i < len(rows) - 1:
+                    print(lines[-1], file=sys.stderr, flush=True)  # a table cut short keeps every row
         print(lines[-1], file=sys.stderr, flush=True)
     table = "\n".join(lines)
     print(table)
