@@ -127,10 +127,10 @@ def describe(row: dict) -> tuple[str, str]:
                                 if row.get("cases") else "")
     if row.get("why"):
         outcome += f": {row['why']}"
-    if row["outcome"] in ("equivalent", "both-defect", "pre-defect", "regression") and not row["outputs"]:
+    if row["outcome"] in ("equivalent", "both-defect", "pre-defect", "regression") and not row.get("outputs"):
         return outcome, "none"
     cells = []
-    for o in row["outputs"]:
+    for o in row.get("outputs", []):
         ops = "; ".join(o["operations"][:2]) or "no atomic add or race recorded"
         cells.append(f"`{o['output']}`: {o['count']} elements ({o.get('region', '')}), spread ≤ {o['spread']} ULP; "
                      f"{ops}")
