@@ -10,16 +10,9 @@ under several schedules.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
-import torch
 
-from equiv.cli import main
-from equiv.memory import RunContext, Tensor, running
-from equiv.options import Options
-from equiv.source import load_kernel
-from equiv.tile import distributed
 from tests.test_pairfree import check, commit, git, make_repo
 from tests.test_pairfree_gate import gate
 
