@@ -144,6 +144,11 @@ class BlockNode:
         return out[::-1]
 
 
+# Elements of an atomic-add target up to which the blocks adding to each element are tracked
+# (a bool and an int32 per element); larger targets are named without the per-element mask.
+_FREE_ORDER_LIMIT = 1 << 26
+
+
 class RunContext:
     """State of one kernel execution: options, poison generator, block tree, findings."""
 
@@ -151,7 +156,10 @@ class RunContext:
         self.options = options
         self.kernel_name = kernel_name
         self.device = torch.device(options.device)
-        self.gen = torch.Generator(device="cpu").manual_seed(options.seed * 7919 + 17)  # block orders
+        order_seed = options.seed if options.order_seed is None else options.order_seed
+        self.gen = torch.Generator(device="cpu").manual_seed(order_seed * 7919 + 17)  # block orders
+        # Order-dependent operations this run executed (equiv.schedules.note_order_dependent).
+        self.order_dependent: dict[tuple[str, str, str], dict] = {}
         self._poison_counts: dict[tuple, int] = {}  # patterns drawn so far, per block chain
         self.root = BlockNode(0, None, -1, 0, "<kernel>")
         self.current = self.root
@@ -213,8 +221,40 @@ class RunContext:
 
     def block_order(self, n: int) -> list[int]:
         if n <= 1 or not self.options.shuffle_blocks:
-            return list(range(n))
-        return torch.randperm(n, generator=self.gen).tolist()
+            order = list(range(n))
+        else:
+            order = torch.randperm(n, generator=self.gen).tolist()
+        return order[::-1] if self.options.reverse_order else order
+
+    def note_order_dependent(self, op: str, tensor: str, dtype: DType, rank: int | None = None,
+                             shape: Sequence[int] | None = None, sl: tuple | None = None, mask=None) -> None:
+        """The running block adds into `tensor` (of `shape`, the elements `sl` where `mask`) in
+        an order the device leaves free (`op`: ``"atomic add"``, ``"remote atomic add"``);
+        equiv.schedules names it when an output differs between schedules, and counts an
+        element added to by two or more blocks as one whose sum order is free. Integer adds
+        wrap in two's complement, which is associative and commutative: every order gives the
+        same bits, so they are not recorded."""
+        if not dtype.is_float:
+            return
+        site = kernel_site()
+        entry = self.order_dependent.get((op, tensor, site))
+        if entry is None:
+            entry = self.order_dependent[(op, tensor, site)] = {
+                "op": op, "tensor": tensor, "site": site, "blocks": set(), "ranks": set(), "count": 0}
+            if shape is not None and math.prod(shape) <= _FREE_ORDER_LIMIT:
+                entry["free"] = torch.zeros(tuple(shape), dtype=torch.bool)
+                entry["last"] = torch.full(tuple(shape), -1, dtype=torch.int32)
+        entry["count"] += 1
+        if sl is not None and "free" in entry:
+            token = self.current.token
+            last = entry["last"][sl]
+            m = torch.ones_like(last, dtype=torch.bool) if mask is None else mask.cpu()
+            entry["free"][sl] |= m & (last >= 0) & (last != token)
+            entry["last"][sl] = torch.where(m, torch.full_like(last, token), last)
+        if self.current.token:
+            entry["blocks"].add(self.block_label(self.current))
+        if rank is not None:
+            entry["ranks"].add(int(rank))
 
     def races_with(self, token: int, node: BlockNode | None = None) -> BlockNode | None:
         """The conflicting sibling block if the last writer `token` races with `node` (default:

@@ -44,6 +44,15 @@ class Options:
             computation where the kernel allows it (equiv.tile.batch), else one at a time.
             Results, masks and findings are bit-for-bit the same either way; off only to
             compare the two or to time the one-by-one path.
+        schedules: how many schedules each case runs each version under (equiv.schedules): the
+            orders the device leaves free (blocks of a stage, hence atomic-add arrival; rank
+            turns) drawn differently per schedule. An output whose bits differ between
+            schedules is nondeterministic. 1 runs one schedule (no nondeterminism check).
+        order_seed: seeds the free orders of this run; ``None`` takes them from ``seed`` (a
+            single run). The runner sets it so that runs differing only in poison share a
+            schedule.
+        reverse_order: run every free order reversed (the second schedule of a case: any order
+            a sum depends on then changes, whatever the number of blocks).
         device: torch device the emulation runs on (``"cpu"`` or ``"cuda"``). Results are
             bit-identical on both: every op is exact or computed in float64 and rounded once.
     """
@@ -57,6 +66,9 @@ class Options:
     device: str = "cpu"
     cache_line_bytes: int = 64
     batch_blocks: bool = True
+    schedules: int = 2
+    order_seed: int | None = None
+    reverse_order: bool = False
 
     def __post_init__(self) -> None:
         if self.poison not in ("nan", "pattern"):
@@ -64,6 +76,8 @@ class Options:
         if self.out_of_bounds not in ("record", "raise"):
             raise ValueError(
                 f"Options.out_of_bounds must be 'record' or 'raise', not {self.out_of_bounds!r}")
+        if not isinstance(self.schedules, int) or self.schedules < 1:
+            raise ValueError(f"Options.schedules must be an integer >= 1, not {self.schedules!r}")
         if self.row_sum_order not in ROW_SUM_ORDERS:
             raise ValueError(
                 f"Options.row_sum_order must be one of {ROW_SUM_ORDERS}, not {self.row_sum_order!r}")

@@ -243,7 +243,8 @@ def _map_panels(results: Sequence[Mapping[str, Any]], output: str) -> tuple[list
         cases_with_maps += 1
         for key, grid in o["maps"].items():
             side, _, what = key.partition(" ")
-            region = ((o.get("unwritten") if what == "unwritten" else o.get("poisoned")) or {}).get(side, {})
+            region = (o.get({"unwritten": "unwritten", "nondeterministic": "nondeterministic"}.get(what, "poisoned"))
+                      or {}).get(side, {})
             shape = tuple(region.get("shape") or ())
             k = (key, shape)
             if k in seen:
@@ -362,7 +363,8 @@ def findings_by_cause(results: Sequence[Mapping[str, Any]]) -> list[dict]:
                 g["unwritten"][side] = max(g["unwritten"][side], un)
                 g["poisoned"][side] = max(g["poisoned"][side], po)
                 for what, regions in (("unwritten", o.get("unwritten") or {}), ("uninitialised-dependent",
-                                                                                 o.get("poisoned") or {})):
+                                                                                 o.get("poisoned") or {}),
+                                      ("nondeterministic", o.get("nondeterministic") or {})):
                     text = regions.get(side, {}).get("text")
                     entry = f"{side} {what}: {text}" if text else None
                     if entry and entry not in g["regions"]:

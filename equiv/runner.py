@@ -1,8 +1,11 @@
 """Running cases: one shape and one input draw through pre, retiled and the reference.
 
-Each version runs twice: once with NaN poison and one block order, once with finite poison
-and another block order. Elements that differ between the two runs depend on uninitialised
-memory (or on the order of blocks); elements never written are unwritten. The reference
+Each version runs as the variants of `equiv.schedules.plan`: NaN poison under the case's
+schedule, finite poison under each other schedule (block orders, atomic-add arrival, rank
+turns) and, where anything differs, finite poison under the case's schedule again. Elements
+that differ between runs that differ only in poison depend on uninitialised memory; between
+runs that differ only in schedule, they are nondeterministic; elements never written are
+unwritten. The reference
 runs once in float64. `compare.compare_output` turns that into a verdict per output.
 """
 
@@ -19,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from equiv import schedules
 from equiv.compare import VERDICTS, OutputResult, SideRun, bits_equal, compare_output
 from equiv.inputs import generator
 from equiv.memory import RunContext, Tensor, running, short_path
@@ -188,11 +192,13 @@ def classify_exception(exc: BaseException) -> str:
 def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[str, Any], options: Options,
               side: str, observe: SideRun | None = None,
               stages: dict[str, int] | None = None,
-              loops: dict[str, int] | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
+              loops: dict[str, int] | None = None,
+              order_ops: list[dict] | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
     """One run of `kernel`; `stages`, when given, receives how its parallel stages ran
     (``"batched"``: count, else the reason a stage ran one block at a time: count), and
     `loops` how the sequential loops inside batched stages ran (``"as lanes"``: count, else
-    the reason a loop ran iteration by iteration: count)."""
+    the reason a loop ran iteration by iteration: count), and `order_ops` the order-dependent
+    operations it executed (equiv.schedules)."""
     ctx = RunContext(options, kernel_name=f"{pair.name}:{side}")
     decisions = None
     if observe is not None:
@@ -216,6 +222,8 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
         if observe is not None:
             observe.decisions = decisions.sites
             observe.attribution = attribution.capture(ctx, outs)
+        if order_ops is not None:
+            order_ops.extend(schedules.order_ops(ctx))
         for counts, run_counts in ((stages, ctx.batch_stats), (loops, ctx.loop_stats)):
             for why, n in run_counts.items() if counts is not None else ():
                 counts[why] = counts.get(why, 0) + n
@@ -242,13 +250,22 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
         return run
     kernel = pair.kernel(side)
     base = options.replace(**dict(case.variant))
-    first = base.replace(poison="nan", seed=case.seed * 2 + 1)
-    second = base.replace(poison="pattern", seed=case.seed * 2 + 2)
-    outs_a, haz_a, err_a = _run_once(kernel, pair, case, inputs, first, side, observe=run)
-    _free_large(inputs)
-    outs_b, haz_b, err_b = _run_once(kernel, pair, case, inputs, second, side)
-    _free_large(inputs)
-    run.error = err_a or err_b
+    first, others, same_order = schedules.plan(base.schedules)
+    ops: list[list[dict]] = []
+
+    def once(variant: schedules.RunVariant, observe: SideRun | None = None):
+        ops.append([])
+        got = _run_once(kernel, pair, case, inputs, variant.options(base, case.seed), side, observe=observe,
+                        order_ops=ops[-1])
+        _free_large(inputs)
+        return got
+
+    runs = [once(first, observe=run)] + [once(v) for v in others]
+    # The poison run separates the causes; where nothing differs there is nothing to separate.
+    poison = once(same_order) if not others or any(err for _, _, err in runs) or \
+        schedules.outputs_differ(runs[0][0], [o for o, _, _ in runs[1:]]) else None
+    every = runs + ([poison] if poison else [])
+    run.error = next((err for _, _, err in every if err), None)
     kind = getattr(run.error, "kind", "error")
     if kind == "gap":
         run.gap = str(run.error)
@@ -256,17 +273,36 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
         # The kernel's own assert refused the shape: that side rejects it (not a defect).
         run.rejected, run.error = str(run.error), None
     seen = set()
-    for h in haz_a + haz_b:
-        key = (h["kind"], h["tensor"], h["site"])
-        if key not in seen:
-            seen.add(key)
-            run.hazards.append(h)
+    for _, haz, _ in every:
+        for h in haz:
+            key = (h["kind"], h["tensor"], h["site"])
+            if key not in seen:
+                seen.add(key)
+                run.hazards.append(h)
+    run.order_ops, run.order_free = schedules.merge_ops(ops)
+    outs_a = runs[0][0]
     for name in outs_a:
-        a, b = outs_a[name], outs_b[name]
-        va, vb = a.to_torch().cpu(), b.to_torch().cpu()
+        a = outs_a[name]
+        va = a.to_torch().cpu()
         run.outputs[name] = va
-        run.written[name] = (a.written & b.written).cpu()
-        run.poisoned[name] = ~bits_equal(va, vb)
+        written = a.written
+        for outs, _, _ in every[1:]:
+            written = written & outs[name].written
+        run.written[name] = written.cpu()
+        if poison is None:
+            run.poisoned[name] = torch.zeros(va.shape, dtype=torch.bool)
+            run.nondeterministic[name] = torch.zeros(va.shape, dtype=torch.bool)
+            continue
+        vp = poison[0][name].to_torch().cpu()
+        run.poisoned[name] = ~bits_equal(va, vp)
+        spread = torch.zeros(va.shape, dtype=torch.int64)
+        for outs, _, _ in runs[1:]:
+            spread = torch.maximum(spread, schedules.spread(outs[name].to_torch().cpu(), vp))
+        run.nondeterministic[name] = spread != 0
+        run.spread[name] = spread
+    run.schedules = base.schedules
+    if poison is not None:
+        schedules.add_findings(run, [o for o, _, _ in runs[1:]], poison[0])
     return run
 
 

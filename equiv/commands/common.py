@@ -21,6 +21,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--one-by-one", action="store_true",
                    help="run the blocks of every parallel stage one at a time instead of batched "
                         "(same results, slower; for comparing the two)")
+    p.add_argument("--schedules", type=int, default=2, metavar="K",
+                   help="run each version of each case under K schedules (block orders, atomic-add "
+                        "arrival, rank turns); an output whose bits differ between them is "
+                        "nondeterministic (default 2; 1 turns the check off)")
 
 
 def resolve_pair(name: str) -> KernelPair:
@@ -40,7 +44,10 @@ def options_from(args: argparse.Namespace) -> Options:
                              f"(torch {torch.__version__}); run with --device cpu")
     elif device != "cpu":
         raise UsageError(f"--device {device!r}: expected cpu or cuda")
-    return Options(device=device, batch_blocks=not getattr(args, "one_by_one", False))
+    schedules = getattr(args, "schedules", 2)
+    if schedules < 1:
+        raise UsageError(f"--schedules {schedules}: expected 1 or more (1 runs one schedule, no nondeterminism check)")
+    return Options(device=device, batch_blocks=not getattr(args, "one_by_one", False), schedules=schedules)
 
 
 def fixed_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "gating a repository of model files, of the changed files (stable hash per path); "
                         "merge the shards' --json files with `equiv report`")
     p.add_argument("--device", default="cpu", help="torch device to emulate on: cpu (default) or cuda")
+    p.add_argument("--schedules", type=int, default=2, metavar="K",
+                   help="schedules per version and case; an output whose bits differ between them is "
+                        "nondeterministic (default 2; 1 turns the check off)")
     g = p.add_argument_group(
         "model files (pair-free)", "gate a repository of model files such as pypto-lib with nothing registered "
         "(docs/pypto-lib.md): used when --repo (or the current directory's repository) is not equiv's own")

@@ -664,6 +664,7 @@ def _atomic_add(world: _World, dst: DistributedTensor, win, values: torch.Tensor
     if world.ctx.options.detect_races:
         world.check_window_write(dst, inside, sl, m, atomic=True)
     summed = _result(dst.data[sl] + src, dst.dtype, list(src.shape)).data
+    world.ctx.note_order_dependent("remote atomic add", dst.name, dst.dtype, world.running)
     keep = torch.ones_like(dst.written[sl]) if m is None else m
     world.ctx.before_write(dst.data)
     dst.data[sl] = torch.where(keep, summed, dst.data[sl])
