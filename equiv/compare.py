@@ -166,6 +166,10 @@ class OutputResult:
     maps: dict[str, list[list[float]]] = field(default_factory=dict)
     # Writer attribution of each unwritten / uninitialised region (equiv.observe.attribution).
     attribution: list[dict] = field(default_factory=list)
+    # Pair-free: the file's own test per side ({"passed", "how", "detail"}), and unwritten regions
+    # the file's contract expects (side -> region + why): informational, never a defect.
+    file_test: dict[str, dict] = field(default_factory=dict)
+    unwritten_by_contract: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -187,6 +187,16 @@ def header(result: CheckResult, max_width: int | None = None) -> list[str]:
     return wrap(first, max_width=max_width) + wrap(text, max_width=max_width)
 
 
+def own_contract_lines(result: CheckResult, max_width: int | None = None) -> list[str]:
+    """A model file's own contract: where the contract came from, and its own test per version."""
+    own = getattr(result, "own_contract", None) or {}
+    lines = [f"contract {own['contract']}"] if own.get("contract") else []
+    tests = own.get("file_test") or {}
+    if tests:
+        lines.append("file's test: " + "; ".join(f"{side} {text}" for side, text in tests.items()))
+    return [x for line in lines for x in wrap(line, max_width=max_width)]
+
+
 def status_line(results: Sequence[CheckResult]) -> str:
     """One line: the result of the whole run (the same rule as the exit code and the gate)."""
     regressed = [r.pair for r in results if r.regressions]
@@ -215,7 +225,7 @@ def status_line(results: Sequence[CheckResult]) -> str:
 def render(result: CheckResult, max_findings: int = 12, max_cases: int = 40, max_width: int | None = None,
            with_status: bool = True) -> str:
     w = max_width or width()
-    parts = header(result, w) + ["", per_output(result, w)]
+    parts = header(result, w) + own_contract_lines(result, w) + ["", per_output(result, w)]
     pv = per_variant(result, w)
     if pv:
         parts += ["", pv]

@@ -316,7 +316,8 @@ def run_pair_free(args: argparse.Namespace) -> int:
                                 config=config, shapes=args.shapes, examples=args.examples, seed=args.seed,
                                 recipes=args.recipe, contract=contract, options=options_from(args),
                                 progress=progress, log=log, keep_runs=bool(getattr(args, "save_cases", None)),
-                                on_pair=shown, command=lambda e: pair_free_command(args, path, e))
+                                on_pair=shown, command=lambda e: pair_free_command(args, path, e),
+                                contract_given=bool(args.contract))
     except (pf.PairFreeError, SourceError) as exc:
         raise UsageError(str(exc)) from None
     except (ShapeError, ValueError, KeyError) as exc:
