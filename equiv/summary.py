@@ -189,12 +189,9 @@ def header(result: CheckResult, max_width: int | None = None) -> list[str]:
 
 def own_contract_lines(result: CheckResult, max_width: int | None = None) -> list[str]:
     """A model file's own contract: where the contract came from, and its own test per version."""
-    own = getattr(result, "own_contract", None) or {}
-    lines = [f"contract {own['contract']}"] if own.get("contract") else []
-    tests = own.get("file_test") or {}
-    if tests:
-        lines.append("file's test: " + "; ".join(f"{side} {text}" for side, text in tests.items()))
-    return [x for line in lines for x in wrap(line, max_width=max_width)]
+    from equiv.pairfree.contract import own_contract_text
+
+    return [x for line in own_contract_text(result) for x in wrap(line, max_width=max_width)]
 
 
 def status_line(results: Sequence[CheckResult]) -> str:

@@ -305,3 +305,92 @@ def test_declared_contract_parsing():
         assert "f.py:1" in str(exc)
     else:
         raise AssertionError("a malformed declaration must be refused")
+
+
+# ---- golden audit ------------------------------------------------------------------------------------
+# Exact float32 ties between two BF16 neighbours, the lower one even: round-to-nearest-even and
+# round-half-away-from-zero pick different neighbours at every element.
+TIES = "lambda: 1 + 2**-8 + (torch.arange(T * D).reshape(T, D) % 16) * 2**-6"
+RINT = 'pl.store(pl.cast(pl.mul(t, 1.0), target_type=pl.BF16, mode="rint"), [b * T_TILE, 0], y)'
+AWAY = ("bits = (x.contiguous().view(torch.int32) + 0x8000) & -0x10000\n"
+        "    y[:] = bits.view(torch.float32).to(torch.bfloat16)")
+
+
+def audit(repo, rev: str, capsys) -> tuple[int, str]:
+    from equiv.cli import main
+
+    code = main(["audit-golden", "--repo", str(repo), "--rev", rev, FILE])
+    return code, flat(capsys.readouterr().out)
+
+
+def test_audit_finds_a_golden_rounding_ties_away_from_zero(tmp_path, capsys):
+    repo = make_repo(tmp_path)
+    a = commit(repo, {FILE: kernel(body=RINT, golden=AWAY, x_init=TIES, **BF16)})
+    code, out = audit(repo, a, capsys)
+    assert code == 1
+    assert "scale_test [default]: golden suspect — golden ≠ kernel elements: y 128" in out
+    assert "likely cause: rounding mode" in out and "ties rounded away from zero" in out
+    assert "y: 128 element(s) at [0, 0], [0, 1]" in out
+
+
+def test_audit_passes_a_golden_that_rounds_like_the_kernel(tmp_path, capsys):
+    repo = make_repo(tmp_path)
+    a = commit(repo, {FILE: kernel(body=RINT, golden="y[:] = x.to(torch.bfloat16)", x_init=TIES, **BF16)})
+    code, out = audit(repo, a, capsys)
+    assert code == 0
+    assert "scale_test [default]: golden agrees — golden ≠ kernel elements: none" in out
+    assert "widened to float64" in out
+
+
+def test_audit_finds_a_golden_accumulating_in_low_precision(tmp_path, capsys):
+    # The golden sums in bfloat16 (its own narrowing): further from float64 than the fp32 kernel.
+    repo = make_repo(tmp_path)
+    golden = ("acc = x.to(torch.bfloat16) * 3\n"
+              "    y[:] = (acc + x.to(torch.bfloat16) / 3).to(torch.float32)")
+    body = "pl.store(pl.add(pl.mul(t, 3.0), pl.mul(t, 1.0 / 3.0)), [b * T_TILE, 0], y)"
+    a = commit(repo, {FILE: kernel(body=body, golden=golden)})
+    code, out = audit(repo, a, capsys)
+    assert code == 1
+    assert "golden suspect" in out and "likely cause: accumulation dtype" in out
+
+
+# ---- the gate honours the file's contract -------------------------------------------------------------
+def gate(repo, base: str, head: str, *extra: str) -> int:
+    from equiv.cli import main
+
+    return main(["gate", "--repo", str(repo), "--base", base, "--head", head, "--report", "", *extra])
+
+
+def test_gate_honours_a_declared_contract_and_names_it_in_junit(tmp_path, capsys):
+    import xml.etree.ElementTree as ET
+
+    repo = make_repo(tmp_path)
+    a, b = _one_ulp_apart(repo, header="# equiv: contract 3:bf16")
+    junit = tmp_path / "gate.xml"
+    assert gate(repo, a, b, "--junit", str(junit)) == 0
+    out = flat(capsys.readouterr().out)
+    assert "PASS scale.py:scale_test" in out or "PASS models/toy/scale.py:scale_test" in out
+    assert "contract ≤ 3 BF16 ULP (declared at" in out
+    text = ET.parse(junit).getroot().find(".//testcase/system-out").text
+    assert "contract ≤ 3 BF16 ULP (declared at" in text and "file's test: pre PASS; retiled PASS" in text
+
+
+def test_gate_fails_a_retile_whose_own_test_fails(tmp_path, capsys):
+    repo = make_repo(tmp_path)
+    a = commit(repo, {FILE: kernel(header="# equiv: contract 100000:fp32")})
+    b = commit(repo, {FILE: kernel(header="# equiv: contract 100000:fp32",
+                                   body="pl.store(pl.mul(t, 2.001), [b * T_TILE, 0], y)")})
+    assert gate(repo, a, b) == 1
+    out = flat(capsys.readouterr().out)
+    assert "retiled FAIL (y at" in out
+
+
+def test_gate_passes_a_region_unwritten_by_contract(tmp_path, capsys):
+    repo = make_repo(tmp_path)
+    golden = "y[:4] = x[:4] * 2.0"
+    # A file the change adds is checked against itself and fails on any defect of its own.
+    a = commit(repo, {"models/toy/README.md": "toy\n"})
+    b = commit(repo, {FILE: kernel(blocks=HALF, golden=golden)})
+    assert gate(repo, a, b) == 0
+    out = flat(capsys.readouterr().out)
+    assert "new file, checked against itself" in out and "unwritten" not in out.split("gate:")[0].split("PASS")[-1]

@@ -1,0 +1,232 @@
+"""Golden audit: is a model file's golden further from the exact result than its kernel?
+
+pypto-lib fixes goldens by hand (ties rounded away from zero where the kernel rounds to even,
+reductions in another order or dtype). For one entry at the file's own shapes this compares
+
+* the golden **as written** (what the device test compares against),
+* a **float64** run of the same golden — promoted when it never narrows itself, else
+  **widened**: its narrowing casts (``.float()``, ``.to(bf16)``, ``dtype=torch.float32`` in
+  factories) keep float64 while it runs — and
+* the kernel's emulated output,
+
+and reports ``golden suspect`` where the golden differs from the kernel and is the further of
+the two from float64, with the elements, the size of the gap and the likely cause: the rounding
+mode (the two are neighbours whose midpoint is the value: a tie; the golden took the odd,
+away-from-zero one), the accumulation dtype (the golden is several units off), or the order of
+a reduction (otherwise). A golden that reinterprets bits (``.view(torch.int32)``) cannot be
+widened; then only the tie signature is looked for, and the line says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from equiv import numerics
+from equiv.pairfree import contract as fc
+from equiv.pairfree.reference import Reference, _tensors
+
+_NARROW = (torch.float32, torch.float16, torch.bfloat16)
+_FACTORIES = ("zeros", "ones", "empty", "full", "tensor", "as_tensor", "zeros_like", "ones_like", "empty_like",
+              "full_like", "arange", "linspace", "rand", "randn")
+
+
+def _wide(d: Any) -> Any:
+    return torch.float64 if isinstance(d, torch.dtype) and d in _NARROW else d
+
+
+@contextlib.contextmanager
+def widened() -> Iterator[None]:
+    """While inside, narrowing casts and float32/bf16/fp16 factories give float64 instead."""
+    T = torch.Tensor
+    saved = {name: getattr(T, name) for name in ("to", "float", "half", "bfloat16", "type")}
+    factories = {name: getattr(torch, name) for name in _FACTORIES}
+
+    def to(self: torch.Tensor, *args: Any, **kw: Any) -> torch.Tensor:
+        args = tuple(_wide(a) for a in args)
+        if "dtype" in kw:
+            kw["dtype"] = _wide(kw["dtype"])
+        return saved["to"](self, *args, **kw)
+
+    def type_(self: torch.Tensor, dtype: Any = None, *args: Any, **kw: Any) -> Any:
+        return saved["type"](self) if dtype is None else saved["type"](self, _wide(dtype), *args, **kw)
+
+    def factory(fn: Any) -> Any:
+        def make(*args: Any, **kw: Any) -> Any:
+            if "dtype" in kw:
+                kw["dtype"] = _wide(kw["dtype"])
+            return fn(*args, **kw)
+        return make
+
+    try:
+        T.to = to  # type: ignore[method-assign]
+        T.float = T.half = T.bfloat16 = lambda self, *a, **k: saved["to"](self, torch.float64)  # type: ignore
+        T.type = type_  # type: ignore[method-assign]
+        for name, fn in factories.items():
+            setattr(torch, name, factory(fn))
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(T, name, fn)
+        for name, fn in factories.items():
+            setattr(torch, name, fn)
+
+
+def float64_run(call: Any, inputs: Any, how: str) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The golden in float64 (promoted when faithful, else widened), and how (or why not)."""
+    try:
+        tensors = _tensors(call, inputs, promote=True)
+        if how == "float64":
+            call.golden_fn(tensors)
+            label = "promoted to float64"
+        else:
+            with widened():
+                call.golden_fn(tensors)
+            label = "widened to float64 (its narrowing casts kept float64)"
+    except Exception as exc:  # noqa: BLE001 - a golden that cannot run wide (bit reinterpretation, …)
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        text = text if len(text) <= 160 else text[:157] + "…"
+        return None, f"no float64 run of the golden (it fails when widened: {type(exc).__name__}: {text})"
+    outs = fc.output_specs(call)
+    return {n: tensors[n].to(torch.float64) for n in outs}, label
+
+
+@dataclass
+class Suspect:
+    output: str
+    count: int
+    elements: list[list[int]]
+    gap: float       # the largest (golden − kernel) distance from float64, in units of the output dtype
+    cause: str
+
+    def text(self) -> str:
+        at = ", ".join(str(e) for e in self.elements[:4]) + (" …" if self.count > 4 else "")
+        gap = f"{self.gap:.3g} ULP further from float64 than the kernel" if self.gap == self.gap else \
+            "the float64 value is not known"
+        return f"{self.output}: {self.count} element(s) at {at}; {gap}; likely cause: {self.cause}"
+
+
+@dataclass
+class AuditResult:
+    entry: str
+    mode: str
+    reference: str
+    suspects: list[Suspect] = field(default_factory=list)
+    differing: dict[str, int] = field(default_factory=dict)  # output -> elements golden != kernel
+    error: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.error:
+            return "cannot audit"
+        return "golden suspect" if self.suspects else "golden agrees"
+
+    def line(self) -> str:
+        if self.error:
+            return f"{self.entry} [{self.mode}]: cannot audit — {self.error}"
+        diff = ", ".join(f"{k} {v}" for k, v in self.differing.items() if v) or "none"
+        head = f"{self.entry} [{self.mode}]: {self.verdict} — golden ≠ kernel elements: {diff}; float64: {self.reference}"
+        return head + "".join(f"; {s.text()}" for s in self.suspects)
+
+
+def _odd(x: torch.Tensor, fmt: Any) -> torch.Tensor:
+    """Whether the last mantissa bit of `x` (a value of format `fmt`) is set."""
+    ulp = numerics.ulp_of(x, fmt)
+    return torch.remainder(torch.round(x.abs() / ulp), 2) == 1
+
+
+def judge_output(name: str, golden: torch.Tensor, kernel: torch.Tensor, wide: torch.Tensor | None,
+                 written: torch.Tensor | None = None) -> tuple[int, Suspect | None]:
+    """(elements where golden ≠ kernel, the suspect finding or None) for one output."""
+    if not kernel.dtype.is_floating_point:
+        return int((golden.to(kernel.dtype) != kernel).sum()), None
+    fmt = numerics.format_of(kernel.dtype)
+    g = golden.to(kernel.dtype).to(torch.float64)
+    k = kernel.to(torch.float64)
+    mask = (g != k) & torch.isfinite(g) & torch.isfinite(k)
+    if written is not None:
+        mask &= written
+    n = int(mask.sum())
+    if not n:
+        return 0, None
+    ulp = numerics.ulp_of(torch.maximum(g.abs(), k.abs()), fmt)
+    neighbours = ((g - k).abs() <= ulp) & (g.abs() > k.abs()) & _odd(g, fmt) & ~_odd(k, fmt)
+    if wide is not None:
+        w = wide.to(torch.float64)
+        further = ((g - w).abs() - (k - w).abs()) / ulp
+        mid = (g + k) / 2
+        tie = neighbours & ((w - mid).abs() <= numerics.ulp_of(mid, numerics.format_of(torch.float32)))
+        bad = mask & ((further > 0) | tie)
+        if not bool(bad.any()):
+            return n, None
+        gap = float(further[bad].max())
+        if bool(tie[bad].all()):
+            cause = "rounding mode — ties rounded away from zero where the kernel rounds to nearest even"
+        elif gap > 2:
+            cause = "accumulation dtype — the golden is several units off where the kernel is not"
+        else:
+            cause = "order — a reduction summed in another order"
+    else:
+        bad = mask & neighbours
+        if not bool(bad.any()) or int(bad.sum()) != n:
+            return n, None
+        gap = float("nan")
+        cause = ("rounding mode — each differing element is the odd, away-from-zero neighbour of the "
+                 "kernel's round-to-nearest-even value (the signature of ties rounded away from zero)")
+    idx = bad.nonzero()[:8].tolist()
+    return n, Suspect(name, int(bad.sum()), idx, gap, cause)
+
+
+def audit_case(pair: Any, case: Any, options: Any = None) -> AuditResult:
+    """Audit the golden of `pair` (a same-revision pair-free pair) at one case."""
+    from equiv.options import Options
+    from equiv.runner import make_inputs, run_side
+
+    mode = pair.entry.mode(case.shape)
+    try:
+        call = pair.call_at(case.shape)
+        inputs = make_inputs(pair, case)
+        run = run_side(pair, "pre", case, inputs, options or Options())
+        if run.gap or run.error or run.rejected:
+            return AuditResult(pair.entry.name, mode, "", error=f"the kernel did not run: "
+                               f"{run.gap or run.error or run.rejected}")
+        golden = Reference(call.golden_fn, "as written")(call, inputs)
+    except Exception as exc:  # noqa: BLE001 - reported on the entry's line
+        return AuditResult(pair.entry.name, mode, "", error=f"{type(exc).__name__}: {exc}")
+    how = pair.golden.how if pair.golden is not None else "as written"
+    wide, label = float64_run(call, inputs, how)
+    res = AuditResult(pair.entry.name, mode, label)
+    for name in fc.output_specs(call):
+        if name not in run.outputs or name not in golden:
+            continue
+        n, s = judge_output(name, golden[name], run.outputs[name], None if wide is None else wide.get(name),
+                            run.written.get(name))
+        res.differing[name] = n
+        if s is not None:
+            res.suspects.append(s)
+    return res
+
+
+def audit_file(path: str, rev: str, repo: str, model: str | None = None, options: Any = None,
+               log: Any = lambda s: None) -> list[AuditResult]:
+    """Audit every entry of the model file `path` at `rev`, in each mode at the file's own shapes
+    (the realistic inputs, seed 0)."""
+    from equiv.pairfree.pair import Revisions, build_pair, entries_of
+    from equiv.runner import Case
+    from equiv.shapes import Shape
+    from equiv.source import SourceRef
+
+    ref = SourceRef(path, "", rev, repo)
+    revisions = Revisions(ref, ref, model=model)
+    out = []
+    for entry in entries_of(revisions, "pre"):
+        pair, _ = build_pair(revisions, entry)
+        for i, _mode in enumerate(entry.modes):
+            shape = Shape(pair.shapes.preset("nominal")[i])
+            res = audit_case(pair, Case(shape, "realistic", 0), options)
+            log(res.line())
+            out.append(res)
+    return out
