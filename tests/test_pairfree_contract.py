@@ -112,6 +112,16 @@ def test_region_the_comparison_reads_stays_a_defect(tmp_path, capsys):
     assert "unwritten by contract" not in out
     assert "rows [4, 8)" in out and "unwritten" in out
     assert "file's test: pre FAIL (y at" in out
+    assert "is a defect (the golden writes it and the file's comparison reads it); nothing the program " \
+           "writes depends on it" in out
+
+
+def test_unwritten_region_the_program_reads_is_named(tmp_path, capsys):
+    # Block 0 adds rows 4.. of y (never written) into its own rows.
+    body = ("u = pl.load(y, [4, 0], [T_TILE, D])\n"
+            "        pl.store(pl.add(pl.mul(t, 2.0), u), [b * T_TILE, 0], y)")
+    code, out = same(make_repo(tmp_path), capsys, kernel(blocks=HALF, body=body))
+    assert "the program reads uninitialised memory: 64 elements of y depend on it" in out
 
 
 def test_retiled_leaving_by_contract_what_pre_writes_still_fails(tmp_path, capsys):

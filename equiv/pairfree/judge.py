@@ -60,6 +60,16 @@ def _as_written(pair: Any, call: Any, inputs: Mapping[str, Any], ref: Mapping[st
     return {n: got[n].to(s.dtype) for n, s in specs.items() if n in got}
 
 
+def _readers(run: SideRun) -> str:
+    """Whether the program reads memory it never wrote: written elements that depend on it."""
+    hit = {n: int((run.poisoned[n] & run.written[n]).sum()) for n in run.outputs}
+    hit = {n: c for n, c in hit.items() if c}
+    if not hit:
+        return "nothing the program writes depends on it (no output reads uninitialised memory)"
+    return ("the program reads uninitialised memory: " + ", ".join(f"{c} elements of {n}" for n, c in hit.items())
+            + " depend on it or on another unwritten region")
+
+
 def _own_call(pair: Any, side: str, shape: Any, fallback: Any) -> Any:
     try:
         return pair.entry.call(side, shape).call
@@ -161,6 +171,11 @@ def judge_case(pair: Any, case: Any, runs: dict[str, SideRun], inputs: Mapping[s
                     o.verdict = "regression"
                     o.reasons.append(f"retiled leaves {region(pre_wrote, _names(pre_wrote))['text']} of {name} unwritten "
                                      f"({int(pre_wrote.sum())} elements) where pre writes it")
+        for s in views:
+            left = ~runs[s].written[name] & ~covered.get(s, torch.zeros_like(runs[s].written[name]))
+            if bool(left.any()):
+                o.reasons.append(f"note: {s}'s unwritten {region(left, _names(left))['text']} of {name} is a defect "
+                                 f"(the golden writes it and the file's comparison reads it); {_readers(runs[s])}")
         for s, info in o.unwritten_by_contract.items():
             o.reasons.append(f"note: {s} leaves {info['text']} of {name} unwritten ({info['count']} elements) — "
                              f"unwritten by contract: {info['why']}")
