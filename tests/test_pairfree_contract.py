@@ -171,6 +171,21 @@ def test_a_retile_failing_the_files_test_is_a_regression_whatever_the_contract(t
     assert "ratio_allclose" in out
 
 
+def test_the_files_test_alone_decides_a_regression(tmp_path, capsys):
+    # Retiled truncates where pre rounds: within 1 BF16 ULP of pre (the contract) and no less
+    # accurate than pre + 1 ULP, but outside the file's rtol of 1e-3 against its golden.
+    repo = make_repo(tmp_path)
+    compare = '{"y": ratio_allclose(atol=0.0, rtol=1e-3, max_error_ratio=0.0)}'
+    golden = "y[:] = (x * 2.0).to(torch.bfloat16)"
+    a = commit(repo, {FILE: kernel(body=CAST.format(k="2.0"), golden=golden, compare=compare, **BF16)})
+    b = commit(repo, {FILE: kernel(body=CAST.format(k="2.0").replace('"rint"', '"trunc"'), golden=golden,
+                                   compare=compare, **BF16)})
+    assert check(repo, FILE, a, b, "--contract", "1:bf16") == 1
+    out = flat(capsys.readouterr().out)
+    assert "retiled fails the file's own test of y where pre passes" in out
+    assert "accuracy drop" not in out
+
+
 def test_files_test_in_json_and_report(tmp_path, capsys):
     import json
 
