@@ -351,8 +351,13 @@ def audit(repo, rev: str, capsys) -> tuple[int, str]:
 def test_audit_finds_a_golden_rounding_ties_away_from_zero(tmp_path, capsys):
     repo = make_repo(tmp_path)
     a = commit(repo, {FILE: kernel(body=RINT, golden=AWAY, x_init=TIES, **BF16)})
-    code, out = audit(repo, a, capsys)
+    md = tmp_path / "audit.md"
+    from equiv.cli import main
+
+    code = main(["audit-golden", "--repo", str(repo), "--rev", a, FILE, "--markdown", str(md)])
+    out = flat(capsys.readouterr().out)
     assert code == 1
+    assert "| scale.py | scale_test [default] | golden suspect | golden ≠ kernel elements: y 128" in md.read_text()
     assert "scale_test [default]: golden suspect — golden ≠ kernel elements: y 128" in out
     assert "likely cause: rounding mode" in out and "ties rounded away from zero" in out
     assert "y: 128 element(s) at [0, 0], [0, 1]" in out

@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rev", required=True, help="the git revision to read the files at")
     p.add_argument("--model", default=None, help="the config instance (FLASH, PRO, DEMO) every file sees")
     p.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
+    p.add_argument("--markdown", default=None, metavar="FILE", help="write the results as a markdown table")
     p.set_defaults(func=run)
 
 
@@ -61,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - one file that cannot be read does not stop the others
             print(f"{path}: cannot audit — {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                   flush=True)
-            rows.append({"file": path, "verdict": "cannot audit", "line": str(exc)})
+            rows.append({"file": path, "verdict": "cannot audit",
+                         "line": f"cannot audit — {type(exc).__name__}: {exc}".splitlines()[0]})
             codes.append(2)
             continue
         for r in results:
@@ -70,8 +72,22 @@ def run(args: argparse.Namespace) -> int:
                          "reference": r.reference, "differing": r.differing,
                          "suspects": [s.__dict__ for s in r.suspects]})
             codes.append(1 if r.suspects else (2 if r.error else 0))
+        if args.markdown:  # rewritten after each file: a long run leaves what it has done
+            write_markdown(args.markdown, args.rev, rows)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"repo": args.repo, "rev": args.rev, "entries": rows}, fh, indent=1)
         print(f"results written to {args.json}", file=sys.stderr)
     return 1 if 1 in codes else (2 if 2 in codes else 0)
+
+
+def write_markdown(path: str, rev: str, rows: list[dict]) -> None:
+    """One table row per entry and mode: file, entry [mode], verdict, and the audit's line."""
+    lines = [f"| file | entry [mode] | verdict at {rev} | golden vs float64 and kernel |", "| --- | --- | --- | --- |"]
+    for r in rows:
+        where = f"{r.get('entry', '*')} [{r.get('mode', '')}]" if r.get("entry") else "*"
+        detail = r["line"].split(": ", 1)[-1] if r.get("entry") else r["line"]
+        detail = detail.split(" — ", 1)[-1].replace("|", "\\|")
+        lines.append(f"| {r['file'].rsplit('/', 1)[-1]} | {where} | {r['verdict']} | {detail} |")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
