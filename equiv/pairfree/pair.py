@@ -67,6 +67,7 @@ class Revisions:
     loader: SourceLoader = field(default_factory=lambda: SourceLoader(stand_ins={"golden": golden_stub.make_module()}))
     _plans: dict = field(default_factory=dict)
     _too_large: dict = field(default_factory=dict)  # plan key -> InputsTooLarge, sized once
+    _rejects: dict = field(default_factory=dict)    # plan key -> the AssertionError of loading it
 
     def ref(self, side: str) -> SourceRef:
         return self.pre if side == "pre" else self.retiled
@@ -94,8 +95,14 @@ class Revisions:
         key = (self.ref(side).identity(), repr(sorted(self.overrides(shape).items())))
         if key in self._too_large:
             raise self._too_large[key]
+        if key in self._rejects:  # the file's own assert refused this shape: said once, not reloaded
+            raise self._rejects[key]
         if key not in self._plans:
-            mod = self.module(side, shape)
+            try:
+                mod = self.module(side, shape)
+            except AssertionError as exc:
+                self._rejects[key] = exc
+                raise
             source = self.ref(side).read()
             try:
                 discovery.check_fits(mod, source)
