@@ -96,6 +96,19 @@ def test_region_the_golden_also_leaves_is_unwritten_by_contract(tmp_path, capsys
     assert "file's test: pre PASS; retiled PASS" in out
 
 
+def test_unwritten_by_contract_shown_in_json_and_report(tmp_path, capsys):
+    import json
+
+    js, html = tmp_path / "r.json", tmp_path / "r.html"
+    code, out = same(make_repo(tmp_path), capsys, kernel(blocks=HALF, golden="y[:4] = x[:4] * 2.0"),
+                     "--json", str(js), "--report", str(html))
+    assert code == 0
+    line = "pre leaves rows [4, 8) × all cols of y unwritten (64 elements): the golden leaves it at zero too"
+    assert line in json.loads(js.read_text())["checks"][0]["own_contract"]["unwritten_by_contract"]
+    assert "Unwritten by contract (not a defect): " + line in html.read_text()
+    assert "unwritten by contract: " + line in out
+
+
 def test_region_the_comparison_ignores_is_unwritten_by_contract(tmp_path, capsys):
     # The golden writes every row, but the file compares only the first 4 (valid_rows).
     code, out = same(make_repo(tmp_path), capsys,

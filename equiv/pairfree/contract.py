@@ -199,4 +199,5 @@ def own_contract_text(result: Any) -> list[str]:
     tests = own.get("file_test") or {}
     if tests:
         lines.append("file's test: " + "; ".join(f"{side} {text}" for side, text in tests.items()))
+    lines += [f"unwritten by contract: {x}" for x in own.get("unwritten_by_contract") or []]
     return lines

@@ -293,7 +293,8 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
         from equiv.pairfree.judge import file_test_summary
 
         eo.file_test = file_test_summary(result)
-        result.own_contract = {"contract": contract_text, "file_test": eo.file_test}
+        result.own_contract = {"contract": contract_text, "file_test": eo.file_test,
+                               "unwritten_by_contract": by_contract_lines(result)}
         eo.result = result
         if result.failed:
             eo.outcome = "regression"
@@ -312,6 +313,17 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
         if on_pair:
             on_pair(pair, eo)
     return out
+
+
+def by_contract_lines(result: CheckResult) -> list[str]:
+    """Distinct regions left unwritten by contract, one line each (they are no defect, but shown)."""
+    seen: dict[str, None] = {}
+    for r in result.results:
+        for name, o in r.outputs.items():
+            for side, info in o.unwritten_by_contract.items():
+                seen.setdefault(f"{side} leaves {info['text']} of {name} unwritten ({info['count']} elements): "
+                                f"{info['why']}", None)
+    return list(seen)
 
 
 def _declared(revisions: Revisions, contract: Contract, given: bool, notes: list[str]) -> tuple[Any, str]:
