@@ -455,3 +455,15 @@ def test_gate_passes_a_region_unwritten_by_contract(tmp_path, capsys):
     assert gate(repo, a, b) == 0
     out = flat(capsys.readouterr().out)
     assert "new file, checked against itself" in out and "unwritten" not in out.split("gate:")[0].split("PASS")[-1]
+
+
+def test_audit_over_several_seeds(tmp_path, capsys):
+    from equiv.cli import main
+
+    repo = make_repo(tmp_path)
+    a = commit(repo, {FILE: kernel(body=RINT, golden=AWAY, x_init=TIES, **BF16)})
+    assert main(["audit-golden", "--repo", str(repo), "--rev", a, FILE, "--seeds", "2"]) == 1
+    out = flat(capsys.readouterr().out)
+    assert "scale_test [default, seeds 0..1]: golden suspect — golden ≠ kernel elements: y 256" in out
+    assert "seed 0 [0, 0]" in out
+    assert main(["audit-golden", "--repo", str(repo), "--rev", a, FILE, "--seeds", "0"]) == 2

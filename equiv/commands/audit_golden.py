@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repo", default=".", help="the repository (default: the current directory)")
     p.add_argument("--rev", required=True, help="the git revision to read the files at")
     p.add_argument("--model", default=None, help="the config instance (FLASH, PRO, DEMO) every file sees")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="audit the realistic inputs of seeds 0..N-1 (default 1; ties are rare)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
     p.add_argument("--markdown", default=None, metavar="FILE", help="write the results as a markdown table")
     p.set_defaults(func=run)
@@ -54,11 +56,13 @@ def model_files(repo: str, rev: str, paths: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from equiv.pairfree.audit import audit_file
 
+    if args.seeds < 1:
+        raise UsageError("--seeds must be ≥ 1")
     files = model_files(args.repo, args.rev, args.paths or ["models"])
     rows, codes = [], []
     for path in files:
         try:
-            results = audit_file(path, args.rev, args.repo, model=args.model)
+            results = audit_file(path, args.rev, args.repo, model=args.model, seeds=args.seeds)
         except Exception as exc:  # noqa: BLE001 - one file that cannot be read does not stop the others
             print(f"{path}: cannot audit — {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                   flush=True)

@@ -21,6 +21,8 @@ the line says ``undecided``.
 from __future__ import annotations
 
 import contextlib
+import re
+import types
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -99,7 +101,7 @@ def float64_run(call: Any, inputs: Any, how: str) -> tuple[dict[str, torch.Tenso
 class Suspect:
     output: str
     count: int
-    elements: list[list[int]]
+    elements: list  # [i, j, ...] per element, or "seed N [i, j]" over several seeds
     gap: float       # the largest (golden − kernel) distance from float64, in units of the output dtype
     cause: str
 
@@ -143,9 +145,42 @@ def _odd(x: torch.Tensor, fmt: Any) -> torch.Tensor:
     return torch.remainder(torch.round(x.abs() / ulp), 2) == 1
 
 
+MANUAL_ROUNDING = re.compile(r"\.view\(\s*torch\.u?int(16|32)\s*\)|0x8000|0x7fff|-0x10000|0xffff0000", re.IGNORECASE)
+
+
+def rounds_by_hand(golden: Any) -> str:
+    """The golden's own rounding by bit manipulation (``(bits + 0x8000) & -0x10000``), if any: the
+    text found, in it or a module-level function it calls."""
+    from equiv.pairfree.reference import _source
+
+    module_globals = getattr(golden, "__globals__", {})
+    seen: set[str] = set()
+    todo = [golden]
+    while todo:
+        fn = todo.pop()
+        if getattr(fn, "__name__", "?") in seen:
+            continue
+        seen.add(getattr(fn, "__name__", "?"))
+        text = _source(fn)
+        m = MANUAL_ROUNDING.search(text)
+        if m:
+            return f"{fn.__name__}: {m.group(0)}"
+        for ident in set(re.findall(r"\b([A-Za-z_]\w*)\s*\(", text)):
+            obj = module_globals.get(ident)
+            if isinstance(obj, types.FunctionType) and obj.__globals__ is module_globals:
+                todo.append(obj)
+    return ""
+
+
 def judge_output(name: str, golden: torch.Tensor, kernel: torch.Tensor, wide: torch.Tensor | None,
-                 written: torch.Tensor | None = None) -> tuple[int, Suspect | None]:
-    """(elements where golden ≠ kernel, the suspect finding or None) for one output."""
+                 written: torch.Tensor | None = None, by_hand: str = "") -> tuple[int, Suspect | None]:
+    """(elements where golden ≠ kernel, the suspect finding or None) for one output.
+
+    Flagged: elements where the golden is more than one unit of the output's dtype further from
+    float64 than the kernel; and, in a BF16/FP16 output of a golden that rounds by hand
+    (`by_hand`), ties: neighbours whose midpoint is the float64 value (or, without one, whose
+    golden side is the odd, away-from-zero one), the golden having rounded away from zero where
+    the kernel rounded to nearest even."""
     if not kernel.dtype.is_floating_point:
         return int((golden.to(kernel.dtype) != kernel).sum()), None
     fmt = numerics.format_of(kernel.dtype)
@@ -158,18 +193,22 @@ def judge_output(name: str, golden: torch.Tensor, kernel: torch.Tensor, wide: to
     if not n:
         return 0, None
     ulp = numerics.ulp_of(torch.maximum(g.abs(), k.abs()), fmt)
-    neighbours = ((g - k).abs() <= ulp) & (g.abs() > k.abs()) & _odd(g, fmt) & ~_odd(k, fmt)
+    narrow = kernel.dtype in (torch.bfloat16, torch.float16)
+    signature = ((g - k).abs() <= ulp) & (g.abs() > k.abs()) & _odd(g, fmt) & ~_odd(k, fmt)
+    signature &= mask if (narrow and by_hand) else torch.zeros_like(mask)
+    tie_cause = f"rounding mode — ties rounded away from zero (the golden rounds by hand: {by_hand}) " \
+                f"where the kernel rounds to nearest even"
     if wide is not None:
         w = wide.to(torch.float64)
         further = ((g - w).abs() - (k - w).abs()) / ulp
         mid = (g + k) / 2
-        tie = neighbours & ((w - mid).abs() <= numerics.ulp_of(mid, numerics.format_of(torch.float32)))
-        bad = mask & ((further > 0) | tie)
+        tie = signature & ((w - mid).abs() <= numerics.ulp_of(mid, numerics.format_of(torch.float32)))
+        bad = mask & ((further > 1) | tie)
         if not bool(bad.any()):
             return n, None
         gap = float(further[bad].max())
         if bool(tie[bad].all()):
-            cause = "rounding mode — ties rounded away from zero where the kernel rounds to nearest even"
+            cause = tie_cause
         elif gap > 2:
             cause = "accumulation dtype — the golden is several units off where the kernel is not"
         else:
@@ -177,13 +216,12 @@ def judge_output(name: str, golden: torch.Tensor, kernel: torch.Tensor, wide: to
     else:
         # No float64 value: only the tie signature speaks, and only when it is not noise (a
         # one-unit difference of another cause looks like it one time in four).
-        bad = mask & neighbours
+        bad = signature
         one_unit = int((mask & ((g - k).abs() <= ulp)).sum())
         if not bool(bad.any()) or 2 * int(bad.sum()) <= one_unit:
             return n, None
         gap = float("nan")
-        cause = ("rounding mode — each differing element is the odd, away-from-zero neighbour of the "
-                 "kernel's round-to-nearest-even value (the signature of ties rounded away from zero)")
+        cause = tie_cause + " (each flagged element is the odd, away-from-zero neighbour of the kernel's value)"
     idx = bad.nonzero()[:8].tolist()
     return n, Suspect(name, int(bad.sum()), idx, gap, cause)
 
@@ -206,22 +244,48 @@ def audit_case(pair: Any, case: Any, options: Any = None) -> AuditResult:
         return AuditResult(pair.entry.name, mode, "", error=f"{type(exc).__name__}: {exc}")
     how = pair.golden.how if pair.golden is not None else "as written"
     wide, label = float64_run(call, inputs, how)
+    by_hand = rounds_by_hand(call.golden_fn)
     res = AuditResult(pair.entry.name, mode, label)
     for name in fc.output_specs(call):
         if name not in run.outputs or name not in golden:
             continue
         n, s = judge_output(name, golden[name], run.outputs[name], None if wide is None else wide.get(name),
-                            run.written.get(name))
+                            run.written.get(name), by_hand)
         res.differing[name] = n
         if s is not None:
             res.suspects.append(s)
     return res
 
 
+def merged(results: list[AuditResult]) -> AuditResult:
+    """One result for several seeds of one entry and mode: counts summed, findings per output
+    joined (elements named as ``seed N [i, j]``), the largest gap kept."""
+    first = results[0]
+    out = AuditResult(first.entry, first.mode, first.reference, error=next((r.error for r in results if r.error), ""))
+    by_output: dict[str, Suspect] = {}
+    for seed, r in enumerate(results):
+        for name, n in r.differing.items():
+            out.differing[name] = out.differing.get(name, 0) + n
+        for s in r.suspects:
+            cur = by_output.get(s.output)
+            elements = [f"seed {seed} {e}" for e in s.elements] if len(results) > 1 else list(s.elements)
+            if cur is None:
+                by_output[s.output] = Suspect(s.output, s.count, elements, s.gap, s.cause)
+            else:
+                cur.count += s.count
+                cur.elements += elements
+                cur.gap = max(cur.gap, s.gap) if cur.gap == cur.gap else s.gap
+    out.suspects = list(by_output.values())
+    if len(results) > 1:
+        out.mode += f", seeds 0..{len(results) - 1}"
+    return out
+
+
 def audit_file(path: str, rev: str, repo: str, model: str | None = None, options: Any = None,
-               log: Any = lambda s: None) -> list[AuditResult]:
+               log: Any = lambda s: None, seeds: int = 1) -> list[AuditResult]:
     """Audit every entry of the model file `path` at `rev`, in each mode at the file's own shapes
-    (the realistic inputs, seed 0)."""
+    (the realistic inputs, seeds 0..`seeds`-1: a tie is a rare event, one in about 10^5
+    elements)."""
     from equiv.pairfree.pair import Revisions, build_pair, entries_of
     from equiv.runner import Case
     from equiv.shapes import Shape
@@ -234,7 +298,7 @@ def audit_file(path: str, rev: str, repo: str, model: str | None = None, options
         pair, _ = build_pair(revisions, entry)
         for i, _mode in enumerate(entry.modes):
             shape = Shape(pair.shapes.preset("nominal")[i])
-            res = audit_case(pair, Case(shape, "realistic", 0), options)
+            res = merged([audit_case(pair, Case(shape, "realistic", seed), options) for seed in range(seeds)])
             log(res.line())
             out.append(res)
     return out
