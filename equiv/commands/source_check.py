@@ -55,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reference", metavar="FILE.py:FUNC", help="float64 reference(inputs, cfg) to use instead")
     g.add_argument("--inputs", metavar="FILE.py:FUNC", help="input recipe(cfg, generator) to use instead")
     g.add_argument("--contract", metavar="bit-exact|N[:DTYPE]",
-                   help="contract to hold the pair to instead (N = max ULP, default dtype bf16)")
+                   help="contract to hold the pair to instead (N = max ULP, default dtype bf16); pair-free: "
+                        "overrides the file's own '# equiv: contract' comment")
     g.add_argument("--pair-free", action="store_true",
                    help="check the file with nothing registered (docs/pypto-lib.md): the entry, inputs, golden "
                         "and modes come from the file's __main__ call of golden.run_jit; implied when no "
