@@ -170,6 +170,7 @@ class OutputResult:
     # the file's contract expects (side -> region + why): informational, never a defect.
     file_test: dict[str, dict] = field(default_factory=dict)
     unwritten_by_contract: dict[str, dict] = field(default_factory=dict)
+    golden_suspect: dict[str, str] = field(default_factory=dict)  # side -> the audit's finding
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -467,3 +467,17 @@ def test_audit_over_several_seeds(tmp_path, capsys):
     assert "scale_test [default, seeds 0..1]: golden suspect — golden ≠ kernel elements: y 256" in out
     assert "seed 0 [0, 0]" in out
     assert main(["audit-golden", "--repo", str(repo), "--rev", a, FILE, "--seeds", "0"]) == 2
+
+
+def test_check_reports_a_suspect_golden_beside_its_verdict(tmp_path, capsys):
+    code, out = same(make_repo(tmp_path), capsys, kernel(body=RINT, golden=AWAY, x_init=TIES, **BF16))
+    assert "golden suspect against pre at mode=0,TOKENS=8: y: 128 element(s)" in out
+    assert "likely cause: rounding mode" in out
+    # The golden is the one off: the kernel is not judged by it, but the file's own test fails.
+    assert "file's test: pre FAIL" in out
+
+
+def test_check_with_a_sound_golden_reports_no_suspect(tmp_path, capsys):
+    code, out = same(make_repo(tmp_path), capsys,
+                     kernel(body=RINT, golden="y[:] = x.to(torch.bfloat16)", x_init=TIES, **BF16))
+    assert code == 0 and "golden suspect" not in out and "file's test: pre PASS" in out

@@ -205,4 +205,5 @@ def own_contract_text(result: Any) -> list[str]:
     if tests:
         lines.append("file's test: " + "; ".join(f"{side} {text}" for side, text in tests.items()))
     lines += [f"unwritten by contract: {x}" for x in own.get("unwritten_by_contract") or []]
+    lines += [f"golden suspect {x}" for x in own.get("golden_suspect") or []]
     return lines

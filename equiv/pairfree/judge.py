@@ -133,12 +133,24 @@ def judge_case(pair: Any, case: Any, runs: dict[str, SideRun], inputs: Mapping[s
     # Each version is held to its own file's comparison (its run_jit call at this shape).
     calls = {s: _own_call(pair, s, case.shape, call) for s in views}
     tests = {s: fc.file_test(calls[s], v, golden, inputs) for s, v in views.items()}
+    from equiv.pairfree import audit
+
+    by_hand = audit.rounds_by_hand(call.golden_fn) if call.golden_fn is not None else ""
+    promoted = ref if getattr(pair.golden, "how", "") == "float64" else None
     for name, o in outputs.items():
         if name not in specs or name not in golden:
             continue
         for s, t in tests.items():
             if name in t:
                 o.file_test[s] = t[name].to_dict()
+        # The golden audit against each version (informational: the golden may be the one off).
+        for s in views:
+            good = runs[s].written[name] & ~runs[s].poisoned[name]
+            _, suspect = audit.judge_output(name, golden[name], runs[s].outputs[name],
+                                            None if promoted is None else promoted.get(name), good, by_hand)
+            if suspect is not None:
+                o.reasons.append(f"note: golden suspect against {s}: {suspect.text()}")
+                o.golden_suspect[s] = suspect.text()
         if o.verdict in ("cannot judge",):
             continue
         # Unwritten by contract, per side.

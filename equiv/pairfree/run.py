@@ -294,7 +294,8 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
 
         eo.file_test = file_test_summary(result)
         result.own_contract = {"contract": contract_text, "file_test": eo.file_test,
-                               "unwritten_by_contract": by_contract_lines(result)}
+                               "unwritten_by_contract": by_contract_lines(result),
+                               "golden_suspect": suspect_lines(result)}
         eo.result = result
         if result.failed:
             eo.outcome = "regression"
@@ -323,6 +324,16 @@ def by_contract_lines(result: CheckResult) -> list[str]:
             for side, info in o.unwritten_by_contract.items():
                 seen.setdefault(f"{side} leaves {info['text']} of {name} unwritten ({info['count']} elements): "
                                 f"{info['why']}", None)
+    return list(seen)
+
+
+def suspect_lines(result: CheckResult) -> list[str]:
+    """Distinct golden-audit findings of the cases (the golden further from float64 than a version)."""
+    seen: dict[str, None] = {}
+    for r in result.results:
+        for o in r.outputs.values():
+            for side, text in o.golden_suspect.items():
+                seen.setdefault(f"against {side} at {r.case.shape}: {text}", None)
     return list(seen)
 
 
