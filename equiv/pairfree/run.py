@@ -13,7 +13,8 @@ cannot judge        the emulator lacks an op or form a version uses, or the file
                     inputs exceed the memory available here: nothing is decided
 interface changed   the entry's parameters, dtypes, shapes, outputs or modes differ between   0
                     the revisions (or the entry exists at one revision only); not run
-rejected            the file's own asserts refuse every shape tried, on both sides            0
+rejected            the file's own asserts refuse every shape tried (on both sides, or on     0
+                    pre's only while retiled, judged alone, is sound)
 ==================  =====================================================================  ====
 """
 
