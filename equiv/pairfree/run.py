@@ -7,8 +7,9 @@ outcome             when                                                        
 ==================  =====================================================================  ====
 equivalent          every case ran and no output regressed (pre-defect / both-defect are     0
                     reported as findings)
-regression          retiled breaks the contract, covers less, adds a hazard, loses accuracy   1
-                    or narrows the shapes it accepts
+regression          retiled breaks the contract (not a fix the reference confirms), covers    1
+                    less, adds a hazard, loses accuracy, fails the file's own test where pre
+                    passes, or narrows the shapes it accepts
 cannot judge        the emulator lacks an op or form a version uses, or the file's declared   2
                     inputs exceed the memory available here: nothing is decided
 interface changed   the entry's parameters, dtypes, shapes, outputs or modes differ between   0
