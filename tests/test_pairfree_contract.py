@@ -390,8 +390,10 @@ def test_audit_finds_a_golden_rounding_ties_away_from_zero(tmp_path, capsys):
     assert code == 1
     assert "| scale.py | scale_test [default] | golden suspect | golden ≠ kernel elements: y 128" in md.read_text()
     assert "scale_test [default]: golden suspect — golden ≠ kernel elements: y 128" in out
-    assert "likely cause: rounding mode" in out and "ties rounded away from zero" in out
-    assert "y: 128 element(s) at [0, 0], [0, 1]" in out
+    assert "likely cause: rounding mode — at 128 exact float32 ties of its own value (e.g. 1.00390625 at [0, 0]: " \
+           "golden 1.0078125, round-to-nearest-even 1)" in out
+    assert "the golden rounds half away from zero (golden_scale: .view(torch.int32))" in out
+    assert "y: 128 element(s) at [0, 0], [0, 1]" in out and "1 ULP off the correctly rounded value" in out
 
 
 def test_audit_passes_a_golden_that_rounds_like_the_kernel(tmp_path, capsys):

@@ -78,6 +78,43 @@ def widened() -> Iterator[None]:
             setattr(torch, name, fn)
 
 
+@contextlib.contextmanager
+def float_bit_views() -> Iterator[list[torch.Tensor]]:
+    """While inside, every float32 tensor reinterpreted as int32 (``x.view(torch.int32)``, how a
+    golden rounds by hand) is kept: the value before the golden's own rounding."""
+    seen: list[torch.Tensor] = []
+    view = torch.Tensor.view
+
+    def recording(self: torch.Tensor, *args: Any, **kw: Any) -> torch.Tensor:
+        if len(args) == 1 and args[0] is torch.int32 and self.dtype == torch.float32:
+            seen.append(self.detach().clone())
+        return view(self, *args, **kw)
+
+    torch.Tensor.view = recording  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        torch.Tensor.view = view  # type: ignore[method-assign]
+
+
+def _away(x: torch.Tensor) -> torch.Tensor:
+    """float32 -> bfloat16 rounding half away from zero, on the bit pattern."""
+    bits = (x.contiguous().view(torch.int32) + 0x8000) & -0x10000
+    return bits.view(torch.float32)
+
+
+def pre_rounding(golden: torch.Tensor, seen: list[torch.Tensor]) -> torch.Tensor | None:
+    """Of the float32 values a golden reinterpreted as bits, the one its BF16 output is the
+    half-away rounding of (the golden's value before it rounded), shaped as the output."""
+    if golden.dtype != torch.bfloat16:
+        return None
+    g = golden.to(torch.float32).flatten()
+    for t in seen:
+        if t.numel() == g.numel() and bool((_away(t.flatten()) == g).all()):
+            return t.reshape(golden.shape)
+    return None
+
+
 def float64_run(call: Any, inputs: Any, how: str) -> tuple[dict[str, torch.Tensor] | None, str]:
     """The golden in float64 (promoted when faithful, else widened), and how (or why not)."""
     try:
@@ -104,11 +141,12 @@ class Suspect:
     elements: list  # [i, j, ...] per element, or "seed N [i, j]" over several seeds
     gap: float       # the largest (golden − kernel) distance from float64, in units of the output dtype
     cause: str
+    gap_text: str = ""  # said instead of the gap where the gap is not a distance from float64
 
     def text(self) -> str:
         at = ", ".join(str(e) for e in self.elements[:4]) + (" …" if self.count > 4 else "")
-        gap = f"{self.gap:.3g} ULP further from float64 than the kernel" if self.gap == self.gap else \
-            "the float64 value is not known"
+        gap = self.gap_text or (f"{self.gap:.3g} ULP further from float64 than the kernel" if self.gap == self.gap
+                                else "the float64 value is not known")
         return f"{self.output}: {self.count} element(s) at {at}; {gap}; likely cause: {self.cause}"
 
 
@@ -173,7 +211,8 @@ def rounds_by_hand(golden: Any) -> str:
 
 
 def judge_output(name: str, golden: torch.Tensor, kernel: torch.Tensor, wide: torch.Tensor | None,
-                 written: torch.Tensor | None = None, by_hand: str = "") -> tuple[int, Suspect | None]:
+                 written: torch.Tensor | None = None, by_hand: str = "",
+                 before: torch.Tensor | None = None) -> tuple[int, Suspect | None]:
     """(elements where golden ≠ kernel, the suspect finding or None) for one output.
 
     Flagged: elements where the golden is more than one unit of the output's dtype further from
@@ -193,6 +232,19 @@ def judge_output(name: str, golden: torch.Tensor, kernel: torch.Tensor, wide: to
     if not n:
         return 0, None
     ulp = numerics.ulp_of(torch.maximum(g.abs(), k.abs()), fmt)
+    if before is not None:
+        # The golden's own value before it rounded: an exact float32 tie it rounded away from
+        # zero, where round-to-nearest-even (the kernel's value) was right.
+        low = before.contiguous().view(torch.int32) & 0xFFFF
+        ties = mask & (low == 0x8000) & (k == before.to(torch.bfloat16).to(torch.float64))
+        if bool(ties.any()):
+            first = tuple(int(i) for i in ties.nonzero()[0])
+            cause = (f"rounding mode — at {int(ties.sum())} exact float32 ties of its own value (e.g. "
+                     f"{float(before[first]):.9g} at {list(first)}: golden {float(g[first]):.9g}, "
+                     f"round-to-nearest-even {float(k[first]):.9g}) the golden rounds half away from zero "
+                     f"({by_hand}) where the kernel rounds to nearest even")
+            return n, Suspect(name, int(ties.sum()), ties.nonzero()[:8].tolist(), 1.0, cause,
+                              "1 ULP off the correctly rounded value of its own float32 result")
     narrow = kernel.dtype in (torch.bfloat16, torch.float16)
     signature = ((g - k).abs() <= ulp) & (g.abs() > k.abs()) & _odd(g, fmt) & ~_odd(k, fmt)
     signature &= mask if (narrow and by_hand) else torch.zeros_like(mask)
@@ -243,18 +295,20 @@ def audit_case(pair: Any, case: Any, options: Any = None) -> AuditResult:
             return AuditResult(pair.entry.name, mode, "", error=f"the kernel did not run: {error}")
         kernel_out = {n: t.to_torch().cpu() for n, t in outs.items()}
         written = {n: t.written.cpu() for n, t in outs.items()}
-        golden = Reference(call.golden_fn, "as written")(call, inputs)
+        by_hand = rounds_by_hand(call.golden_fn)
+        with float_bit_views() as seen:
+            golden = Reference(call.golden_fn, "as written")(call, inputs)
     except Exception as exc:  # noqa: BLE001 - reported on the entry's line
         return AuditResult(pair.entry.name, mode, "", error=f"{type(exc).__name__}: {exc}")
     how = pair.golden.how if pair.golden is not None else "as written"
     wide, label = float64_run(call, inputs, how)
-    by_hand = rounds_by_hand(call.golden_fn)
     res = AuditResult(pair.entry.name, mode, label)
     for name in fc.output_specs(call):
         if name not in kernel_out or name not in golden:
             continue
         n, s = judge_output(name, golden[name], kernel_out[name], None if wide is None else wide.get(name),
-                            written.get(name), by_hand)
+                            written.get(name), by_hand, pre_rounding(golden[name].to(
+                                fc.output_specs(call)[name].dtype), seen) if by_hand else None)
         res.differing[name] = n
         if s is not None:
             res.suspects.append(s)
@@ -274,11 +328,12 @@ def merged(results: list[AuditResult]) -> AuditResult:
             cur = by_output.get(s.output)
             elements = [f"seed {seed} {e}" for e in s.elements] if len(results) > 1 else list(s.elements)
             if cur is None:
-                by_output[s.output] = Suspect(s.output, s.count, elements, s.gap, s.cause)
+                by_output[s.output] = Suspect(s.output, s.count, elements, s.gap, s.cause, s.gap_text)
             else:
                 cur.count += s.count
                 cur.elements += elements
                 cur.gap = max(cur.gap, s.gap) if cur.gap == cur.gap else s.gap
+                cur.gap_text = cur.gap_text or s.gap_text
     out.suspects = list(by_output.values())
     if len(results) > 1:
         out.mode += f", seeds 0..{len(results) - 1}"
