@@ -483,3 +483,12 @@ def test_check_with_a_sound_golden_reports_no_suspect(tmp_path, capsys):
     code, out = same(make_repo(tmp_path), capsys,
                      kernel(body=RINT, golden="y[:] = x.to(torch.bfloat16)", x_init=TIES, **BF16))
     assert code == 0 and "golden suspect" not in out and "file's test: pre PASS" in out
+
+
+def test_audit_refuses_an_unwritable_output_before_running(tmp_path, capsys):
+    from equiv.cli import main
+
+    repo = make_repo(tmp_path)
+    a = commit(repo, {FILE: kernel()})
+    assert main(["audit-golden", "--repo", str(repo), "--rev", a, FILE, "--json", str(tmp_path / "no" / "x.json")]) == 2
+    assert "scale_test" not in capsys.readouterr().out

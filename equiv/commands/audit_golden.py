@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("audit-golden", help="is a model file's golden further from float64 than its kernel?",
                        description="For each model file under PATH (default: models) whose __main__ calls "
                                    "run_jit, run every entry at the file's own shapes (each mode, realistic "
-                                   "inputs, seed 0) and compare its golden as written with a float64 run of the "
+                                   "inputs of seeds 0..N-1) and compare its golden as written with a float64 run of the "
                                    "golden and with the emulated kernel: 'golden suspect' names the elements "
                                    "where the golden is the further from float64, the gap and the likely cause. "
                                    "Exit 1 when any golden is suspect, 2 when an entry cannot be audited.",
@@ -56,8 +56,11 @@ def model_files(repo: str, rev: str, paths: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from equiv.pairfree.audit import audit_file
 
+    from equiv.commands.common import check_output_paths
+
     if args.seeds < 1:
         raise UsageError("--seeds must be ≥ 1")
+    check_output_paths({"--json": args.json, "--markdown": args.markdown})
     files = model_files(args.repo, args.rev, args.paths or ["models"])
     rows, codes = [], []
     for path in files:
