@@ -45,6 +45,9 @@ class CheckResult:
     options: dict = field(default_factory=dict)
     # Decision coverage per version over all cases (equiv.observe.decisions.summary).
     decisions: dict = field(default_factory=dict)
+    # Pair-free: the file's own contract — where the contract came from, and its own test per
+    # version (side -> "PASS" / "FAIL (...)" / "not predicted (...)").
+    own_contract: dict = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
@@ -110,7 +113,7 @@ class CheckResult:
                 "seconds": round(self.seconds, 3), "options": self.options, "counts": self.counts,
                 "results": [r.to_dict() for r in self.results],
                 "counterexamples": [r.to_dict() for r in self.counterexamples],
-                "decisions": self.decisions}
+                "decisions": self.decisions, **({"own_contract": self.own_contract} if self.own_contract else {})}
 
     def decision_gaps(self, side: str = "retiled", declared: bool = False) -> list[dict]:
         """Decision sites of `side` with an outcome that never occurred (without, or with, a

@@ -29,6 +29,7 @@ OPTIONAL_SUBCOMMAND_MODULES: tuple[str, ...] = (
     "equiv.commands.gate",
     "equiv.commands.replay",
     "equiv.commands.compare",
+    "equiv.commands.audit_golden",
 )
 
 # Shown at the end of each subcommand's --help.

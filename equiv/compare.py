@@ -175,6 +175,11 @@ class OutputResult:
     attribution: list[dict] = field(default_factory=list)
     # side -> region whose bits differ between schedules, with spread and operations (equiv.schedules)
     nondeterministic: dict[str, dict] = field(default_factory=dict)
+    # Pair-free: the file's own test per side ({"passed", "how", "detail"}), and unwritten regions
+    # the file's contract expects (side -> region + why): informational, never a defect.
+    file_test: dict[str, dict] = field(default_factory=dict)
+    unwritten_by_contract: dict[str, dict] = field(default_factory=dict)
+    golden_suspect: dict[str, str] = field(default_factory=dict)  # side -> the audit's finding
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

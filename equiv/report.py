@@ -464,6 +464,7 @@ def build_model(checks: Sequence[Mapping[str, Any]], charts: _Charts | None = No
             "n_failures": len(failures), "n_regressions": sum(f["worst"] == "regression" for f in failures),
             "counterexamples": counterexamples,
             "decisions": _decision_rows(chk.get("decisions", {})),
+            "own_contract": chk.get("own_contract", {}),
         })
     statuses = Counter(p["status"] for p in pairs)
     return {"pairs": pairs, "verdicts": VERDICTS, "statuses": statuses,

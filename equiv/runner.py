@@ -326,14 +326,19 @@ def run_case(pair: KernelPair, case: Case, options: Options | None = None, keep_
 def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = False) -> CaseResult:
     t0 = time.perf_counter()
     rejected = {side: pair.rejection(side, case.shape) for side in SIDES}
-    if any(rejected.values()):
+    # A pair that judges a lone side (pair-free) still runs the version that accepts the shape.
+    lone = getattr(pair, "judge_lone_side", False) and not all(rejected.values())
+    inputs = None
+    if any(rejected.values()) and not lone:
         # A shape outside a version's preconditions is not run at all: the verdict is `rejected`.
         runs = {side: SideRun(side, rejected=rejected[side]) for side in SIDES}
     else:
         inputs = make_inputs(pair, case)
         runs = {}
         for side in SIDES:
-            if side == "retiled" and getattr(pair, "identical_sides", False):
+            if rejected[side]:
+                runs[side] = SideRun(side, rejected=rejected[side])
+            elif side == "retiled" and getattr(pair, "identical_sides", False):
                 # One program on both sides (a same-revision pair-free check): the emulator is
                 # deterministic for given options, so retiled's runs are pre's, not run again.
                 runs[side] = copy.copy(runs["pre"])
@@ -342,7 +347,7 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
                 runs[side] = run_side(pair, side, case, inputs, options)
     ref = None
     ref_error = None
-    if not any(rejected.values()):
+    if inputs is not None:
         try:
             # The reference is the case's last user of its inputs: no copy of them here (a
             # pair-free golden gets its own copies; Pro-size weights are GBs).
@@ -352,11 +357,15 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
     outputs = {}
     for name, (shape, _dt) in pair.outputs(case.shape).items():
         dims = ("rows", "cols") if len(shape) == 2 else ()
+        contract = pair.contract_for(name) if hasattr(pair, "contract_for") else pair.contract
         outputs[name] = compare_output(name, runs["pre"], runs["retiled"], None if ref is None else ref.get(name),
-                                       pair.contract, pair.accuracy_slack, dims)
+                                       contract, pair.accuracy_slack, dims)
         if ref_error:
             outputs[name].reasons.append(ref_error)
         _attribute(outputs[name], name, runs)
+    if hasattr(pair, "judge_case") and inputs is not None:
+        # A model file's own contract (its harness, comparison and golden) refines the verdicts.
+        pair.judge_case(case, runs, inputs, ref, ref_error, outputs)
     return CaseResult(pair.name, case, outputs,
                       hazards={s: r.hazards for s, r in runs.items() if r.hazards},
                       errors={s: r.error for s, r in runs.items() if r.error},

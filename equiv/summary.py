@@ -187,6 +187,13 @@ def header(result: CheckResult, max_width: int | None = None) -> list[str]:
     return wrap(first, max_width=max_width) + wrap(text, max_width=max_width)
 
 
+def own_contract_lines(result: CheckResult, max_width: int | None = None) -> list[str]:
+    """A model file's own contract: where the contract came from, and its own test per version."""
+    from equiv.pairfree.contract import own_contract_text
+
+    return [x for line in own_contract_text(result) for x in wrap(line, max_width=max_width)]
+
+
 def status_line(results: Sequence[CheckResult]) -> str:
     """One line: the result of the whole run (the same rule as the exit code and the gate)."""
     regressed = [r.pair for r in results if r.regressions]
@@ -215,7 +222,7 @@ def status_line(results: Sequence[CheckResult]) -> str:
 def render(result: CheckResult, max_findings: int = 12, max_cases: int = 40, max_width: int | None = None,
            with_status: bool = True) -> str:
     w = max_width or width()
-    parts = header(result, w) + ["", per_output(result, w)]
+    parts = header(result, w) + own_contract_lines(result, w) + ["", per_output(result, w)]
     pv = per_variant(result, w)
     if pv:
         parts += ["", pv]

@@ -145,6 +145,10 @@ def run_pair_free(args: argparse.Namespace) -> int:
         print(f"{e.outcome.upper():13} {e.file}:{e.entry}")
         for reason in e.reasons[:6]:
             print(f"    {reason}")
+        from equiv.pairfree.contract import own_contract_text
+
+        for line in own_contract_text(e.head):
+            print(f"    {line}")
     for f, why in result.errors.items():
         print(f"{'CANNOT CHECK':13} {f}: {why}")
     word = {0: "PASS", 1: "FAIL", 2: "CANNOT JUDGE"}[result.exit_code]
@@ -233,3 +237,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"gate: PASS — {len(selection.pairs)} pair{'s' if len(selection.pairs) != 1 else ''} checked, "
           f"no regression")
     return 0
+

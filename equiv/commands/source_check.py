@@ -55,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reference", metavar="FILE.py:FUNC", help="float64 reference(inputs, cfg) to use instead")
     g.add_argument("--inputs", metavar="FILE.py:FUNC", help="input recipe(cfg, generator) to use instead")
     g.add_argument("--contract", metavar="bit-exact|N[:DTYPE]",
-                   help="contract to hold the pair to instead (N = max ULP, default dtype bf16)")
+                   help="contract to hold the pair to instead (N = max ULP, default dtype bf16); pair-free: "
+                        "overrides the file's own '# equiv: contract' comment")
     g.add_argument("--pair-free", action="store_true",
                    help="check the file with nothing registered (docs/pypto-lib.md): the entry, inputs, golden "
                         "and modes come from the file's __main__ call of golden.run_jit; implied when no "
@@ -316,7 +317,8 @@ def run_pair_free(args: argparse.Namespace) -> int:
                                 config=config, shapes=args.shapes, examples=args.examples, seed=args.seed,
                                 recipes=args.recipe, contract=contract, options=options_from(args),
                                 progress=progress, log=log, keep_runs=bool(getattr(args, "save_cases", None)),
-                                on_pair=shown, command=lambda e: pair_free_command(args, path, e))
+                                on_pair=shown, command=lambda e: pair_free_command(args, path, e),
+                                contract_given=bool(args.contract))
     except (pf.PairFreeError, SourceError) as exc:
         raise UsageError(str(exc)) from None
     except (ShapeError, ValueError, KeyError) as exc:

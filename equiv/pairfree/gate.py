@@ -342,6 +342,11 @@ def junit_xml(run: GateRun, suite: str = "equiv gate") -> ET.ElementTree:
         elif e.outcome == "skipped":
             counts["skipped"] += 1
             ET.SubElement(tc, "skipped", message=(e.reasons or ["skipped"])[0]).text = text
+        from equiv.pairfree.contract import own_contract_text
+
+        own = own_contract_text(e.head)
+        if own:  # the contract in force, where it came from, and the file's own test
+            ET.SubElement(tc, "system-out").text = "\n".join(own)
     for file, why in run.errors.items():
         counts["tests"] += 1
         counts["errors"] += 1

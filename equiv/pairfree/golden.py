@@ -4,9 +4,9 @@ A model file's ``__main__`` block hands everything a check needs to ``golden.run
 the ``@pl.jit`` entry, its input specs, the golden reference and the tolerances. The stand-in
 answers ``from golden import TensorSpec, ScalarSpec, run_jit, ...`` with objects of its own:
 ``TensorSpec``/``ScalarSpec`` keep what they are given, ``run_jit``/``run`` append a
-`RunCall` to the current recording and report success, and any other name (comparison
-helpers such as ``ratio_reldiff``) is a harmless callable, since pair-free checks compare
-pre and retiled bit for bit instead of with the file's tolerance.
+`RunCall` to the current recording and report success. Comparison helpers (``ratio_allclose``,
+…) are equiv's models of them (`equiv.pairfree.comparators`), so the file's own test can be
+predicted on emulated outputs; any other name is an inert marker.
 """
 
 from __future__ import annotations
@@ -148,7 +148,11 @@ def make_module() -> types.ModuleType:
     def __getattr__(name: str) -> Any:  # noqa: N807
         if name.startswith("__"):
             raise AttributeError(name)
-        return _ignored(name)
+        from equiv.pairfree.comparators import MODELLED, Unmodelled
+
+        if name in MODELLED:
+            return MODELLED[name]
+        return Unmodelled(name) if name.endswith(("compare", "allclose", "reldiff")) else _ignored(name)
 
     mod.__getattr__ = __getattr__  # type: ignore[attr-defined]
     return mod

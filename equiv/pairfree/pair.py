@@ -67,6 +67,7 @@ class Revisions:
     loader: SourceLoader = field(default_factory=lambda: SourceLoader(stand_ins={"golden": golden_stub.make_module()}))
     _plans: dict = field(default_factory=dict)
     _too_large: dict = field(default_factory=dict)  # plan key -> InputsTooLarge, sized once
+    _rejects: dict = field(default_factory=dict)    # plan key -> the AssertionError of loading it
 
     def ref(self, side: str) -> SourceRef:
         return self.pre if side == "pre" else self.retiled
@@ -94,8 +95,14 @@ class Revisions:
         key = (self.ref(side).identity(), repr(sorted(self.overrides(shape).items())))
         if key in self._too_large:
             raise self._too_large[key]
+        if key in self._rejects:  # the file's own assert refused this shape: said once, not reloaded
+            raise self._rejects[key]
         if key not in self._plans:
-            mod = self.module(side, shape)
+            try:
+                mod = self.module(side, shape)
+            except AssertionError as exc:
+                self._rejects[key] = exc
+                raise
             source = self.ref(side).read()
             try:
                 discovery.check_fits(mod, source)
@@ -200,12 +207,28 @@ class FreeKernel:
 
 @dataclass(frozen=True)
 class PairFreePair(KernelPair):
-    """A `KernelPair` whose preconditions are the files' own asserts at each shape."""
+    """A `KernelPair` whose preconditions are the files' own asserts at each shape, judged by the
+    file's own contract (`equiv.pairfree.judge`)."""
 
     entry: Any = None
     # Both sides are one file at one revision under one configuration: the runner runs the
     # program once and uses its runs for both (the emulator is deterministic for given options).
     identical_sides: bool = False
+    golden: Any = None       # the `Reference` (how the golden is used)
+    declared: Any = None     # the file's `# equiv: contract` (contract.Declared), when it has one
+    judge_lone_side: bool = True
+
+    def call_at(self, shape: Shape) -> golden_stub.RunCall:
+        """The recorded call at `shape`, from pre, or from retiled where pre rejects the shape."""
+        return self.entry.call(source_side(self.entry, shape), shape).call
+
+    def contract_for(self, output: str) -> Contract:
+        return self.declared.for_output(output, self.contract) if self.declared else self.contract
+
+    def judge_case(self, case: Any, runs: Any, inputs: Any, ref: Any, ref_error: Any, outputs: Any) -> None:
+        from equiv.pairfree.judge import judge_case
+
+        judge_case(self, case, runs, inputs, ref, ref_error, outputs)
 
     def rejection(self, side: str, shape: Shape) -> str | None:  # type: ignore[override]
         try:
@@ -215,6 +238,20 @@ class PairFreePair(KernelPair):
         except Exception:  # noqa: BLE001 - raised again (and judged) when the side runs
             return None
         return None
+
+
+def source_side(entry: Entry, shape: Mapping[str, int]) -> str:
+    """The side whose file makes a case's inputs and golden: pre, unless pre's own assert refuses
+    the shape and retiled accepts it (then retiled is judged alone)."""
+    try:
+        entry.call("pre", shape)
+        return "pre"
+    except AssertionError:
+        try:
+            entry.call("retiled", shape)
+            return "retiled"
+        except Exception:  # noqa: BLE001 - both refuse: pre's error is the one reported
+            return "pre"
 
 
 def _dims(revisions: Revisions, entry: Entry, base_module: types.ModuleType) -> dict[str, Dim]:
@@ -265,9 +302,12 @@ def same_program(revisions: Revisions) -> bool:
 
 
 def build_pair(revisions: Revisions, entry: Entry, contract: Contract = BIT_EXACT,
-               fuzz: bool = False) -> tuple[PairFreePair, Reference | None]:
+               fuzz: bool = False, declared: Any = None) -> tuple[PairFreePair, Reference | None]:
     """The `KernelPair` that checks `entry` of both revisions."""
-    pre_mod = revisions.module("pre")
+    try:
+        pre_mod = revisions.module("pre")
+    except AssertionError:  # pre's own assert refuses the file's shapes: retiled is judged alone
+        pre_mod = revisions.module("retiled")
     dims = _dims(revisions, entry, pre_mod) if fuzz else {"mode": Dim(0, len(entry.modes) - 1)}
     defaults = {k: d.favour[0] for k, d in dims.items() if k != "mode" and d.favour}
     presets: dict[str, list[dict[str, int]]] = {"nominal": [{"mode": i, **defaults} for i in range(len(entry.modes))]}
@@ -275,7 +315,9 @@ def build_pair(revisions: Revisions, entry: Entry, contract: Contract = BIT_EXAC
         if m not in presets:
             presets[m] = [{"mode": i, **defaults}]
     space = ShapeSpace(dims, presets, defaults=defaults)
-    first = entry.call("pre", Shape(presets["nominal"][0])).call
+    first_side = source_side(entry, Shape(presets["nominal"][0]))
+    first = entry.call(first_side, Shape(presets["nominal"][0])).call
+    # How the golden is used is decided once; each case runs the golden of its own shape's module.
     reference = reference_for(first)
 
     def outputs(shape: Shape) -> dict:
@@ -288,12 +330,12 @@ def build_pair(revisions: Revisions, entry: Entry, contract: Contract = BIT_EXAC
 
     def realistic(shape: Shape, gen: torch.Generator) -> dict[str, Any]:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-        return specs.inputs_of(entry.materialized("pre", shape, seed))
+        return specs.inputs_of(entry.materialized(source_side(entry, shape), shape, seed))
 
     def make(kind: str):
         def recipe(shape: Shape, gen: torch.Generator) -> dict[str, Any]:
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-            return specs.adversarial(kind, entry.materialized("pre", shape, seed), gen)
+            return specs.adversarial(kind, entry.materialized(source_side(entry, shape), shape, seed), gen)
         recipe.__name__ = f"{kind}_recipe"
         return recipe
 
@@ -301,14 +343,22 @@ def build_pair(revisions: Revisions, entry: Entry, contract: Contract = BIT_EXAC
 
     recipes = {"realistic": realistic}
     # Decided on the inputs of the first case (seed 0), so that case reuses them.
-    if specs.adversarial_inputs(entry.materialized("pre", Shape(presets["nominal"][0]), first_case_seed())):
+    if specs.adversarial_inputs(entry.materialized(first_side, Shape(presets["nominal"][0]), first_case_seed())):
         recipes.update({k: make(k) for k in ADVERSARIAL})
 
     def ref_fn(inputs: Mapping[str, Any], shape: Shape) -> dict[str, torch.Tensor]:
         if reference is None:
             return {}
-        call = entry.call("pre", shape).call
-        return reference(call, inputs)
+        call = entry.call(source_side(entry, shape), shape).call
+        try:
+            return reference(call, inputs)
+        except AssertionError as exc:
+            why = kernel_assertion(exc)
+            if why:  # the golden's own assert: the file does not support this shape
+                from equiv.pairfree.judge import GoldenRejects
+
+                raise GoldenRejects(why) from None
+            raise
 
     name = f"{os.path.splitext(os.path.basename(revisions.retiled.path))[0]}:{entry.name}"
     if entry.index:
@@ -325,6 +375,8 @@ def build_pair(revisions: Revisions, entry: Entry, contract: Contract = BIT_EXAC
         sources=(),
         entry=entry,
         identical_sides=same_program(revisions),
+        golden=reference,
+        declared=declared,
         description=(f"{entry.name}: {revisions.pre.label} vs {revisions.retiled.label}"
                      + (f" (model {revisions.model})" if revisions.model else "")
                      + f"; modes {', '.join(entry.modes)}"),

@@ -90,7 +90,8 @@ class Reference:
     def __call__(self, call: RunCall, inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         promote = self.how == "float64"
         tensors = _tensors(call, inputs, promote)
-        self.golden(tensors)
+        # The golden of the call's own module: the file loaded at this case's shape (its sizes).
+        (call.golden_fn or self.golden)(tensors)
         return {s.name: tensors[s.name].to(torch.float64) for s in call.specs
                 if isinstance(s, TensorSpec) and s.is_output}
 

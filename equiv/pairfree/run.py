@@ -7,13 +7,15 @@ outcome             when                                                        
 ==================  =====================================================================  ====
 equivalent          every case ran and no output regressed (pre-defect / both-defect are     0
                     reported as findings)
-regression          retiled breaks the contract, covers less, adds a hazard, loses accuracy   1
-                    or narrows the shapes it accepts
+regression          retiled breaks the contract (not a fix the reference confirms), covers    1
+                    less, adds a hazard, loses accuracy, fails the file's own test where pre
+                    passes, or narrows the shapes it accepts
 cannot judge        the emulator lacks an op or form a version uses, or the file's declared   2
                     inputs exceed the memory available here: nothing is decided
 interface changed   the entry's parameters, dtypes, shapes, outputs or modes differ between   0
                     the revisions (or the entry exists at one revision only); not run
-rejected            the file's own asserts refuse every shape tried, on both sides            0
+rejected            the file's own asserts refuse every shape tried (on both sides, or on     0
+                    pre's only while retiled, judged alone, is sound)
 ==================  =====================================================================  ====
 """
 
@@ -52,6 +54,8 @@ class EntryOutcome:
     reference: str = ""
     modes: tuple[str, ...] = ()
     pair: Any = None
+    contract: str = ""                                      # the contract and where it came from
+    file_test: dict[str, str] = field(default_factory=dict)  # side -> PASS / FAIL (...) / not predicted
 
     @property
     def exit_code(self) -> int:
@@ -59,6 +63,7 @@ class EntryOutcome:
 
     def to_dict(self) -> dict:
         return {"entry": self.entry, "outcome": self.outcome, "why": self.lines, "reference": self.reference,
+                "contract": self.contract, "file_test": self.file_test,
                 "modes": list(self.modes), "result": self.result.to_dict() if self.result else None}
 
 
@@ -186,8 +191,11 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
                log: Callable[[str], None] = lambda s: None, shrink_budget: int = 40,
                time_budget: float | None = None, keep_runs: bool = False,
                on_pair: Callable[[Any, EntryOutcome], None] | None = None,
-               command: Callable[[str], str] | None = None) -> FileOutcome:
-    """Check every entry (or `entry`) of the model file `path` at `pre_rev` against `retiled_rev`."""
+               command: Callable[[str], str] | None = None, contract_given: bool = False) -> FileOutcome:
+    """Check every entry (or `entry`) of the model file `path` at `pre_rev` against `retiled_rev`.
+
+    The file's ``# equiv: contract`` comment (pre's) sets the contract unless `contract_given`
+    (``--contract``) overrides it."""
     notes = []
     pre_path, ret_path = path, retiled_path or path
     if retiled_path is None and pre_rev is not None and retiled_rev is not None:
@@ -200,6 +208,13 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
     revisions = Revisions(pre, ret, model=model, config=dict(config or {}))
     sides = {side: _entries(revisions, side) for side in ("pre", "retiled")}
     pre_found, ret_found = sides["pre"], sides["retiled"]
+    if isinstance(pre_found, tuple) and pre_found[0] == "rejected" and not isinstance(ret_found, tuple):
+        # Only pre's own assert refuses the shape: retiled still runs, judged on its own.
+        notes.append(f"pre rejects the file's shapes ({pre_found[1]}): retiled is judged on its own")
+        sides["pre"] = pre_found = dict(ret_found)
+        pre_rejects = True
+    else:
+        pre_rejects = False
     if isinstance(ret_found, tuple) and ret_found[0] == "rejected" and not isinstance(pre_found, tuple):
         # Retiled's own assert refuses the shape pre runs at: a narrowed contract, as for registered pairs.
         for name in ([entry] if entry else list(pre_found)):
@@ -231,6 +246,9 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
         revisions.fuzz_dims = safe_constants(revisions)
     except Exception:  # noqa: BLE001 - no config constants to vary
         revisions.fuzz_dims = ()
+    declared, contract_text = _declared(revisions, contract, contract_given, out.notes)
+    if declared is not None and declared.default is not None:
+        contract = declared.default
     for name in names:
         if name not in pre_entries or name not in ret_entries:
             side = "pre" if name in pre_entries else "retiled"
@@ -240,7 +258,7 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
             continue
         e_pre, e_ret = pre_entries[name], ret_entries[name]
         try:
-            changes = interface_changes(e_pre, e_ret)
+            changes = [] if pre_rejects else interface_changes(e_pre, e_ret)
         except Exception as exc:  # noqa: BLE001
             outcome, text = _classify_load(exc)
             if outcome == "error":
@@ -251,7 +269,8 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
             out.entries.append(EntryOutcome(name, "interface changed", changes, modes=e_pre.modes))
             continue
         try:
-            pair, reference = build_pair(revisions, e_pre, contract, fuzz=bool(revisions.fuzz_dims))
+            pair, reference = build_pair(revisions, e_pre, contract, fuzz=bool(revisions.fuzz_dims),
+                                         declared=declared)
         except discovery.DiscoveryError as exc:
             # The __main__ block raised while creating the inputs: an equiv stand-in lacking
             # what it was asked for cannot be judged; anything else is the file's error.
@@ -265,13 +284,20 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
         ref_text = ("no golden" if reference is None else
                     f"reference {getattr(reference.golden, '__name__', 'golden')} "
                     + ("promoted to float64" if reference.how == "float64" else f"as written ({reference.why})"))
-        eo = EntryOutcome(name, "equivalent", reference=ref_text, modes=e_pre.modes, pair=pair)
-        log(f"{name}: modes {', '.join(e_pre.modes)}; {ref_text}"
+        eo = EntryOutcome(name, "equivalent", reference=ref_text, modes=e_pre.modes, pair=pair,
+                          contract=contract_text)
+        log(f"{name}: modes {', '.join(e_pre.modes)}; {ref_text}; contract {contract_text}"
             + ("; one revision on both sides: each case runs the program once for both" if pair.identical_sides
                else ""))
         result = check(pair, shapes=shapes, examples=examples, seed=seed, options=options, recipes=recipes,
                        progress=progress, shrink_budget=0, time_budget=time_budget, keep_runs=keep_runs)
         _shrink(pair, e_pre, result, shrink_budget, options, log)
+        from equiv.pairfree.judge import file_test_summary
+
+        eo.file_test = file_test_summary(result)
+        result.own_contract = {"contract": contract_text, "file_test": eo.file_test,
+                               "unwritten_by_contract": by_contract_lines(result),
+                               "golden_suspect": suspect_lines(result)}
         eo.result = result
         if result.failed:
             eo.outcome = "regression"
@@ -290,6 +316,52 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
         if on_pair:
             on_pair(pair, eo)
     return out
+
+
+def by_contract_lines(result: CheckResult) -> list[str]:
+    """Distinct regions left unwritten by contract, one line each (they are no defect, but shown)."""
+    seen: dict[str, None] = {}
+    for r in result.results:
+        for name, o in r.outputs.items():
+            for side, info in o.unwritten_by_contract.items():
+                seen.setdefault(f"{side} leaves {info['text']} of {name} unwritten ({info['count']} elements): "
+                                f"{info['why']}", None)
+    return list(seen)
+
+
+def suspect_lines(result: CheckResult) -> list[str]:
+    """Distinct golden-audit findings of the cases (the golden further from float64 than a version)."""
+    seen: dict[str, None] = {}
+    for r in result.results:
+        for o in r.outputs.values():
+            for side, text in o.golden_suspect.items():
+                seen.setdefault(f"against {side} at {r.case.shape}: {text}", None)
+    return list(seen)
+
+
+def _declared(revisions: Revisions, contract: Contract, given: bool, notes: list[str]) -> tuple[Any, str]:
+    """The file's declared contract (pre's comment) unless ``--contract`` was given, and a text
+    naming the contract in force and where it came from."""
+    from equiv.pairfree.contract import declared_contract
+
+    found = {}
+    for side in ("pre", "retiled"):
+        ref = revisions.ref(side)
+        try:
+            found[side] = declared_contract(ref.read(), ref.label)
+        except ValueError as exc:
+            raise PairFreeError(str(exc)) from None
+        except Exception:  # noqa: BLE001 - an unreadable side is reported when it loads
+            found[side] = None
+    pre, ret = found["pre"], found["retiled"]
+    if ret is not None and (pre is None or pre.text() != ret.text()):
+        notes.append(f"retiled declares the contract {ret.text()} ({ret.origin}); the check holds it to "
+                     + (f"pre's ({pre.text()})" if pre else "the contract pre declares (none: bit-exact)"))
+    if given:
+        return None, f"{contract} (--contract)"
+    if pre is None:
+        return None, f"{contract} (default)"
+    return pre, f"{pre.text()} ({pre.origin})"
 
 
 # Wall time shrinking may take per entry: each try of a new shape rebuilds the file's specs
@@ -320,4 +392,6 @@ def outcome_line(o: EntryOutcome) -> str:
     word = {"equivalent": "EQUIVALENT", "regression": "REGRESSION", "cannot judge": "CANNOT JUDGE",
             "interface changed": "INTERFACE CHANGED", "rejected": "REJECTED",
             "both-defect": "BOTH-DEFECT (no regression)", "pre-defect": "PRE-DEFECT (fixed by retiled)"}[o.outcome]
-    return f"{o.entry}: {word}" + (f" — {'; '.join(o.lines[:4])}" if o.lines else "")
+    tests = "; ".join(f"{side} {text}" for side, text in o.file_test.items())
+    return (f"{o.entry}: {word}" + (f" — {'; '.join(o.lines[:4])}" if o.lines else "")
+            + (f" — file's test: {tests}" if tests else ""))
