@@ -62,11 +62,14 @@ def test_adding_unwritten_elements_fails_even_when_base_has_a_hole(repo, capsys)
 
 
 def test_keeping_base_hole_as_is_passes(repo, capsys):  # noqa: F811
-    # the same hole before and after (a rename of nothing but a comment): base's own verdict
+    # the same hole before and after (x * 2 written as x + x): base's own verdict
     base = commit(repo, {FILE: kernel(tile=4, blocks=HOLE)})
-    head = commit(repo, {FILE: kernel(tile=4, blocks=HOLE) + "\n# comment\n"})
+    head = commit(repo, {FILE: kernel(tile=4, blocks=HOLE, body="pl.store(pl.add(t, t), [b * T_TILE, 0], y)")})
     assert gate(repo, base, head) == 0
-    assert "nothing base's own run lacks" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "nothing base's own run lacks" in out
+    # the hole both sides share is shown, not hidden behind the pass
+    assert "defects (" in out and "base: y: 64 elements unwritten (rows [4, 8)" in out and "head: y: 64 elements unwritten" in out
 
 
 def test_gap_in_head_cannot_be_judged(repo, capsys):  # noqa: F811
