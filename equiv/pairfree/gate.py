@@ -29,6 +29,7 @@ own defaults (its config as written: the model instance it imports, its token co
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -244,9 +245,10 @@ def judge_interface(repo: str, base: str, head: str | None, change: Change, name
         ge.reasons.append("base's own run did not complete: head's own run is judged alone")
     new = compare_defects(defects(ge.base, "retiled"), defects(ge.head, "retiled"))
     ge.reasons += new
-    changed_outputs = {o for o in defects(ge.head, "retiled") if any(o in c for c in changes)}
+    outputs = sorted({name for r in ge.head.results for name in r.outputs})
+    changed_outputs = {o for o in outputs if any(re.search(rf"(^|: ){re.escape(o)}[: ]", c) for c in changes)}
     tol_note = []
-    for out_name in sorted(defects(ge.head, "retiled")):
+    for out_name in outputs:
         if out_name in changed_outputs:
             tol_note.append(f"{out_name}: not compared with base (its shape or dtype changed)")
             continue
@@ -414,6 +416,7 @@ def run_gate(repo: str, base: str, head: str | None, changes: Sequence[Change], 
                             entry=None if pe.entry == "(file)" else pe.entry.split("#")[0], time_budget=left)
             for g in got:
                 g.estimate = pe.estimate
+                g.reasons.append(f"run because {pe.why}" if not pe.why.startswith("added") else pe.why)
             run.entries += got
         except (pf.PairFreeError, GateError) as exc:
             run.errors[change.label] = str(exc)
