@@ -235,3 +235,36 @@ def test_same_program_twice_is_unchanged_by_fingerprint(repo, tile):  # noqa: F8
     b = commit(repo, {FILE: '"""A docstring now."""\n' + kernel(tile=tile)})
     (c,) = fp.compare_file(str(repo), a, FILE, b, FILE)
     assert c.unchanged
+
+
+# ----------------------------------------------------------------------------------------
+# `equiv check FILE`: HEAD against the working tree; defects never "equivalent"
+# ----------------------------------------------------------------------------------------
+def test_check_a_path_means_head_against_the_working_tree(repo, capsys, monkeypatch):  # noqa: F811
+    commit(repo, {FILE: kernel(tile=4)})
+    (repo / FILE).write_text(kernel(tile=4, blocks="T // T_TILE - 1"))  # edited, not committed
+    monkeypatch.chdir(repo)
+    assert main(["check", FILE, "--recipe", "realistic"]) == 1
+    out = capsys.readouterr().out
+    assert f"pre = {FILE} at HEAD, retiled = {FILE} in the working tree" in out
+    assert "scale_test: REGRESSION" in out and "rows [4, 8)" in out
+
+
+def test_check_source_without_revisions_clean_tree_is_equivalent(repo, capsys, monkeypatch):  # noqa: F811
+    commit(repo, {FILE: kernel(tile=4)})
+    assert main(["check", "--source", FILE, "--repo", str(repo), "--recipe", "realistic"]) == 0
+    out = capsys.readouterr().out
+    assert "no revisions given: pre = models/toy/scale.py at HEAD" in out and "result: EQUIVALENT" in out
+
+
+def test_same_revision_check_with_defects_says_defects_found(repo, capsys):  # noqa: F811
+    body = "pl.store(pl.mul(pl.load(x, [b * T_TILE + 2, 0], [T_TILE, D]), 2.0), [b * T_TILE, 0], y)"
+    a = commit(repo, {FILE: kernel(tile=4, body=body)})
+    args = ["check", "--source", FILE, "--pre-rev", a, "--retiled-rev", a, "--repo", str(repo), "--pair-free",
+            "--recipe", "realistic"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "EQUIVALENT" not in out and "result: DEFECTS FOUND" in out
+    assert "scale_test: DEFECTS FOUND (one revision on both sides)" in out
+    assert "oob-read on x at" in out and "read of x[6:10, 0:16] but x has shape [8, 16]" in out
+    assert main(args + ["--strict"]) == 1
