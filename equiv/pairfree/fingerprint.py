@@ -401,8 +401,10 @@ class EntryChange:
 
 def compare_file(repo: str, base: str, base_path: str, head: str | None, head_path: str,
                  overrides: Mapping[str, Any] | None = None,
-                 sources: tuple[Source, Source] | None = None) -> list[EntryChange]:
-    """Per entry of the file (both revisions), whether the checked program is the same."""
+                 sources: tuple[Source, Source] | None = None,
+                 recorded: dict[str, dict | None] | None = None) -> list[EntryChange]:
+    """Per entry of the file (both revisions), whether the checked program is the same.
+    `recorded` keeps the meta-device recordings made (``base``, ``head``) for the caller."""
     bsrc, hsrc = sources or (Source(repo, base), Source(repo, head))
     b, h = static(bsrc, base_path), static(hsrc, head_path)
     if b is None or h is None:
@@ -410,7 +412,7 @@ def compare_file(repo: str, base: str, base_path: str, head: str | None, head_pa
         return [EntryChange(e, False, "the file cannot be parsed at one revision") for e in names] or \
             [EntryChange(os.path.basename(head_path), False, "the file cannot be parsed at one revision")]
     out = []
-    recorded: dict[str, dict | None] = {}
+    recorded = {} if recorded is None else recorded
     for e in dict.fromkeys([*h.entries, *b.entries]):
         if e not in b.entries or e not in h.entries:
             out.append(EntryChange(e, False, f"called at {'head' if e in h.entries else 'base'} only"))
@@ -425,8 +427,9 @@ def compare_file(repo: str, base: str, base_path: str, head: str | None, head_pa
         if b.main == h.main:
             out.append(EntryChange(e, True, "the entry, what it reaches and the __main__ block are unchanged"))
             continue
-        if not recorded:
+        if "base" not in recorded:
             recorded["base"] = record(repo, base, base_path, overrides)
+        if "head" not in recorded:
             recorded["head"] = record(repo, head, head_path, overrides)
         pb, ph = recorded["base"], recorded["head"]
         if pb is None or ph is None:

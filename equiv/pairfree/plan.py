@@ -66,19 +66,19 @@ def estimate(recorded: Mapping[str, Any] | None, entry: str) -> tuple[float, tup
 def plan_file(repo: str, base: str, base_path: str | None, head: str | None, head_path: str,
               overrides: Mapping[str, Any] | None = None) -> list[PlannedEntry]:
     """The entries of one selected file: unchanged or to run, with estimates for those to run."""
+    kept: dict[str, dict | None] = {}
     if base_path is None:
         st = fp.static(fp.Source(repo, head), head_path)
         changes = [fp.EntryChange(e, False, "added: checked against itself") for e in (st.entries if st else [])]
     else:
-        changes = fp.compare_file(repo, base, base_path, head, head_path, overrides)
+        changes = fp.compare_file(repo, base, base_path, head, head_path, overrides, recorded=kept)
     out = []
-    recorded: dict | None = None
     for c in changes:
         pe = PlannedEntry(head_path, c.entry, c.unchanged, c.why)
         if not c.unchanged:
-            if recorded is None:
-                recorded = fp.record(repo, head, head_path, overrides) or {}
-            pe.estimate, pe.modes, pe.shapes = estimate(recorded, c.entry)
+            if "head" not in kept:  # one recording of head per file: its shapes size every entry
+                kept["head"] = fp.record(repo, head, head_path, overrides)
+            pe.estimate, pe.modes, pe.shapes = estimate(kept["head"], c.entry)
         out.append(pe)
     if not changes:
         out.append(PlannedEntry(head_path, "(file)", False, "no run_jit entry found statically", UNKNOWN_SECONDS))
