@@ -236,8 +236,19 @@ class Static:
     """One file at one revision, as far as syntax tells."""
 
     entries: list[str]
-    reached: dict[str, dict[str, str]]   # entry -> definition key -> syntax
+    reached: dict[str, dict[str, str]]   # entry -> definition key -> syntax (all the block reaches)
     main: str                            # the __main__ block's syntax
+    kernel: dict[str, dict[str, str]] = field(default_factory=dict)  # entry -> reach of entry + golden
+    goldens: list[str] = field(default_factory=list)
+
+
+def main_goldens(main: ast.Module | None) -> list[str]:
+    """Names the ``__main__`` block passes as ``golden_fn``/``golden``."""
+    out: list[str] = []
+    for n in ast.walk(main) if main is not None else ():
+        if isinstance(n, ast.keyword) and n.arg in ("golden_fn", "golden") and isinstance(n.value, ast.Name):
+            out.append(n.value.id)
+    return list(dict.fromkeys(out))
 
 
 def static(src: Source, path: str) -> Static | None:
@@ -256,17 +267,50 @@ def static(src: Source, path: str) -> Static | None:
                 if tpath is not None:
                     r.update(reach(src, tpath, {attr}))
         reached[e] = r
-    return Static(entries, reached, _dump(mod.main) if mod.main is not None else "")
+    if not entries:  # run_jit is called from a function of the file: the block's whole reach
+        reached[""] = reach(src, path, {n for n in main_names if n in mod.defs})
+    goldens = [g for g in main_goldens(mod.main) if g in mod.defs]
+    kernel = {e: reach(src, path, {e, *goldens}) for e in entries}
+    return Static(entries, reached, _dump(mod.main) if mod.main is not None else "", kernel, goldens)
 
 
 # ----------------------------------------------------------------------------------------
 # Recorded: the run_jit calls of the __main__ block on the meta device
 # ----------------------------------------------------------------------------------------
-def _callable_id(fn: Any) -> str:
+def _callable_id(fn: Any, seen: set[int] | None = None) -> str:
+    """A callable's code, and the code of the module functions it names, recursively (an input
+    made by ``lambda: make_weights()`` changes when ``make_weights`` does)."""
     code = getattr(fn, "__code__", None)
     if code is None:
         return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(type(fn)))}"
-    return "code:" + _code_hash(code)
+    seen = set() if seen is None else seen
+    seen.add(id(fn))
+    parts = [_code_hash(code)]
+    glb = getattr(fn, "__globals__", {})
+    for name in _names_of(code):
+        g = glb.get(name)
+        if g is not None and hasattr(g, "__code__") and id(g) not in seen:
+            parts.append(f"{name}={_callable_id(g, seen)}")
+        elif isinstance(g, (int, float, str, bool)):
+            parts.append(f"{name}={g!r}")
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            v = cell.cell_contents
+        except ValueError:
+            continue
+        if hasattr(v, "__code__") and id(v) not in seen:
+            parts.append(_callable_id(v, seen))
+        elif isinstance(v, (int, float, str, bool)):
+            parts.append(repr(v))
+    return "code:" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _names_of(code: Any) -> list[str]:
+    out = list(code.co_names)
+    for c in code.co_consts:
+        if hasattr(c, "co_code"):
+            out += _names_of(c)
+    return out
 
 
 def _code_hash(code: Any) -> str:
@@ -413,18 +457,18 @@ def compare_file(repo: str, base: str, base_path: str, head: str | None, head_pa
             [EntryChange(os.path.basename(head_path), False, "the file cannot be parsed at one revision")]
     out = []
     recorded = {} if recorded is None else recorded
+    if not b.entries and not h.entries:
+        return _compare_indirect(repo, base, base_path, head, head_path, b, h, overrides, recorded, bsrc, hsrc)
     for e in dict.fromkeys([*h.entries, *b.entries]):
         if e not in b.entries or e not in h.entries:
             out.append(EntryChange(e, False, f"called at {'head' if e in h.entries else 'base'} only"))
             continue
-        rb, rh = _relabel(b.reached[e], base_path, head_path), h.reached[e]
-        differ = sorted(k for k in set(rb) | set(rh) if rb.get(k) != rh.get(k))
-        if differ:
-            shown = [k.replace(":<load>", " (module-level statements)") for k in differ]
-            out.append(EntryChange(e, False, "changed: " + ", ".join(shown[:6])
-                                   + (f" and {len(shown) - 6} more" if len(shown) > 6 else "")))
+        kernel = _differ(_relabel(b.kernel[e], base_path, head_path), h.kernel[e])
+        if kernel:
+            out.append(EntryChange(e, False, "changed: " + _shown(kernel)))
             continue
-        if b.main == h.main:
+        harness = _differ(_relabel(b.reached[e], base_path, head_path), h.reached[e])
+        if not harness and b.main == h.main:
             out.append(EntryChange(e, True, "the entry, what it reaches and the __main__ block are unchanged"))
             continue
         if "base" not in recorded:
@@ -439,7 +483,51 @@ def compare_file(repo: str, base: str, base_path: str, head: str | None, head_pa
         elif pb.get(e) != ph.get(e):
             out.append(EntryChange(e, False, "the recorded run_jit call changed: " + _call_diff(pb.get(e), ph.get(e))))
         else:
-            out.append(EntryChange(e, True, "__main__ edits change no recorded run_jit call"))
+            what = "__main__ edits" + (f" and {_shown(harness)} (harness only)" if harness else "")
+            out.append(EntryChange(e, True, f"{what} change no recorded run_jit call"))
+    return out
+
+
+def _differ(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _shown(keys: list[str]) -> str:
+    shown = [k.replace(":<load>", " (module-level statements)") for k in keys]
+    return ", ".join(shown[:6]) + (f" and {len(shown) - 6} more" if len(shown) > 6 else "")
+
+
+def _compare_indirect(repo: str, base: str, base_path: str, head: str | None, head_path: str, b: Static,
+                      h: Static, overrides: Mapping[str, Any] | None, recorded: dict,
+                      bsrc: Source, hsrc: Source) -> list[EntryChange]:
+    """A ``__main__`` block that reaches ``run_jit`` through a function of its own (no entry named
+    in the block): the whole reach of the block decides, and the recordings name the entries."""
+    rb, rh = _relabel(b.reached[""], base_path, head_path), h.reached[""]
+    differ = sorted(k for k in set(rb) | set(rh) if rb.get(k) != rh.get(k))
+    if not differ and b.main == h.main:
+        return [EntryChange("(file)", True, "the __main__ block and everything it reaches are unchanged")]
+    recorded.setdefault("base", record(repo, base, base_path, overrides))
+    recorded.setdefault("head", record(repo, head, head_path, overrides))
+    pb, ph = recorded["base"], recorded["head"]
+    if pb is None or ph is None:
+        why = "changed: " + _shown(differ) if differ else "the __main__ block changed"
+        return [EntryChange("(file)", False, why + " (its run_jit calls cannot be recorded on the meta device)")]
+    names = [e for e in dict.fromkeys([*ph, *pb]) if e != "<valued>"]
+    out = []
+    for e in names:
+        goldens = {c.get("golden") for calls in (ph.get(e) or {}).values() for c in calls} | {
+            c.get("golden") for calls in (pb.get(e) or {}).values() for c in calls}
+        roots = {e, *(g for g in goldens if g)}
+        kernel = _differ(_relabel(reach(bsrc, base_path, roots), base_path, head_path), reach(hsrc, head_path, roots))
+        if kernel:
+            out.append(EntryChange(e, False, "changed: " + _shown(kernel)))
+        elif pb.get("<valued>") or ph.get("<valued>"):
+            out.append(EntryChange(e, False, "the __main__ block changed and makes an input's value itself"))
+        elif pb.get(e) != ph.get(e):
+            out.append(EntryChange(e, False, "the recorded run_jit call changed: " + _call_diff(pb.get(e), ph.get(e))))
+        else:
+            what = "__main__ edits" + (f" and {_shown(differ)} (harness only)" if differ else "")
+            out.append(EntryChange(e, True, f"{what} change no recorded run_jit call"))
     return out
 
 
