@@ -268,3 +268,17 @@ def test_same_revision_check_with_defects_says_defects_found(repo, capsys):  # n
     assert "scale_test: DEFECTS FOUND (one revision on both sides)" in out
     assert "oob-read on x at" in out and "read of x[6:10, 0:16] but x has shape [8, 16]" in out
     assert main(args + ["--strict"]) == 1
+
+
+# ----------------------------------------------------------------------------------------
+# Inputs that find bugs
+# ----------------------------------------------------------------------------------------
+def test_gate_default_inputs_include_the_adversarial_recipes(repo, capsys):  # noqa: F811
+    # x * 2^-100 * 2^101 is x * 2 bit for bit, until x * 2^-100 underflows: only tiny inputs tell
+    base = commit(repo, {FILE: kernel(tile=4)})
+    head = commit(repo, {FILE: kernel(tile=4, body="pl.store(pl.mul(pl.mul(t, 2.0 ** -100), 2.0 ** 101), [b * T_TILE, 0], y)")})
+    assert gate(repo, base, "--head", head, "--recipe", "realistic") == 0
+    capsys.readouterr()
+    assert gate(repo, base, "--head", head) == 1
+    out = capsys.readouterr().out
+    assert "gate: FAIL" in out and "regression" in out

@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "estimated cost; runs no kernel, golden or input building")
     g.add_argument("--model", metavar="NAME", help="config instance whose sizes the files see (FLASH, PRO, DEMO)")
     g.add_argument("--config", action="append", metavar="KEY=VALUE", help="config override (repeatable)")
+    g.add_argument("--recipe", action="append", default=None,
+                   help="input recipe(s) (repeatable; default: realistic and every adversarial recipe the "
+                        "file's inputs take)")
     g.add_argument("--shapes", default="nominal",
                    help="shape policy: nominal (every mode at the file's defaults, default) or fuzz")
     p.set_defaults(func=run)
@@ -112,6 +115,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
     except (pfg.GateError, SourceError) as exc:
         raise UsageError(str(exc)) from None
     policy = pfg.Policy(shapes=args.shapes, examples=args.examples, model=args.model, config=config,
+                        recipes=tuple(args.recipe) if getattr(args, "recipe", None) else None,
                         time_budget=args.time_budget or pfg.POLICY.time_budget)
     try:
         changes = pfg.changed_model_files(repo, base, head) if not args.files else [

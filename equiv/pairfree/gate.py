@@ -20,9 +20,10 @@ and skipped. A changed interface is judged: head's own run (its own declared inp
 base's own run (`judge_interface`). A new file is checked against itself and fails on any
 defect. Every defect of either side is listed, those both share included.
 
-Shape policy (affordable, `POLICY`): every mode the file's ``__main__`` defines, at the file's
-own defaults (its config as written: the model instance it imports, its token counts), the
-``realistic`` inputs (the file's own ``init_value``s) with seed 0, no fuzzing.
+Shape policy (`POLICY`): every mode the file's ``__main__`` defines, at the file's own defaults
+(its config as written: the model instance it imports, its token counts), the ``realistic``
+inputs (the file's own ``init_value``s) and the adversarial recipes where the file has floating
+data inputs, seed 0, no fuzzing.
 ``--shapes fuzz --examples N`` and ``--model`` widen it.
 """
 
@@ -50,7 +51,9 @@ class Policy:
     """How much a pair-free gate checks per entry."""
 
     shapes: str = "nominal"           # every mode at the file's own defaults
-    recipes: tuple[str, ...] = ("realistic",)
+    # None: every recipe that makes sense for the file's inputs — realistic (its own init_values)
+    # and, where it has floating data inputs, the adversarial ones (±max, -inf, ties, subnormals…).
+    recipes: tuple[str, ...] | None = None
     examples: int | None = None       # fuzz cases when shapes == "fuzz"
     seed: int = 0
     model: str | None = None
@@ -63,7 +66,8 @@ class Policy:
         shapes = {"nominal": "every mode at the file's own defaults"}.get(self.shapes, self.shapes)
         extra = f", model {self.model}" if self.model else ""
         extra += "".join(f", {k}={v}" for k, v in self.config.items())
-        return (f"shapes: {shapes}{extra}; inputs: {', '.join(self.recipes)} (seed {self.seed}); "
+        inputs = ", ".join(self.recipes) if self.recipes else "realistic + adversarial where the inputs take them"
+        return (f"shapes: {shapes}{extra}; inputs: {inputs} (seed {self.seed}); "
                 f"≤ {self.time_budget:g} s for the pull request, cheapest entry first")
 
 
@@ -215,7 +219,7 @@ def compare_defects(base: Mapping[str, dict], head: Mapping[str, dict]) -> list[
 
 def _kw(policy: Policy, time_budget: float | None = None) -> dict[str, Any]:
     return dict(model=policy.model, config=dict(policy.config), shapes=policy.shapes, examples=policy.examples,
-                seed=policy.seed, recipes=list(policy.recipes),
+                seed=policy.seed, recipes=list(policy.recipes) if policy.recipes else None,
                 time_budget=time_budget if time_budget is not None else policy.time_budget)
 
 
