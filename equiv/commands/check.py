@@ -19,7 +19,7 @@ from equiv.summary import render, render_summary, status_line, wrap
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="check kernel pairs for numerical equivalence",
+    p = sub.add_parser("check", help="check a model file (HEAD against the working tree) or registered pairs",
                        description="Run pre, retiled and the float64 reference over shapes and print the "
                                    "verdict per output. Exit 1 on a regression or a narrowed contract "
                                    "(a shape retiled rejects that pre accepts; `equiv gate` applies the same rule).")

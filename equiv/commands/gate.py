@@ -16,7 +16,7 @@ DEFAULT_CASES = "reports/cases"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gate", help="pull-request gate: check the pairs changed files touch",
+    p = sub.add_parser("gate", help="pull-request gate: the model files a branch reaches (or the pairs it touches)",
                        description="Map the files changed since --base (committed, uncommitted and untracked) "
                                    "to the kernel pairs whose sources cover them (a harness change selects "
                                    "every pair, documentation none), check those pairs with a bounded CI "
