@@ -282,3 +282,20 @@ def test_gate_default_inputs_include_the_adversarial_recipes(repo, capsys):  # n
     assert gate(repo, base, "--head", head) == 1
     out = capsys.readouterr().out
     assert "gate: FAIL" in out and "regression" in out
+
+
+def via_main_function(text: str) -> str:
+    """The __main__ block's body moved into a module-level ``main()`` the block calls (run_jit is
+    then reached through a function: no entry is named in the block itself)."""
+    return text.replace('if __name__ == "__main__":', "def main():") + '\n\nif __name__ == "__main__":\n    main()\n'
+
+
+def test_harness_function_edit_is_unchanged_but_a_kernel_edit_is_not(repo):  # noqa: F811
+    base = commit(repo, {FILE: via_main_function(kernel(tile=4))})
+    head = commit(repo, {FILE: via_main_function(renamed_flag(kernel(tile=4)))})
+    (c,) = fp.compare_file(str(repo), base, FILE, head, FILE)
+    assert c.entry == "scale_test" and c.unchanged, c.why
+    assert "models/toy/scale.py:main (harness only)" in c.why
+    head2 = commit(repo, {FILE: via_main_function(renamed_flag(kernel(tile=2)))})
+    (c,) = fp.compare_file(str(repo), head, FILE, head2, FILE)
+    assert c.entry == "scale_test" and not c.unchanged and "models/toy/scale.py:T_TILE" in c.why
