@@ -195,9 +195,10 @@ def test_budget_too_small_lists_unchecked_entries_and_exits_2(repo, capsys, tmp_
     assert gate(repo, base, "--head", head, "--time-budget", "0.001", "--junit", str(junit)) == 2
     out = capsys.readouterr().out
     assert "NOT CHECKED" in out and "budget of 0.001 s was spent" in out
-    assert "gate: INCOMPLETE" in out and "1 not checked" in out
+    # two files × (the file's own model instance + PRO): the cheapest runs, three do not
+    assert "gate: INCOMPLETE" in out and "3 not checked" in out
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert suite.get("tests") == "2" and suite.get("skipped") == "1" and suite.get("failures") == "0"
+    assert suite.get("tests") == "4" and suite.get("skipped") == "3" and suite.get("failures") == "0"
     assert "not checked" in suite.find(".//skipped").get("message")
 
 
@@ -226,7 +227,8 @@ def test_dry_run_lists_unchanged_and_to_run_without_running(repo, capsys, monkey
     assert started == []
     assert "scale_test: to run, estimated" in out and "scale_test [default]: outputs y[8, 16]; inputs x[8, 16]" in out
     assert "scale_test: unchanged" in out
-    assert "2 files, 2 entries: 1 unchanged, 1 to run" in out
+    assert "scale_test [model PRO]: to run" in out
+    assert "2 files, 3 entries: 1 unchanged, 2 to run" in out
 
 
 @pytest.mark.parametrize("tile", [2])
@@ -299,3 +301,14 @@ def test_harness_function_edit_is_unchanged_but_a_kernel_edit_is_not(repo):  # n
     head2 = commit(repo, {FILE: via_main_function(renamed_flag(kernel(tile=2)))})
     (c,) = fp.compare_file(str(repo), head, FILE, head2, FILE)
     assert c.entry == "scale_test" and not c.unchanged and "models/toy/scale.py:T_TILE" in c.why
+
+
+def test_gate_checks_the_config_s_other_model_instances(repo, capsys):  # noqa: F811
+    # head refuses a hidden size its tile does not divide: DEMO's 16 passes, PRO's 24 does not
+    base = commit(repo, {FILE: kernel(tile=4)})
+    head = commit(repo, {FILE: kernel(tile=2, module_assert="assert D % 16 == 0")})
+    assert gate(repo, base, "--head", head, "--recipe", "realistic") == 1
+    out = capsys.readouterr().out
+    assert f"PASS          {FILE}:scale_test" in out
+    assert f"FAIL          {FILE}:scale_test [model PRO]" in out and "narrowed contract" in out
+    assert gate(repo, base, "--head", head, "--recipe", "realistic", "--model", "DEMO") == 0

@@ -36,7 +36,9 @@ def test_clean_retile_passes(repo, capsys, tmp_path):  # noqa: F811
     out = capsys.readouterr().out
     assert "PASS" in out and f"{FILE}:scale_test" in out
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert suite.get("tests") == "1" and suite.get("failures") == "0"
+    # the file's own instance (DEMO) and the config's other instance (PRO, the largest hidden size)
+    assert suite.get("tests") == "2" and suite.get("failures") == "0"
+    assert "scale_test [model PRO]" in out
 
 
 def test_branch_that_reopens_a_closed_hole_fails(repo, capsys, tmp_path):  # noqa: F811

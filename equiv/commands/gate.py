@@ -124,14 +124,14 @@ def run_pair_free(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     from equiv.pairfree import plan as planning
 
-    planned = planning.plan_changes(repo, base, head, changes, pfg._overrides(policy)).entries
+    planned = planning.plan_changes(repo, base, head, changes, pfg._overrides(policy), not policy.model).entries
     if getattr(args, "shard", None) is not None:
         # Entries to run are the unit of work: balanced by estimated cost, the same on every machine.
         from equiv.commands.check import shard_from
 
         k, n = shard_from(args)
-        mine = {(p.file, p.entry) for p in planning.shard(planned, k, n)}
-        planned = [p for p in planned if (p.file, p.entry) in mine or (p.unchanged and k == 1)]
+        mine = {p.key for p in planning.shard(planned, k, n)}
+        planned = [p for p in planned if p.key in mine or (p.unchanged and k == 1)]
         changes = [c for c in changes if any(p.file == c.head_path for p in planned)]
     where = f"{args.head} ({head[:8]})" if head else "the working tree (uncommitted and untracked files included)"
     print(f"equiv gate: {repo}: model files reached from {args.base} ({base[:8]}) to {where}: {len(changes)}")

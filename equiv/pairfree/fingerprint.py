@@ -389,6 +389,59 @@ def _record(repo: str, rev: str | None, path: str, overrides: dict) -> dict:
                 out.setdefault(call.entry, {}).setdefault(mode, []).append(summary)
     if valued:
         out["<valued>"] = True
+    try:
+        out["<models>"] = _model_instances(mod, ref, text, overrides)
+    except Exception:  # noqa: BLE001 - no config instances to offer: the file's own only
+        pass
+    return out
+
+
+def _fields(v: Any) -> str:
+    import dataclasses
+
+    return repr(sorted((f.name, repr(getattr(v, f.name))) for f in dataclasses.fields(v) if f.name != "name"))
+
+
+def _model_instances(mod: Any, ref: Any, text: str, overrides: dict) -> dict:
+    """The model instances of the file's config (module-level instances of the dataclass of the
+    instance the file uses, one name per instance): hidden size, the bytes of the largest
+    run_jit call's specs with that instance's sizes, and whether the file uses it as written."""
+    import dataclasses
+
+    import torch
+
+    from equiv.pairfree import discovery
+    from equiv.pairfree import golden as golden_stub
+    from equiv.pairfree.pair import _config_module
+    from equiv.source import MODEL_KEY, SourceLoader
+
+    cfg = _config_module(mod)
+    if cfg is None:
+        return {}
+    used = {id(v) for v in mod.__dict__.values() if dataclasses.is_dataclass(v) and not isinstance(v, type)}
+    kinds = {type(v) for v in mod.__dict__.values() if dataclasses.is_dataclass(v) and not isinstance(v, type)}
+    out: dict[str, dict] = {}
+    seen: set[int] = set()
+    for name, v in list(cfg.__dict__.items()):
+        if type(v) not in kinds or id(v) in seen or not hasattr(v, "hidden_size"):
+            continue
+        seen.add(id(v))
+        out[name] = {"hidden": int(v.hidden_size), "default": id(v) in used, "fields": _fields(v)}
+    defaults = [i["fields"] for i in out.values() if i["default"]]
+    for info in out.values():  # an instance with the sizes of one the file uses adds nothing
+        info["same_as_default"] = not info["default"] and info["fields"] in defaults
+        del info["fields"]
+    for name, info in out.items():
+        if info["default"] or info["same_as_default"]:
+            continue
+        loader = SourceLoader(stand_ins={"golden": golden_stub.make_module()})
+        try:
+            with torch.device("meta"):
+                m = loader.load(ref, {**overrides, MODEL_KEY: name})
+                calls, _, _ = discovery.run_main(m, text, [])
+            info["bytes"] = max((sum(discovery._spec_bytes(s) for s in c.specs) for c in calls), default=0)
+        except Exception:  # noqa: BLE001 - the file refuses it (an assert): the check says so
+            info["bytes"] = 0
     return out
 
 
@@ -512,7 +565,7 @@ def _compare_indirect(repo: str, base: str, base_path: str, head: str | None, he
     if pb is None or ph is None:
         why = "changed: " + _shown(differ) if differ else "the __main__ block changed"
         return [EntryChange("(file)", False, why + " (its run_jit calls cannot be recorded on the meta device)")]
-    names = [e for e in dict.fromkeys([*ph, *pb]) if e != "<valued>"]
+    names = [e for e in dict.fromkeys([*ph, *pb]) if not e.startswith("<")]
     out = []
     for e in names:
         goldens = {c.get("golden") for calls in (ph.get(e) or {}).values() for c in calls} | {

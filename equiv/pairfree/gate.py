@@ -29,6 +29,7 @@ data inputs, seed 0, no fuzzing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -319,6 +320,8 @@ def gate_file(repo: str, base: str, head: str | None, change: Change, policy: Po
                 ge.outcome, ge.reasons = "skipped", ["cannot judge at base either", *e.lines]
             else:
                 ge.outcome, ge.reasons = "cannot judge", list(e.lines)
+        elif e.outcome == "regression" and e.result is None:
+            ge.outcome, ge.reasons = "fail", list(e.lines)  # head's own assert refuses what base accepts
         elif e.outcome == "regression":
             ge.outcome = "fail"
             first = e.result.regressions[0] if e.result.regressions else None
@@ -399,27 +402,30 @@ def run_gate(repo: str, base: str, head: str | None, changes: Sequence[Change], 
 
     run = GateRun(repo, base, head, list(changes), budget=policy.time_budget)
     if planned is None:
-        planned = planning.plan_changes(repo, base, head, changes, _overrides(policy)).entries
+        planned = planning.plan_changes(repo, base, head, changes, _overrides(policy), not policy.model).entries
     by_path = {c.head_path: c for c in changes}
     for pe in planned:
         if pe.unchanged:
-            run.entries.append(GateEntry(by_path[pe.file].label, pe.entry, "unchanged", [pe.why]))
+            run.entries.append(GateEntry(by_path[pe.file].label, pe.label, "unchanged", [pe.why]))
     t0 = time.perf_counter()
     for pe in planning.order(planned):
         change = by_path[pe.file]
         spent = time.perf_counter() - t0
         left = policy.time_budget - spent
         if left <= 0:
-            run.entries.append(GateEntry(change.label, pe.entry, "not checked", [
+            run.entries.append(GateEntry(change.label, pe.label, "not checked", [
                 f"the pull request's budget of {policy.time_budget:g} s was spent ({spent:.0f} s) before it "
                 f"started (estimated {pe.estimate:.0f} s); raise --time-budget or split with --shard"],
                 estimate=pe.estimate))
             continue
         try:
-            got = gate_file(repo, base, head, change, policy, options, progress, log,
+            at = dataclasses.replace(policy, model=pe.model) if pe.model else policy
+            got = gate_file(repo, base, head, change, at, options, progress, log,
                             entry=None if pe.entry == "(file)" else pe.entry.split("#")[0], time_budget=left)
             for g in got:
                 g.estimate = pe.estimate
+                if pe.model:
+                    g.entry += f" [model {pe.model}]"
                 g.reasons.append(f"run because {pe.why}" if not pe.why.startswith("added") else pe.why)
             run.entries += got
         except (pf.PairFreeError, GateError) as exc:
@@ -445,7 +451,7 @@ def dry_run(repo: str, base: str, head: str | None, changes: Sequence[Change], p
     from equiv.pairfree import plan as planning
 
     if planned is None:
-        planned = planning.plan_changes(repo, base, head, changes, _overrides(policy)).entries
+        planned = planning.plan_changes(repo, base, head, changes, _overrides(policy), not policy.model).entries
     lines = [f"policy: {policy.describe()}; each entry to run runs base -> head and base -> base"]
     by_file: dict[str, list] = {}
     for pe in planned:
@@ -456,9 +462,9 @@ def dry_run(repo: str, base: str, head: str | None, changes: Sequence[Change], p
         lines.append(f"{c.label} ({kind})")
         for pe in by_file.get(c.head_path, []):
             if pe.unchanged:
-                lines.append(f"  {pe.entry}: unchanged — {pe.why}")
+                lines.append(f"  {pe.label}: unchanged — {pe.why}")
                 continue
-            lines.append(f"  {pe.entry}: to run, estimated {pe.estimate:.0f} s — {pe.why}")
+            lines.append(f"  {pe.label}: to run, estimated {pe.estimate:.0f} s — {pe.why}")
             lines += [f"    {pe.entry} {s}" for s in pe.shapes]
     n_un = sum(pe.unchanged for pe in planned)
     todo = planning.order(planned)

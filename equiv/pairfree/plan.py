@@ -35,6 +35,39 @@ class PlannedEntry:
     estimate: float = 0.0     # seconds, both runs, every mode
     modes: tuple[str, ...] = ()
     shapes: list[str] = field(default_factory=list)  # "mode: outputs ...; inputs ..."
+    model: str | None = None  # another model instance of the file's config (None: as the file imports)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.file, self.entry, self.model or ""
+
+    @property
+    def label(self) -> str:
+        return self.entry + (f" [model {self.model}]" if self.model else "")
+
+
+# Bytes a run holds per byte of declared inputs (pre's and retiled's copies, the float64
+# reference's): an instance is added only where that fits the memory available.
+MEMORY_FACTOR = 4
+
+
+def extra_models(models: Mapping[str, Any] | None, available: int | None) -> list[tuple[str, int]]:
+    """Model instances of the file's config to check beside the one it imports: every one that
+    fits the machine, and always the largest hidden size (Pro's 7168) unless the file's own
+    instance has it. (name, declared bytes)."""
+    models = {k: v for k, v in (models or {}).items() if isinstance(v, dict)}
+    if not models:
+        return []
+    own_hidden = {v["hidden"] for v in models.values() if v.get("default")}
+    largest = max(v["hidden"] for v in models.values())
+    out = []
+    for name, v in models.items():
+        if v.get("default") or v.get("same_as_default") or "bytes" not in v:
+            continue
+        fits = available is None or v["bytes"] * MEMORY_FACTOR < available
+        if fits or (v["hidden"] == largest and largest not in own_hidden):
+            out.append((name, int(v["bytes"])))
+    return out
 
 
 def _bytes(spec: Mapping[str, Any]) -> int:
@@ -64,7 +97,7 @@ def estimate(recorded: Mapping[str, Any] | None, entry: str) -> tuple[float, tup
 
 
 def plan_file(repo: str, base: str, base_path: str | None, head: str | None, head_path: str,
-              overrides: Mapping[str, Any] | None = None) -> list[PlannedEntry]:
+              overrides: Mapping[str, Any] | None = None, models: bool = True) -> list[PlannedEntry]:
     """The entries of one selected file: unchanged or to run, with estimates for those to run."""
     kept: dict[str, dict | None] = {}
     if base_path is None:
@@ -82,12 +115,22 @@ def plan_file(repo: str, base: str, base_path: str | None, head: str | None, hea
         out.append(pe)
     if not changes:
         out.append(PlannedEntry(head_path, "(file)", False, "no run_jit entry found statically", UNKNOWN_SECONDS))
+    if models and kept.get("head"):
+        from equiv.pairfree.discovery import available_memory_bytes
+
+        extra = extra_models(kept["head"].get("<models>"), available_memory_bytes())
+        for pe in [p for p in out if not p.unchanged and p.entry != "(file)"]:
+            for name, size in extra:
+                n_calls = max(1, sum(len(v) for v in (kept["head"].get(pe.entry) or {}).values()))
+                out.append(PlannedEntry(head_path, pe.entry, False, pe.why + f"; also at model {name}",
+                                        n_calls * RUNS_PER_ENTRY * (FIXED_SECONDS + size / BYTES_PER_SECOND),
+                                        pe.modes, [], name))
     return out
 
 
 def order(entries: Sequence[PlannedEntry]) -> list[PlannedEntry]:
     """Entries to run, cheapest first (ties: by file, then entry, for a stable order)."""
-    return sorted((e for e in entries if not e.unchanged), key=lambda e: (e.estimate, e.file, e.entry))
+    return sorted((e for e in entries if not e.unchanged), key=lambda e: (e.estimate, e.key))
 
 
 def shard(entries: Sequence[PlannedEntry], k: int, n: int) -> list[PlannedEntry]:
@@ -95,7 +138,7 @@ def shard(entries: Sequence[PlannedEntry], k: int, n: int) -> list[PlannedEntry]
     least loaded shard (ties: the lowest number), the same on every machine."""
     loads = [0.0] * n
     mine = []
-    for e in sorted(order(entries), key=lambda e: (-e.estimate, e.file, e.entry)):
+    for e in sorted(order(entries), key=lambda e: (-e.estimate, e.key)):
         i = min(range(n), key=lambda j: (loads[j], j))
         loads[i] += e.estimate
         if i + 1 == k:
@@ -112,9 +155,11 @@ class Timed:
 
 
 def plan_changes(repo: str, base: str, head: str | None, changes: Sequence[Any],
-                 overrides: Mapping[str, Any] | None = None) -> Timed:
+                 overrides: Mapping[str, Any] | None = None, models: bool = True) -> Timed:
+    """Every selected file's entries. `models`: add the other model instances of each file's
+    config (off when a model is chosen by hand)."""
     t0 = time.perf_counter()
     out: list[PlannedEntry] = []
     for c in changes:
-        out += plan_file(repo, base, c.base_path, head, c.head_path, overrides)
+        out += plan_file(repo, base, c.base_path, head, c.head_path, overrides, models)
     return Timed(out, time.perf_counter() - t0)
