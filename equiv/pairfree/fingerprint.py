@@ -83,9 +83,6 @@ def _loaded(node: ast.AST) -> tuple[set[str], set[tuple[str, str]]]:
             names.add(n.id)
         elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name):
             attrs.add((n.value.id, n.attr))
-        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            for d in n.decorator_list:
-                names |= _loaded(d)[0]
     return names, attrs
 
 
@@ -194,16 +191,13 @@ def reach(src: Source, path: str, roots: set[str]) -> dict[str, str]:
             if isinstance(s, (ast.Import, ast.ImportFrom)) and name in mod.imports:
                 target, member = mod.imports[name]
                 tpath = src.resolve(mpath, target)
-                if tpath is not None:
-                    todo.append((tpath, member) if member else (tpath, "<module>"))
+                if tpath is not None:  # `import m` alone: m's load-time statements (members by attribute)
+                    todo.append((tpath, member) if member else (tpath, "<load>"))
         for base, attr in _loaded_attrs(stmts):
             if base in mod.imports and mod.imports[base][1] is None:
                 tpath = src.resolve(mpath, mod.imports[base][0])
                 if tpath is not None:
                     todo.append((tpath, attr))
-        if name == "<module>":
-            todo += [(mpath, n) for n in mod.defs]
-    # a reached module member reached by attribute on the importer's side
     return out
 
 
