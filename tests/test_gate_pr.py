@@ -312,3 +312,13 @@ def test_gate_checks_the_config_s_other_model_instances(repo, capsys):  # noqa: 
     assert f"PASS          {FILE}:scale_test" in out
     assert f"FAIL          {FILE}:scale_test [model PRO]" in out and "narrowed contract" in out
     assert gate(repo, base, "--head", head, "--recipe", "realistic", "--model", "DEMO") == 0
+
+
+def test_main_edit_that_cannot_run_on_the_meta_device_is_run(repo):  # noqa: F811
+    # the block reads a value (.item()), which a meta tensor has not: nothing can be decided unrun
+    reads = lambda t: t.replace("    args = parser.parse_args()\n",  # noqa: E731
+                                "    args = parser.parse_args()\n    import torch\n    _ = torch.ones(1).item()\n")
+    base = commit(repo, {FILE: reads(kernel(tile=4))})
+    head = commit(repo, {FILE: reads(renamed_flag(kernel(tile=4)))})
+    (c,) = fp.compare_file(str(repo), base, FILE, head, FILE)
+    assert not c.unchanged and "cannot be compared on the meta device" in c.why and ".item()" in c.why

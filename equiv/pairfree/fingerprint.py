@@ -357,8 +357,19 @@ def record(repo: str, rev: str | None, path: str, overrides: Mapping[str, Any] |
     return answer if isinstance(answer, dict) else None
 
 
+def _without_kernel_rewrites() -> None:
+    """In the recording child only: load files without the DSL rewrites kernels need to *run*
+    (most of a load's time); no kernel runs here, and both revisions load the same way."""
+    from equiv.tile import rewrite
+
+    rewrite.compile_kernel_source = lambda source, filename: compile(source, filename, "exec", dont_inherit=True)
+    rewrite.rewrite_module = lambda tree, filename: tree
+
+
 def _record(repo: str, rev: str | None, path: str, overrides: dict) -> dict:
     import torch
+
+    _without_kernel_rewrites()
 
     from equiv.pairfree import discovery
     from equiv.pairfree import golden as golden_stub
@@ -371,12 +382,14 @@ def _record(repo: str, rev: str | None, path: str, overrides: dict) -> dict:
     valued = False
     with torch.device("meta"):
         mod = loader.load(ref, overrides)
-        calls, parsers, _ = discovery.run_main(mod, text, [])
+        calls, parsers, err = discovery.run_main(mod, text, [])
         modes = discovery._mode_choices(parsers)
-        runs = [("default", calls)]
+        runs = [("default", calls, err)]
         if modes:
-            runs = [(c, discovery.run_main(mod, text, [modes[0], c])[0]) for c in modes[1]]
-        for mode, found in runs:
+            runs = [(c, *discovery.run_main(mod, text, [modes[0], c])[::2]) for c in modes[1]]
+        for mode, found, err in runs:
+            if err is not None:  # the calls after it are unknown: nothing is decided from this record
+                out["<error>"] = f"mode {mode}: {discovery.describe(err)}"
             for call in found:
                 summary, v = summarize_call(call)
                 valued = valued or v
@@ -523,8 +536,10 @@ def compare_file(repo: str, base: str, base_path: str, head: str | None, head_pa
         if "head" not in recorded:
             recorded["head"] = record(repo, head, head_path, overrides)
         pb, ph = recorded["base"], recorded["head"]
-        if pb is None or ph is None:
-            out.append(EntryChange(e, False, "the __main__ block changed and cannot be compared on the meta device"))
+        if pb is None or ph is None or e not in pb or e not in ph or pb.get("<error>") or ph.get("<error>"):
+            why = (pb or {}).get("<error>") or (ph or {}).get("<error>") or "no recorded call"
+            out.append(EntryChange(e, False, f"the __main__ block changed and cannot be compared on the meta "
+                                             f"device ({why})"))
         elif pb.get("<valued>") or ph.get("<valued>"):
             out.append(EntryChange(e, False, "the __main__ block changed and makes an input's value itself"))
         elif pb.get(e) != ph.get(e):
@@ -556,7 +571,7 @@ def _compare_indirect(repo: str, base: str, base_path: str, head: str | None, he
     recorded.setdefault("base", record(repo, base, base_path, overrides))
     recorded.setdefault("head", record(repo, head, head_path, overrides))
     pb, ph = recorded["base"], recorded["head"]
-    if pb is None or ph is None:
+    if pb is None or ph is None or pb.get("<error>") or ph.get("<error>"):
         why = "changed: " + _shown(differ) if differ else "the __main__ block changed"
         return [EntryChange("(file)", False, why + " (its run_jit calls cannot be recorded on the meta device)")]
     names = [e for e in dict.fromkeys([*ph, *pb]) if not e.startswith("<")]
