@@ -84,6 +84,7 @@ def main() -> int:
     ap.add_argument("--full", type=int, default=10, help="full gate for this many latest commits")
     ap.add_argument("--full-budget", type=float, default=1800.0, help="--time-budget of each full gate")
     ap.add_argument("--full-until", default=None, help="UTC HH:MM after which no further full gate starts")
+    ap.add_argument("--dry-until", default=None, help="UTC HH:MM after which no further dry run starts")
     ap.add_argument("--out", default="docs/pypto-lib-gate-table.md")
     ap.add_argument("--state", default=None, help="JSON file keeping rows already measured (resume)")
     args = ap.parse_args()
@@ -92,10 +93,13 @@ def main() -> int:
     commits = git(repo, "rev-list", "--first-parent", f"-n{args.count}", args.tip, "--", "models").split()
     state_path = args.state or args.out + ".json"
     state = json.load(open(state_path)) if os.path.exists(state_path) else {}
+    dry_deadline = _deadline(args.dry_until)
     for c in commits:
         row = state.setdefault(c, {})
         if "dry" in row:
             continue
+        if dry_deadline and dt.datetime.now(dt.timezone.utc) >= dry_deadline:
+            break
         subject = git(repo, "log", "-1", "--format=%s", c).strip()
         changed = git(repo, "diff", "--name-only", f"{c}^", c).split()
         row.update(subject=subject, changed_models=sum(p.startswith("models/") and p.endswith(".py") for p in changed),
@@ -103,13 +107,9 @@ def main() -> int:
         print(c[:8], row["ci"], row["dry"], flush=True)
         json.dump(state, open(state_path, "w"), indent=1)
     latest = commits[:args.full]
-    deadline = None
-    if args.full_until:
-        hh, mm = map(int, args.full_until.split(":"))
-        now = dt.datetime.now(dt.timezone.utc)
-        deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    deadline = _deadline(args.full_until)
     json_dir = os.path.dirname(os.path.abspath(state_path))
-    for c in sorted(latest, key=lambda c: state[c]["dry"]["estimate"]):
+    for c in sorted((c for c in latest if "dry" in state.get(c, {})), key=lambda c: state[c]["dry"]["estimate"]):
         if "full" in state[c]:
             continue
         if deadline and dt.datetime.now(dt.timezone.utc) >= deadline:
@@ -119,6 +119,13 @@ def main() -> int:
         json.dump(state, open(state_path, "w"), indent=1)
     write_table(args, commits, state)
     return 0
+
+
+def _deadline(hhmm: str | None) -> dt.datetime | None:
+    if not hhmm:
+        return None
+    hh, mm = map(int, hhmm.split(":"))
+    return dt.datetime.now(dt.timezone.utc).replace(hour=hh, minute=mm, second=0, microsecond=0)
 
 
 def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> None:
@@ -154,6 +161,9 @@ def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> No
         lines.append(f"| {c[:8]} | {subject} | {r['changed_models']} | {r['ci'] if r['ci'] is not None else 'n/a'} | "
                      f"{d['files']} ({d['importers']}) | {d['entries']} | {d['unchanged']} | {d['to_run']} | "
                      f"{d['estimate']:.0f} | {d['seconds']:.1f} | {per:.2f} |")
+    missing = [c[:8] for c in commits if "dry" not in state.get(c, {})]
+    if missing:
+        lines += ["", f"Not measured (time): {', '.join(missing)}."]
     full = [(c, state[c]["full"]) for c in commits[:args.full] if "full" in state.get(c, {})]
     lines += ["", f"## The full gate, {args.full} latest commits", "",
               f"`equiv gate --base C^ --head C --time-budget {args.full_budget:g}` under `/usr/bin/time -v`, "
