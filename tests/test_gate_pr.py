@@ -322,3 +322,30 @@ def test_main_edit_that_cannot_run_on_the_meta_device_is_run(repo):  # noqa: F81
     head = commit(repo, {FILE: reads(renamed_flag(kernel(tile=4)))})
     (c,) = fp.compare_file(str(repo), base, FILE, head, FILE)
     assert not c.unchanged and "cannot be compared on the meta device" in c.why and ".item()" in c.why
+
+
+def with_second_entry(text: str, blocks: str = "T // T_TILE") -> str:
+    """The toy file with a second entry (``twice_test``) handed to run_jit too."""
+    second = '''
+
+@pl.jit
+def twice_test(x: pl.Tensor[[T, D], pl.FP32], y: pl.Out[pl.Tensor[[T, D], pl.FP32]]):
+    for b in pl.spmd(BLOCKS2, name_hint="rows"):
+        t = pl.load(x, [b * T_TILE, 0], [T_TILE, D])
+        pl.store(pl.mul(t, 2.0), [b * T_TILE, 0], y)
+    return y
+'''.replace("BLOCKS2", blocks)
+    text = text.replace("\n\ndef golden_scale(tensors):", second + "\n\ndef golden_scale(tensors):")
+    return text.replace("            compare_fn={\"y\": ratio_allclose()})",
+                        "            compare_fn={\"y\": ratio_allclose()})\n"
+                        "    run_jit(fn=twice_test, specs=build_tensor_specs(), golden_fn=golden_scale)")
+
+
+def test_entry_added_to_an_existing_file_is_checked_on_its_own(repo, capsys):  # noqa: F811
+    base = commit(repo, {FILE: kernel(tile=4)})
+    head = commit(repo, {FILE: with_second_entry(kernel(tile=4), blocks="T // T_TILE - 1")})
+    assert gate(repo, base, "--head", head, "--recipe", "realistic", "--model", "DEMO") == 1
+    out = capsys.readouterr().out
+    assert f"UNCHANGED     {FILE}:scale_test" in out
+    assert f"FAIL          {FILE}:twice_test" in out and "entry twice_test is called by the __main__ block at " \
+        "retiled only" in out and "y: head leaves 64 elements unwritten" in out

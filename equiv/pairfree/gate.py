@@ -304,10 +304,16 @@ def gate_file(repo: str, base: str, head: str | None, change: Change, policy: Po
     fo_head = pf.check_file(change.base_path, base, head, repo, retiled_path=change.head_path, entry=entry,
                             options=options, progress=progress, **kw)
     log(f"{label}: base -> head: " + "; ".join(f"{e.entry} {e.outcome}" for e in fo_head.entries))
-    fo_base = pf.check_file(change.base_path, base, base, repo, entry=entry, options=options, progress=progress,
-                            **kw)
-    log(f"{label}: base -> base: " + "; ".join(f"{e.entry} {e.outcome}" for e in fo_base.entries))
-    base_by = {e.entry: e for e in fo_base.entries}
+    base_entries: list[pf.EntryOutcome] = []
+    try:
+        base_entries = pf.check_file(change.base_path, base, base, repo, entry=entry, options=options,
+                                     progress=progress, **kw).entries
+        log(f"{label}: base -> base: " + "; ".join(f"{e.entry} {e.outcome}" for e in base_entries))
+    except pf.PairFreeError as exc:
+        if entry is None:
+            raise
+        log(f"{label}: base -> base: {entry} has no run at base ({exc}); head's own run is judged alone")
+    base_by = {e.entry: e for e in base_entries}
     out = []
     for e in fo_head.entries:
         b = base_by.get(e.entry)
