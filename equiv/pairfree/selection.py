@@ -271,32 +271,6 @@ def select_change(repo: str, base: str, head: str | None) -> Selection:
     return select(changed_paths(repo, base, head), Tree(repo, head))
 
 
-def ci_selection(changed: Iterable[str], tree: Tree) -> list[str]:
-    """What pypto-lib's PR CI runs for `changed` (``.github/scripts/detect_changes.py``'s rule:
-    changed ``models/`` files outside ``models/deepseek_v4_pro/`` and their sibling
-    importers that have a ``__main__``), for comparing selections. Files outside ``models/``
-    (which make it smoke-run all of ``examples/``) are not counted here."""
-    reverse: dict[str, set[str]] = defaultdict(set)
-    mods = {_module_key(f): f for f in tree.files() if f.split("/")[0] in SOURCE_ROOTS
-            and not f.endswith(DRAFT_SUFFIX)}
-    for f in mods.values():
-        d = os.path.dirname(f)
-        for m in _IMPORT_LINE.finditer(tree.texts[f]):
-            t = mods.get((d, m.group(1) or m.group(2)))
-            if t and t != f:
-                reverse[t].add(f)
-    seeds = [c for c in changed if c.startswith("models/") and c.endswith(".py") and not c.endswith(DRAFT_SUFFIX)
-             and not c.startswith("models/deepseek_v4_pro/") and c in tree.texts]
-    seen: set[str] = set()
-    stack = list(seeds)
-    while stack:
-        cur = stack.pop()
-        if cur not in seen:
-            seen.add(cur)
-            stack.extend(reverse.get(cur, ()))
-    return sorted(f for f in seen if "__main__" in tree.texts.get(f, ""))
-
-
 def texts_at(repo: str, rev: str | None, paths: Iterable[str]) -> Mapping[str, str]:
     """Texts of `paths` at `rev` (None: on disk); missing ones are left out."""
     paths = list(paths)
