@@ -349,3 +349,21 @@ def test_entry_added_to_an_existing_file_is_checked_on_its_own(repo, capsys):  #
     assert f"UNCHANGED     {FILE}:scale_test" in out
     assert f"FAIL          {FILE}:twice_test" in out and "entry twice_test is called by the __main__ block at " \
         "retiled only" in out and "y: head leaves 64 elements unwritten" in out
+
+
+def test_interface_change_compares_outputs_on_exactly_converted_inputs(repo, capsys):  # noqa: F811
+    # base reads x as BF16; head reads it as FP32 (exact) and scales by 2.5 — golden too, so each
+    # side matches its own golden: only the comparison on converted inputs sees the change
+    base_body = "pl.store(pl.cast(pl.mul(t, 2.0), pl.FP32), [b * T_TILE, 0], y)"
+    base = commit(repo, {FILE: bf16_input(kernel(tile=4, body=base_body))})
+    head_text = kernel(tile=4, body="pl.store(pl.mul(t, 2.5), [b * T_TILE, 0], y)").replace(
+        'tensors["y"][:] = tensors["x"] * 2.0', 'tensors["y"][:] = tensors["x"] * 2.5')
+    head = commit(repo, {FILE: head_text})
+    assert gate(repo, base, "--head", head, "--recipe", "realistic", "--model", "DEMO") == 1
+    out = capsys.readouterr().out
+    assert "interface changed: x: x [8, 16] bfloat16 (input) -> x [8, 16] float32 (input)" in out
+    assert "on inputs both sides take (converted exactly for head), base -> head is a regression" in out
+    same = commit(repo, {FILE: kernel(tile=2)})  # FP32, x * 2: the same numbers on converted inputs
+    assert gate(repo, base, "--head", same, "--recipe", "realistic", "--model", "DEMO") == 0
+    out = capsys.readouterr().out
+    assert "on inputs both sides take (converted exactly for head): equivalent" in out

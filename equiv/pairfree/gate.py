@@ -269,6 +269,27 @@ def judge_interface(repo: str, base: str, head: str | None, change: Change, name
         else:
             tol_note.append(f"{out_name}: error against each side's own golden: base {hb:.3g} ULP, head "
                             f"{hh:.3g} ULP (each side on its own inputs; not compared element by element)")
+    # Inputs both sides can take (an input's dtype changed exactly, BF16 -> FP32): base -> head
+    # on base's inputs, converted for head, outputs compared under the contract.
+    try:
+        bridged = pf.check_file(change.base_path, base, head, repo, retiled_path=change.head_path,
+                                entry=name.split("#")[0], options=options, progress=progress, convert_inputs=True, **kw)
+        cross = next((e for e in bridged.entries if e.entry == name), None)
+    except (pf.PairFreeError, GateError):
+        cross = None
+    if cross is not None and cross.result is not None:
+        tol_note = [n for n in tol_note if "not compared element by element" not in n]
+        if cross.outcome == "regression":
+            first = cross.result.regressions[0] if cross.result.regressions else None
+            new.append("on inputs both sides take (converted exactly for head), base -> head is a regression")
+            ge.reasons.append(new[-1])
+            if first is not None:
+                ge.reasons += [f"{first.case.shape} ({first.case.recipe}): {r}" for o in first.outputs.values()
+                               if o.verdict == "regression" for r in o.reasons[:2]]
+        else:
+            tol_note.append(f"on inputs both sides take (converted exactly for head): {cross.outcome}")
+    else:
+        tol_note.append("outputs not compared across the sides: no input conversion bridges this change exactly")
     ge.reasons += tol_note
     ge.outcome = "fail" if new or (own.result.failed if own.result else False) else "pass"
     return ge
