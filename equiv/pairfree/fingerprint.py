@@ -350,10 +350,11 @@ def summarize_call(call: Any) -> tuple[dict, bool]:
              "rtol": call.rtol, "atol": call.atol, "compare": cmp, "extra": extra}, valued)
 
 
-def record(repo: str, rev: str | None, path: str, overrides: Mapping[str, Any] | None = None) -> dict | None:
+def record(repo: str, rev: str | None, path: str, overrides: Mapping[str, Any] | None = None,
+           models: bool = False) -> dict | None:
     """entry -> {mode: [summaries]} of the ``__main__`` block run on the meta device, plus
     ``"<valued>"`` when a call had a value made in the block; None when it cannot run there."""
-    answer = _in_child(lambda: _record(repo, rev, path, dict(overrides or {})))
+    answer = _in_child(lambda: _record(repo, rev, path, dict(overrides or {}), models))
     return answer if isinstance(answer, dict) else None
 
 
@@ -366,7 +367,7 @@ def _without_kernel_rewrites() -> None:
     rewrite.rewrite_module = lambda tree, filename: tree
 
 
-def _record(repo: str, rev: str | None, path: str, overrides: dict) -> dict:
+def _record(repo: str, rev: str | None, path: str, overrides: dict, models: bool = False) -> dict:
     import torch
 
     _without_kernel_rewrites()
@@ -396,8 +397,9 @@ def _record(repo: str, rev: str | None, path: str, overrides: dict) -> dict:
                 out.setdefault(call.entry, {}).setdefault(mode, []).append(summary)
     if valued:
         out["<valued>"] = True
-    try:
-        out["<models>"] = _model_instances(mod, ref, text, overrides)
+    try:  # the other model instances (one more load each): only where an entry will run
+        if models:
+            out["<models>"] = _model_instances(mod, ref, text, overrides)
     except Exception:  # noqa: BLE001 - no config instances to offer: the file's own only
         pass
     return out

@@ -109,8 +109,10 @@ def plan_file(repo: str, base: str, base_path: str | None, head: str | None, hea
     for c in changes:
         pe = PlannedEntry(head_path, c.entry, c.unchanged, c.why)
         if not c.unchanged:
-            if "head" not in kept:  # one recording of head per file: its shapes size every entry
-                kept["head"] = fp.record(repo, head, head_path, overrides)
+            if "sized" not in kept:
+                # one recording of head per file, with the config's model instances: sizes every entry
+                kept["head"] = fp.record(repo, head, head_path, overrides, models=models)
+                kept["sized"] = {}
             pe.estimate, pe.modes, pe.shapes = estimate(kept["head"], c.entry)
         out.append(pe)
     if not changes:
