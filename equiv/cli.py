@@ -93,10 +93,16 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="equiv",
-        description="Check that re-tiled tile kernels compute the same numbers as the kernels they replace.",
-        epilog="examples:\n  equiv list\n  equiv check moe.combine --shapes nominal\n"
+        description="Check that a changed PyPTO model file still computes the same numbers, and gate a "
+                    "branch of pypto-lib before it is pushed.",
+        epilog="a pypto-lib engineer, inside the clone:\n"
+               "  equiv check models/x/rmsnorm.py       # my file: HEAD against my working tree\n"
+               "  equiv gate --base origin/main         # my branch: every model file it reaches\n"
+               "  equiv gate --base origin/main --dry-run   # what that would run, in seconds\n\n"
+               "registered pairs (equiv's own suite):\n  equiv list\n  equiv check moe.combine --shapes nominal\n"
                "  equiv check --all --shapes presets --report reports/pr672.html\n\n"
-               "exit codes: 0 no regression, 1 a regression or a narrowed contract, 2 a usage error",
+               "exit codes: 0 no regression, 1 a regression or a narrowed contract,\n"
+               "            2 cannot judge, not all checked, or a usage error",
         formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"equiv {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)

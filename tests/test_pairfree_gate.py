@@ -36,7 +36,9 @@ def test_clean_retile_passes(repo, capsys, tmp_path):  # noqa: F811
     out = capsys.readouterr().out
     assert "PASS" in out and f"{FILE}:scale_test" in out
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert suite.get("tests") == "1" and suite.get("failures") == "0"
+    # the file's own instance (DEMO) and the config's other instance (PRO, the largest hidden size)
+    assert suite.get("tests") == "2" and suite.get("failures") == "0"
+    assert "scale_test [model PRO]" in out
 
 
 def test_branch_that_reopens_a_closed_hole_fails(repo, capsys, tmp_path):  # noqa: F811
@@ -62,11 +64,14 @@ def test_adding_unwritten_elements_fails_even_when_base_has_a_hole(repo, capsys)
 
 
 def test_keeping_base_hole_as_is_passes(repo, capsys):  # noqa: F811
-    # the same hole before and after (a rename of nothing but a comment): base's own verdict
+    # the same hole before and after (x * 2 written as x + x): base's own verdict
     base = commit(repo, {FILE: kernel(tile=4, blocks=HOLE)})
-    head = commit(repo, {FILE: kernel(tile=4, blocks=HOLE) + "\n# comment\n"})
+    head = commit(repo, {FILE: kernel(tile=4, blocks=HOLE, body="pl.store(pl.add(t, t), [b * T_TILE, 0], y)")})
     assert gate(repo, base, head) == 0
-    assert "nothing base's own run lacks" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "nothing base's own run lacks" in out
+    # the hole both sides share is shown, not hidden behind the pass
+    assert "defects (" in out and "base: y: 64 elements unwritten (rows [4, 8)" in out and "head: y: 64 elements unwritten" in out
 
 
 def test_gap_in_head_cannot_be_judged(repo, capsys):  # noqa: F811

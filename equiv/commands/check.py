@@ -19,11 +19,12 @@ from equiv.summary import render, render_summary, status_line, wrap
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="check kernel pairs for numerical equivalence",
+    p = sub.add_parser("check", help="check a model file (HEAD against the working tree) or registered pairs",
                        description="Run pre, retiled and the float64 reference over shapes and print the "
                                    "verdict per output. Exit 1 on a regression or a narrowed contract "
                                    "(a shape retiled rejects that pre accepts; `equiv gate` applies the same rule).")
-    p.add_argument("name", nargs="?", help="pair name (see `equiv list`)")
+    p.add_argument("name", nargs="?", help="a model file (path/to/file.py[:ENTRY]: HEAD against the working tree, "
+                                           "as --source) or a registered pair name (see `equiv list`)")
     p.add_argument("--all", action="store_true", help="check every registered pair")
     p.add_argument("--shapes", "--shape", dest="shapes", default="nominal",
                    help="nominal | presets (all named presets) | fuzz | demo | flash | pro | a literal shape like 'T=10,D=256' "
@@ -181,6 +182,9 @@ def _print_decisions(result: CheckResult) -> None:
 def run(args: argparse.Namespace) -> int:
     output_paths(args)
     shard_from(args)  # refused before anything runs
+    if args.name and not args.source and args.name.rpartition(":")[0 if ":" in args.name else 2].endswith(".py"):
+        # `equiv check models/x.py[:entry]`: a model file, as a pypto-lib engineer types it first.
+        args.source, args.name = args.name, None
     if source_check.wants_source(args):
         return source_check.run(args)
     if args.all == bool(args.name):

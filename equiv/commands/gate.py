@@ -16,7 +16,7 @@ DEFAULT_CASES = "reports/cases"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gate", help="pull-request gate: check the pairs changed files touch",
+    p = sub.add_parser("gate", help="pull-request gate: the model files a branch reaches (or the pairs it touches)",
                        description="Map the files changed since --base (committed, uncommitted and untracked) "
                                    "to the kernel pairs whose sources cover them (a harness change selects "
                                    "every pair, documentation none), check those pairs with a bounded CI "
@@ -33,10 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"save non-equivalent cases here for `equiv replay` (default {DEFAULT_CASES}; '' to skip)")
     p.add_argument("--examples", type=int, default=None, help="fuzz cases per pair beyond the presets (default 3)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="per-pair time budget; no new case starts once spent (default 300)")
+                   help="model files: seconds for the whole pull request, entries run cheapest first, the "
+                        "rest listed as not checked (default 1800, pypto-lib's PR CI job); registered "
+                        "pairs: per pair (default 300); no new case starts once spent")
     p.add_argument("--shard", metavar="K/N", default=None,
                    help="run only shard K of N: of the selected pairs' cases (stable hash per case), or, "
-                        "gating a repository of model files, of the changed files (stable hash per path); "
+                        "gating a repository of model files, of the entries to run (balanced by estimated "
+                        "cost); "
                         "merge the shards' --json files with `equiv report`")
     p.add_argument("--device", default="cpu", help="torch device to emulate on: cpu (default) or cuda")
     p.add_argument("--schedules", type=int, default=2, metavar="K",
@@ -47,11 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(docs/pypto-lib.md): used when --repo (or the current directory's repository) is not equiv's own")
     g.add_argument("--repo", metavar="PATH", help="git repository whose changes to gate (default: the repository "
                                                   "of the current directory)")
-    g.add_argument("--head", metavar="REV", default=None, help="the revision to gate (default HEAD)")
+    g.add_argument("--head", metavar="REV", default=None,
+                   help="the revision to gate (default: the working tree, uncommitted and untracked files "
+                        "included; HEAD in a bare repository); give it in CI")
     g.add_argument("--pair-free", action="store_true", help="gate model files pair-free even in equiv's repository")
-    g.add_argument("--dry-run", action="store_true", help="list the files, entries and shapes; run nothing")
+    g.add_argument("--dry-run", action="store_true",
+                   help="list the files (and why each is selected), entries unchanged or to run, shapes and "
+                        "estimated cost; runs no kernel, golden or input building")
     g.add_argument("--model", metavar="NAME", help="config instance whose sizes the files see (FLASH, PRO, DEMO)")
     g.add_argument("--config", action="append", metavar="KEY=VALUE", help="config override (repeatable)")
+    g.add_argument("--recipe", action="append", default=None,
+                   help="input recipe(s) (repeatable; default: realistic and every adversarial recipe the "
+                        "file's inputs take)")
     g.add_argument("--shapes", default="nominal",
                    help="shape policy: nominal (every mode at the file's defaults, default) or fuzz")
     p.set_defaults(func=run)
@@ -73,10 +83,18 @@ def _pair_free(args: argparse.Namespace) -> bool:
     return not os.path.isfile(os.path.join(root, "equiv", "pair.py"))
 
 
+def _has_work_tree(repo: str) -> bool:
+    import subprocess
+
+    out = subprocess.run(["git", "-C", repo, "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True)
+    return out.stdout.strip() == "true"
+
+
 def run_pair_free(args: argparse.Namespace) -> int:
     """``equiv gate --repo R --base REV [--head REV]`` over the model files the change touches."""
     from equiv.commands.common import check_output_paths, options_from, results_document, write_json_atomic
     from equiv.pairfree import gate as pfg
+    from equiv.pairfree.contract import own_contract_text
     from equiv.progress import Progress
     from equiv.source import SourceError, parse_assignments
 
@@ -94,27 +112,37 @@ def run_pair_free(args: argparse.Namespace) -> int:
     try:
         repo = pfg.repo_root(args.repo or ".")
         base = pfg.resolve(repo, args.base)
-        head = pfg.resolve(repo, args.head or "HEAD")
+        # No --head: the working tree is head (what the engineer is about to push), where there is one.
+        head = pfg.resolve(repo, args.head) if args.head else (
+            None if _has_work_tree(repo) else pfg.resolve(repo, "HEAD"))
         config = parse_assignments(args.config, "--config")
     except (pfg.GateError, SourceError) as exc:
         raise UsageError(str(exc)) from None
     policy = pfg.Policy(shapes=args.shapes, examples=args.examples, model=args.model, config=config,
+                        recipes=tuple(args.recipe) if getattr(args, "recipe", None) else None,
                         time_budget=args.time_budget or pfg.POLICY.time_budget)
-    changes = pfg.changed_model_files(repo, base, head) if not args.files else [
-        pfg.Change(f, f, "M") for f in args.files]
+    try:
+        changes = pfg.changed_model_files(repo, base, head) if not args.files else [
+            pfg.Change(f, f, "M") for f in args.files]
+    except pfg.GateError as exc:
+        raise UsageError(str(exc)) from None
+    from equiv.pairfree import plan as planning
+
+    planned = planning.plan_changes(repo, base, head, changes, pfg._overrides(policy), not policy.model).entries
     if getattr(args, "shard", None) is not None:
-        # Model files are the unit of work here: a stable hash of each file's head path picks its shard.
-        from equiv.check import shard_of
+        # Entries to run are the unit of work: balanced by estimated cost, the same on every machine.
         from equiv.commands.check import shard_from
 
         k, n = shard_from(args)
-        changes = [c for c in changes if shard_of(c.head_path, n) == k]
-    print(f"equiv gate: {repo}: model files changed from {args.base} ({base[:8]}) to {args.head or 'HEAD'} "
-          f"({head[:8]}): {len(changes)}")
+        mine = {p.key for p in planning.shard(planned, k, n)}
+        planned = [p for p in planned if p.key in mine or (p.unchanged and k == 1)]
+        changes = [c for c in changes if any(p.file == c.head_path for p in planned)]
+    where = f"{args.head} ({head[:8]})" if head else "the working tree (uncommitted and untracked files included)"
+    print(f"equiv gate: {repo}: model files reached from {args.base} ({base[:8]}) to {where}: {len(changes)}")
     for c in changes:
-        print(f"  {c.label}")
+        print(f"  {c.label}" + ("" if c.why == "changed" else f" ({c.why})"))
     if args.dry_run:
-        print("\n".join(pfg.dry_run(repo, base, head, changes, policy)))
+        print("\n".join(pfg.dry_run(repo, base, head, changes, policy, planned)))
         return 0
     print(f"policy: {policy.describe()}")
     progress = Progress()
@@ -123,7 +151,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
         progress.clear()
         print(line, flush=True)
 
-    result = pfg.run_gate(repo, base, head, changes, policy, options_from(args), progress, log)
+    result = pfg.run_gate(repo, base, head, changes, policy, options_from(args), progress, log, planned)
     progress.clear()
     if args.junit:
         from equiv.gate import write_junit
@@ -142,18 +170,22 @@ def run_pair_free(args: argparse.Namespace) -> int:
         report.write_report(checks, args.report)
         print(f"report written to {args.report}", file=sys.stderr)
     for e in result.entries:
-        print(f"{e.outcome.upper():13} {e.file}:{e.entry}")
-        for reason in e.reasons[:6]:
+        print(f"{e.outcome.upper():13} {e.file}:{e.entry}" + (f" ({e.seconds:.0f} s)" if e.seconds else ""))
+        for reason in e.reasons[:8]:
             print(f"    {reason}")
-        from equiv.pairfree.contract import own_contract_text
-
         for line in own_contract_text(e.head):
             print(f"    {line}")
+        if e.defects:
+            print(f"    defects ({len(e.defects)}, of either side, shared ones included):")
+            for line in e.defects:
+                print(f"      {line}")
     for f, why in result.errors.items():
         print(f"{'CANNOT CHECK':13} {f}: {why}")
-    word = {0: "PASS", 1: "FAIL", 2: "CANNOT JUDGE"}[result.exit_code]
+    word = result.word
     n = len(result.entries)
+    tally = {o: sum(e.outcome == o for e in result.entries) for o in ("unchanged", "not checked")}
     print(f"gate: {word} — {n} entr{'y' if n == 1 else 'ies'} in {len(changes)} file{'s' if len(changes) != 1 else ''}"
+          + "".join(f", {v} {k}" for k, v in tally.items() if v)
           + (f"; failing: {', '.join(f'{e.file}:{e.entry}' for e in result.entries if e.outcome == 'fail')}"
              if result.exit_code == 1 else ""))
     return result.exit_code

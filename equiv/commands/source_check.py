@@ -61,6 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="check the file with nothing registered (docs/pypto-lib.md): the entry, inputs, golden "
                         "and modes come from the file's __main__ call of golden.run_jit; implied when no "
                         "registered pair matches or --source names no :ENTRY (then every entry is checked)")
+    g.add_argument("--strict", action="store_true",
+                   help="pair-free: exit 1 when either side has a defect (unwritten or uninitialised elements, "
+                        "out-of-range accesses, races), shared ones included; without it they are listed and "
+                        "the exit is the verdict's")
     g.add_argument("--model", metavar="NAME",
                    help="pair-free: the config instance whose sizes the file sees, whatever name it imports "
                         "(FLASH, PRO, DEMO)")
@@ -277,6 +281,25 @@ def pair_free_command(args: argparse.Namespace, path: str, entry: str | None) ->
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _head_vs_working_tree(args: argparse.Namespace, repo: str, path: str) -> tuple[str, str, str]:
+    """No revisions given: the file at HEAD is pre, the file in the working tree retiled (what
+    an engineer has changed and not committed). (repo, repo-relative path, what was chosen)."""
+    import subprocess
+
+    top = subprocess.run(["git", "-C", repo, "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if top.returncode != 0:
+        return repo, path, f"{repo} is not a git repository: {path} is checked against itself"
+    root = top.stdout.strip()
+    full = os.path.abspath(os.path.join(repo, path) if args.repo else path)
+    rel = os.path.relpath(full, root)
+    tracked = subprocess.run(["git", "-C", root, "cat-file", "-e", f"HEAD:{rel}"], capture_output=True)
+    if tracked.returncode != 0:
+        return root, rel, f"{rel} is not committed at HEAD: it is checked against itself (working tree)"
+    args.pre_rev = "HEAD"
+    return root, rel, (f"no revisions given: pre = {rel} at HEAD, retiled = {rel} in the working tree "
+                       f"(--pre-rev/--retiled-rev choose others)")
+
+
 def run_pair_free(args: argparse.Namespace) -> int:
     """``equiv check --source PATH[:ENTRY] --pre-rev A --retiled-rev B --pair-free``."""
     from equiv.pairfree import run as pf
@@ -294,6 +317,9 @@ def run_pair_free(args: argparse.Namespace) -> int:
     repo = args.repo or "."
     if (args.pre_rev or args.retiled_rev) and not _inside_git(repo):
         raise UsageError(f"{repo} is not a git repository; give --repo PATH")
+    if not (args.pre_rev or args.retiled_rev):
+        repo, path, note = _head_vs_working_tree(args, repo, path)
+        print(f"note: {note}")
     try:
         config = parse_assignments(args.config, "--config")
         contract = parse_contract(args.contract) if args.contract else BIT_EXACT
@@ -324,6 +350,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
     except (ShapeError, ValueError, KeyError) as exc:
         raise UsageError(f"{path}: {exc}") from None
     progress.clear()
+    one_revision = outcome.pre.identity() == outcome.retiled.identity()
     results = [e.result for e in outcome.entries if e.result is not None]
     if args.json:
         from equiv.commands.common import results_document
@@ -346,8 +373,26 @@ def run_pair_free(args: argparse.Namespace) -> int:
     for e in outcome.entries:
         if e.result is None:
             print(pf.outcome_line(e))
-    print(f"result: {outcome.outcome.upper()} — {outcome.pre.label} vs {outcome.retiled.label}: "
-          + ", ".join(f"{e.entry} {e.outcome}" for e in outcome.entries))
+    # Every defect of either side, shared ones included: an entry with defects is never just "equivalent".
+    from equiv.pairfree.gate import defect_lines
+
+    found = {e.entry: defect_lines(e.result, "pre", "pre") + defect_lines(e.result, "retiled", "retiled")
+             for e in outcome.entries if e.result is not None and e.outcome in ("equivalent", "both-defect",
+                                                                                "pre-defect")}
+    if one_revision:
+        found = {k: [line.removeprefix("retiled: ") for line in v if line.startswith("retiled: ")]
+                 for k, v in found.items()}
+    found = {k: v for k, v in found.items() if v}
+    for name, lines in found.items():
+        print(f"{name}: DEFECTS FOUND" + (" (one revision on both sides)" if one_revision else ""))
+        for line in lines:
+            print(f"    {line}")
+    word = "defects found" if found and outcome.outcome in ("equivalent", "both-defect", "pre-defect") \
+        else outcome.outcome
+    print(f"result: {word.upper()} — {outcome.pre.label} vs {outcome.retiled.label}: "
+          + ", ".join(f"{e.entry} {'defects found' if e.entry in found else e.outcome}" for e in outcome.entries))
+    if found and args.strict and outcome.exit_code == 0:
+        return 1
     return outcome.exit_code
 
 

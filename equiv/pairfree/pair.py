@@ -174,9 +174,10 @@ class Entry:
 class FreeKernel:
     """One side of a pair-free pair, called like a transcribed kernel."""
 
-    def __init__(self, entry: Entry, side: str):
+    def __init__(self, entry: Entry, side: str, convert: dict | None = None):
         self.entry = entry
         self.side = side
+        self.convert = convert  # input -> dtype this side declares (an exact conversion, equiv.pairfree.convert)
 
     def __call__(self, cfg: Shape | None = None, **args: Any) -> Any:
         from equiv.source import call_entry
@@ -190,6 +191,10 @@ class FreeKernel:
                 # An in-out tensor (a cache updated in place) starts at its initial value, written.
                 out.data.copy_(initial.data.to(out.data.dtype))
                 out.written.fill_(True)
+        if self.convert:
+            from equiv.pairfree.convert import convert_args
+
+            args = convert_args(args, self.convert)
         from equiv.tile import distributed
 
         # A multi-rank program runs with the world its run_jit call configures (device_ids).
@@ -302,7 +307,8 @@ def same_program(revisions: Revisions) -> bool:
 
 
 def build_pair(revisions: Revisions, entry: Entry, contract: Contract = BIT_EXACT,
-               fuzz: bool = False, declared: Any = None) -> tuple[PairFreePair, Reference | None]:
+               fuzz: bool = False, declared: Any = None,
+               convert: dict | None = None) -> tuple[PairFreePair, Reference | None]:
     """The `KernelPair` that checks `entry` of both revisions."""
     try:
         pre_mod = revisions.module("pre")
@@ -366,7 +372,7 @@ def build_pair(revisions: Revisions, entry: Entry, contract: Contract = BIT_EXAC
     pair = PairFreePair(
         name=name,
         pre=FreeKernel(entry, "pre"),
-        retiled=FreeKernel(entry, "retiled"),
+        retiled=FreeKernel(entry, "retiled", convert),
         reference=ref_fn,
         outputs=outputs,
         recipes=recipes,

@@ -183,6 +183,17 @@ def interface_changes(pre: Entry, retiled: Entry) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
+def _conversions(pre: Entry, retiled: Entry) -> dict | None:
+    """The exact input conversions that bridge an interface change in every mode (or None)."""
+    from equiv.pairfree.convert import conversions
+
+    if pre.modes != retiled.modes:
+        return None
+    a, b = _interface(pre, "pre"), _interface(retiled, "retiled")
+    found = [conversions(a[m][0], b[m][0]) for m in pre.modes]
+    return found[0] if found and all(f is not None and f == found[0] for f in found) else None
+
+
 def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: str, entry: str | None = None,
                retiled_path: str | None = None, model: str | None = None, config: Mapping[str, Any] | None = None,
                shapes: str = "nominal", examples: int | None = None, seed: int = 0,
@@ -191,7 +202,8 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
                log: Callable[[str], None] = lambda s: None, shrink_budget: int = 40,
                time_budget: float | None = None, keep_runs: bool = False,
                on_pair: Callable[[Any, EntryOutcome], None] | None = None,
-               command: Callable[[str], str] | None = None, contract_given: bool = False) -> FileOutcome:
+               command: Callable[[str], str] | None = None, contract_given: bool = False,
+               convert_inputs: bool = False) -> FileOutcome:
     """Check every entry (or `entry`) of the model file `path` at `pre_rev` against `retiled_rev`.
 
     The file's ``# equiv: contract`` comment (pre's) sets the contract unless `contract_given`
@@ -265,12 +277,13 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
                 raise PairFreeError(f"{name}: {text}") from None
             out.entries.append(EntryOutcome(name, outcome, [text], modes=e_pre.modes))
             continue
-        if changes:
+        convert = _conversions(e_pre, e_ret) if changes and convert_inputs else None
+        if changes and convert is None:
             out.entries.append(EntryOutcome(name, "interface changed", changes, modes=e_pre.modes))
             continue
         try:
             pair, reference = build_pair(revisions, e_pre, contract, fuzz=bool(revisions.fuzz_dims),
-                                         declared=declared)
+                                         declared=declared, convert=convert)
         except discovery.DiscoveryError as exc:
             # The __main__ block raised while creating the inputs: an equiv stand-in lacking
             # what it was asked for cannot be judged; anything else is the file's error.

@@ -1,0 +1,617 @@
+"""Whether an entry's checked program is the same at two revisions, decided from what the
+check runs, not from the file's text.
+
+What a pair-free check of an entry runs: the ``@pl.jit`` entry and everything it reaches —
+module-level functions, classes and values of the file, of the sibling modules and root
+packages it imports (``config``, helpers), statements those modules run when loaded — and the
+``run_jit`` call its ``__main__`` block records: specs (names, shapes, dtypes, how each input is
+made), modes, tolerances, golden and comparison. Not what only a device run uses (the
+``runtime_cfg`` of a DFX flag, a ``--compile-only`` option), nor comments, docstrings, or
+definitions the entry never reaches.
+
+Static first: every module-level definition is compared as its syntax tree (line numbers,
+comments and docstrings left out), following only the names reached from the ``__main__``
+block. When only the ``__main__`` block differs, both blocks are run on torch's meta device
+(shapes and dtypes, no values, no kernel, no golden), in a forked child, and their recorded
+calls are compared. An input made inside the block from a value (not a callable) cannot be
+compared from a meta run: the block's own text then decides.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import select
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from equiv.pairfree.selection import texts_at
+
+# run_jit keywords only a device run reads.
+DEVICE_ONLY = ("runtime_cfg", "compile_cfg", "compile_only", "runtime_dir", "save_data")
+RUN_NAMES = ("run_jit", "run")
+
+
+# ----------------------------------------------------------------------------------------
+# Static: module-level definitions and what they reach
+# ----------------------------------------------------------------------------------------
+def _strip_docstrings(node: ast.AST) -> ast.AST:
+    for n in ast.walk(node):
+        body = getattr(n, "body", None)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            n.body = body[1:] or [ast.Pass()]
+    return node
+
+
+def _dump(node: ast.AST) -> str:
+    return ast.dump(_strip_docstrings(node), include_attributes=False)
+
+
+def _is_main(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and isinstance(node.test, ast.Compare) \
+        and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__" \
+        and len(node.test.comparators) == 1 and isinstance(node.test.comparators[0], ast.Constant) \
+        and node.test.comparators[0].value == "__main__"
+
+
+def _bound(stmt: ast.stmt) -> list[str]:
+    """Names a module-level statement binds (anywhere in it but nested scopes)."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [stmt.name]
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return [(a.asname or a.name).split(".")[0] for a in stmt.names if a.name != "*"]
+    out: list[str] = []
+    for n in ast.walk(stmt):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            out.append(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.append(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            out += [(a.asname or a.name).split(".")[0] for a in n.names if a.name != "*"]
+    return out
+
+
+def _loaded(node: ast.AST) -> tuple[set[str], set[tuple[str, str]]]:
+    """Names read in `node`, and ``name.attr`` pairs (a module's member)."""
+    names, attrs = set(), set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+            names.add(n.id)
+        elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name):
+            attrs.add((n.value.id, n.attr))
+    return names, attrs
+
+
+@dataclass
+class Module:
+    """One parsed file: its module-level statements by the names they bind."""
+
+    path: str
+    defs: dict[str, list[int]] = field(default_factory=dict)     # name -> statement indexes
+    always: list[int] = field(default_factory=list)              # statements binding nothing (run at load)
+    stmts: list[ast.stmt] = field(default_factory=list)
+    main: ast.Module | None = None
+    imports: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # name -> (module, member)
+
+
+def parse_module(path: str, text: str) -> Module:
+    tree = ast.parse(text, path)
+    mod = Module(path)
+    for stmt in tree.body:
+        if _is_main(stmt):
+            mod.main = ast.Module(body=stmt.body, type_ignores=[])
+            continue
+        i = len(mod.stmts)
+        mod.stmts.append(stmt)
+        names = _bound(stmt)
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
+            continue  # the module docstring
+        if not names:
+            mod.always.append(i)
+        for n in names:
+            mod.defs.setdefault(n, []).append(i)
+        if isinstance(stmt, ast.Import):
+            for a in stmt.names:
+                mod.imports[(a.asname or a.name).split(".")[0]] = (a.name if a.asname else a.name.split(".")[0], None)
+        elif isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module:
+            for a in stmt.names:
+                mod.imports[a.asname or a.name] = (stmt.module, a.name)
+        elif isinstance(stmt, ast.ImportFrom) and stmt.level == 1 and not stmt.module:
+            for a in stmt.names:
+                mod.imports[a.asname or a.name] = (a.name, None)
+    return mod
+
+
+class Source:
+    """Files of one revision (None: the working tree), parsed on demand; module names
+    resolved as the loader resolves them (beside the importing file, then at the root)."""
+
+    def __init__(self, repo: str, rev: str | None):
+        self.repo, self.rev = repo, rev
+        self._texts: dict[str, str | None] = {}
+        self._mods: dict[str, Module | None] = {}
+
+    def text(self, path: str) -> str | None:
+        if path not in self._texts:
+            self._texts[path] = texts_at(self.repo, self.rev, [path]).get(path)
+        return self._texts[path]
+
+    def module(self, path: str) -> Module | None:
+        if path not in self._mods:
+            text = self.text(path)
+            try:
+                self._mods[path] = parse_module(path, text) if text is not None else None
+            except SyntaxError:
+                self._mods[path] = None
+        return self._mods[path]
+
+    def resolve(self, importer: str, dotted: str) -> str | None:
+        parts = dotted.split(".")
+        for base in dict.fromkeys((os.path.dirname(importer), "")):
+            for stem in (os.path.join(*parts) + ".py", os.path.join(*parts, "__init__.py")):
+                rel = os.path.normpath(os.path.join(base, stem)) if base else stem
+                if self.text(rel) is not None:
+                    return rel
+        return None
+
+
+def reach(src: Source, path: str, roots: set[str]) -> dict[str, str]:
+    """``path:name`` -> the syntax of every module-level definition reached from `roots`
+    (names of the file at `path`), plus ``path:<load>`` for what each reached module runs
+    when loaded without binding a name."""
+    out: dict[str, str] = {}
+    todo = [(path, r) for r in sorted(roots)]
+    seen_mods: set[str] = set()
+    while todo:
+        mpath, name = todo.pop()
+        key = f"{mpath}:{name}"
+        if key in out:
+            continue
+        mod = src.module(mpath)
+        if mod is None:
+            out[key] = "<unreadable>"
+            continue
+        if mpath not in seen_mods:
+            seen_mods.add(mpath)
+            load = [mod.stmts[i] for i in mod.always]
+            out[f"{mpath}:<load>"] = "\n".join(_dump(s) for s in load)
+            for s in load:
+                todo += [(mpath, n) for n in _loaded(s)[0] if n in mod.defs]
+        if name not in mod.defs:
+            continue
+        stmts = [mod.stmts[i] for i in mod.defs[name]]
+        out[key] = "\n".join(_dump(s) for s in stmts)
+        for s in stmts:
+            names, attrs = _loaded(s)
+            todo += [(mpath, n) for n in names if n in mod.defs]
+            if isinstance(s, (ast.Import, ast.ImportFrom)) and name in mod.imports:
+                target, member = mod.imports[name]
+                tpath = src.resolve(mpath, target)
+                if tpath is not None:  # `import m` alone: m's load-time statements (members by attribute)
+                    todo.append((tpath, member) if member else (tpath, "<load>"))
+        for base, attr in _loaded_attrs(stmts):
+            if base in mod.imports and mod.imports[base][1] is None:
+                tpath = src.resolve(mpath, mod.imports[base][0])
+                if tpath is not None:
+                    todo.append((tpath, attr))
+    return out
+
+
+def _loaded_attrs(stmts: list[ast.stmt]) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    for s in stmts:
+        out |= _loaded(s)[1]
+    return out
+
+
+def main_entries(main: ast.Module | None) -> list[str]:
+    """Names the ``__main__`` block hands to ``run_jit`` (first argument or ``fn=``)."""
+    out: list[str] = []
+    if main is None:
+        return out
+    for n in ast.walk(main):
+        if isinstance(n, ast.Call):
+            f = n.func
+            fname = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            if fname not in RUN_NAMES:
+                continue
+            arg = n.args[0] if n.args else next((k.value for k in n.keywords if k.arg == "fn"), None)
+            if isinstance(arg, ast.Name) and arg.id not in out:
+                out.append(arg.id)
+    return out
+
+
+@dataclass
+class Static:
+    """One file at one revision, as far as syntax tells."""
+
+    entries: list[str]
+    reached: dict[str, dict[str, str]]   # entry -> definition key -> syntax (all the block reaches)
+    main: str                            # the __main__ block's syntax
+    kernel: dict[str, dict[str, str]] = field(default_factory=dict)  # entry -> reach of entry + golden
+    goldens: list[str] = field(default_factory=list)
+
+
+def main_goldens(main: ast.Module | None) -> list[str]:
+    """Names the ``__main__`` block passes as ``golden_fn``/``golden``."""
+    out: list[str] = []
+    for n in ast.walk(main) if main is not None else ():
+        if isinstance(n, ast.keyword) and n.arg in ("golden_fn", "golden") and isinstance(n.value, ast.Name):
+            out.append(n.value.id)
+    return list(dict.fromkeys(out))
+
+
+def static(src: Source, path: str) -> Static | None:
+    mod = src.module(path)
+    if mod is None:
+        return None
+    entries = main_entries(mod.main)
+    main_names, main_attrs = _loaded(mod.main) if mod.main is not None else (set(), set())
+    shared = {n for n in main_names if n in mod.defs} - set(entries)
+    reached = {}
+    for e in entries:
+        r = reach(src, path, shared | {e})
+        for base, attr in main_attrs:
+            if base in mod.imports and mod.imports[base][1] is None:
+                tpath = src.resolve(path, mod.imports[base][0])
+                if tpath is not None:
+                    r.update(reach(src, tpath, {attr}))
+        reached[e] = r
+    if not entries:  # run_jit is called from a function of the file: the block's whole reach
+        reached[""] = reach(src, path, {n for n in main_names if n in mod.defs})
+    goldens = [g for g in main_goldens(mod.main) if g in mod.defs]
+    kernel = {e: reach(src, path, {e, *goldens}) for e in entries}
+    return Static(entries, reached, _dump(mod.main) if mod.main is not None else "", kernel, goldens)
+
+
+# ----------------------------------------------------------------------------------------
+# Recorded: the run_jit calls of the __main__ block on the meta device
+# ----------------------------------------------------------------------------------------
+def _callable_id(fn: Any, seen: set[int] | None = None) -> str:
+    """A callable's code, and the code of the module functions it names, recursively (an input
+    made by ``lambda: make_weights()`` changes when ``make_weights`` does)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(type(fn)))}"
+    seen = set() if seen is None else seen
+    seen.add(id(fn))
+    parts = [_code_hash(code)]
+    glb = getattr(fn, "__globals__", {})
+    for name in _names_of(code):
+        g = glb.get(name)
+        if g is not None and hasattr(g, "__code__") and id(g) not in seen:
+            parts.append(f"{name}={_callable_id(g, seen)}")
+        elif isinstance(g, (int, float, str, bool)):
+            parts.append(f"{name}={g!r}")
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            v = cell.cell_contents
+        except ValueError:
+            continue
+        if hasattr(v, "__code__") and id(v) not in seen:
+            parts.append(_callable_id(v, seen))
+        elif isinstance(v, (int, float, str, bool)):
+            parts.append(repr(v))
+    return "code:" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _names_of(code: Any) -> list[str]:
+    out = list(code.co_names)
+    for c in code.co_consts:
+        if hasattr(c, "co_code"):
+            out += _names_of(c)
+    return out
+
+
+def _code_hash(code: Any) -> str:
+    h = hashlib.sha256(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for c in code.co_consts:
+        h.update((_code_hash(c) if hasattr(c, "co_code") else repr(c)).encode())
+    return h.hexdigest()[:16]
+
+
+def summarize_call(call: Any) -> tuple[dict, bool]:
+    """What the check takes from a recorded call, JSON-able; and whether an input's value was
+    made by the block itself (a tensor: not comparable from a meta run)."""
+    from equiv.pairfree import golden as g
+
+    valued = False
+    specs = []
+    for s in call.specs:
+        if isinstance(s, g.TensorSpec):
+            init = s.init_value
+            if init is None or isinstance(init, (bool, int, float)):
+                how = repr(init)
+            elif callable(init):
+                how = _callable_id(init)
+            else:
+                how, valued = "value", True
+            specs.append({"tensor": s.name, "shape": list(s.shape), "dtype": str(s.dtype), "init": how,
+                          "out": bool(s.is_output), "resident": repr(s.resident)})
+        elif isinstance(s, g.ScalarSpec):
+            v = s.value
+            specs.append({"scalar": s.name, "dtype": str(s.dtype),
+                          "value": "value" if hasattr(v, "shape") else repr(v)})
+            valued = valued or hasattr(v, "shape")
+        else:
+            specs.append({"other": repr(type(s))})
+    cmp = call.compare_fn
+    if isinstance(cmp, Mapping):
+        cmp = {str(k): getattr(v, "__name__", repr(type(v))) for k, v in cmp.items()}
+    elif cmp is not None:
+        cmp = getattr(cmp, "__name__", repr(type(cmp)))
+    extra = {k: repr(v) for k, v in sorted(call.extra.items()) if k not in DEVICE_ONLY}
+    return ({"entry": call.entry, "specs": specs, "golden": getattr(call.golden_fn, "__name__", None),
+             "rtol": call.rtol, "atol": call.atol, "compare": cmp, "extra": extra}, valued)
+
+
+def record(repo: str, rev: str | None, path: str, overrides: Mapping[str, Any] | None = None,
+           models: bool = False) -> dict | None:
+    """entry -> {mode: [summaries]} of the ``__main__`` block run on the meta device, plus
+    ``"<valued>"`` when a call had a value made in the block; None when it cannot run there."""
+    answer = _in_child(lambda: _record(repo, rev, path, dict(overrides or {}), models))
+    return answer if isinstance(answer, dict) else None
+
+
+def _without_kernel_rewrites() -> None:
+    """In the recording child only: load files without the DSL rewrites kernels need to *run*
+    (most of a load's time); no kernel runs here, and both revisions load the same way."""
+    from equiv.tile import rewrite
+
+    rewrite.compile_kernel_source = lambda source, filename: compile(source, filename, "exec", dont_inherit=True)
+    rewrite.rewrite_module = lambda tree, filename: tree
+
+
+def _record(repo: str, rev: str | None, path: str, overrides: dict, models: bool = False) -> dict:
+    import torch
+
+    _without_kernel_rewrites()
+
+    from equiv.pairfree import discovery
+    from equiv.pairfree import golden as golden_stub
+    from equiv.source import SourceLoader, SourceRef
+
+    ref = SourceRef(path, "", rev, repo)
+    loader = SourceLoader(stand_ins={"golden": golden_stub.make_module()})
+    text = ref.read()
+    out: dict[str, Any] = {}
+    valued = False
+    with torch.device("meta"):
+        mod = loader.load(ref, overrides)
+        calls, parsers, err = discovery.run_main(mod, text, [])
+        modes = discovery._mode_choices(parsers)
+        runs = [("default", calls, err)]
+        if modes:
+            runs = [(c, *discovery.run_main(mod, text, [modes[0], c])[::2]) for c in modes[1]]
+        for mode, found, err in runs:
+            if err is not None:  # the calls after it are unknown: nothing is decided from this record
+                out["<error>"] = f"mode {mode}: {discovery.describe(err)}"
+            for call in found:
+                summary, v = summarize_call(call)
+                valued = valued or v
+                out.setdefault(call.entry, {}).setdefault(mode, []).append(summary)
+    if valued:
+        out["<valued>"] = True
+    try:  # the other model instances (one more load each): only where an entry will run
+        if models:
+            out["<models>"] = _model_instances(mod, ref, text, overrides)
+    except Exception:  # noqa: BLE001 - no config instances to offer: the file's own only
+        pass
+    return out
+
+
+def _fields(v: Any) -> str:
+    import dataclasses
+
+    return repr(sorted((f.name, repr(getattr(v, f.name))) for f in dataclasses.fields(v) if f.name != "name"))
+
+
+def _model_instances(mod: Any, ref: Any, text: str, overrides: dict) -> dict:
+    """The model instances of the file's config (module-level instances of the dataclass of the
+    instance the file uses, one name per instance): hidden size, the bytes of the largest
+    run_jit call's specs with that instance's sizes, and whether the file uses it as written."""
+    import dataclasses
+
+    import torch
+
+    from equiv.pairfree import discovery
+    from equiv.pairfree import golden as golden_stub
+    from equiv.pairfree.pair import _config_module
+    from equiv.source import MODEL_KEY, SourceLoader
+
+    cfg = _config_module(mod)
+    if cfg is None:
+        return {}
+    used = {id(v) for v in mod.__dict__.values() if dataclasses.is_dataclass(v) and not isinstance(v, type)}
+    kinds = {type(v) for v in mod.__dict__.values() if dataclasses.is_dataclass(v) and not isinstance(v, type)}
+    out: dict[str, dict] = {}
+    seen: set[int] = set()
+    for name, v in list(cfg.__dict__.items()):
+        if type(v) not in kinds or id(v) in seen or not hasattr(v, "hidden_size"):
+            continue
+        seen.add(id(v))
+        out[name] = {"hidden": int(v.hidden_size), "default": id(v) in used, "fields": _fields(v)}
+    defaults = [i["fields"] for i in out.values() if i["default"]]
+    for info in out.values():  # an instance with the sizes of one the file uses adds nothing
+        info["same_as_default"] = not info["default"] and info["fields"] in defaults
+        del info["fields"]
+    for name, info in out.items():
+        if info["default"] or info["same_as_default"]:
+            continue
+        loader = SourceLoader(stand_ins={"golden": golden_stub.make_module()})
+        try:
+            with torch.device("meta"):
+                m = loader.load(ref, {**overrides, MODEL_KEY: name})
+                calls, _, _ = discovery.run_main(m, text, [])
+            info["bytes"] = max((sum(discovery._spec_bytes(s) for s in c.specs) for c in calls), default=0)
+        except Exception:  # noqa: BLE001 - the file refuses it (an assert): the check says so
+            info["bytes"] = 0
+    return out
+
+
+# Seconds a recording child may take (a Pro file's block on the meta device: a few seconds).
+RECORD_SECONDS = 120.0
+
+
+def _in_child(fn: Callable[[], Any]) -> Any:
+    """`fn()` in a forked child (what the block leaves behind stays there), as JSON; None on
+    any failure, or without fork."""
+    if not hasattr(os, "fork"):
+        return None
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            try:
+                data = json.dumps(fn(), sort_keys=True, default=repr).encode()
+            except BaseException:  # noqa: BLE001 - the parent reads "no answer"
+                data = b"null"
+            with os.fdopen(w, "wb") as fh:
+                fh.write(data)
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    try:
+        while select.select([r], [], [], RECORD_SECONDS)[0]:
+            chunk = os.read(r, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        else:
+            os.kill(pid, 9)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    try:
+        return json.loads(b"".join(chunks) or b"null")
+    except ValueError:
+        return None
+
+
+# ----------------------------------------------------------------------------------------
+# The comparison
+# ----------------------------------------------------------------------------------------
+@dataclass
+class EntryChange:
+    entry: str
+    unchanged: bool
+    why: str
+
+
+def compare_file(repo: str, base: str, base_path: str, head: str | None, head_path: str,
+                 overrides: Mapping[str, Any] | None = None,
+                 sources: tuple[Source, Source] | None = None,
+                 recorded: dict[str, dict | None] | None = None) -> list[EntryChange]:
+    """Per entry of the file (both revisions), whether the checked program is the same.
+    `recorded` keeps the meta-device recordings made (``base``, ``head``) for the caller."""
+    bsrc, hsrc = sources or (Source(repo, base), Source(repo, head))
+    b, h = static(bsrc, base_path), static(hsrc, head_path)
+    if b is None or h is None:
+        names = (h or b).entries if (h or b) else []
+        return [EntryChange(e, False, "the file cannot be parsed at one revision") for e in names] or \
+            [EntryChange(os.path.basename(head_path), False, "the file cannot be parsed at one revision")]
+    out = []
+    recorded = {} if recorded is None else recorded
+    if not b.entries and not h.entries:
+        return _compare_indirect(repo, base, base_path, head, head_path, b, h, overrides, recorded, bsrc, hsrc)
+    for e in dict.fromkeys([*h.entries, *b.entries]):
+        if e not in b.entries or e not in h.entries:
+            out.append(EntryChange(e, False, f"called at {'head' if e in h.entries else 'base'} only"))
+            continue
+        kernel = _differ(_relabel(b.kernel[e], base_path, head_path), h.kernel[e])
+        if kernel:
+            out.append(EntryChange(e, False, "changed: " + _shown(kernel)))
+            continue
+        harness = _differ(_relabel(b.reached[e], base_path, head_path), h.reached[e])
+        if not harness and b.main == h.main:
+            out.append(EntryChange(e, True, "the entry, what it reaches and the __main__ block are unchanged"))
+            continue
+        if "base" not in recorded:
+            recorded["base"] = record(repo, base, base_path, overrides)
+        if "head" not in recorded:
+            recorded["head"] = record(repo, head, head_path, overrides)
+        pb, ph = recorded["base"], recorded["head"]
+        if pb is None or ph is None or e not in pb or e not in ph or pb.get("<error>") or ph.get("<error>"):
+            why = (pb or {}).get("<error>") or (ph or {}).get("<error>") or "no recorded call"
+            out.append(EntryChange(e, False, f"the __main__ block changed and cannot be compared on the meta "
+                                             f"device ({why})"))
+        elif pb.get("<valued>") or ph.get("<valued>"):
+            out.append(EntryChange(e, False, "the __main__ block changed and makes an input's value itself"))
+        elif pb.get(e) != ph.get(e):
+            out.append(EntryChange(e, False, "the recorded run_jit call changed: " + _call_diff(pb.get(e), ph.get(e))))
+        else:
+            what = "__main__ edits" + (f" and {_shown(harness)} (harness only)" if harness else "")
+            out.append(EntryChange(e, True, f"{what} change no recorded run_jit call"))
+    return out
+
+
+def _differ(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _shown(keys: list[str]) -> str:
+    shown = [k.replace(":<load>", " (module-level statements)") for k in keys]
+    return ", ".join(shown[:6]) + (f" and {len(shown) - 6} more" if len(shown) > 6 else "")
+
+
+def _compare_indirect(repo: str, base: str, base_path: str, head: str | None, head_path: str, b: Static,
+                      h: Static, overrides: Mapping[str, Any] | None, recorded: dict,
+                      bsrc: Source, hsrc: Source) -> list[EntryChange]:
+    """A ``__main__`` block that reaches ``run_jit`` through a function of its own (no entry named
+    in the block): the whole reach of the block decides, and the recordings name the entries."""
+    rb, rh = _relabel(b.reached[""], base_path, head_path), h.reached[""]
+    differ = sorted(k for k in set(rb) | set(rh) if rb.get(k) != rh.get(k))
+    if not differ and b.main == h.main:
+        return [EntryChange("(file)", True, "the __main__ block and everything it reaches are unchanged")]
+    recorded.setdefault("base", record(repo, base, base_path, overrides))
+    recorded.setdefault("head", record(repo, head, head_path, overrides))
+    pb, ph = recorded["base"], recorded["head"]
+    if pb is None or ph is None or pb.get("<error>") or ph.get("<error>"):
+        why = "changed: " + _shown(differ) if differ else "the __main__ block changed"
+        return [EntryChange("(file)", False, why + " (its run_jit calls cannot be recorded on the meta device)")]
+    names = [e for e in dict.fromkeys([*ph, *pb]) if not e.startswith("<")]
+    out = []
+    for e in names:
+        goldens = {c.get("golden") for calls in (ph.get(e) or {}).values() for c in calls} | {
+            c.get("golden") for calls in (pb.get(e) or {}).values() for c in calls}
+        roots = {e, *(g for g in goldens if g)}
+        kernel = _differ(_relabel(reach(bsrc, base_path, roots), base_path, head_path), reach(hsrc, head_path, roots))
+        if kernel:
+            out.append(EntryChange(e, False, "changed: " + _shown(kernel)))
+        elif pb.get("<valued>") or ph.get("<valued>"):
+            out.append(EntryChange(e, False, "the __main__ block changed and makes an input's value itself"))
+        elif pb.get(e) != ph.get(e):
+            out.append(EntryChange(e, False, "the recorded run_jit call changed: " + _call_diff(pb.get(e), ph.get(e))))
+        else:
+            what = "__main__ edits" + (f" and {_shown(differ)} (harness only)" if differ else "")
+            out.append(EntryChange(e, True, f"{what} change no recorded run_jit call"))
+    return out
+
+
+def _relabel(reached: dict[str, str], base_path: str, head_path: str) -> dict[str, str]:
+    """Base's keys under head's path (a renamed file's definitions are the same definitions)."""
+    if base_path == head_path:
+        return reached
+    return {(head_path + k[len(base_path):] if k.startswith(base_path + ":") else k): v for k, v in reached.items()}
+
+
+def _call_diff(a: Any, b: Any) -> str:
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return "calls differ"
+    if set(a) != set(b):
+        return f"modes {', '.join(sorted(a))} -> {', '.join(sorted(b))}"
+    for mode in a:
+        for ca, cb in zip(a[mode], b[mode]):
+            keys = [k for k in ca if ca.get(k) != cb.get(k)]
+            if keys:
+                return f"{mode}: {', '.join(keys)}"
+        if len(a[mode]) != len(b[mode]):
+            return f"{mode}: number of calls"
+    return "calls differ"

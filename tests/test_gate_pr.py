@@ -1,0 +1,369 @@
+"""`equiv gate` on a pull request of a repository of model files, as its engineers make it:
+files reached through imports, unchanged programs not run, the working tree as head, interface
+changes judged, every defect shown, a budget for the whole pull request.
+
+The fixture repository comes from test_pairfree (``models/toy/config.py`` and a kernel file
+whose ``__main__`` calls ``golden.run_jit``); each test commits its own revisions.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from equiv.cli import main
+from equiv.pairfree import fingerprint as fp
+from equiv.pairfree import plan as planning
+from equiv.pairfree import run as pf
+from tests.test_pairfree import FILE, commit, git, kernel, repo  # noqa: F401 - `repo` is a fixture
+
+HELPER = "models/toy/tiling.py"
+
+
+def gate(repo, base: str, *extra: str) -> int:  # noqa: F811
+    return main(["gate", "--repo", str(repo), "--base", base, "--report", "", *extra])
+
+
+def importing_kernel(tile: int = 4) -> str:
+    """The toy kernel, its block count taken from a helper module imported by bare name."""
+    return kernel(tile=tile, blocks="T // T_TILE - SKIP_BLOCKS").replace(
+        "from config import DEMO as M, TOKENS", "from config import DEMO as M, TOKENS\nfrom tiling import SKIP_BLOCKS")
+
+
+def helper(skip: int) -> str:
+    return f'"""Tiling helpers (no __main__)."""\n\nSKIP_BLOCKS = {skip}\n\n\ndef unused():\n    return 1\n'
+
+
+def no_kernel_runs(monkeypatch) -> list:
+    """Record every pair-free check the gate starts (an unchanged entry must start none)."""
+    started = []
+    real = pf.check_file
+
+    def spy(*args, **kwargs):
+        started.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pf, "check_file", spy)
+    return started
+
+
+# ----------------------------------------------------------------------------------------
+# Selection through imports
+# ----------------------------------------------------------------------------------------
+def test_helper_module_change_is_gated_through_its_importer(repo, capsys):  # noqa: F811
+    base = commit(repo, {HELPER: helper(0), FILE: importing_kernel()})
+    head = commit(repo, {HELPER: helper(1)})  # the helper alone: the importer now skips a block
+    assert gate(repo, base, "--head", head) == 1
+    out = capsys.readouterr().out
+    assert f"{FILE} (imports {HELPER})" in out
+    assert "gate: FAIL" in out and "unwritten" in out and "rows [4, 8)" in out
+
+
+def test_helper_change_that_keeps_the_program_passes(repo, capsys):  # noqa: F811
+    base = commit(repo, {HELPER: helper(0), FILE: importing_kernel(tile=4)})
+    head = commit(repo, {HELPER: helper(0) + "\n\nEXTRA = 2\n", FILE: importing_kernel(tile=2)})
+    assert gate(repo, base, "--head", head) == 0
+    assert "gate: PASS" in capsys.readouterr().out
+
+
+def test_transitive_importers_are_selected_and_others_are_not(repo):  # noqa: F811
+    from equiv.pairfree import selection
+
+    other = "models/toy/other.py"
+    deeper = "models/toy/deeper.py"
+    base = commit(repo, {HELPER: helper(0), "models/toy/mid.py": "from tiling import SKIP_BLOCKS\n",
+                         FILE: importing_kernel(), other: kernel(tile=2),
+                         deeper: kernel(tile=2).replace("T_TILE = 2", "from mid import SKIP_BLOCKS\nT_TILE = 2")})
+    head = commit(repo, {HELPER: helper(1)})
+    sel = selection.select_change(str(repo), base, head)
+    assert sel.files == {FILE: f"imports {HELPER}", deeper: "imports models/toy/mid.py"}
+
+
+# ----------------------------------------------------------------------------------------
+# Unchanged programs
+# ----------------------------------------------------------------------------------------
+def renamed_flag(text: str) -> str:
+    """A __main__-only edit that changes nothing the check runs: a CLI flag renamed and passed
+    on to the device-only runtime_cfg."""
+    return text.replace('parser.add_argument("-p", "--platform", default="a2a3")',
+                        'parser.add_argument("-p", "--platform", default="a2a3")\n'
+                        '    parser.add_argument("--enable-chip-swimlane", type=int, default=0)').replace(
+        "rtol=1e-5, atol=1e-5,", "rtol=1e-5, atol=1e-5, runtime_cfg=dict(chip=args.enable_chip_swimlane),")
+
+
+def test_main_only_change_is_unchanged_and_runs_no_kernel(repo, capsys, monkeypatch, tmp_path):  # noqa: F811
+    base = commit(repo, {FILE: kernel(tile=4, blocks="T // T_TILE - 1")})  # a hole: a run would show it
+    head = commit(repo, {FILE: renamed_flag(kernel(tile=4, blocks="T // T_TILE - 1")) + "\n# a comment\n"})
+    started = no_kernel_runs(monkeypatch)
+    junit = tmp_path / "gate.xml"
+    assert gate(repo, base, "--head", head, "--junit", str(junit)) == 0
+    out = capsys.readouterr().out
+    assert started == []
+    assert f"UNCHANGED     {FILE}:scale_test" in out and "change no recorded run_jit call" in out
+    assert "gate: PASS — 1 entry in 1 file, 1 unchanged" in out
+    skipped = ET.parse(junit).getroot().find(".//skipped")
+    assert skipped is not None and skipped.get("message").startswith("unchanged")
+
+
+def test_main_change_that_changes_the_recorded_call_runs(repo, capsys, monkeypatch):  # noqa: F811
+    base = commit(repo, {FILE: kernel(tile=4)})
+    head = commit(repo, {FILE: kernel(tile=4).replace("rtol=1e-5, atol=1e-5", "rtol=1e-2, atol=1e-2")})
+    started = no_kernel_runs(monkeypatch)
+    assert gate(repo, base, "--head", head) == 0
+    out = capsys.readouterr().out
+    assert started and "the recorded run_jit call changed: default: atol, rtol" in out
+
+
+def test_unreached_definition_change_is_unchanged_but_a_reached_config_value_is_not(repo):  # noqa: F811
+    base = commit(repo, {FILE: kernel(tile=4) + "\n\ndef helper_never_called():\n    return 1\n"})
+    head = commit(repo, {FILE: kernel(tile=4) + "\n\ndef helper_never_called():\n    return 2\n"})
+    (c,) = fp.compare_file(str(repo), base, FILE, head, FILE)
+    assert c.unchanged, c.why
+    cfg = "models/toy/config.py"
+    head2 = commit(repo, {cfg: (repo / cfg).read_text().replace("TOKENS = 8", "TOKENS = 16")})
+    (c,) = fp.compare_file(str(repo), head, FILE, head2, FILE)
+    assert not c.unchanged and f"{cfg}:TOKENS" in c.why
+    head3 = commit(repo, {cfg: (repo / cfg).read_text() + "\nUNUSED = 3\n"})
+    (c,) = fp.compare_file(str(repo), head2, FILE, head3, FILE)
+    assert c.unchanged, c.why
+
+
+# ----------------------------------------------------------------------------------------
+# The working tree is head
+# ----------------------------------------------------------------------------------------
+def test_uncommitted_edit_is_gated(repo, capsys):  # noqa: F811
+    base = commit(repo, {FILE: kernel(tile=4)})
+    (repo / FILE).write_text(kernel(tile=4, blocks="T // T_TILE - 1"))  # edited, not committed
+    assert gate(repo, base) == 1
+    out = capsys.readouterr().out
+    assert "the working tree (uncommitted and untracked files included)" in out
+    assert "gate: FAIL" in out and "rows [4, 8)" in out
+
+
+def test_untracked_model_file_is_gated_and_a_clean_tree_passes(repo, capsys):  # noqa: F811
+    base = commit(repo, {FILE: kernel(tile=4)})
+    assert gate(repo, base) == 0
+    assert "gate: PASS — 0 entries in 0 files" in capsys.readouterr().out
+    (repo / "models/toy/fresh.py").write_text(kernel(tile=4, blocks="T // T_TILE - 1"))
+    assert gate(repo, base) == 1
+    out = capsys.readouterr().out
+    assert "models/toy/fresh.py" in out and "new file, checked against itself" in out
+
+
+# ----------------------------------------------------------------------------------------
+# Interface changes judged
+# ----------------------------------------------------------------------------------------
+def bf16_input(text: str) -> str:
+    return text.replace("x: pl.Tensor[[T, D], pl.FP32]", "x: pl.Tensor[[T, D], pl.BF16]").replace(
+        '"x", [T, D], torch.float32', '"x", [T, D], torch.bfloat16')
+
+
+def test_interface_change_adding_an_out_of_range_read_fails_naming_it(repo, capsys, tmp_path):  # noqa: F811
+    base = commit(repo, {FILE: kernel(tile=4)})
+    body = "pl.store(pl.cast(pl.mul(pl.load(x, [b * T_TILE + 2, 0], [T_TILE, D]), 2.0), pl.FP32), [b * T_TILE, 0], y)"
+    head = commit(repo, {FILE: bf16_input(kernel(tile=4, body=body))})
+    junit = tmp_path / "gate.xml"
+    assert gate(repo, base, "--head", head, "--junit", str(junit)) == 1
+    out = capsys.readouterr().out
+    assert "interface changed: x: x [8, 16] float32 (input) -> x [8, 16] bfloat16 (input)" in out
+    assert "x: head has a oob-read hazard base's own run does not" in out
+    assert "head: oob-read on x at" in out and "read of x[6:10, 0:16] but x has shape [8, 16]" in out
+    assert "SKIPPED" not in out and "gate: FAIL" in out
+    assert ET.parse(junit).getroot().find(".//failure") is not None
+
+
+def test_interface_change_with_no_new_defect_passes_listing_the_changes(repo, capsys):  # noqa: F811
+    base = commit(repo, {FILE: kernel(tile=4)})
+    body = "pl.store(pl.cast(pl.mul(t, 2.0), pl.FP32), [b * T_TILE, 0], y)"
+    head = commit(repo, {FILE: bf16_input(kernel(tile=2, body=body))})
+    assert gate(repo, base, "--head", head) == 0
+    out = capsys.readouterr().out
+    assert f"PASS          {FILE}:scale_test" in out
+    assert "interface changed: x: x [8, 16] float32 (input) -> x [8, 16] bfloat16 (input)" in out
+    assert "y: error against each side's own golden" in out and "not compared element by element" in out
+
+
+# ----------------------------------------------------------------------------------------
+# The budget for the pull request, and shards
+# ----------------------------------------------------------------------------------------
+def test_budget_too_small_lists_unchecked_entries_and_exits_2(repo, capsys, tmp_path):  # noqa: F811
+    second = "models/toy/second.py"
+    base = commit(repo, {FILE: kernel(tile=4), second: kernel(tile=4)})
+    head = commit(repo, {FILE: kernel(tile=2), second: kernel(tile=2)})
+    junit = tmp_path / "gate.xml"
+    assert gate(repo, base, "--head", head, "--time-budget", "0.001", "--junit", str(junit)) == 2
+    out = capsys.readouterr().out
+    assert "NOT CHECKED" in out and "budget of 0.001 s was spent" in out
+    # two files × (the file's own model instance + PRO): the cheapest runs, three do not
+    assert "gate: INCOMPLETE" in out and "3 not checked" in out
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("tests") == "4" and suite.get("skipped") == "3" and suite.get("failures") == "0"
+    assert "not checked" in suite.find(".//skipped").get("message")
+
+
+def test_shards_are_balanced_by_estimated_cost():
+    entries = [planning.PlannedEntry("f.py", f"e{i}", False, "changed", estimate=c)
+               for i, c in enumerate([100, 90, 10, 10, 10, 5])]
+    loads = [sum(e.estimate for e in planning.shard(entries, k, 2)) for k in (1, 2)]
+    assert sorted(loads) == [110, 115]
+    assert sorted(e.entry for k in (1, 2) for e in planning.shard(entries, k, 2)) == [e.entry for e in entries]
+
+
+def test_cheapest_entry_runs_first():
+    entries = [planning.PlannedEntry("a.py", "big", False, "", estimate=50),
+               planning.PlannedEntry("b.py", "small", False, "", estimate=5),
+               planning.PlannedEntry("c.py", "same", True, "")]
+    assert [e.entry for e in planning.order(entries)] == ["small", "big"]
+
+
+def test_dry_run_lists_unchanged_and_to_run_without_running(repo, capsys, monkeypatch):  # noqa: F811
+    second = "models/toy/second.py"
+    base = commit(repo, {FILE: kernel(tile=4), second: kernel(tile=4)})
+    head = commit(repo, {FILE: kernel(tile=2), second: renamed_flag(kernel(tile=4))})
+    started = no_kernel_runs(monkeypatch)
+    assert gate(repo, base, "--head", head, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert started == []
+    assert "scale_test: to run, estimated" in out and "scale_test [default]: outputs y[8, 16]; inputs x[8, 16]" in out
+    assert "scale_test: unchanged" in out
+    assert "scale_test [model PRO]: to run" in out
+    assert "2 files, 3 entries: 1 unchanged, 2 to run" in out
+
+
+@pytest.mark.parametrize("tile", [2])
+def test_same_program_twice_is_unchanged_by_fingerprint(repo, tile):  # noqa: F811
+    a = commit(repo, {FILE: kernel(tile=tile)})
+    b = commit(repo, {FILE: '"""A docstring now."""\n' + kernel(tile=tile)})
+    (c,) = fp.compare_file(str(repo), a, FILE, b, FILE)
+    assert c.unchanged
+
+
+# ----------------------------------------------------------------------------------------
+# `equiv check FILE`: HEAD against the working tree; defects never "equivalent"
+# ----------------------------------------------------------------------------------------
+def test_check_a_path_means_head_against_the_working_tree(repo, capsys, monkeypatch):  # noqa: F811
+    commit(repo, {FILE: kernel(tile=4)})
+    (repo / FILE).write_text(kernel(tile=4, blocks="T // T_TILE - 1"))  # edited, not committed
+    monkeypatch.chdir(repo)
+    assert main(["check", FILE, "--recipe", "realistic"]) == 1
+    out = capsys.readouterr().out
+    assert f"pre = {FILE} at HEAD, retiled = {FILE} in the working tree" in out
+    assert "scale_test: REGRESSION" in out and "rows [4, 8)" in out
+
+
+def test_check_source_without_revisions_clean_tree_is_equivalent(repo, capsys, monkeypatch):  # noqa: F811
+    commit(repo, {FILE: kernel(tile=4)})
+    assert main(["check", "--source", FILE, "--repo", str(repo), "--recipe", "realistic"]) == 0
+    out = capsys.readouterr().out
+    assert "no revisions given: pre = models/toy/scale.py at HEAD" in out and "result: EQUIVALENT" in out
+
+
+def test_same_revision_check_with_defects_says_defects_found(repo, capsys):  # noqa: F811
+    body = "pl.store(pl.mul(pl.load(x, [b * T_TILE + 2, 0], [T_TILE, D]), 2.0), [b * T_TILE, 0], y)"
+    a = commit(repo, {FILE: kernel(tile=4, body=body)})
+    args = ["check", "--source", FILE, "--pre-rev", a, "--retiled-rev", a, "--repo", str(repo), "--pair-free",
+            "--recipe", "realistic"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "EQUIVALENT" not in out and "result: DEFECTS FOUND" in out
+    assert "scale_test: DEFECTS FOUND (one revision on both sides)" in out
+    assert "oob-read on x at" in out and "read of x[6:10, 0:16] but x has shape [8, 16]" in out
+    assert main(args + ["--strict"]) == 1
+
+
+# ----------------------------------------------------------------------------------------
+# Inputs that find bugs
+# ----------------------------------------------------------------------------------------
+def test_gate_default_inputs_include_the_adversarial_recipes(repo, capsys):  # noqa: F811
+    # x * 2^-100 * 2^101 is x * 2 bit for bit, until x * 2^-100 underflows: only tiny inputs tell
+    base = commit(repo, {FILE: kernel(tile=4)})
+    head = commit(repo, {FILE: kernel(tile=4, body="pl.store(pl.mul(pl.mul(t, 2.0 ** -100), 2.0 ** 101), [b * T_TILE, 0], y)")})
+    assert gate(repo, base, "--head", head, "--recipe", "realistic") == 0
+    capsys.readouterr()
+    assert gate(repo, base, "--head", head) == 1
+    out = capsys.readouterr().out
+    assert "gate: FAIL" in out and "regression" in out
+
+
+def via_main_function(text: str) -> str:
+    """The __main__ block's body moved into a module-level ``main()`` the block calls (run_jit is
+    then reached through a function: no entry is named in the block itself)."""
+    return text.replace('if __name__ == "__main__":', "def main():") + '\n\nif __name__ == "__main__":\n    main()\n'
+
+
+def test_harness_function_edit_is_unchanged_but_a_kernel_edit_is_not(repo):  # noqa: F811
+    base = commit(repo, {FILE: via_main_function(kernel(tile=4))})
+    head = commit(repo, {FILE: via_main_function(renamed_flag(kernel(tile=4)))})
+    (c,) = fp.compare_file(str(repo), base, FILE, head, FILE)
+    assert c.entry == "scale_test" and c.unchanged, c.why
+    assert "models/toy/scale.py:main (harness only)" in c.why
+    head2 = commit(repo, {FILE: via_main_function(renamed_flag(kernel(tile=2)))})
+    (c,) = fp.compare_file(str(repo), head, FILE, head2, FILE)
+    assert c.entry == "scale_test" and not c.unchanged and "models/toy/scale.py:T_TILE" in c.why
+
+
+def test_gate_checks_the_config_s_other_model_instances(repo, capsys):  # noqa: F811
+    # head refuses a hidden size its tile does not divide: DEMO's 16 passes, PRO's 24 does not
+    base = commit(repo, {FILE: kernel(tile=4)})
+    head = commit(repo, {FILE: kernel(tile=2, module_assert="assert D % 16 == 0")})
+    assert gate(repo, base, "--head", head, "--recipe", "realistic") == 1
+    out = capsys.readouterr().out
+    assert f"PASS          {FILE}:scale_test" in out
+    assert f"FAIL          {FILE}:scale_test [model PRO]" in out and "narrowed contract" in out
+    assert gate(repo, base, "--head", head, "--recipe", "realistic", "--model", "DEMO") == 0
+
+
+def test_main_edit_that_cannot_run_on_the_meta_device_is_run(repo):  # noqa: F811
+    # the block reads a value (.item()), which a meta tensor has not: nothing can be decided unrun
+    reads = lambda t: t.replace("    args = parser.parse_args()\n",  # noqa: E731
+                                "    args = parser.parse_args()\n    import torch\n    _ = torch.ones(1).item()\n")
+    base = commit(repo, {FILE: reads(kernel(tile=4))})
+    head = commit(repo, {FILE: reads(renamed_flag(kernel(tile=4)))})
+    (c,) = fp.compare_file(str(repo), base, FILE, head, FILE)
+    assert not c.unchanged and "cannot be compared on the meta device" in c.why and ".item()" in c.why
+
+
+def with_second_entry(text: str, blocks: str = "T // T_TILE") -> str:
+    """The toy file with a second entry (``twice_test``) handed to run_jit too."""
+    second = '''
+
+@pl.jit
+def twice_test(x: pl.Tensor[[T, D], pl.FP32], y: pl.Out[pl.Tensor[[T, D], pl.FP32]]):
+    for b in pl.spmd(BLOCKS2, name_hint="rows"):
+        t = pl.load(x, [b * T_TILE, 0], [T_TILE, D])
+        pl.store(pl.mul(t, 2.0), [b * T_TILE, 0], y)
+    return y
+'''.replace("BLOCKS2", blocks)
+    text = text.replace("\n\ndef golden_scale(tensors):", second + "\n\ndef golden_scale(tensors):")
+    return text.replace("            compare_fn={\"y\": ratio_allclose()})",
+                        "            compare_fn={\"y\": ratio_allclose()})\n"
+                        "    run_jit(fn=twice_test, specs=build_tensor_specs(), golden_fn=golden_scale)")
+
+
+def test_entry_added_to_an_existing_file_is_checked_on_its_own(repo, capsys):  # noqa: F811
+    base = commit(repo, {FILE: kernel(tile=4)})
+    head = commit(repo, {FILE: with_second_entry(kernel(tile=4), blocks="T // T_TILE - 1")})
+    assert gate(repo, base, "--head", head, "--recipe", "realistic", "--model", "DEMO") == 1
+    out = capsys.readouterr().out
+    assert f"UNCHANGED     {FILE}:scale_test" in out
+    assert f"FAIL          {FILE}:twice_test" in out and "entry twice_test is called by the __main__ block at " \
+        "retiled only" in out and "y: head leaves 64 elements unwritten" in out
+
+
+def test_interface_change_compares_outputs_on_exactly_converted_inputs(repo, capsys):  # noqa: F811
+    # base reads x as BF16; head reads it as FP32 (exact) and scales by 2.5 — golden too, so each
+    # side matches its own golden: only the comparison on converted inputs sees the change
+    base_body = "pl.store(pl.cast(pl.mul(t, 2.0), pl.FP32), [b * T_TILE, 0], y)"
+    base = commit(repo, {FILE: bf16_input(kernel(tile=4, body=base_body))})
+    head_text = kernel(tile=4, body="pl.store(pl.mul(t, 2.5), [b * T_TILE, 0], y)").replace(
+        'tensors["y"][:] = tensors["x"] * 2.0', 'tensors["y"][:] = tensors["x"] * 2.5')
+    head = commit(repo, {FILE: head_text})
+    assert gate(repo, base, "--head", head, "--recipe", "realistic", "--model", "DEMO") == 1
+    out = capsys.readouterr().out
+    assert "interface changed: x: x [8, 16] bfloat16 (input) -> x [8, 16] float32 (input)" in out
+    assert "on inputs both sides take (converted exactly for head), base -> head is a regression" in out
+    same = commit(repo, {FILE: kernel(tile=2)})  # FP32, x * 2: the same numbers on converted inputs
+    assert gate(repo, base, "--head", same, "--recipe", "realistic", "--model", "DEMO") == 0
+    out = capsys.readouterr().out
+    assert "on inputs both sides take (converted exactly for head): equivalent" in out
