@@ -151,3 +151,28 @@ def test_a_transposed_load_holds_the_windows_transpose():
         t = pl.tile.load(x, [1, 2], [2, 4], valid_shapes=[2, 3], transpose=True)
         assert list(t.shape) == [4, 2] and list(t.valid) == [3, 2]
         assert t.data[:3, :].tolist() == x.data[1:3, 2:5].T.tolist()
+
+
+# June 2026: ops on tensors inside a `pl.at` scope gave tensors, and the file loaded windows of the
+# result (DeepSeek-V4 hc_pre.py's `pl.load(post_pad, ..., valid_shapes=...)`).
+LOAD_OF_A_RESULT = kernel(tile=4, blocks="1", body='''with pl.at(level=pl.Level.CORE_GROUP):
+            doubled = pl.mul(x[0:T, 0:D], 2.0)
+        for h in pl.range(2):
+            w = pl.load(doubled, [h * T_TILE, 0], [T_TILE, D], valid_shapes=[ROWS, D])
+            pl.store(w, [h * T_TILE, 0], y)''')
+
+
+def test_a_load_of_a_tensor_level_result_is_a_window_of_it(repo, capsys):
+    a = commit(repo, {FILE: NEW})
+    b = commit(repo, {FILE: LOAD_OF_A_RESULT.replace("ROWS", "T_TILE")})
+    assert check(repo, FILE, a, b) == 0
+    out = capsys.readouterr().out
+    assert "scale_test: EQUIVALENT" in out and "CANNOT JUDGE" not in out
+
+
+def test_a_short_load_of_a_tensor_level_result_leaves_rows_unwritten(repo, capsys):
+    a = commit(repo, {FILE: NEW})
+    b = commit(repo, {FILE: LOAD_OF_A_RESULT.replace("ROWS", "T_TILE - 1")})
+    assert check(repo, FILE, a, b) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "unwritten" in out

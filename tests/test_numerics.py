@@ -228,8 +228,9 @@ def test_enumeration_oracle_agrees_with_ml_dtypes_on_float32_inputs() -> None:
     rng = np.random.default_rng(11)
     random32 = rng.integers(0, 2**32, size=200_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
     x32 = np.concatenate([x32, random32])
-    expected = x32.astype(ml_dtypes.bfloat16).astype(np.float64)
-    assert_same_floats(oracle_round(x32.astype(np.float64), BF16), expected)
+    with np.errstate(invalid="ignore"):  # NaN patterns
+        expected = x32.astype(ml_dtypes.bfloat16).astype(np.float64)
+        assert_same_floats(oracle_round(x32.astype(np.float64), BF16), expected)
 
 
 def test_enumeration_oracle_agrees_with_numpy_fp16() -> None:
