@@ -45,6 +45,17 @@ def _nonfinite(actual: torch.Tensor, expected: torch.Tensor) -> str:
     return "non-finite values: " + "; ".join(f"{label} NaN={n} Inf={i}" for label, n, i in counts)
 
 
+def _compared(actual: torch.Tensor, expected: torch.Tensor, valid_rows: int | None, valid_axis: int,
+              zero_tail: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The region a comparator judges, as float32 on the CPU, or why it fails before any
+    tolerance applies (a bad valid_rows, a nonzero tail, a non-finite value)."""
+    a, e, why = _prefix(actual, expected, valid_rows, valid_axis, zero_tail)
+    if why or a.numel() == 0:
+        return a, e, why
+    a, e = a.cpu().to(torch.float32), e.cpu().to(torch.float32)
+    return a, e, _nonfinite(a, e)
+
+
 def worst_text(actual: torch.Tensor, expected: torch.Tensor, diff: torch.Tensor, tol: torch.Tensor | None) -> str:
     flat = int(torch.argmax(diff.flatten()))
     at = _index(diff.shape, flat)
@@ -80,15 +91,11 @@ def ratio_allclose(atol: float | None = None, rtol: float | None = None, max_err
             **_: Any) -> tuple[bool, str]:
         at = atol if cmp.atol_override is None else cmp.atol_override
         rt = rtol if cmp.rtol_override is None else cmp.rtol_override
-        a, e, why = _prefix(actual, expected, valid_rows, valid_axis, zero_tail)
+        a, e, why = _compared(actual, expected, valid_rows, valid_axis, zero_tail)
         if why:
             return False, why
         if a.numel() == 0:
             return True, ""
-        a, e = a.cpu().to(torch.float32), e.cpu().to(torch.float32)
-        why = _nonfinite(a, e)
-        if why:
-            return False, why
         diff = (a - e).abs()
         tol = at + rt * e.abs()
         bad = int((diff > tol).sum())
@@ -113,15 +120,11 @@ def ratio_reldiff(diff_thd: float = 0.01, pct_thd: float = 0.05, max_diff_hd: fl
     `diff_thd`; pass when at most ``round(pct_thd · n)`` are bad and the worst is below `max_diff_hd`."""
 
     def cmp(actual: torch.Tensor, expected: torch.Tensor, **_: Any) -> tuple[bool, str]:
-        a, e, why = _prefix(actual, expected, valid_rows, valid_axis, zero_tail)
+        a, e, why = _compared(actual, expected, valid_rows, valid_axis, zero_tail)
         if why:
             return False, why
         if a.numel() == 0:
             return True, ""
-        a, e = a.cpu().to(torch.float32), e.cpu().to(torch.float32)
-        why = _nonfinite(a, e)
-        if why:
-            return False, why
         diff = (a - e).abs()
         floor = torch.full_like(a, (1.0 / (1 << 14)) / diff_thd)
         denom = torch.maximum(torch.maximum(a.abs(), e.abs()), floor) + 1e-9
