@@ -144,3 +144,28 @@ def k(x: pl.Tensor[[4, 8], pl.FP32], out: pl.Out[pl.Tensor[[4, 8], pl.FP32]]):
         got, count = fn(x=Tensor.from_torch("x", x), out=out)
     assert out.data.tolist() == (x * 2).tolist() and not ctx.findings
     assert count == 4  # once per block, as the loop runs unrewritten
+
+
+def test_a_parameter_read_in_a_lane_loop_of_a_barriered_body_stays_the_parameter():
+    # DeepSeek-V4 hc_pre.py (July 2026): a pl.range loop inside a syncall-barriered body reads
+    # the function's parameter `w`. The loop runs as lanes; re-binding `w` inside the nested
+    # body function made it a local there (UnboundLocalError at its first read).
+    src = textwrap.dedent("""
+        def k(w, out):
+            with pl.spmd(2) as tid:
+                core = pl.tile.get_block_idx()
+                for kb in pl.range(2):
+                    acc = pl.mul(pl.load(w, [core * 2, kb * 4], [2, 4]), 2.0)
+                    pl.store(acc, [core * 2, kb * 4], out)
+                pl.store(acc, [core * 2, 4], out)  # read after the loop: its blocks are not lanes here
+                pl.system.syncall()
+            return out
+    """)
+    namespace = {"pl": pl}
+    exec(rewrite.compile_kernel_source(src, "k.py"), namespace)
+    x = torch.arange(32, dtype=torch.float32).reshape(4, 8)
+    with running(RunContext(Options(seed=1))) as ctx:
+        out = Tensor("out", [4, 8], pl.FP32)
+        namespace["k"](Tensor.from_torch("w", x), out)
+    assert not ctx.findings
+    assert out.data.tolist() == (x * 2.0).tolist()

@@ -55,16 +55,20 @@ def _is_call_of(node: ast.AST, name: str) -> bool:
     return (isinstance(f, ast.Attribute) and f.attr == name) or (isinstance(f, ast.Name) and f.id == name)
 
 
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+
 def _walk_shallow(nodes: list[ast.stmt]):
-    """Nodes of `nodes` without descending into nested function or class definitions."""
+    """Nodes of `nodes` without descending into nested function or class definitions, those
+    among `nodes` themselves included (a rewritten barriered body is one): their names are
+    their own scope's."""
     stack = list(nodes)
     while stack:
         node = stack.pop()
         yield node
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-                continue
-            stack.append(child)
+        if node in nodes and isinstance(node, _DEFINITIONS):
+            continue
+        stack.extend(child for child in ast.iter_child_nodes(node) if not isinstance(child, _DEFINITIONS))
 
 
 def _escapes(body: list[ast.stmt]) -> ast.stmt | None:
