@@ -153,7 +153,7 @@ def test_a_transposed_load_holds_the_windows_transpose():
         assert t.data[:3, :].tolist() == x.data[1:3, 2:5].T.tolist()
 
 
-# June 2026: ops on tensors inside a `pl.at` scope gave tensors, and the file loaded windows of the
+# June 2026: ops on tensors inside a `pl.at` scope gave tensors, and files loaded windows of the
 # result (DeepSeek-V4 hc_pre.py's `pl.load(post_pad, ..., valid_shapes=...)`).
 LOAD_OF_A_RESULT = kernel(tile=4, blocks="1", body='''with pl.at(level=pl.Level.CORE_GROUP):
             doubled = pl.mul(x[0:T, 0:D], 2.0)

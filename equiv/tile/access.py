@@ -185,11 +185,12 @@ def load(tensor: Tensor, offsets: Sequence[int], shapes: Sequence[int],
             raise KernelError("pl.load: both valid_shape= and valid_shapes= (the older name of the same "
                               "operand); pass one")
         valid_shape = valid_shapes
-    if isinstance(tensor, Tile) and not transpose and not clamp:
-        # Until pypto's tile/tensor split of mid-2026, ops on tensors inside ``pl.at`` scopes gave
-        # tensors, and files loaded windows of them (DeepSeek-V4 hc_pre.py, June 2026); the
-        # emulator holds such values as tiles, so the load is a window of that value.
-        return slice(tensor, shapes, offsets, valid_shape)
+        if isinstance(tensor, Tile) and not transpose and not clamp:
+            # A call in the form of files before 2026-08-03, when ops on tensors inside ``pl.at``
+            # scopes gave tensors and files loaded windows of them (DeepSeek-V4 hc_pre.py): the
+            # emulator holds such values as tiles, so the load is a window of that value. In
+            # today's form a load from a tile stays an error.
+            return slice(tensor, shapes, offsets, valid_shape)
     if not isinstance(tensor, Tensor):
         raise KernelError(f"pl.load from a {type(tensor).__name__}; it loads global tensors "
                           f"(use pl.tile.slice for tiles)")
