@@ -176,3 +176,20 @@ def test_a_short_load_of_a_tensor_level_result_leaves_rows_unwritten(repo, capsy
     assert check(repo, FILE, a, b) == 1
     out = capsys.readouterr().out
     assert "REGRESSION" in out and "unwritten" in out
+
+
+def test_a_window_of_a_tensor_level_result_reads_only_its_valid_part(repo, capsys):
+    # hc_pre.py's comb_sinkhorn (June 2026): 8-wide windows at column offsets 0, 4, 8, 12 of a
+    # 16-wide value, each valid 4 wide; the last window's padding lies past the value's end,
+    # but the load reads only its valid part.
+    windows = kernel(tile=4, blocks="1", body='''with pl.at(level=pl.Level.CORE_GROUP):
+            doubled = pl.mul(x[0:T, 0:D], 2.0)
+        for h in pl.range(2):
+            for c in pl.range(D // 4):
+                w = pl.load(doubled, [h * T_TILE, c * 4], [T_TILE, 8], valid_shapes=[T_TILE, 4])
+                pl.store(w, [h * T_TILE, c * 4], y)''')
+    a = commit(repo, {FILE: NEW})
+    b = commit(repo, {FILE: windows})
+    assert check(repo, FILE, a, b) == 0
+    out = capsys.readouterr().out
+    assert "scale_test: EQUIVALENT" in out and "oob" not in out and "CANNOT JUDGE" not in out

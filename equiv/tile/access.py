@@ -188,9 +188,12 @@ def load(tensor: Tensor, offsets: Sequence[int], shapes: Sequence[int],
         if isinstance(tensor, Tile) and not transpose and not clamp:
             # A call in the form of files before 2026-08-03, when ops on tensors inside ``pl.at``
             # scopes gave tensors and files loaded windows of them (DeepSeek-V4 hc_pre.py): the
-            # emulator holds such values as tiles, so the load is a window of that value. In
-            # today's form a load from a tile stays an error.
-            return slice(tensor, shapes, offsets, valid_shape)
+            # emulator holds such values as tiles, so the value becomes the global tensor it was
+            # and the load reads it as any load does (valid region, bounds). In today's form a
+            # load from a tile stays an error.
+            if list(tensor.valid) != list(tensor.shape):
+                raise KernelError(f"pl.load of a partly valid value {tensor.shape} (valid {tensor.valid})")
+            tensor = Tensor("tensor-level value", tensor.shape, tensor.dtype, tensor.data, written=True)
     if not isinstance(tensor, Tensor):
         raise KernelError(f"pl.load from a {type(tensor).__name__}; it loads global tensors "
                           f"(use pl.tile.slice for tiles)")
