@@ -322,6 +322,15 @@ def test_main_edit_that_cannot_run_on_the_meta_device_is_run(repo):  # noqa: F81
     head = commit(repo, {FILE: reads(renamed_flag(kernel(tile=4)))})
     (c,) = fp.compare_file(str(repo), base, FILE, head, FILE)
     assert not c.unchanged and "cannot be compared on the meta device" in c.why and ".item()" in c.why
+    # Kernel and golden are the same: the entry runs at the file's own sizes only, not again at
+    # every other model instance (a harness-wide rename would otherwise multiply the runs).
+    assert c.harness_only
+    planned = planning.plan_file(str(repo), base, FILE, head, FILE)
+    assert [(p.entry, p.model) for p in planned] == [("scale_test", None)]
+    # A kernel edit still runs at the other instances too.
+    head2 = commit(repo, {FILE: reads(renamed_flag(kernel(tile=2)))})
+    models = {p.model for p in planning.plan_file(str(repo), base, FILE, head2, FILE)}
+    assert None in models and "PRO" in models
 
 
 def with_second_entry(text: str, blocks: str = "T // T_TILE") -> str:

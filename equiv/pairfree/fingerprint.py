@@ -503,6 +503,10 @@ class EntryChange:
     entry: str
     unchanged: bool
     why: str
+    # The kernel and golden are the same at both revisions; only a harness edit that cannot be
+    # compared makes the entry run (at the file's own sizes: other model instances would run
+    # the same kernel and golden again).
+    harness_only: bool = False
 
 
 def compare_file(repo: str, base: str, base_path: str, head: str | None, head_path: str,
@@ -541,7 +545,7 @@ def compare_file(repo: str, base: str, base_path: str, head: str | None, head_pa
         if pb is None or ph is None or e not in pb or e not in ph or pb.get("<error>") or ph.get("<error>"):
             why = (pb or {}).get("<error>") or (ph or {}).get("<error>") or "no recorded call"
             out.append(EntryChange(e, False, f"the __main__ block changed and cannot be compared on the meta "
-                                             f"device ({why})"))
+                                             f"device ({why})", harness_only=True))
         elif pb.get("<valued>") or ph.get("<valued>"):
             out.append(EntryChange(e, False, "the __main__ block changed and makes an input's value itself"))
         elif pb.get(e) != ph.get(e):

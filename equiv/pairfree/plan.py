@@ -121,7 +121,8 @@ def plan_file(repo: str, base: str, base_path: str | None, head: str | None, hea
         from equiv.pairfree.discovery import available_memory_bytes
 
         extra = extra_models(kept["head"].get("<models>"), available_memory_bytes())
-        for pe in [p for p in out if not p.unchanged and p.entry != "(file)"]:
+        harness_only = {c.entry for c in changes if c.harness_only}
+        for pe in [p for p in out if not p.unchanged and p.entry != "(file)" and p.entry not in harness_only]:
             for name, size in extra:
                 n_calls = max(1, sum(len(v) for v in (kept["head"].get(pe.entry) or {}).values()))
                 out.append(PlannedEntry(head_path, pe.entry, False, pe.why + f"; also at model {name}",
