@@ -95,17 +95,22 @@ def kernel_files(repo: str, rev: str | None, paths: Sequence[str]) -> dict[str, 
             raise CoverageError(f"{path}: no Python files under it at {rev} in {repo}")
         for name in listed:
             files.setdefault(name, "")
-    # One `git cat-file --batch` for all files: hundreds of `git show` calls are slow.
-    names = sorted(files)
+    texts = read_objects(repo, [f"{commit}:{n}" for n in sorted(files)])
+    return {name: texts[f"{commit}:{name}"] for name in sorted(files)}
+
+
+def read_objects(repo: str, objects: Sequence[str]) -> dict[str, str]:
+    """The text of each git object (a blob id or ``REV:PATH``) of `repo`, read by one
+    ``git cat-file --batch``: hundreds of ``git show`` calls are slow."""
     out = subprocess.run(["git", "-C", repo, "cat-file", "--batch"], capture_output=True, check=True,
-                         input="".join(f"{commit}:{n}\n" for n in names).encode()).stdout
-    pos = 0
-    for name in names:
+                         input="".join(f"{o}\n" for o in objects).encode()).stdout
+    texts, pos = {}, 0
+    for obj in objects:
         header_end = out.index(b"\n", pos)
         size = int(out[pos:header_end].split()[2])
-        files[name] = out[header_end + 1:header_end + 1 + size].decode("utf-8", errors="replace")
+        texts[obj] = out[header_end + 1:header_end + 1 + size].decode("utf-8", errors="replace")
         pos = header_end + 1 + size + 1
-    return files
+    return texts
 
 
 # ----------------------------------------------------------------------------------------

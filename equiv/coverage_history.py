@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import subprocess
 import textwrap
 from dataclasses import dataclass
 from typing import Sequence
 
-from equiv.coverage import Census, CoverageError, Report, _git, report, scan
+from equiv.coverage import Census, CoverageError, Report, _git, read_objects, report, scan
 
 
 @dataclass
@@ -103,18 +102,6 @@ def _listing(repo: str, commit: str, paths: Sequence[str]) -> dict[str, str]:
     return files
 
 
-def _read_blobs(repo: str, blobs: Sequence[str]) -> dict[str, str]:
-    out = subprocess.run(["git", "-C", repo, "cat-file", "--batch"], capture_output=True, check=True,
-                         input="".join(f"{b}\n" for b in blobs).encode()).stdout
-    texts, pos = {}, 0
-    for blob in blobs:
-        header_end = out.index(b"\n", pos)
-        size = int(out[pos:header_end].split()[2])
-        texts[blob] = out[header_end + 1:header_end + 1 + size].decode("utf-8", errors="replace")
-        pos = header_end + 1 + size + 1
-    return texts
-
-
 def _merge(parts: Sequence[tuple[str, Census]]) -> Census:
     """One census of several files' censuses (each under the path it is reported as)."""
     total = Census()
@@ -137,7 +124,7 @@ def history(repo: str, since: str, paths: Sequence[str] = ("models",), head: str
     if not any(listings.values()):
         raise CoverageError(f"{', '.join(paths)}: no Python files under it at any revision since {since}")
     blobs = sorted({b for files in listings.values() for b in files.values()})
-    texts = _read_blobs(repo, blobs)
+    texts = read_objects(repo, blobs)
     per_blob: dict[str, Census] = {}
     first_path: dict[str, str] = {}
     for files in listings.values():
