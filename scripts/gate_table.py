@@ -51,6 +51,15 @@ def ci_selects(repo: str, scratch: str, commit: str, changed: list[str]) -> int 
     return len(out.split())
 
 
+def code_rev() -> str:
+    """The equiv commit that measures (rows keep it: a table may be produced over several runs)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        return git(here, "rev-parse", "--short=8", "HEAD").strip()
+    except (subprocess.CalledProcessError, OSError):
+        return os.environ.get("EQUIV_CODE_REV", "unknown")
+
+
 def dry_run(repo: str, commit: str) -> dict:
     t0 = time.perf_counter()
     base = pfg.resolve(repo, f"{commit}^")
@@ -59,7 +68,7 @@ def dry_run(repo: str, commit: str) -> dict:
     todo = planning.order(planned)
     return {"files": len(changes), "importers": sum(c.why != "changed" for c in changes),
             "entries": len(planned), "unchanged": sum(p.unchanged for p in planned), "to_run": len(todo),
-            "estimate": sum(p.estimate for p in todo), "seconds": time.perf_counter() - t0}
+            "estimate": sum(p.estimate for p in todo), "seconds": time.perf_counter() - t0, "code": code_rev()}
 
 
 def full_gate(repo: str, commit: str, budget: float, json_dir: str) -> dict:
@@ -72,7 +81,7 @@ def full_gate(repo: str, commit: str, budget: float, json_dir: str) -> dict:
     wall = time.perf_counter() - t0
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
     last = next((line for line in reversed(p.stdout.splitlines()) if line.startswith("gate: ")), "(no verdict line)")
-    return {"exit": p.returncode, "wall": wall, "peak_gib": int(rss.group(1)) / 2**20 if rss else None,
+    return {"exit": p.returncode, "wall": wall, "code": code_rev(), "peak_gib": int(rss.group(1)) / 2**20 if rss else None,
             "verdict": last}
 
 
