@@ -314,25 +314,6 @@ def test_gate_checks_the_config_s_other_model_instances(repo, capsys):  # noqa: 
     assert gate(repo, base, "--head", head, "--recipe", "realistic", "--model", "DEMO") == 0
 
 
-def test_main_edit_that_cannot_run_on_the_meta_device_is_run(repo):  # noqa: F811
-    # the block reads a value (.item()), which a meta tensor has not: nothing can be decided unrun
-    reads = lambda t: t.replace("    args = parser.parse_args()\n",  # noqa: E731
-                                "    args = parser.parse_args()\n    import torch\n    _ = torch.ones(1).item()\n")
-    base = commit(repo, {FILE: reads(kernel(tile=4))})
-    head = commit(repo, {FILE: reads(renamed_flag(kernel(tile=4)))})
-    (c,) = fp.compare_file(str(repo), base, FILE, head, FILE)
-    assert not c.unchanged and "cannot be compared on the meta device" in c.why and ".item()" in c.why
-    # Kernel and golden are the same: the entry runs at the file's own sizes only, not again at
-    # every other model instance (a harness-wide rename would otherwise multiply the runs).
-    assert c.harness_only
-    planned = planning.plan_file(str(repo), base, FILE, head, FILE)
-    assert [(p.entry, p.model) for p in planned] == [("scale_test", None)]
-    # A kernel edit still runs at the other instances too.
-    head2 = commit(repo, {FILE: reads(renamed_flag(kernel(tile=2)))})
-    models = {p.model for p in planning.plan_file(str(repo), base, FILE, head2, FILE)}
-    assert None in models and "PRO" in models
-
-
 def with_second_entry(text: str, blocks: str = "T // T_TILE") -> str:
     """The toy file with a second entry (``twice_test``) handed to run_jit too."""
     second = '''
