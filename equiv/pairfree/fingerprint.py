@@ -495,6 +495,13 @@ def _record(repo: str, rev: str | None, path: str, overrides: dict, models: bool
             out["<models>"] = _model_instances(mod, ref, text, overrides)
     except Exception:  # noqa: BLE001 - no config instances to offer: the file's own only
         pass
+    try:  # a token count spanning several tiles (one more load): only where an entry will run
+        if models and device == "meta":
+            from equiv.pairfree import tokens
+
+            out["<tokens>"] = tokens.spans(mod, ref, text, overrides)
+    except Exception:  # noqa: BLE001 - no multi-tile shape to offer
+        pass
     return out
 
 

@@ -448,12 +448,15 @@ def run_gate(repo: str, base: str, head: str | None, changes: Sequence[Change], 
             continue
         try:
             at = dataclasses.replace(policy, model=pe.model) if pe.model else policy
+            if pe.config:  # a multi-tile token count (`equiv.pairfree.tokens`)
+                at = dataclasses.replace(at, config={**at.config, **pe.config})
             got = gate_file(repo, base, head, change, at, options, progress, log,
                             entry=None if pe.entry == "(file)" else pe.entry.split("#")[0], time_budget=left)
             for g in got:
                 g.estimate = pe.estimate
                 if pe.model:
                     g.entry += f" [model {pe.model}]"
+                g.entry += "".join(f" [{k}={v}]" for k, v in pe.config.items())
                 g.reasons.append(f"run because {pe.why}" if not pe.why.startswith("added") else pe.why)
             run.entries += got
         except (pf.PairFreeError, GateError) as exc:

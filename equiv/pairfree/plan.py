@@ -36,14 +36,16 @@ class PlannedEntry:
     modes: tuple[str, ...] = ()
     shapes: list[str] = field(default_factory=list)  # "mode: outputs ...; inputs ..."
     model: str | None = None  # another model instance of the file's config (None: as the file imports)
+    config: dict = field(default_factory=dict)  # config constants set for this run (a multi-tile token count)
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return self.file, self.entry, self.model or ""
+        return self.file, self.entry, (self.model or "") + "".join(f",{k}={v}" for k, v in self.config.items())
 
     @property
     def label(self) -> str:
-        return self.entry + (f" [model {self.model}]" if self.model else "")
+        return self.entry + (f" [model {self.model}]" if self.model else "") + "".join(
+            f" [{k}={v}]" for k, v in self.config.items())
 
 
 # Bytes a run holds per byte of declared inputs (pre's and retiled's copies, the float64
@@ -128,6 +130,29 @@ def plan_file(repo: str, base: str, base_path: str | None, head: str | None, hea
                 out.append(PlannedEntry(head_path, pe.entry, False, pe.why + f"; also at model {name}",
                                         n_calls * RUNS_PER_ENTRY * (FIXED_SECONDS + size / BYTES_PER_SECOND),
                                         pe.modes, [], name))
+        out += _multi_tile(kept["head"], [p for p in out if not p.unchanged and p.entry != "(file)"
+                                          and p.entry not in harness_only and p.model is None],
+                           available_memory_bytes())
+    return out
+
+
+def _multi_tile(recorded: Mapping[str, Any], entries: Sequence[PlannedEntry], available: int | None
+                ) -> list[PlannedEntry]:
+    """Each entry again at a token count spanning several tiles, where the file's own fits one
+    (`equiv.pairfree.tokens`) and that is affordable."""
+    from equiv.pairfree import tokens
+
+    out = []
+    for pe in entries:
+        calls = [c for v in (recorded.get(pe.entry) or {}).values() for c in v]
+        own = max((sum(_bytes(x) for x in c["specs"]) for c in calls), default=0)
+        for name, grown, size in tokens.affordable(recorded.get("<tokens>"), own, available, MEMORY_FACTOR):
+            value = recorded["<tokens>"][name]["value"]
+            out.append(PlannedEntry(pe.file, pe.entry, False,
+                                    pe.why + f"; also at {name}={grown} (the file's {value} fits one "
+                                             f"{tokens.TILE}-token tile)",
+                                    max(1, len(calls)) * RUNS_PER_ENTRY * (FIXED_SECONDS + size / BYTES_PER_SECOND),
+                                    pe.modes, [], None, {name: grown}))
     return out
 
 
