@@ -2,9 +2,10 @@
 whether its checked program changed (`fingerprint`), an estimate of each entry's cost, the
 order (cheapest first) and the shard an entry belongs to.
 
-Nothing here runs a kernel, a golden or builds an input: the only execution is a file's
-``__main__`` block on torch's meta device (shapes and dtypes), where only that block changed or
-a cost is estimated.
+Nothing here runs a kernel or a golden: the only execution is a file's ``__main__`` block on
+torch's meta device (shapes and dtypes), where only that block changed or a cost is estimated —
+or, where the meta device cannot record it, on the CPU stand-in (`equiv.pairfree.standin`: the
+block's own values at the file's sizes, in a seeded, memory-capped, time-boxed child).
 """
 
 from __future__ import annotations
