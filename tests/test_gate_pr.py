@@ -195,10 +195,10 @@ def test_budget_too_small_lists_unchecked_entries_and_exits_2(repo, capsys, tmp_
     assert gate(repo, base, "--head", head, "--time-budget", "0.001", "--junit", str(junit)) == 2
     out = capsys.readouterr().out
     assert "NOT CHECKED" in out and "budget of 0.001 s was spent" in out
-    # two files × (the file's own model instance + PRO): the cheapest runs, three do not
-    assert "gate: INCOMPLETE" in out and "3 not checked" in out
+    # two files × (the file's own model instance + PRO + TOKENS=136): the cheapest runs, five do not
+    assert "gate: INCOMPLETE" in out and "5 not checked" in out
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert suite.get("tests") == "4" and suite.get("skipped") == "3" and suite.get("failures") == "0"
+    assert suite.get("tests") == "6" and suite.get("skipped") == "5" and suite.get("failures") == "0"
     assert "not checked" in suite.find(".//skipped").get("message")
 
 
@@ -228,7 +228,8 @@ def test_dry_run_lists_unchanged_and_to_run_without_running(repo, capsys, monkey
     assert "scale_test: to run, estimated" in out and "scale_test [default]: outputs y[8, 16]; inputs x[8, 16]" in out
     assert "scale_test: unchanged" in out
     assert "scale_test [model PRO]: to run" in out
-    assert "2 files, 3 entries: 1 unchanged, 2 to run" in out
+    assert "scale_test [TOKENS=136]: to run" in out and "the file's 8 fits one 128-token tile" in out
+    assert "2 files, 4 entries: 1 unchanged, 3 to run" in out
 
 
 @pytest.mark.parametrize("tile", [2])
