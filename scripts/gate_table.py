@@ -71,18 +71,37 @@ def dry_run(repo: str, commit: str) -> dict:
             "estimate": sum(p.estimate for p in todo), "seconds": time.perf_counter() - t0, "code": code_rev()}
 
 
-def full_gate(repo: str, commit: str, budget: float, json_dir: str) -> dict:
-    """``equiv gate`` as CI would run it, with its wall time and peak memory."""
+def full_gate(repo: str, commit: str, budget: float, json_dir: str, timeout: float) -> dict:
+    """``equiv gate`` as CI would run it, with its wall time and peak memory (`timeout`: the
+    whole process group is ended after that many seconds, and the row says so)."""
+    import signal
+
     out_json = os.path.join(json_dir, f"gate-{commit[:8]}.json")
+    log = os.path.join(json_dir, f"gate-{commit[:8]}.log")
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "equiv.cli", "gate", "--repo", repo, "--base",
            f"{commit}^", "--head", commit, "--time-budget", str(budget), "--report", "", "--json", out_json]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    with open(log, "w") as fh:
+        p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _, err = p.communicate(timeout=timeout)
+            code: int | str = p.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            _, err = p.communicate()
+            code = "timeout"
     wall = time.perf_counter() - t0
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
-    last = next((line for line in reversed(p.stdout.splitlines()) if line.startswith("gate: ")), "(no verdict line)")
-    return {"exit": p.returncode, "wall": wall, "code": code_rev(), "peak_gib": int(rss.group(1)) / 2**20 if rss else None,
-            "verdict": last}
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err or "")
+    with open(log) as fh:
+        lines = fh.read().splitlines()
+    last = next((line for line in reversed(lines) if line.startswith("gate: ")), "(no verdict line)")
+    outcomes: dict[str, int] = {}
+    for line in lines:  # the console's per-entry lines: OUTCOME  file:entry (seconds)
+        m = re.match(r"^(PASS|FAIL|CANNOT JUDGE|SKIPPED|UNCHANGED|NOT CHECKED)\s{2,}\S", line)
+        if m:
+            outcomes[m.group(1).lower()] = outcomes.get(m.group(1).lower(), 0) + 1
+    return {"exit": code, "wall": wall, "code": code_rev(), "peak_gib": int(rss.group(1)) / 2**20 if rss else None,
+            "verdict": last, "outcomes": outcomes}
 
 
 def main() -> int:
@@ -94,21 +113,34 @@ def main() -> int:
     ap.add_argument("--full-budget", type=float, default=1800.0, help="--time-budget of each full gate")
     ap.add_argument("--full-until", default=None, help="UTC HH:MM after which no further full gate starts")
     ap.add_argument("--dry-until", default=None, help="UTC HH:MM after which no further dry run starts")
+    ap.add_argument("--max-dry", type=int, default=None, help="dry-run rows to measure in this invocation")
+    ap.add_argument("--max-full", type=int, default=None, help="full gates to run in this invocation")
+    ap.add_argument("--one-step", action="store_true",
+                    help="measure one row only (a missing dry run first, else one full gate): one heavy "
+                         "step per invocation, for a machine shared with other jobs")
+    ap.add_argument("--full-timeout", type=float, default=3000.0,
+                    help="seconds after which a full gate is ended (its row says timeout)")
     ap.add_argument("--out", default="docs/pypto-lib-gate-table.md")
     ap.add_argument("--state", default=None, help="JSON file keeping rows already measured (resume)")
     args = ap.parse_args()
+    if args.one_step:
+        args.max_dry, args.max_full = 1, 1
     repo = os.path.abspath(args.repo)
     scratch = repo.rstrip("/") + "-ci-worktree"
     commits = git(repo, "rev-list", "--first-parent", f"-n{args.count}", args.tip, "--", "models").split()
     state_path = args.state or args.out + ".json"
     state = json.load(open(state_path)) if os.path.exists(state_path) else {}
     dry_deadline = _deadline(args.dry_until)
+    done = 0
     for c in commits:
         row = state.setdefault(c, {})
         if "dry" in row:
             continue
         if dry_deadline and dt.datetime.now(dt.timezone.utc) >= dry_deadline:
             break
+        if args.max_dry is not None and done >= args.max_dry:
+            break
+        done += 1
         subject = git(repo, "log", "-1", "--format=%s", c).strip()
         changed = git(repo, "diff", "--name-only", f"{c}^", c).split()
         row.update(subject=subject, changed_models=sum(p.startswith("models/") and p.endswith(".py") for p in changed),
@@ -118,12 +150,16 @@ def main() -> int:
     latest = commits[:args.full]
     deadline = _deadline(args.full_until)
     json_dir = os.path.dirname(os.path.abspath(state_path))
+    started = 1 if args.one_step and done else 0
     for c in sorted((c for c in latest if "dry" in state.get(c, {})), key=lambda c: state[c]["dry"]["estimate"]):
         if "full" in state[c]:
             continue
         if deadline and dt.datetime.now(dt.timezone.utc) >= deadline:
             break
-        state[c]["full"] = full_gate(repo, c, args.full_budget, json_dir)
+        if args.max_full is not None and started >= args.max_full:
+            break
+        started += 1
+        state[c]["full"] = full_gate(repo, c, args.full_budget, json_dir, args.full_timeout)
         print(c[:8], state[c]["full"], flush=True)
         json.dump(state, open(state_path, "w"), indent=1)
     write_table(args, commits, state)
