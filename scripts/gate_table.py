@@ -66,7 +66,14 @@ def dry_run(repo: str, commit: str) -> dict:
     changes = pfg.changed_model_files(repo, base, commit)
     planned = planning.plan_changes(repo, base, commit, changes).entries
     todo = planning.order(planned)
-    return {"files": len(changes), "importers": sum(c.why != "changed" for c in changes),
+    why: dict[str, int] = {}
+    for p in todo:  # the reason, without the file's own names
+        key = re.sub(r"\(mode [^:]*: ([A-Za-z]+)(Error|Exception)?[^)]*\)", r"(\1\2)", p.why)
+        key = re.sub(r"changed: \S+.*", "changed: its kernel, golden or what they reach", key)
+        key = re.sub(r"; also at .*", "", key)
+        key += " [other model instance]" if p.model else " [multi-tile token count]" if p.config else ""
+        why[key] = why.get(key, 0) + 1
+    return {"files": len(changes), "importers": sum(c.why != "changed" for c in changes), "why_to_run": why,
             "entries": len(planned), "unchanged": sum(p.unchanged for p in planned), "to_run": len(todo),
             "estimate": sum(p.estimate for p in todo), "seconds": time.perf_counter() - t0, "code": code_rev()}
 
@@ -173,14 +180,28 @@ def _deadline(hhmm: str | None) -> dt.datetime | None:
     return dt.datetime.now(dt.timezone.utc).replace(hour=hh, minute=mm, second=0, microsecond=0)
 
 
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
 def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> None:
+    """The whole document, from the state's rows alone (re-running with nothing left to measure
+    rewrites it)."""
     lines = [
         "# The gate on pypto-lib's latest commits",
         "",
-        f"Produced by `python scripts/gate_table.py --repo R --tip {args.tip} --count {args.count} "
-        f"--full {args.full} --full-budget {args.full_budget:g}` on a pypto-lib clone, on a 2-core CPU "
-        "machine shared with other jobs. One row per first-parent commit touching `models/`, newest "
-        "first; each is gated as a pull request from its parent.",
+        "This file is written, whole, by",
+        "",
+        f"    python scripts/gate_table.py --repo R --tip {args.tip} --count {args.count} --full {args.full} \\",
+        f"        --full-budget {args.full_budget:g} --one-step --state S --out docs/pypto-lib-gate-table.md",
+        "",
+        "repeated until every row is measured (`--one-step` measures one row per run, for a machine "
+        "shared with other jobs; the rows are kept in the JSON file `S`, so a run resumes), on a pypto-lib "
+        "clone `R`, on a 2-core CPU machine shared with other jobs. One row per first-parent commit "
+        "touching `models/`, newest first; each is gated as a pull request from its parent.",
+        "",
+        "## Selection and the dry run",
         "",
         "* **CI**: runnable files pypto-lib's own `.github/scripts/detect_changes.py` selects at that "
         "commit (it leaves `models/deepseek_v4_pro/` out of PR runs; a change outside `models/` adds "
@@ -188,12 +209,15 @@ def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> No
         "* **equiv files**: model files equiv selects (changed, plus every model file that transitively "
         "imports a changed file; `deepseek_v4_pro` included); in brackets, how many of them are importers.",
         "* **unchanged / to run**: entries whose checked program is the same at both revisions (listed, "
-        "not run) and entries the gate would run; **est.**: the dry run's cost estimate; **dry run**: "
-        "wall seconds of `equiv gate --dry-run` (no kernel, no golden, no input built) and per file.",
+        "not run) and entries the gate would run — other model instances of the config and a multi-tile "
+        "token count included, where the code of the row adds them; **est. s**: the dry run's cost "
+        "estimate; **dry run s**: wall seconds of the dry run (no kernel, no golden; `__main__` blocks on "
+        "the meta device, or on the CPU stand-in where that cannot record them) and per file.",
+        "* **code**: the equiv commit that measured the row (`earlier`: a run before rows kept it).",
         "",
         "| commit | subject | changed model files | CI | equiv files | entries | unchanged | to run | est. s "
-        "| dry run s | s per file |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| dry run s | s per file | code |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for c in commits:
         r = state.get(c, {})
@@ -205,25 +229,56 @@ def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> No
         subject = subject if len(subject) <= 60 else subject[:57] + "..."
         lines.append(f"| {c[:8]} | {subject} | {r['changed_models']} | {r['ci'] if r['ci'] is not None else 'n/a'} | "
                      f"{d['files']} ({d['importers']}) | {d['entries']} | {d['unchanged']} | {d['to_run']} | "
-                     f"{d['estimate']:.0f} | {d['seconds']:.1f} | {per:.2f} |")
+                     f"{d['estimate']:.0f} | {d['seconds']:.1f} | {per:.2f} | {d.get('code', 'earlier')} |")
     missing = [c[:8] for c in commits if "dry" not in state.get(c, {})]
     if missing:
         lines += ["", f"Not measured (time): {', '.join(missing)}."]
+    dry = [(c, state[c]) for c in commits if "dry" in state.get(c, {})]
+    if dry:
+        more = [c[:8] for c, r in dry if r["ci"] is not None and r["dry"]["files"] > r["ci"]]
+        fewer = [c[:8] for c, r in dry if r["ci"] is not None and r["dry"]["files"] < r["ci"]]
+        via = sum(r["dry"]["importers"] for _, r in dry)
+        lines += ["", f"Over the {len(dry)} rows: {sum(r['dry']['files'] for _, r in dry)} files selected, "
+                      f"{via} of them only as importers of a changed file; "
+                      f"{sum(r['dry']['unchanged'] for _, r in dry)} of {sum(r['dry']['entries'] for _, r in dry)} "
+                      f"entries unchanged. equiv selects more files than CI in {len(more)} rows "
+                      f"({', '.join(more) or 'none'}), fewer in {len(fewer)} ({', '.join(fewer) or 'none'})."]
+    tip = next((c for c in commits if c.startswith(args.tip)), None)
+    if tip and "dry" in state.get(tip, {}):
+        d, before = state[tip]["dry"], state[tip].get("dry_before_standin")
+        lines += ["", f"**{tip[:8]}** ({state[tip]['subject'][:60]}): {d['files']} files, {d['entries']} entries: "
+                      f"{d['unchanged']} unchanged, **{d['to_run']} to run** (bound: 20; "
+                      f"{'met' if d['to_run'] <= 20 else 'not met'})."]
+        if before:
+            lines[-1] += (f" The same commit measured by code {before.get('code', 'earlier')}, before the CPU stand-in "
+                          f"and before an entry whose harness edit cannot be compared stopped being repeated at every "
+                          f"model instance: {before['entries']} entries, {before['unchanged']} unchanged, "
+                          f"{before['to_run']} to run.")
+        if d.get("why_to_run"):
+            lines += ["", "Why each of its entries runs:", ""]
+            lines += [f"* {n} × {why}" for why, n in sorted(d["why_to_run"].items(), key=lambda kv: -kv[1])]
     full = [(c, state[c]["full"]) for c in commits[:args.full] if "full" in state.get(c, {})]
     lines += ["", f"## The full gate, {args.full} latest commits", "",
-              f"`equiv gate --base C^ --head C --time-budget {args.full_budget:g}` under `/usr/bin/time -v`, "
-              "cheapest commit first; peak memory is the largest resident set of the process.", "",
-              "| commit | exit | verdict line | wall s | peak GiB |", "| --- | ---: | --- | ---: | ---: |"]
+              f"`equiv gate --base C^ --head C --time-budget {args.full_budget:g}` (pypto-lib's 30-minute PR "
+              "job) under `/usr/bin/time -v`, one commit at a time, cheapest commit first (by the dry run's "
+              "estimate); peak memory is the largest resident set of the gate's processes. **entries**: "
+              "counts by outcome as the console lists them.", "",
+              "| commit | exit | verdict line | entries | wall s | peak GiB | code |",
+              "| --- | ---: | --- | --- | ---: | ---: | --- |"]
     for c, f in full:
         peak = f"{f['peak_gib']:.2f}" if f["peak_gib"] is not None else "?"
-        lines.append(f"| {c[:8]} | {f['exit']} | {f['verdict'].replace('|', '/')} | {f['wall']:.0f} | {peak} |")
+        counts = ", ".join(f"{n} {k}" for k, n in sorted((f.get("outcomes") or {}).items())) or "-"
+        verdict = f["verdict"].replace("|", "/")
+        verdict = verdict if len(verdict) <= 90 else verdict[:87] + "..."
+        lines.append(f"| {c[:8]} | {f['exit']} | {verdict} | {counts} | {f['wall']:.0f} | {peak} | "
+                     f"{f.get('code', 'earlier')} |")
     not_run = [c[:8] for c in commits[:args.full] if "full" not in state.get(c, {})]
     if not_run:
-        lines += ["", f"Not run (time): {', '.join(not_run)}."]
+        lines += ["", f"Not run (the machine's time ran out before they started): {', '.join(not_run)}."]
     if full:
-        walls = sorted(f["wall"] for _, f in full)
-        mid = walls[len(walls) // 2] if len(walls) % 2 else (walls[len(walls) // 2 - 1] + walls[len(walls) // 2]) / 2
-        lines += ["", f"Median wall time {mid:.0f} s, largest {walls[-1]:.0f} s (over {len(walls)} commits)."]
+        walls = [f["wall"] for _, f in full]
+        lines += ["", f"Median wall time {_median(walls):.0f} s, largest {max(walls):.0f} s (over {len(walls)} "
+                      f"commit{'s' if len(walls) != 1 else ''})."]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         fh.write("\n".join(lines) + "\n")
