@@ -120,3 +120,12 @@ def test_block_that_configures_an_unemulated_pypto_module_is_compared(repo):  # 
     head = commit(repo, {FILE: in_block(renamed_flag(kernel(tile=4)), backend)})
     (c,) = fp.compare_file(str(repo), base, FILE, head, FILE)
     assert c.unchanged, c.why
+
+
+def test_an_entry_the_meta_device_cannot_size_is_sized_from_the_stand_in(repo):  # noqa: F811
+    # the block's value changes the recorded call: the entry runs, sized by the stand-in's record
+    base = commit(repo, {FILE: valued("1.5")})
+    head = commit(repo, {FILE: valued("2.5")})
+    (own, *_) = planning.plan_file(str(repo), base, FILE, head, FILE)
+    assert not own.unchanged and own.estimate < planning.UNKNOWN_SECONDS
+    assert own.shapes == ["[default]: outputs y[8, 16]; inputs x[8, 16]"]

@@ -116,7 +116,8 @@ def plan_file(repo: str, base: str, base_path: str | None, head: str | None, hea
                 # one recording of head per file, with the config's model instances: sizes every entry
                 kept["head"] = fp.record(repo, head, head_path, overrides, models=models)
                 kept["sized"] = {}
-            pe.estimate, pe.modes, pe.shapes = estimate(kept["head"], c.entry)
+            sized = kept["head"] if c.entry in (kept["head"] or {}) else kept.get("head@cpu") or kept["head"]
+            pe.estimate, pe.modes, pe.shapes = estimate(sized, c.entry)  # the CPU stand-in's, where meta had none
         out.append(pe)
     if not changes:
         out.append(PlannedEntry(head_path, "(file)", False, "no run_jit entry found statically", UNKNOWN_SECONDS))
