@@ -129,3 +129,33 @@ def test_an_entry_the_meta_device_cannot_size_is_sized_from_the_stand_in(repo): 
     (own, *_) = planning.plan_file(str(repo), base, FILE, head, FILE)
     assert not own.unchanged and own.estimate < planning.UNKNOWN_SECONDS
     assert own.shapes == ["[default]: outputs y[8, 16]; inputs x[8, 16]"]
+
+
+def per_branch(text: str, split: bool) -> str:
+    """The entry chosen per branch of the block (``fn, golden = ...`` on each path, pypto-lib's
+    mode loops); with `split`, the path the defaults take calls ``twice_test`` instead."""
+    from tests.test_gate_pr import with_second_entry
+
+    text = with_second_entry(text).replace(
+        "    run_jit(fn=twice_test, specs=build_tensor_specs(), golden_fn=golden_scale)", "")
+    return text.replace(
+        "    run_jit(fn=scale_test, specs=build_tensor_specs(), golden_fn=golden_scale,",
+        f"    if {'True' if split else 'False'}:\n"
+        "        fn, golden = twice_test, golden_scale\n"
+        "    else:\n"
+        "        fn, golden = scale_test, golden_scale\n"
+        "    run_jit(fn=fn, specs=build_tensor_specs(), golden_fn=golden,")
+
+
+def test_entries_bound_per_branch_are_each_compared(repo):  # noqa: F811
+    base = commit(repo, {FILE: per_branch(kernel(tile=4), split=False)})
+    head = commit(repo, {FILE: renamed_flag(per_branch(kernel(tile=4), split=False))})
+    got = {c.entry: c for c in fp.compare_file(str(repo), base, FILE, head, FILE)}
+    assert set(got) == {"twice_test", "scale_test"}
+    assert got["scale_test"].unchanged and "change no recorded run_jit call" in got["scale_test"].why
+    # twice_test is on a path the defaults never take: nothing the check would run
+    assert got["twice_test"].unchanged and "called by neither revision" in got["twice_test"].why
+    head2 = commit(repo, {FILE: renamed_flag(per_branch(kernel(tile=4), split=True))})
+    got = {c.entry: c for c in fp.compare_file(str(repo), head, FILE, head2, FILE)}
+    assert not got["twice_test"].unchanged and "calls it at head only" in got["twice_test"].why
+    assert not got["scale_test"].unchanged and "calls it at base only" in got["scale_test"].why

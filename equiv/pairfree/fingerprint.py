@@ -209,25 +209,46 @@ def _loaded_attrs(stmts: list[ast.stmt]) -> set[tuple[str, str]]:
     return out
 
 
-def _aliases(main: ast.Module | None) -> dict[str, str]:
-    """Names the block binds once, to another name (``fn = l3_lm_head``): what they stand for."""
-    bound: dict[str, list[ast.expr]] = {}
+def _aliases(main: ast.Module | None) -> dict[str, list[str]]:
+    """Names the block binds only to other names (``fn = l3_lm_head``, or per branch ``fn, specs
+    = q_kv_split_test, ...``): the names each stands for."""
+    bound: dict[str, list[ast.expr | None]] = {}
+
+    def bind(target: ast.expr, value: ast.expr | None) -> None:
+        if isinstance(target, ast.Name):
+            bound.setdefault(target.id, []).append(value)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            values = value.elts if isinstance(value, (ast.Tuple, ast.List)) and \
+                len(value.elts) == len(target.elts) else [None] * len(target.elts)
+            for t, v in zip(target.elts, values):
+                bind(t, v)
+        else:
+            for name in (x for x in ast.walk(target) if isinstance(x, ast.Name)):
+                bound.setdefault(name.id, []).append(None)
+
     for n in ast.walk(main) if main is not None else ():
         if isinstance(n, ast.Assign):
             for t in n.targets:
-                for name in (x for x in ast.walk(t) if isinstance(x, ast.Name)):
-                    bound.setdefault(name.id, []).append(n.value if t is name else t)
-        elif isinstance(n, (ast.AugAssign, ast.AnnAssign, ast.For, ast.With, ast.NamedExpr)):
-            targets = [n.target] if not isinstance(n, ast.With) else [i.optional_vars for i in n.items]
-            for t in targets:
-                for name in (x for x in ast.walk(t) if isinstance(x, ast.Name)) if t is not None else ():
-                    bound.setdefault(name.id, []).append(t)
-    out = {k: v[0].id for k, v in bound.items() if len(v) == 1 and isinstance(v[0], ast.Name) and v[0].id != k}
+                bind(t, n.value)
+        elif isinstance(n, (ast.AugAssign, ast.AnnAssign, ast.For, ast.NamedExpr)):
+            bind(n.target, None)
+        elif isinstance(n, ast.With):
+            for i in n.items:
+                if i.optional_vars is not None:
+                    bind(i.optional_vars, None)
+    out = {k: list(dict.fromkeys(v.id for v in vs)) for k, vs in bound.items()
+           if all(isinstance(v, ast.Name) and v.id != k for v in vs)}
     for k in list(out):  # chains (a = b; b = c)
-        seen = {k}
-        while out[k] in out and out[k] not in seen:
-            seen.add(out[k])
-            out[k] = out[out[k]]
+        seen, names = {k}, []
+        todo = list(out[k])
+        while todo:
+            n = todo.pop(0)
+            if n in out and n not in seen:
+                seen.add(n)
+                todo += out[n]
+            elif n not in out:
+                names.append(n)
+        out[k] = list(dict.fromkeys(names))
     return out
 
 
@@ -245,9 +266,9 @@ def main_entries(main: ast.Module | None) -> list[str]:
             if fname not in RUN_NAMES:
                 continue
             arg = n.args[0] if n.args else next((k.value for k in n.keywords if k.arg == "fn"), None)
-            name = alias.get(arg.id, arg.id) if isinstance(arg, ast.Name) else None
-            if name is not None and name not in out:
-                out.append(name)
+            for name in (alias.get(arg.id, [arg.id]) if isinstance(arg, ast.Name) else []):
+                if name not in out:
+                    out.append(name)
     return out
 
 
@@ -268,7 +289,7 @@ def main_goldens(main: ast.Module | None) -> list[str]:
     alias = _aliases(main)
     for n in ast.walk(main) if main is not None else ():
         if isinstance(n, ast.keyword) and n.arg in ("golden_fn", "golden") and isinstance(n.value, ast.Name):
-            out.append(alias.get(n.value.id, n.value.id))
+            out += alias.get(n.value.id, [n.value.id])
     return list(dict.fromkeys(out))
 
 
@@ -409,7 +430,7 @@ def unrecorded(rec: dict | None, entry: str | None = None) -> str | None:
         return "no recorded call"
     if rec.get("<error>"):
         return str(rec["<error>"])
-    if (entry is not None and entry not in rec) or not any(not k.startswith("<") for k in rec):
+    if not any(not k.startswith("<") for k in rec):
         return "no recorded call"
     if rec.get("<valued>"):
         return "it makes an input's value itself"
@@ -654,6 +675,12 @@ def compare_file(repo: str, base: str, base_path: str, head: str | None, head_pa
             why = unrecorded(pb, e) or unrecorded(ph, e)
             out.append(EntryChange(e, False, f"the __main__ block changed and cannot be compared on the meta "
                                              f"device ({why}) nor on the CPU stand-in", harness_only=True))
+        elif e not in pb and e not in ph:  # named in the block, called on a path its defaults never take
+            out.append(EntryChange(e, True, "called by neither revision's __main__ block under its defaults "
+                                            f"(nothing to check){on}"))
+        elif e not in pb or e not in ph:
+            out.append(EntryChange(e, False, f"the __main__ block calls it at {'head' if e in ph else 'base'} only "
+                                             f"(as recorded){on}"))
         elif pb.get(e) != ph.get(e):
             out.append(EntryChange(e, False, "the recorded run_jit call changed: " + _call_diff(pb.get(e), ph.get(e))
                                    + on))
