@@ -429,7 +429,8 @@ def unrecorded(rec: dict | None, entry: str | None = None) -> str | None:
     if rec is None:
         return "no recorded call"
     if rec.get("<error>"):
-        return str(rec["<error>"])
+        why = str(rec["<error>"])
+        return why + (" (the recording's memory cap)" if "MemoryError" in why or "allocate memory" in why else "")
     if not any(not k.startswith("<") for k in rec):
         return "no recorded call"
     if rec.get("<valued>"):
@@ -580,9 +581,10 @@ RECORD_SECONDS = 120.0
 
 
 def _in_child(fn: Callable[[], Any], seconds: float | None = None, memory: int | None = None) -> Any:
-    """`fn()` in a forked child (what the block leaves behind stays there), as JSON; None on
-    any failure, after `seconds` (default `RECORD_SECONDS`), or without fork. `memory`: bytes
-    of address space the child may add (an allocation beyond fails in the child)."""
+    """`fn()` in a forked child (what the block leaves behind stays there), as JSON; on a
+    failure, ``{"<error>": why}`` (an exception, no answer after `seconds` — default
+    `RECORD_SECONDS` — or a child that died); None without fork. `memory`: bytes of address
+    space the child may add (an allocation beyond fails in the child)."""
     if not hasattr(os, "fork"):
         return None
     r, w = os.pipe()
@@ -596,16 +598,19 @@ def _in_child(fn: Callable[[], Any], seconds: float | None = None, memory: int |
 
                     limit_child_memory(memory)
                 data = json.dumps(fn(), sort_keys=True, default=repr).encode()
-            except BaseException:  # noqa: BLE001 - the parent reads "no answer"
-                data = b"null"
+            except BaseException as exc:  # noqa: BLE001 - the parent reads why
+                from equiv.pairfree.discovery import describe
+
+                data = json.dumps({"<error>": describe(exc)}).encode()
             with os.fdopen(w, "wb") as fh:
                 fh.write(data)
         finally:
             os._exit(0)
     os.close(w)
     chunks = []
+    limit = RECORD_SECONDS if seconds is None else seconds
     try:
-        deadline = time.monotonic() + (RECORD_SECONDS if seconds is None else seconds)
+        deadline = time.monotonic() + limit
         while select.select([r], [], [], max(0.0, deadline - time.monotonic()))[0]:
             chunk = os.read(r, 1 << 16)
             if not chunk:
@@ -613,14 +618,14 @@ def _in_child(fn: Callable[[], Any], seconds: float | None = None, memory: int |
             chunks.append(chunk)
         else:
             os.kill(pid, 9)
-            chunks = []
+            return {"<error>": f"given up after {limit:g} s"}
     finally:
         os.close(r)
         os.waitpid(pid, 0)
     try:
-        return json.loads(b"".join(chunks) or b"null")
+        return json.loads(b"".join(chunks))
     except ValueError:
-        return None
+        return {"<error>": "the recording child ended without an answer (killed, or out of memory)"}
 
 
 # ----------------------------------------------------------------------------------------
@@ -673,8 +678,9 @@ def compare_file(repo: str, base: str, base_path: str, head: str | None, head_pa
                                    harness_only=True))
         elif unrecorded(pb, e) or unrecorded(ph, e):
             why = unrecorded(pb, e) or unrecorded(ph, e)
+            cpu = unrecorded(recorded.get("base@cpu"), e) or unrecorded(recorded.get("head@cpu"), e)
             out.append(EntryChange(e, False, f"the __main__ block changed and cannot be compared on the meta "
-                                             f"device ({why}) nor on the CPU stand-in", harness_only=True))
+                                             f"device ({why}) nor on the CPU stand-in ({cpu})", harness_only=True))
         elif e not in pb and e not in ph:  # named in the block, called on a path its defaults never take
             out.append(EntryChange(e, True, "called by neither revision's __main__ block under its defaults "
                                             f"(nothing to check){on}"))
@@ -712,8 +718,10 @@ def _compare_indirect(repo: str, base: str, base_path: str, head: str | None, he
     on = " (recorded on the CPU stand-in)" if device == "cpu" else ""
     if unrecorded(pb) or unrecorded(ph):
         why = "changed: " + _shown(differ) if differ else "the __main__ block changed"
-        return [EntryChange("(file)", False, why + " (its run_jit calls cannot be recorded on the meta device "
-                                                   "nor on the CPU stand-in)")]
+        cpu = unrecorded(recorded.get("base@cpu")) or unrecorded(recorded.get("head@cpu"))
+        return [EntryChange("(file)", False, why + f" (its run_jit calls cannot be recorded on the meta device "
+                                                   f"({unrecorded(pb) or unrecorded(ph)}) nor on the CPU stand-in "
+                                                   f"({cpu}))")]
     names = [e for e in dict.fromkeys([*ph, *pb]) if not e.startswith("<")]
     out = []
     for e in names:
