@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import torch
 
-from equiv.memory import Tensor
+from equiv.tile.memory import Tensor
 from equiv.pair import BIT_EXACT, Contract, KernelPair
 from equiv.pairfree import discovery, specs
 from equiv.pairfree import golden as golden_stub

@@ -9,9 +9,10 @@ from typing import Any, Sequence
 
 import torch
 
-from equiv import memory, rounding
+from equiv import rounding
+from equiv.tile import memory
 from equiv.dtypes import BF16, FP16, INT32, DType
-from equiv.memory import KernelError, Tensor, current
+from equiv.tile.memory import KernelError, Tensor, current
 
 from equiv.tile import batch as _batch
 from equiv.tile.values import Tile, _result, _scalar_to, _slice_type, read_whole
@@ -422,7 +423,7 @@ def _read_lanes(src: Tensor | Tile, indices: Any, batch: Any) -> Any:
         values = data[tuple([int(v) for v in col] for col in cols)].tolist()
     convert = float if src.dtype.is_float else int
     if current().observers:
-        from equiv.observe.scalars import traced
+        from equiv.tile.scalars import traced
 
         return _batch.Lanes([traced(convert(v)) for v in values])
     return _batch.Lanes([convert(v) for v in values], exact_in=src.dtype)
@@ -438,7 +439,7 @@ def _read(src: Tensor | Tile, indices: Sequence[int]) -> int | float:
             value = src.load(tuple((i, i + 1) for i in idx)).reshape(())
     if current().observers:
         # A value that records the outcome of the kernel's `if` tests on it (decision coverage).
-        from equiv.observe.scalars import traced
+        from equiv.tile.scalars import traced
 
         return traced(float(value) if src.dtype.is_float else int(value))
     return float(value) if src.dtype.is_float else int(value)

@@ -46,8 +46,8 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 import numpy as np
 import torch
 
-from equiv import memory
-from equiv.memory import Tensor, current
+from equiv.tile import memory
+from equiv.tile.memory import Tensor, current
 
 
 class BatchFallback(Exception):
@@ -110,7 +110,7 @@ class LaneSplit(BatchFallback):
 
 
 def _traced(values: list) -> bool:
-    from equiv.observe.scalars import TracedFloat, TracedInt
+    from equiv.tile.scalars import TracedFloat, TracedInt
 
     return any(isinstance(v, (TracedFloat, TracedInt)) for v in values)
 

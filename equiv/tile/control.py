@@ -8,8 +8,8 @@ import functools
 from typing import Any, Iterator, Sequence
 
 
-from equiv import memory
-from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
+from equiv.tile import memory
+from equiv.tile.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
 from equiv.tile.batch import Lanes, Stage
 
 from contextlib import contextmanager

@@ -52,8 +52,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from equiv.dtypes import DType
-from equiv import memory
-from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
+from equiv.tile import memory
+from equiv.tile.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
 from equiv.tile import access
 from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
 from equiv.tile.namespace import build, report_gaps

@@ -13,7 +13,7 @@ import sys
 import torch
 
 from equiv.dtypes import DType
-from equiv.memory import _EQUIV_DIR, KernelError, Tensor, current
+from equiv.tile.memory import _EQUIV_DIR, KernelError, Tensor, current
 
 from equiv.tile.values import Tile, _op_result, _operand, _result, read_whole
 

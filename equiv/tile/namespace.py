@@ -11,7 +11,7 @@ from __future__ import annotations
 import types
 from typing import Any, Mapping
 
-from equiv.memory import UnsupportedOpError, kernel_site
+from equiv.tile.memory import UnsupportedOpError, kernel_site
 
 
 class Namespace:

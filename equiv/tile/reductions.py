@@ -10,7 +10,7 @@ import torch
 
 from equiv import rounding
 from equiv.dtypes import FP32, INT32, DType
-from equiv.memory import KernelError, current
+from equiv.tile.memory import KernelError, current
 
 from equiv.tile.values import Tile
 from equiv.tile.elementwise import tensor_operands

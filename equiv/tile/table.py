@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from equiv import dtypes
-from equiv.memory import Tensor
+from equiv.tile.memory import Tensor
 from equiv.tile import access, control, elementwise, matmul, movement, reductions, values
 from equiv.tile import batch, blocks, legacy
 from equiv.tile import sort as sorting

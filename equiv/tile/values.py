@@ -12,7 +12,7 @@ import torch
 
 from equiv import rounding
 from equiv.dtypes import BF16, FP16, FP32, INDEX, DType
-from equiv.memory import KernelError, Tensor, current
+from equiv.tile.memory import KernelError, Tensor, current
 from equiv.tile.batch import Lanes
 
 

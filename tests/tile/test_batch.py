@@ -11,7 +11,7 @@ import torch
 
 import equiv
 from equiv import tile as pl
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.memory import RunContext, Tensor, running
 from equiv.options import Options
 from equiv.runner import Case, SideRun, _run_once, make_inputs
 from equiv.tile import batch as _b

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.memory import RunContext, Tensor, running
 from equiv.observe.cachelines import CacheLineObserver
 from equiv.options import Options
 from equiv.tile import rewrite

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.memory import KernelError, RunContext, Tensor, UnsupportedOpError, running
+from equiv.tile.memory import KernelError, RunContext, Tensor, UnsupportedOpError, running
 from equiv.options import Options
 from equiv.source import load_kernel
 from equiv.tile import blocks, rewrite

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.memory import KernelError, OutOfBoundsError, RunContext, Tensor, running
+from equiv.tile.memory import KernelError, OutOfBoundsError, RunContext, Tensor, running
 from equiv.options import Options
 from equiv.tile import access
 

@@ -10,7 +10,7 @@ import torch
 
 from equiv import rounding
 from equiv import tile as pl
-from equiv.memory import KernelError, OutOfBoundsError, RunContext, Tensor, running
+from equiv.tile.memory import KernelError, OutOfBoundsError, RunContext, Tensor, running
 from equiv.options import Options
 
 

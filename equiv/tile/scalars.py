@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from equiv.memory import _EQUIV_DIR, current
+from equiv.tile.memory import _EQUIV_DIR, current
 
 _EMU = _EQUIV_DIR + os.sep
 

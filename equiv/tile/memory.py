@@ -25,7 +25,8 @@ from equiv import dtypes, rounding
 from equiv.dtypes import DType
 from equiv.options import Options
 
-_EQUIV_DIR = os.path.dirname(os.path.abspath(__file__))
+# The package directory: frames in its files are the emulator's own, not the kernel's.
+_EQUIV_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class KernelError(Exception):
