@@ -44,7 +44,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from equiv import tile as _tile
 from equiv.dtypes import DType
-from equiv.tile.memory import Tensor, UnsupportedOpError, kernel_site
+from equiv.tile.memory import Tensor
+from equiv.tile.errors import UnsupportedOpError
+from equiv.tile.sites import kernel_site
 from equiv.tile import distributed as _distributed
 from equiv.tile import rewrite as _rewrite
 from equiv.tile.namespace import Namespace, report_gaps

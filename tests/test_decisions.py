@@ -9,7 +9,8 @@ import torch
 
 import equiv
 from equiv.dtypes import FP32
-from equiv.tile.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.observe import decisions as cov
 from equiv.observe.decisions import DecisionObserver
 from equiv.options import Options

@@ -14,7 +14,8 @@ import types
 import torch
 
 from equiv.dtypes import FP32
-from equiv.tile.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.pair import KernelPair
 from equiv.pairfree import discovery, reference, specs
@@ -219,7 +220,7 @@ def test_inputs_kept_by_discovery_are_dropped_before_a_case_at_other_shapes_buil
 
 
 def test_an_observed_run_gives_site_maps_to_outputs_and_to_inputs_only_when_stored():
-    from equiv.tile.memory import SITES
+    from equiv.tile.sites import SITES
     from equiv.observe import Observer
 
     ctx = RunContext(Options())

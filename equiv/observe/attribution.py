@@ -18,7 +18,7 @@ from typing import Mapping
 
 import torch
 
-from equiv.tile.memory import SITES
+from equiv.tile.sites import SITES
 
 
 @dataclass

@@ -35,7 +35,7 @@ from __future__ import annotations
 from equiv.tile import namespace as _namespace
 from equiv.tile.reductions import _fadd, _native_fp32_exact, _reduce_sum, reduce_sum  # noqa: F401 - tests
 from equiv.tile.table import NAMES
-from equiv.tile.memory import KernelError, OutOfBoundsError, UnsupportedOpError  # noqa: F401
+from equiv.tile.errors import KernelError, OutOfBoundsError, UnsupportedOpError  # noqa: F401
 from equiv.tile.values import Tile  # noqa: F401
 
 globals().update(_namespace.build(NAMES))

@@ -10,9 +10,11 @@ from typing import Any, Sequence
 import torch
 
 from equiv import rounding
-from equiv.tile import memory
+from equiv.tile import context, memory
 from equiv.dtypes import BF16, FP16, INT32, DType
-from equiv.tile.memory import KernelError, Tensor, current
+from equiv.tile.errors import KernelError
+from equiv.tile.memory import Tensor
+from equiv.tile.context import current
 
 from equiv.tile import batch as _batch
 from equiv.tile.values import Tile, _result, _scalar_to, _slice_type, read_whole
@@ -349,7 +351,7 @@ def _orchestration() -> bool:
     window of a tensor (``x[a:b]``, ``pl.slice``) is a tensor sharing its memory, as pypto's
     ``tensor.slice``: writes through it land in `x`. In kernel code it is a tile."""
     ctx = current()
-    if memory.KERNEL_TASK_DEPTH.get() or ctx.batch is not None:
+    if context.KERNEL_TASK_DEPTH.get() or ctx.batch is not None:
         # (A batched pl.parallel stage reads windows as tiles; one that writes into a tile in
         # place runs block by block, with views: `_in_place`.)
         return False

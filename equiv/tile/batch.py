@@ -46,15 +46,16 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 import numpy as np
 import torch
 
-from equiv.tile import memory
-from equiv.tile.memory import Tensor, current
+from equiv.tile import context, errors, sites
+from equiv.tile.memory import Tensor
+from equiv.tile.context import current
 
 
 class BatchFallback(Exception):
     """The stage cannot run batched here; it runs again one block at a time."""
 
     def __init__(self, why: str):
-        self.site = memory.kernel_site()  # the kernel line that made the batch give up
+        self.site = sites.kernel_site()  # the kernel line that made the batch give up
         super().__init__(why)
 
 
@@ -74,8 +75,8 @@ def _kernel_line(exc: BaseException) -> str:
     site, tb = "<unknown>", exc.__traceback__
     while tb is not None:
         path = os.path.abspath(tb.tb_frame.f_code.co_filename)
-        if not path.startswith(memory._EQUIV_DIR + os.sep):
-            site = f"{memory.short_path(path)}:{tb.tb_lineno}"
+        if not path.startswith(sites._EQUIV_DIR + os.sep):
+            site = f"{sites.short_path(path)}:{tb.tb_lineno}"
         tb = tb.tb_next
     return site
 
@@ -121,7 +122,7 @@ def _agreed(what: str, keys: list, symbol: str | None = None, values: list | Non
     with every lane's outcome, as the blocks run one by one would record it."""
     if symbol is not None and values is not None and _traced(values):
         current().decision(f"scalar {symbol}", {"true": any(keys), "false": not all(keys)},
-                           site=memory.kernel_site())
+                           site=sites.kernel_site())
     first = keys[0]
     if all(k == first for k in keys):
         return first
@@ -342,7 +343,7 @@ class Batch:
             blocks, lanes = [self.order[self.lane]], [self.lane]
             lane_of = {blocks[0]: 0}
         self.events.append(StoreEvent(tensor, [[a] * len(blocks) for a, _ in win], extent, values, False, mask,
-                                      memory.kernel_site(), scalar, blocks, lane_of, lanes))
+                                      sites.kernel_site(), scalar, blocks, lane_of, lanes))
 
     def defer(self, tensor: Tensor, starts: list[list[int]], extent: tuple, values: torch.Tensor, stacked: bool,
               mask, site: str) -> None:
@@ -352,7 +353,7 @@ class Batch:
         self.events.append(StoreEvent(tensor, starts, extent, values, stacked, mask, site, False, self.order,
                                       self.lane_of))
 
-    def finish(self, ctx: memory.RunContext, stage: int, order: list[int], name: str) -> None:
+    def finish(self, ctx: context.RunContext, stage: int, order: list[int], name: str) -> None:
         """Apply the stage's deferred stores inside the blocks' nodes, in `order`: all at once
         where that provably writes what block-by-block replay writes, else block by block."""
         plan = None if ctx.observers else _bulk_plan(self.events, ctx, stage, order, name)
@@ -374,13 +375,13 @@ class Batch:
                 continue
             ctx._scalar_store = ev.scalar
             try:
-                with memory.site_override(ev.site):
+                with sites.site_override(ev.site):
                     ev.tensor.store(ev.window(k), ev.values_of(k), ev.mask)
             finally:
                 ctx._scalar_store = False
 
 
-def _bulk_plan(events: list[StoreEvent], ctx: memory.RunContext, stage: int, order: list[int],
+def _bulk_plan(events: list[StoreEvent], ctx: context.RunContext, stage: int, order: list[int],
                name: str) -> list[Callable[[int], None]] | None:
     """Writers that apply every deferred store at once, given the first block token; None
     where replaying block by block could give anything else.
@@ -405,7 +406,7 @@ def _bulk_plan(events: list[StoreEvent], ctx: memory.RunContext, stage: int, ord
             return None  # two views of one storage: elements are not comparable by index
         entry[1].setdefault(extent, []).append(ev)
     plan = []
-    probe = memory.BlockNode(-1, ctx.current, stage, order[0] if order else 0, name)
+    probe = context.BlockNode(-1, ctx.current, stage, order[0] if order else 0, name)
     for tensor, by_extent in per_tensor.values():
         writes = []
         for extent, stores in by_extent.items():
@@ -656,7 +657,7 @@ def _stored_twice(index: torch.Tensor, shape: tuple[int, ...]) -> bool:
 
 
 def active() -> Batch | None:
-    ctx = memory._CURRENT.get()
+    ctx = context._CURRENT.get()
     return None if ctx is None else ctx.batch
 
 
@@ -803,12 +804,12 @@ class iterations:  # noqa: N801 - used as a loop iterable in rewritten kernels
     def as_lanes(self) -> bool:
         """Whether to try: inside a batched stage (not in an op's per-lane run), unobserved.
         Else the kernel runs the loop as written over `self.loop`."""
-        ctx = memory._CURRENT.get()
+        ctx = context._CURRENT.get()
         batch = None if ctx is None else ctx.batch
         return batch is not None and batch.lane is None and not ctx.observers
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        ctx = memory._CURRENT.get()
+        ctx = context._CURRENT.get()
         batch = ctx.batch
         values = list(self.loop)
         widened = self._widened(ctx, values)
@@ -834,7 +835,7 @@ class iterations:  # noqa: N801 - used as a loop iterable in rewritten kernels
         ctx.batch_error = None
         yield from self._one_by_one(ctx, values, outer)
 
-    def _widened(self, ctx: memory.RunContext, values: list) -> tuple[tuple, tuple, Lanes] | None:
+    def _widened(self, ctx: context.RunContext, values: list) -> tuple[tuple, tuple, Lanes] | None:
         batch, m = ctx.batch, len(values)
         if m <= 1:
             return None
@@ -844,7 +845,7 @@ class iterations:  # noqa: N801 - used as a loop iterable in rewritten kernels
         except NameError:  # an unbound name: the loop reports it as written
             return None
         except _Unwidenable as exc:
-            why = f"{memory.kernel_site()}: a {exc} from outside the loop"
+            why = f"{sites.kernel_site()}: a {exc} from outside the loop"
             ctx.loop_stats[why] = ctx.loop_stats.get(why, 0) + 1
             return None
         lanes = [v.values if isinstance(v, Lanes) else [v] * batch.n for v in values]
@@ -873,7 +874,7 @@ class guard:  # noqa: N801 - used as a statement in rewritten kernels
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc is None or not isinstance(exc, Exception):
             return False
-        ctx = memory._CURRENT.get()
+        ctx = context._CURRENT.get()
         if ctx is None or ctx.batch is None:
             return False
         if ctx.batch_error is None:  # the first error decides (a loop's guard may have kept it)
@@ -954,7 +955,7 @@ def per_lane(fn: Callable, args: tuple, kwargs: dict, batch: Batch) -> Any:
 def _batch_for(args: tuple, kwargs: dict) -> Batch | None:
     """The running batched stage, when this call hands an op lane values (not from inside a
     per-lane call); else None: the op is called as it is."""
-    ctx = memory._CURRENT.get()
+    ctx = context._CURRENT.get()
     batch = None if ctx is None else ctx.batch
     if batch is None or batch.lane is not None:
         return None
@@ -986,7 +987,7 @@ def _lane_windows(tensor: Tensor, key: Any, n: int) -> tuple[list[list[int]], tu
     (the per-lane path then reports what is wrong)."""
     try:
         bounds = tensor.bounds(key)
-    except memory.KernelError:
+    except errors.KernelError:
         return None
     starts, extent = [], []
     for (a, b), size in zip(bounds, tensor.shape):
@@ -1051,7 +1052,7 @@ def tensor_getitem(plain: Callable) -> Callable:
 
     @functools.wraps(plain)
     def getitem(tensor: Tensor, key: Any) -> Any:
-        ctx = memory._CURRENT.get()
+        ctx = context._CURRENT.get()
         batch = None if ctx is None else ctx.batch
         if batch is None or batch.lane is not None or not _is_batched(key):
             return plain(tensor, key)
@@ -1084,7 +1085,7 @@ def tensor_setitem(plain: Callable) -> Callable:
     def setitem(tensor: Tensor, key: Any, value: Any) -> None:
         from equiv.tile.values import Tile
 
-        ctx = memory._CURRENT.get()
+        ctx = context._CURRENT.get()
         batch = None if ctx is None else ctx.batch
         if batch is None or batch.lane is not None or not (_is_batched(key) or _is_batched(value)):
             return plain(tensor, key, value)
@@ -1093,7 +1094,7 @@ def tensor_setitem(plain: Callable) -> Callable:
             per_lane(plain, (tensor, key, value), {}, batch)
             return None
         lanes = value.data.dim() > len(value.valid)
-        batch.defer(tensor, windows[0], windows[1], value.data, lanes, value.valid_mask(), memory.kernel_site())
+        batch.defer(tensor, windows[0], windows[1], value.data, lanes, value.valid_mask(), sites.kernel_site())
         return None
     return setitem
 
@@ -1103,7 +1104,7 @@ def lanewise(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def op(*args: Any, **kwargs: Any) -> Any:
-        ctx = memory._CURRENT.get()
+        ctx = context._CURRENT.get()
         if ctx is None or ctx.batch is None:
             return fn(*args, **kwargs)
         return call(fn, args, kwargs)
@@ -1157,7 +1158,7 @@ def native(fn: Callable, expand: bool = False, lane_scalars: bool = False) -> Ca
 
     @functools.wraps(fn)
     def op(*args: Any, **kwargs: Any) -> Any:
-        ctx = memory._CURRENT.get()
+        ctx = context._CURRENT.get()
         if ctx is None or ctx.batch is None:  # not in a batched stage: the op as it is
             return fn(*args, **kwargs)
         batch = _batch_for(args, kwargs)
@@ -1178,7 +1179,7 @@ def unbatchable(fn: Callable, why: str) -> Callable:
 
     @functools.wraps(fn)
     def op(*args: Any, **kwargs: Any) -> Any:
-        ctx = memory._CURRENT.get()
+        ctx = context._CURRENT.get()
         if ctx is not None and ctx.batch is not None:
             fallback(f"{fn.__name__}: {why}")
         return fn(*args, **kwargs)

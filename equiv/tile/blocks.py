@@ -34,7 +34,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from equiv.dtypes import DType
-from equiv.tile.memory import BlockNode, KernelError, RunContext, UnsupportedOpError, current, kernel_site
+from equiv.tile.context import BlockNode, RunContext, current
+from equiv.tile.errors import KernelError, UnsupportedOpError
+from equiv.tile.sites import kernel_site
 from equiv.tile import batch as _batch
 from equiv.tile.batch import Lanes, Stage
 from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns

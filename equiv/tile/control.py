@@ -8,8 +8,11 @@ import functools
 from typing import Any, Iterator, Sequence
 
 
-from equiv.tile import memory
-from equiv.tile.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
+from equiv.tile import context
+from equiv.tile.errors import KernelError, UnsupportedOpError
+from equiv.tile.memory import Tensor
+from equiv.tile.context import current
+from equiv.tile.sites import kernel_site
 from equiv.tile.batch import Lanes, Stage
 
 from contextlib import contextmanager
@@ -248,11 +251,11 @@ def at(level: Any = None, name_hint: str = "", *, deps: Sequence[Any] | None = N
 @contextmanager
 def _in_kernel() -> Iterator[None]:
     """Code that runs as one kernel task (a ``pl.at`` body, an incore function)."""
-    token = memory.KERNEL_TASK_DEPTH.set(memory.KERNEL_TASK_DEPTH.get() + 1)
+    token = context.KERNEL_TASK_DEPTH.set(context.KERNEL_TASK_DEPTH.get() + 1)
     try:
         yield
     finally:
-        memory.KERNEL_TASK_DEPTH.reset(token)
+        context.KERNEL_TASK_DEPTH.reset(token)
 
 
 # ----------------------------------------------------------------------------------------

@@ -52,8 +52,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from equiv.dtypes import DType
-from equiv.tile import memory
-from equiv.tile.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
+from equiv.tile import memory, races
+from equiv.tile.errors import KernelError, UnsupportedOpError
+from equiv.tile.memory import Tensor
+from equiv.tile.context import current
+from equiv.tile.sites import kernel_site
 from equiv.tile import access
 from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
 from equiv.tile.namespace import build, report_gaps
@@ -111,7 +114,7 @@ class DistributedTensor(Tensor):
     def _check_race(self, win, sl, mask) -> None:
         world = _ACTIVE.get()
         if world is None or world.running is None:
-            return Tensor._check_race(self, win, sl, mask)
+            return races.check_store(self, win, sl, mask)
         world.check_window_write(self, win, sl, mask)
 
     def load(self, win):
@@ -325,7 +328,7 @@ class _World:
             self._report(inst, win, unread, reader, "read by rank {other} and written by rank {me}")
         same = m & (prev_rank == r) & ~both_atomic
         if bool(same.any()):
-            Tensor._check_race(inst, win, sl, same)
+            races.check_store(inst, win, sl, same)
         epoch = self.clock[r][r]
         inst.wrank[sl] = torch.where(m, torch.full_like(prev_rank, r), prev_rank)
         inst.wepoch[sl] = torch.where(m, torch.full_like(prev_epoch, epoch), prev_epoch)

@@ -13,7 +13,10 @@ import sys
 import torch
 
 from equiv.dtypes import DType
-from equiv.tile.memory import _EQUIV_DIR, KernelError, Tensor, current
+from equiv.tile.sites import _EQUIV_DIR
+from equiv.tile.errors import KernelError
+from equiv.tile.memory import Tensor
+from equiv.tile.context import current
 
 from equiv.tile.values import Tile, _op_result, _operand, _result, read_whole
 

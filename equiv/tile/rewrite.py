@@ -35,7 +35,7 @@ import types
 import weakref
 from typing import Callable
 
-from equiv.tile.memory import KernelError
+from equiv.tile.errors import KernelError
 
 _PREFIX = "_equiv_spmd_"
 _BATCH_MODULE = "equiv.tile.batch"

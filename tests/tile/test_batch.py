@@ -11,7 +11,8 @@ import torch
 
 import equiv
 from equiv import tile as pl
-from equiv.tile.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.runner import Case, SideRun, _run_once, make_inputs
 from equiv.tile import batch as _b

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.tile.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.observe.cachelines import CacheLineObserver
 from equiv.options import Options
 from equiv.tile import rewrite

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from equiv.tile.memory import KernelError, RunContext, Tensor, UnsupportedOpError, running
+from equiv.tile.errors import KernelError, UnsupportedOpError
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.source import load_kernel
 from equiv.tile import distributed
@@ -232,7 +234,7 @@ def test_host_without_a_world_size_says_how_to_set_it():
 
 
 def test_uncovered_distributed_name_is_reported_by_its_dotted_name():
-    from equiv.tile.memory import UnsupportedOpError
+    from equiv.tile.errors import UnsupportedOpError
 
     shim = distributed.make_shim()
     assert shim.tensor.put is distributed.put and shim.NotifyOp.AtomicAdd == distributed.NotifyOp.AtomicAdd
@@ -241,7 +243,7 @@ def test_uncovered_distributed_name_is_reported_by_its_dotted_name():
 
 
 def test_an_uncovered_op_in_one_rank_stops_every_rank_and_names_the_op():
-    from equiv.tile.memory import UnsupportedOpError
+    from equiv.tile.errors import UnsupportedOpError
 
     for seed in range(3):  # rank 0 may be waiting for the failing rank, or not started yet
         with pytest.raises(UnsupportedOpError, match=r"pl.not_an_emulated_op") as err:

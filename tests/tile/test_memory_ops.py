@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.tile.memory import KernelError, OutOfBoundsError, RunContext, Tensor, running
+from equiv.tile.errors import KernelError, OutOfBoundsError
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.tile import access
 

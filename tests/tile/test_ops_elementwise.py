@@ -12,7 +12,8 @@ import torch
 
 from equiv import rounding
 from equiv import tile as pl
-from equiv.tile.memory import KernelError, RunContext, running
+from equiv.tile.errors import KernelError
+from equiv.tile.context import RunContext, running
 from equiv.options import Options
 
 
