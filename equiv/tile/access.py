@@ -16,7 +16,8 @@ from equiv.tile.errors import KernelError
 from equiv.tile.memory import Tensor
 from equiv.tile.context import current
 
-from equiv.tile import batch as _batch
+from equiv.tile.batch import deferred as _deferred, lanes as _lanes, wrapping as _wrapping
+from equiv.tile import errors as _errors
 from equiv.tile.values import Tile, _result, _scalar_to, _slice_type, read_whole
 
 
@@ -60,23 +61,23 @@ def _tensor_setitem(self: Tensor, key, value) -> None:
 
 
 # Windows at block-dependent offsets (a batched stage's lane values) are taken per block.
-Tensor.__getitem__ = _batch.tensor_getitem(_tensor_getitem)  # type: ignore[assignment]
-Tensor.__setitem__ = _batch.tensor_setitem(_tensor_setitem)  # type: ignore[assignment]
+Tensor.__getitem__ = _wrapping.tensor_getitem(_tensor_getitem)  # type: ignore[assignment]
+Tensor.__setitem__ = _wrapping.tensor_setitem(_tensor_setitem)  # type: ignore[assignment]
 
 
 def _in_place(tile: Tile) -> None:
     # Writing into a tile without a lane axis inside a batched stage would happen once instead
     # of once per block (the tile may predate the stage): run that stage block by block.
     if len(tile.data.shape) == len(tile.valid):
-        _batch.forbid("an in-place write into a tile shared by the blocks")
-    batch = _batch.active()
+        _deferred.forbid("an in-place write into a tile shared by the blocks")
+    batch = _deferred.active()
     if batch is not None and id(tile) in batch.frozen:
         # A tile from outside a loop whose iterations run as lanes: each has its own copy.
-        _batch.fallback("an in-place write into a tile made before the loop")
+        _errors.fallback("an in-place write into a tile made before the loop")
     if batch is not None and _stage_kind(batch.stage) != "spmd":
         # In a pl.parallel stage (orchestration code) the tile may stand for a window of a
         # tensor, which one block at a time is a view that the write must reach.
-        _batch.fallback("an in-place write into a tile in orchestration code")
+        _errors.fallback("an in-place write into a tile in orchestration code")
 
 
 def _tile_setitem(self: Tile, key, value) -> None:
@@ -402,8 +403,8 @@ def _tensor_view(src: Tensor, shape: list[int]) -> Tensor:
 def read(src: Tensor | Tile, indices: Sequence[int]) -> Any:
     """One element as a Python scalar (in a batched stage, with per-block indices, every
     block's element: `equiv.tile.batch.Lanes`)."""
-    batch = _batch.active()
-    if batch is not None and batch.lane is None and (_batch._is_batched(indices) or _batch._is_batched(src)):
+    batch = _deferred.active()
+    if batch is not None and batch.lane is None and (_wrapping._is_batched(indices) or _wrapping._is_batched(src)):
         return _read_lanes(src, indices, batch)
     return _read(src, indices)
 
@@ -412,10 +413,10 @@ def _read_lanes(src: Tensor | Tile, indices: Any, batch: Any) -> Any:
     """Every lane's element of a global tensor in one indexed read."""
     per_dim = [indices] if not isinstance(indices, (list, tuple)) else list(indices)
     if isinstance(src, Tile) or type(src) is not Tensor or len(per_dim) != len(src.shape):
-        return _batch.per_lane(_read, (src, indices), {}, batch)
-    cols = [list(i.values) if isinstance(i, _batch.Lanes) else [int(i)] * batch.n for i in per_dim]
+        return _wrapping.per_lane(_read, (src, indices), {}, batch)
+    cols = [list(i.values) if isinstance(i, _lanes.Lanes) else [int(i)] * batch.n for i in per_dim]
     if any(not 0 <= int(v) < n for col, n in zip(cols, src.shape) for v in col):
-        return _batch.per_lane(_read, (src, indices), {}, batch)  # the per-block reads find it
+        return _wrapping.per_lane(_read, (src, indices), {}, batch)  # the per-block reads find it
     batch.on_load(src, False)
     data = src.scalar_views()[0]
     if isinstance(data, torch.Tensor):
@@ -427,8 +428,8 @@ def _read_lanes(src: Tensor | Tile, indices: Any, batch: Any) -> Any:
     if current().observers:
         from equiv.tile.scalars import traced
 
-        return _batch.Lanes([traced(convert(v)) for v in values])
-    return _batch.Lanes([convert(v) for v in values], exact_in=src.dtype)
+        return _lanes.Lanes([traced(convert(v)) for v in values])
+    return _lanes.Lanes([convert(v) for v in values], exact_in=src.dtype)
 
 
 def _read(src: Tensor | Tile, indices: Sequence[int]) -> int | float:
@@ -687,7 +688,7 @@ def assemble(target: Tensor, tile: Tile, offset: Sequence[int], atomic: str | No
         return target
     if atomic != AtomicType.Add:
         raise KernelError(f"assemble: atomic mode {atomic!r} is not covered (only pl.AtomicType.Add)")
-    _batch.forbid("an atomic add (its order is the blocks' order)")
+    _deferred.forbid("an atomic add (its order is the blocks' order)")
     if tile.dtype != target.dtype:
         raise KernelError(f"atomic add of a {tile.dtype!r} tile into {target.name} of {target.dtype!r}")
     win = target.window(key)

@@ -37,8 +37,9 @@ from equiv.dtypes import DType
 from equiv.tile.context import BlockNode, RunContext, current
 from equiv.tile.errors import KernelError, UnsupportedOpError
 from equiv.tile.sites import kernel_site
-from equiv.tile import batch as _batch
-from equiv.tile.batch import Lanes, Stage
+from equiv.tile.batch import deferred as _deferred
+from equiv.tile.batch.lanes import Lanes
+from equiv.tile.batch.stages import Stage
 from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
 from equiv.tile.values import Tile, _scalar_to
 
@@ -353,7 +354,7 @@ def task_dummy(*, deps: Sequence[Any]) -> TaskId:
 # ----------------------------------------------------------------------------------------
 def _batched_spmd() -> tuple[Any, Any] | None:
     """(batch, dispatch) when the running code is a batched stage of an SPMD dispatch."""
-    running = _batch.active()
+    running = _deferred.active()
     if running is None:
         return None
     entry = _stage_kinds(current()).get(running.stage)

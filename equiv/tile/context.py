@@ -18,6 +18,7 @@ import torch
 from equiv import rounding
 from equiv.dtypes import DType
 from equiv.options import Options
+from equiv.tile.errors import PerBlockPoison
 from equiv.tile.findings import Finding
 from equiv.tile.poison import pattern_key, poison_pattern
 from equiv.tile.sites import _EQUIV_DIR, kernel_site
@@ -241,8 +242,6 @@ class RunContext:
                 self.batch.stop("patterned poison drawn in loop iterations run as lanes")
             if self.batch.lane is None:
                 # Drawn once for every block of the stage: each block needs its own pattern.
-                from equiv.tile.batch import PerBlockPoison
-
                 raise PerBlockPoison("patterned poison drawn for every block at once")
             chain += ((self.batch.stage, self.batch.order[self.batch.lane]),)
             counts = self.batch.poison_counts

@@ -13,7 +13,8 @@ from equiv.tile.errors import KernelError, UnsupportedOpError
 from equiv.tile.memory import Tensor
 from equiv.tile.context import current
 from equiv.tile.sites import kernel_site
-from equiv.tile.batch import Lanes, Stage
+from equiv.tile.batch.lanes import Lanes
+from equiv.tile.batch.stages import Stage
 
 from contextlib import contextmanager
 
@@ -195,7 +196,7 @@ def _lane_range(start: Any, stop: Any, step: Any) -> Iterator[Any]:
     """A loop whose bounds differ per block of a batched stage (`equiv.tile.batch.Lanes`):
     iteration `i` is every block's `i`-th value, when every block makes the same number of
     iterations (else the stage runs one block at a time)."""
-    from equiv.tile.batch import fallback
+    from equiv.tile.errors import fallback
 
     n = next(len(v.values) for v in (start, stop, step) if isinstance(v, Lanes))
     lane = [(v.values if isinstance(v, Lanes) else [v] * n) for v in (start, stop, step)]

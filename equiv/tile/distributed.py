@@ -474,9 +474,9 @@ def _bytes(dtype: DType) -> int:
 
 
 def _world(op: str) -> _World:
-    from equiv.tile import batch
+    from equiv.tile.batch import deferred
 
-    batch.forbid(f"{op}: a rank's communication is per block")
+    deferred.forbid(f"{op}: a rank's communication is per block")
     world = _ACTIVE.get()
     if world is None or world.running is None:
         raise KernelError(f"{op} outside a rank: run the program through a @pl.jit.host entry that "

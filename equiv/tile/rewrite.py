@@ -38,7 +38,7 @@ from typing import Callable
 from equiv.tile.errors import KernelError
 
 _PREFIX = "_equiv_spmd_"
-_BATCH_MODULE = "equiv.tile.batch"
+_BATCH_MODULE = "equiv.tile.batch.stages"
 _PARALLEL_LOOPS = ("spmd", "parallel")
 _MUTATORS = frozenset({"append", "extend", "insert", "pop", "remove", "clear", "update", "setdefault",
                        "add", "discard", "popitem", "sort", "reverse"})

@@ -14,7 +14,8 @@ from typing import Any
 from equiv import dtypes
 from equiv.tile.memory import Tensor
 from equiv.tile import access, control, elementwise, matmul, movement, reductions, values
-from equiv.tile import batch, blocks, legacy
+from equiv.tile import blocks, legacy
+from equiv.tile.batch import wrapping
 from equiv.tile import sort as sorting
 
 NAMES: dict[str, Any] = {
@@ -157,6 +158,6 @@ BATCH_AWARE = frozenset({"get_block_idx", "tile.get_block_idx", "get_block_num",
 # Element-wise binary ops take a per-block scalar operand along the lane axis.
 BATCH_LANE_SCALARS = frozenset(f"{p}{op}" for p in ("", "tile.")
                                for op in ("add", "sub", "mul", "div", "maximum", "minimum"))
-NAMES = batch.wrap_table(NAMES, BATCH_NATIVE, BATCH_EXPANDED, {
+NAMES = wrapping.wrap_table(NAMES, BATCH_NATIVE, BATCH_EXPANDED, {
     blocks.__name__: "task ids, arrays, lanes and barriers are per block",
 }, aware=BATCH_AWARE, lane_scalars=BATCH_LANE_SCALARS)
