@@ -209,7 +209,7 @@ def _kernel_caller() -> bool:
     return frame is not None and not os.path.abspath(frame.f_code.co_filename).startswith(_EQUIV_DIR + os.sep)
 
 
-_BATCH_FILE = os.path.join(_EQUIV_DIR, "tile", "batch.py")
+_BATCH_FILE = os.path.join(_EQUIV_DIR, "tile", "batch", "wrapping.py")
 
 
 # ----------------------------------------------------------------------------------------
