@@ -47,7 +47,7 @@ from equiv.dtypes import DType
 from equiv.tile.memory import Tensor
 from equiv.tile.errors import UnsupportedOpError
 from equiv.tile.sites import kernel_site
-from equiv.tile import distributed as _distributed
+from equiv.tile.distributed import shims as _shims
 from equiv.tile import rewrite as _rewrite
 from equiv.tile.namespace import Namespace, report_gaps
 from equiv.pair import KernelPair
@@ -410,7 +410,7 @@ class _Load:
         self.config_module = config_module
         self.language = make_language_shim()
         self.pypto = make_pypto_shim(self.language)
-        _distributed.attach(self.pypto)  # pypto.language.distributed, pypto.ir.distributed_compiled_program
+        _shims.attach(self.pypto)  # pypto.language.distributed, pypto.ir.distributed_compiled_program
         self.modules: dict[str, types.ModuleType] = {}
         self.registered: list[str] = []
         self.tag = hashlib.sha256(repr((ref.identity(), _freeze(overrides))).encode()).hexdigest()[:12]
@@ -423,7 +423,7 @@ class _Load:
                 return self.pypto
             if name == "pypto.language":
                 return self.language if fromlist else self.pypto
-            module = _distributed.import_module(self.pypto, name, fromlist)
+            module = _shims.import_module(self.pypto, name, fromlist)
             if module is not None:
                 return module
             raise UnsupportedOpError(f"import {name}", kernel_site())

@@ -272,12 +272,12 @@ def test_a_same_revision_check_runs_the_program_once_per_case_and_a_two_revision
 def test_views_of_inputs_make_no_maps_until_written_and_then_share_the_inputs_maps():
     # A reshape or rank view of a Pro weight must not make the weight's written-mask and
     # last-writer map (5 bytes an element); a write through a view is seen by the base.
-    from equiv.tile import distributed
+    from equiv.tile.distributed import world
 
     with running(RunContext(Options())) as ctx:
         w = Tensor.from_torch("w", torch.arange(24.0).reshape(2, 3, 4))
         flat = pl.reshape(w, [2, 12])
-        ranks = distributed._RankIndexed.__new__(distributed._RankIndexed)
+        ranks = world.RankIndexed.__new__(world.RankIndexed)
         ranks.__dict__.update(w.__dict__)
         rank1 = ranks[1]
         assert torch.equal(pl.load(flat, [1, 0], [1, 12]).data, torch.arange(12.0, 24.0).reshape(1, 12).double())

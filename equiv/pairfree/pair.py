@@ -195,12 +195,12 @@ class FreeKernel:
             from equiv.pairfree.convert import convert_args
 
             args = convert_args(args, self.convert)
-        from equiv.tile import distributed
+        from equiv.tile.distributed import world
 
         # A multi-rank program runs with the world its run_jit call configures (device_ids).
-        ranks = distributed.world_size_from(recorded.extra.get("compile_cfg"))
+        ranks = world.world_size_from(recorded.extra.get("compile_cfg"))
         if ranks:
-            with distributed.configured(ranks):
+            with world.configured(ranks):
                 return call_entry(fn, args)
         return call_entry(fn, args)
 

@@ -97,9 +97,9 @@ class _Jit:
 
     def host(self, fn=None, **_kw):
         # A host orchestrator dispatches per-rank programs (``f(..., device=r)``).
-        from equiv.tile import distributed
+        from equiv.tile.distributed.host import host
 
-        return distributed.host(fn)
+        return host(fn)
 
 
 jit = _Jit()

@@ -17,7 +17,8 @@ from equiv.tile.context import RunContext, running
 from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.source import load_kernel
-from equiv.tile import distributed
+from equiv.tile.distributed import dsl_types, ops, shims
+from equiv.tile.distributed import world as pld_world
 
 HERE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "distributed")
 EXCHANGE = os.path.join(HERE, "exchange.py")
@@ -43,7 +44,7 @@ def run(path, entry, inputs, outputs, seed=0, world=N):
         for t in outs.values():  # poison: an element no rank writes stays NaN / unwritten
             t.data.fill_(float("nan") if t.dtype.is_float else -7)
             t.written.zero_()
-        with distributed.configured(world):
+        with pld_world.configured(world):
             fn(**args, **outs)
     return fn, ctx, outs
 
@@ -219,8 +220,8 @@ def test_world_size_comes_from_the_files_distributed_config():
 
     loader = source.SourceLoader()
     mod = loader.load(source.SourceRef(EXCHANGE, "gather_host"), {})
-    assert distributed.world_size_from({"distributed_config": mod.CONFIG}) == N
-    assert distributed.world_size_from({}) is None
+    assert pld_world.world_size_from({"distributed_config": mod.CONFIG}) == N
+    assert pld_world.world_size_from({}) is None
 
 
 def test_host_without_a_world_size_says_how_to_set_it():
@@ -236,8 +237,8 @@ def test_host_without_a_world_size_says_how_to_set_it():
 def test_uncovered_distributed_name_is_reported_by_its_dotted_name():
     from equiv.tile.errors import UnsupportedOpError
 
-    shim = distributed.make_shim()
-    assert shim.tensor.put is distributed.put and shim.NotifyOp.AtomicAdd == distributed.NotifyOp.AtomicAdd
+    shim = shims.make_shim()
+    assert shim.tensor.put is ops.put and shim.NotifyOp.AtomicAdd == dsl_types.NotifyOp.AtomicAdd
     with pytest.raises(UnsupportedOpError, match="pld.no_such_op"):
         shim.no_such_op
 
