@@ -22,7 +22,7 @@ in the totals or the exit code; "provided" says source mode has a stand-in for t
 
 Whether the emulator covers an entry is read from the emulator itself: its table of DSL
 names (`equiv.tile.covers`, built from `equiv.tile.table.NAMES`; the distributed table
-`equiv.tile.distributed.NAMES`), the signature of the implementing function for keyword
+`equiv.tile.distributed.shims.NAMES`), the signature of the implementing function for keyword
 forms, and the implementing object's context-manager protocol for ``with`` forms.
 """
 

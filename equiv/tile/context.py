@@ -71,7 +71,7 @@ class RunContext:
         # Clients of the run's event stream (equiv.observe): decisions, stores, blocks.
         self.observers: list = []
         self._decision_sites: dict = {}  # caller code location -> kernel site (cached walk)
-        # The batched stage running now (equiv.tile.batch.Batch), if any; its hooks below
+        # The batched stage running now (equiv.tile.batch.deferred.Batch), if any; its hooks below
         # defer stores and stop the attempt where a batched run could differ.
         self.batch = None
         self.batch_error: BaseException | None = None  # why the running attempt gave up

@@ -1,5 +1,5 @@
 """Control: annotations, decorators, loops, SPMD blocks and scopes. Parallel constructs are
-race domains whose blocks run in a seeded shuffled order (`equiv.memory.RunContext`)."""
+race domains whose blocks run in a seeded shuffled order (`equiv.tile.context.RunContext`)."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ class _ParallelLoop:
             yield from self.values[k * c:(k + 1) * c]
 
     def batch_stage(self) -> Any:
-        """The stage of a batched run (`equiv.tile.batch.Stage`), or None where there is
+        """The stage of a batched run (`equiv.tile.batch.stages.Stage`), or None where there is
         nothing to batch (one block; chunks run their iterations in order)."""
         if self.chunk is not None or len(self.values) <= 1:
             return None
@@ -193,7 +193,7 @@ def _with_carried(indices: Iterator[int], init_values: Sequence[Any]) -> Iterato
 
 
 def _lane_range(start: Any, stop: Any, step: Any) -> Iterator[Any]:
-    """A loop whose bounds differ per block of a batched stage (`equiv.tile.batch.Lanes`):
+    """A loop whose bounds differ per block of a batched stage (`equiv.tile.batch.lanes.Lanes`):
     iteration `i` is every block's `i`-th value, when every block makes the same number of
     iterations (else the stage runs one block at a time)."""
     from equiv.tile.errors import fallback

@@ -18,7 +18,7 @@ from equiv.tile.scalars import traced
 
 def read(src: Tensor | Tile, indices: Sequence[int]) -> Any:
     """One element as a Python scalar (in a batched stage, with per-block indices, every
-    block's element: `equiv.tile.batch.Lanes`)."""
+    block's element: `equiv.tile.batch.lanes.Lanes`)."""
     batch = _deferred.active()
     if batch is not None and batch.lane is None and (_wrapping._is_batched(indices) or _wrapping._is_batched(src)):
         return _read_lanes(src, indices, batch)

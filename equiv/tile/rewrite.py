@@ -421,7 +421,7 @@ class _IterationRewriter(ast.NodeTransformer):
         else:
             for T in it.loop: BODY             # as written, at no cost
 
-    (`equiv.tile.batch.iterations`)."""
+    (`equiv.tile.batch.stages.iterations`)."""
 
     def __init__(self, loops: dict[int, tuple[list[str], list[ast.stmt]]]):
         self.loops = loops  # id(For node) -> (names to widen, the body as written)

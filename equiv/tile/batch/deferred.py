@@ -139,7 +139,7 @@ class Batch:
         return StoreEvent(ev.tensor, starts, ev.extent, values, ev.stacked, ev.mask, ev.site, ev.scalar, blocks,
                           lane_of, rows_lanes)
 
-    # -- hooks called by equiv.memory -----------------------------------------------------
+    # -- hooks called by equiv.tile.memory -----------------------------------------------------
     def on_load(self, tensor: Tensor, clipped: bool) -> None:
         if clipped:
             fallback(f"a read outside {tensor.name}")

@@ -13,7 +13,7 @@ The emulation:
   (the runtime zeroes freshly allocated windows); ``x[r]`` of a host tensor is the rank's
   slice of it (a view: writes land in the caller's tensor).
 * **Ranks run as cooperating threads, one at a time.** Ranks start in a seeded shuffled
-  order (`equiv.memory.RunContext.block_order`, like SPMD blocks); a rank runs until it
+  order (`equiv.tile.context.RunContext.block_order`, like SPMD blocks); a rank runs until it
   finishes or waits on a signal that is not yet satisfied, then the next rank (in that
   order) that can run does. A wait no rank can ever satisfy is reported as a deadlock
   with the waiting sites.

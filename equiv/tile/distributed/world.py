@@ -107,7 +107,7 @@ class World:
         if self.size is None:
             # The harness did not say how many ranks run: the check cannot be judged.
             raise UnsupportedOpError("pld.world_size() without a world size", detail=(
-                "run the host entry under equiv.tile.distributed.configured(n); source mode takes n "
+                "run the host entry under equiv.tile.distributed.world.configured(n); source mode takes n "
                 "from the DistributedConfig(device_ids=...) of the file's run_jit call"))
         return self.size
 
