@@ -120,10 +120,9 @@ class _Inert:
 def _inert_unknown_pypto() -> None:
     """In the recording child only: an import of a pypto module the emulator lacks returns an
     inert module instead of raising (the check itself still reports it)."""
-    from equiv import source
+    from equiv.tile.distributed import shims
 
-    dist = source._distributed
-    real = dist.import_module
+    real = shims.import_module
 
     def import_module(pypto: Any, name: str, fromlist: Any) -> Any:
         found = real(pypto, name, fromlist)
@@ -142,4 +141,4 @@ def _inert_unknown_pypto() -> None:
         setattr(node, leaf, mod)
         return pypto
 
-    dist.import_module = import_module
+    shims.import_module = import_module  # the loader reads it from this module at each import
