@@ -123,15 +123,17 @@ def main() -> int:
     ap.add_argument("--max-dry", type=int, default=None, help="dry-run rows to measure in this invocation")
     ap.add_argument("--max-full", type=int, default=None, help="full gates to run in this invocation")
     ap.add_argument("--one-step", action="store_true",
-                    help="measure one row only (a missing dry run first, else one full gate): one heavy "
-                         "step per invocation, for a machine shared with other jobs")
+                    help="one heavy step per invocation, for a machine shared with other jobs: missing dry "
+                         "runs (one, or as many as start before --dry-until), else one full gate")
     ap.add_argument("--full-timeout", type=float, default=3000.0,
                     help="seconds after which a full gate is ended (its row says timeout)")
     ap.add_argument("--out", default="docs/pypto-lib-gate-table.md")
     ap.add_argument("--state", default=None, help="JSON file keeping rows already measured (resume)")
     args = ap.parse_args()
-    if args.one_step:
-        args.max_dry, args.max_full = 1, 1
+    if args.one_step:  # dry rows (one, or until --dry-until), else one full gate
+        args.max_full = 1
+        if not args.dry_until:
+            args.max_dry = 1
     repo = os.path.abspath(args.repo)
     scratch = repo.rstrip("/") + "-ci-worktree"
     commits = git(repo, "rev-list", "--first-parent", f"-n{args.count}", args.tip, "--", "models").split()
