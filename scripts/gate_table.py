@@ -60,6 +60,37 @@ def code_rev() -> str:
         return os.environ.get("EQUIV_CODE_REV", "unknown")
 
 
+def why_category(why: str) -> str:
+    """The kind of reason an entry runs for, without the file's own names and sites."""
+    if why == "changed: its kernel, golden or what they reach":  # as e7be4ec6 kept it
+        return ("its kernel, golden or what they reach changed, or a function the __main__ block runs through "
+                "changed and cannot be recorded (the row's code kept no finer reason)")
+    if why.startswith("changed: ") and "nor on the CPU stand-in" not in why:
+        return "its kernel, golden or what they reach changed"
+    if why.startswith("added"):
+        return "added by the commit"
+    if "recorded run_jit call changed" in why:
+        return "its recorded run_jit call changed"
+    if "calls it at" in why or "called at" in why:
+        return "called at one revision only"
+    if "nor on the CPU stand-in" in why:
+        what = "its harness (a function the __main__ block calls) changed" if why.startswith("changed: ") else \
+            "its __main__ block changed"
+        cpu = why.split("nor on the CPU stand-in", 1)[1]
+        if "memory cap" in cpu:
+            return f"{what}; the meta device cannot record it and its CPU recording exceeds the stand-in's memory cap"
+        if "given up after" in cpu:
+            return f"{what}; the meta device cannot record it and its CPU recording passes the stand-in's time box"
+        err = re.search(r"\(([A-Za-z]+(Error|Exception))", cpu)
+        return (f"{what}; the meta device cannot record it and the block raises on the CPU stand-in too "
+                f"({err.group(1) if err else 'no recorded call'})")
+    if "makes an input's value itself" in why:
+        return "its __main__ block changed and makes an input's value itself"
+    if "no run_jit entry found" in why:
+        return "no run_jit entry found statically"
+    return re.sub(r"models/\S+", "FILE", why)[:160]
+
+
 def dry_run(repo: str, commit: str) -> dict:
     t0 = time.perf_counter()
     base = pfg.resolve(repo, f"{commit}^")
@@ -67,11 +98,9 @@ def dry_run(repo: str, commit: str) -> dict:
     planned = planning.plan_changes(repo, base, commit, changes).entries
     todo = planning.order(planned)
     why: dict[str, int] = {}
-    for p in todo:  # the reason, without the file's own names
-        key = re.sub(r"\(mode [^:]*: ([A-Za-z]+)(Error|Exception)?[^)]*\)", r"(\1\2)", p.why)
-        key = re.sub(r"changed: \S+.*", "changed: its kernel, golden or what they reach", key)
-        key = re.sub(r"; also at .*", "", key)
-        key += " [other model instance]" if p.model else " [multi-tile token count]" if p.config else ""
+    for p in todo:
+        key = why_category(p.why)
+        key += " (another model instance)" if p.model else " (a multi-tile token count)" if p.config else ""
         why[key] = why.get(key, 0) + 1
     return {"files": len(changes), "importers": sum(c.why != "changed" for c in changes), "why_to_run": why,
             "entries": len(planned), "unchanged": sum(p.unchanged for p in planned), "to_run": len(todo),
@@ -258,7 +287,11 @@ def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> No
                           f"{before['to_run']} to run.")
         if d.get("why_to_run"):
             lines += ["", "Why each of its entries runs:", ""]
-            lines += [f"* {n} × {why}" for why, n in sorted(d["why_to_run"].items(), key=lambda kv: -kv[1])]
+            kinds: dict[str, int] = {}
+            for why, n in d["why_to_run"].items():  # rows kept by an earlier run: their keys again by kind
+                k = why_category(why)
+                kinds[k] = kinds.get(k, 0) + n
+            lines += [f"* {n} × {why}" for why, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))]
     full = [(c, state[c]["full"]) for c in commits[:args.full] if "full" in state.get(c, {})]
     lines += ["", f"## The full gate, {args.full} latest commits", "",
               f"`equiv gate --base C^ --head C --time-budget {args.full_budget:g}` (pypto-lib's 30-minute PR "
