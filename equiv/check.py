@@ -25,7 +25,8 @@ from equiv.observe import decisions as decision_cov
 from equiv.options import Options
 from equiv.pair import KernelPair
 from equiv.runner import Case, CaseResult, make_inputs, run_case, shrink, variants, verdict_counts
-from equiv.shapes import Shape, ShapeError
+from equiv.shapes import Shape
+from equiv.errors import KernelSignatureError, ShapeError
 from equiv.summary import render
 
 DEFAULT_FUZZ_EXAMPLES = 30
@@ -118,11 +119,6 @@ class CheckResult:
         """Decision sites of `side` with an outcome that never occurred (without, or with, a
         declared reason)."""
         return [g for g in self.decisions.get(side, {}).get("gaps", []) if bool(g["reason"]) == declared]
-
-
-class KernelSignatureError(TypeError, ValueError):
-    """A kernel that cannot be called with the pair's inputs, outputs and ``cfg``: a misuse of the
-    API (e.g. a variant built with the wrong function), not a regression of every case."""
 
 
 def check_signatures(pair: KernelPair, case: Case) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from equiv import atomic
 from equiv.compare import ERR_EDGES, VERDICTS
+from equiv.errors import ResultsError
 
 # ----------------------------------------------------------------------------------------
 # Bins
@@ -512,10 +513,6 @@ def write_report(checks: Sequence[Mapping[str, Any]], path: str) -> None:
 SCHEMA_VERSION = 1  # of the results JSON (`equiv check/gate/compare --json`); bump on an incompatible change
 _CHECK_KEYS = ("pair", "contract", "shapes", "counts", "results")
 _RESULT_KEYS = ("case", "verdicts", "outputs")
-
-
-class ResultsError(ValueError):
-    """A results file `equiv report` cannot render truthfully (empty, partial, other schema)."""
 
 
 def _validate_check(path: str, i: int, chk: Any) -> dict:

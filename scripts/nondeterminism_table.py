@@ -43,8 +43,9 @@ KNOWN_LARGE = {
 def one(repo: str, rev: str, path: str, schedules: int) -> list[dict]:
     """Check `path` against itself under `schedules` schedules; one dict per entry."""
     from equiv.options import Options
+    from equiv.errors import PairFreeError
     from equiv.pairfree import run as pf
-    from equiv.shapes import ShapeError
+    from equiv.errors import ShapeError
 
     options = Options(schedules=schedules)
     for shapes in ("decode", "nominal"):
@@ -55,7 +56,7 @@ def one(repo: str, rev: str, path: str, schedules: int) -> list[dict]:
         except (ShapeError, KeyError, ValueError) as exc:
             if shapes == "nominal":
                 return [{"entry": "*", "outcome": "error", "why": f"{type(exc).__name__}: {exc}", "shapes": shapes}]
-        except pf.PairFreeError as exc:
+        except PairFreeError as exc:
             return [{"entry": "*", "outcome": "error", "why": str(exc), "shapes": shapes}]
     rows = []
     for e in fo.entries:

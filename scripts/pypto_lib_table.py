@@ -28,8 +28,9 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def one(repo: str, rev: str, path: str, model: str | None) -> list[dict]:
     """Check `path` against itself; one dict per entry."""
+    from equiv.errors import PairFreeError
     from equiv.pairfree import run as pf
-    from equiv.shapes import ShapeError
+    from equiv.errors import ShapeError
 
     rows = []
     for shapes in ("decode", "nominal"):
@@ -40,7 +41,7 @@ def one(repo: str, rev: str, path: str, model: str | None) -> list[dict]:
         except (ShapeError, KeyError, ValueError) as exc:
             if shapes == "nominal":
                 return [{"entry": "*", "outcome": "error", "why": [f"{type(exc).__name__}: {exc}"], "shapes": shapes}]
-        except pf.PairFreeError as exc:
+        except PairFreeError as exc:
             return [{"entry": "*", "outcome": "error", "why": [str(exc)], "shapes": shapes}]
     for e in fo.entries:
         why = list(e.lines)

@@ -10,6 +10,7 @@ import pytest
 
 import equiv
 from equiv import report
+from equiv.errors import ResultsError
 from equiv.cli import main
 from tests.broken_combine import drops_tail
 
@@ -98,7 +99,7 @@ def test_merging_one_pair_under_two_contracts_is_refused(saved, tmp_path):
     data["checks"][0]["contract"] = "≤ 1 BF16 ULP"
     other = tmp_path / "other.json"
     other.write_text(json.dumps(data))
-    with pytest.raises(report.ResultsError, match="cannot be merged"):
+    with pytest.raises(ResultsError, match="cannot be merged"):
         report.merge_results([str(paths["a"]), str(other)])
 
 

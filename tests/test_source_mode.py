@@ -382,7 +382,7 @@ def test_pair_name_is_inferred_from_the_file():
     from equiv.commands.source_check import infer_pair_name
 
     assert infer_pair_name(SourceRef("models/deepseek/v4/moe.py", "combine")) == "moe.combine"
-    from equiv.cli import UsageError
+    from equiv.errors import UsageError
 
     with pytest.raises(UsageError, match="cannot tell which registered pair"):
         infer_pair_name(SourceRef("lib/zzz.py", "qqq"))

@@ -9,12 +9,11 @@ from typing import Callable
 
 from equiv import registry
 from equiv.check import CheckResult, check
-from equiv.cli import UsageError
+from equiv.errors import ShapeError, UsageError
 from equiv.commands import source_check
 from equiv.commands.common import (add_run_options, check_output_paths, fixed_from, options_from, resolve_pair,
                                    results_document, write_json_atomic, write_text_atomic)
 from equiv.progress import Progress
-from equiv.shapes import ShapeError
 from equiv.summary import render, render_summary, status_line, wrap
 
 

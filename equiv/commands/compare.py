@@ -8,14 +8,13 @@ import sys
 import time
 
 from equiv import registry
+from equiv.errors import RunMismatch, ShapeError, UnknownPairError, UsageError
 from equiv.check import CheckResult
-from equiv.cli import UsageError
 from equiv.commands.common import write_json_atomic
 from equiv.compare import OutputResult
-from equiv.device_runs import UNWRITTEN_MODES, RunMismatch, compare_runs, load_run
+from equiv.device_runs import UNWRITTEN_MODES, compare_runs, load_run
 from equiv.pair import Contract
 from equiv.runner import CaseResult
-from equiv.shapes import ShapeError
 from equiv.summary import per_output, wrap, wrap_command
 
 
@@ -85,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.pair:
         try:
             pair = registry.get(args.pair)
-        except registry.UnknownPairError as exc:
+        except UnknownPairError as exc:
             raise UsageError(str(exc)) from None
         if not args.shape:
             raise UsageError(f"--pair {args.pair} needs --shapes, e.g. --shapes "

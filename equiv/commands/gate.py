@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equiv.cli import UsageError
+from equiv.errors import GateError, UsageError
 
 DEFAULT_REPORT = "reports/equiv-gate.html"
 DEFAULT_CASES = "reports/cases"
@@ -78,16 +78,15 @@ def _pair_free(args: argparse.Namespace) -> bool:
         return True
     try:
         root = pfg.repo_root(".")
-    except pfg.GateError:
+    except GateError:
         return False
     return not os.path.isfile(os.path.join(root, "equiv", "pair.py"))
 
 
 def _has_work_tree(repo: str) -> bool:
-    import subprocess
+    from equiv import git
 
-    out = subprocess.run(["git", "-C", repo, "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True)
-    return out.stdout.strip() == "true"
+    return (git.answer(repo, "rev-parse", "--is-inside-work-tree") or "").strip() == "true"
 
 
 def run_pair_free(args: argparse.Namespace) -> int:
@@ -117,7 +116,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
         head = pfg.resolve(repo, args.head) if args.head else (
             None if _has_work_tree(repo) else pfg.resolve(repo, "HEAD"))
         config = parse_assignments(args.config, "--config")
-    except (pfg.GateError, SourceError) as exc:
+    except (GateError, SourceError) as exc:
         raise UsageError(str(exc)) from None
     policy = pfg.Policy(shapes=args.shapes, examples=args.examples, model=args.model, config=config,
                         recipes=tuple(args.recipe) if getattr(args, "recipe", None) else None,
@@ -125,7 +124,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
     try:
         changes = pfg.changed_model_files(repo, base, head) if not args.files else [
             pfg.Change(f, f, "M") for f in args.files]
-    except pfg.GateError as exc:
+    except GateError as exc:
         raise UsageError(str(exc)) from None
     from equiv.pairfree import plan as planning
 
@@ -195,7 +194,8 @@ def run_pair_free(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from equiv import gate, registry
+    from equiv import registry
+    from equiv import gate
     from equiv.commands.common import check_output_paths, options_from, results_document, write_json_atomic
     from equiv.progress import Progress
 
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         try:
             changed = gate.changed_files(args.base)
-        except gate.GateError as exc:
+        except GateError as exc:
             raise UsageError(str(exc)) from None
         where = f"{args.base}...HEAD and the working tree"
     pairs = {p.name: p for p in registry.all_pairs()}

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from equiv.cli import UsageError
+from equiv.errors import UsageError
 
 DEFAULT_REPORT = "reports/report.html"
 

@@ -18,14 +18,12 @@ import sys
 from typing import Any
 
 from equiv import registry
+from equiv.errors import PairFreeError, ShapeError, SourceError, UnknownPairError, UsageError
 from equiv.check import CheckResult, check, plan
-from equiv.cli import UsageError
 from equiv.commands.common import fixed_from, options_from, write_json_atomic
 from equiv.pair import BIT_EXACT, Contract, KernelPair
 from equiv.progress import Progress
-from equiv.shapes import ShapeError
 from equiv.runner import make_inputs
-from equiv.errors import SourceError
 from equiv.source.loader import SourceLoader
 from equiv.source.ref import SourceRef
 from equiv.tile.errors import UnsupportedOpError
@@ -162,13 +160,9 @@ def _entry_of(spec: str | None) -> str | None:
 
 
 def _inside_git(path: str) -> bool:
-    import subprocess
+    from equiv import git
 
-    try:
-        subprocess.run(["git", "-C", path, "rev-parse", "--git-dir"], check=True, capture_output=True)
-        return True
-    except (OSError, subprocess.CalledProcessError):
-        return False
+    return git.succeeds(path, "rev-parse", "--git-dir")
 
 
 def base_pair(args: argparse.Namespace, pre: SourceRef) -> KernelPair:
@@ -180,7 +174,7 @@ def base_pair(args: argparse.Namespace, pre: SourceRef) -> KernelPair:
         name = args.name or infer_pair_name(pre)
         try:
             pair = registry.get(name)
-        except registry.UnknownPairError as exc:
+        except UnknownPairError as exc:
             raise UsageError(str(exc)) from None
     changes: dict[str, Any] = {}
     if args.reference:
@@ -289,16 +283,15 @@ def pair_free_command(args: argparse.Namespace, path: str, entry: str | None) ->
 def _head_vs_working_tree(args: argparse.Namespace, repo: str, path: str) -> tuple[str, str, str]:
     """No revisions given: the file at HEAD is pre, the file in the working tree retiled (what
     an engineer has changed and not committed). (repo, repo-relative path, what was chosen)."""
-    import subprocess
+    from equiv import git
 
-    top = subprocess.run(["git", "-C", repo, "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-    if top.returncode != 0:
+    top = git.answer(repo, "rev-parse", "--show-toplevel")
+    if top is None:
         return repo, path, f"{repo} is not a git repository: {path} is checked against itself"
-    root = top.stdout.strip()
+    root = top.strip()
     full = os.path.abspath(os.path.join(repo, path) if args.repo else path)
     rel = os.path.relpath(full, root)
-    tracked = subprocess.run(["git", "-C", root, "cat-file", "-e", f"HEAD:{rel}"], capture_output=True)
-    if tracked.returncode != 0:
+    if not git.succeeds(root, "cat-file", "-e", f"HEAD:{rel}"):
         return root, rel, f"{rel} is not committed at HEAD: it is checked against itself (working tree)"
     args.pre_rev = "HEAD"
     return root, rel, (f"no revisions given: pre = {rel} at HEAD, retiled = {rel} in the working tree "
@@ -350,7 +343,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
                                 progress=progress, log=log, keep_runs=bool(getattr(args, "save_cases", None)),
                                 on_pair=shown, command=lambda e: pair_free_command(args, path, e),
                                 contract_given=bool(args.contract))
-    except (pf.PairFreeError, SourceError) as exc:
+    except (PairFreeError, SourceError) as exc:
         raise UsageError(str(exc)) from None
     except (ShapeError, ValueError, KeyError) as exc:
         raise UsageError(f"{path}: {exc}") from None

@@ -32,10 +32,6 @@ from equiv.pairfree.reference import Reference
 SIDES = ("pre", "retiled")
 
 
-class GoldenRejects(Exception):
-    """The golden's own assert refused the shape (raised by a pair-free reference)."""
-
-
 def _names(mask: torch.Tensor) -> tuple[str, ...]:
     return ("rows", "cols") if mask.dim() == 2 else ()
 
