@@ -11,8 +11,9 @@ from equiv import registry
 from equiv.check import CheckResult, check
 from equiv.errors import ShapeError, UsageError
 from equiv.commands import source_check
+from equiv.commands.outputs import write_results
 from equiv.commands.common import (add_run_options, check_output_paths, fixed_from, options_from, resolve_pair,
-                                   results_document, write_json_atomic, write_text_atomic)
+                                   write_text_atomic)
 from equiv.progress import Progress
 from equiv.summary import render, render_summary, status_line, wrap
 
@@ -143,9 +144,7 @@ def output_paths(args: argparse.Namespace) -> None:
 
 
 def write_outputs(results: list[CheckResult], args: argparse.Namespace) -> None:
-    if args.json:
-        write_json_atomic(args.json, results_document([r.to_dict() for r in results]))
-        print(f"results written to {args.json}", file=sys.stderr)
+    write_results([r.to_dict() for r in results], args.json, args.report)
     if args.save_cases:
         from equiv import cases
 
@@ -158,11 +157,6 @@ def write_outputs(results: list[CheckResult], args: argparse.Namespace) -> None:
         command = "equiv " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         write_text_atomic(args.markdown, render_markdown(results, command, args.title))
         print(f"verdict document written to {args.markdown}", file=sys.stderr)
-    if args.report:
-        from equiv import report
-
-        report.write_report([r.to_dict() for r in results], args.report)
-        print(f"report written to {args.report}", file=sys.stderr)
 
 
 def _print_decisions(result: CheckResult) -> None:

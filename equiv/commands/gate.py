@@ -91,7 +91,8 @@ def _has_work_tree(repo: str) -> bool:
 
 def run_pair_free(args: argparse.Namespace) -> int:
     """``equiv gate --repo R --base REV [--head REV]`` over the model files the change touches."""
-    from equiv.commands.common import check_output_paths, options_from, results_document, write_json_atomic
+    from equiv.commands.common import check_output_paths, options_from
+    from equiv.commands.outputs import write_results
     from equiv.pairfree import gate as pfg
     from equiv.pairfree.contract import own_contract_text
     from equiv.progress import Progress
@@ -159,16 +160,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
         write_junit(pfg.junit_xml(result), args.junit)
         print(f"JUnit XML written to {args.junit}", file=sys.stderr)
     checks = [r.to_dict() for r in result.results()]
-    if args.json:
-        doc = results_document(checks)
-        doc["gate"] = result.to_dict()
-        write_json_atomic(args.json, doc)
-        print(f"results written to {args.json}", file=sys.stderr)
-    if args.report and checks:
-        from equiv import report
-
-        report.write_report(checks, args.report)
-        print(f"report written to {args.report}", file=sys.stderr)
+    write_results(checks, args.json, args.report if checks else None, gate=result.to_dict())
     for e in result.entries:
         print(f"{e.outcome.upper():13} {e.file}:{e.entry}" + (f" ({e.seconds:.0f} s)" if e.seconds else ""))
         for reason in e.reasons[:8]:
@@ -196,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
 
     from equiv import registry
     from equiv import gate
-    from equiv.commands.common import check_output_paths, options_from, results_document, write_json_atomic
+    from equiv.commands.common import check_output_paths, options_from
+    from equiv.commands.outputs import write_results
     from equiv.progress import Progress
 
     if _pair_free(args):
@@ -243,14 +236,7 @@ def run(args: argparse.Namespace) -> int:
     if args.junit:
         gate.write_junit(gate.junit_xml(result.results, result.saved, result.errors), args.junit)
         print(f"JUnit XML written to {args.junit}", file=sys.stderr)
-    if args.json:
-        write_json_atomic(args.json, results_document([r.to_dict() for r in result.results]))
-        print(f"results written to {args.json}", file=sys.stderr)
-    if args.report and selection.pairs:
-        from equiv import report
-
-        report.write_report([r.to_dict() for r in result.results], args.report)
-        print(f"report written to {args.report}", file=sys.stderr)
+    write_results([r.to_dict() for r in result.results], args.json, args.report if selection.pairs else None)
     n_saved = sum(len(v) for v in result.saved.values())
     if n_saved:
         print(f"{n_saved} non-equivalent case{'s' if n_saved != 1 else ''} saved under {args.cases_dir} "

@@ -20,7 +20,8 @@ from typing import Any
 from equiv import registry
 from equiv.errors import PairFreeError, ShapeError, SourceError, UnknownPairError, UsageError
 from equiv.check import CheckResult, check, plan
-from equiv.commands.common import fixed_from, options_from, write_json_atomic
+from equiv.commands.outputs import write_results
+from equiv.commands.common import fixed_from, options_from
 from equiv.pair import BIT_EXACT, Contract, KernelPair
 from equiv.progress import Progress
 from equiv.runner import make_inputs
@@ -350,16 +351,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
     progress.clear()
     one_revision = outcome.pre.identity() == outcome.retiled.identity()
     results = [e.result for e in outcome.entries if e.result is not None]
-    if args.json:
-        from equiv.commands.common import results_document
-
-        write_json_atomic(args.json, results_document([r.to_dict() for r in results]))
-        print(f"results written to {args.json}", file=sys.stderr)
-    if args.report and results:
-        from equiv import report
-
-        report.write_report([r.to_dict() for r in results], args.report)
-        print(f"report written to {args.report}", file=sys.stderr)
+    write_results([r.to_dict() for r in results], args.json, args.report if results else None)
     if getattr(args, "save_cases", None):
         from equiv import cases
 
@@ -414,17 +406,7 @@ def run(args: argparse.Namespace) -> int:
     except (ShapeError, ValueError, KeyError) as exc:
         raise UsageError(f"{pair.name}: {exc}") from None
     progress.clear()
-    data = result.to_dict()
-    if args.json:
-        from equiv.commands.common import results_document
-
-        write_json_atomic(args.json, results_document([data]))
-        print(f"results written to {args.json}", file=sys.stderr)
-    if args.report:
-        from equiv import report
-
-        report.write_report([data], args.report)
-        print(f"report written to {args.report}", file=sys.stderr)
+    write_results([result.to_dict()], args.json, args.report)
     from equiv.summary import wrap
 
     print("\n".join(wrap(pair.description)))
