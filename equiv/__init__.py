@@ -6,12 +6,13 @@
     result = equiv.check(dataclasses.replace(pair, retiled=my_kernel), shapes="T=10,D=256")
 """
 
-from equiv.check import CheckResult, check
+from equiv.results import Case, CaseResult, CheckResult
+from equiv.check import check
 from equiv.errors import KernelSignatureError, ShapeError
 from equiv.options import Options
 from equiv.pair import BIT_EXACT, Contract, KernelPair, within_ulp
 from equiv.registry import all_pairs, get, names
-from equiv.runner import Case, CaseResult, run_case
+from equiv.runner import run_case
 from equiv.shapes import Dim, Shape, ShapeSpace
 
 __all__ = [

@@ -50,7 +50,8 @@ from equiv.errors import CaseError, UnknownPairError
 from equiv import atomic
 from equiv.options import Options
 from equiv.pair import KernelPair
-from equiv.runner import SIDES, Case, CaseResult, make_inputs, run_side
+from equiv.runner import SIDES, make_inputs, run_side
+from equiv.results import Case, CaseResult
 from equiv.shapes import Shape
 
 FORMAT = "equiv-case/1"

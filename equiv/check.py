@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import inspect
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -20,105 +19,16 @@ from hypothesis import strategies as st
 
 from hypothesis import target
 
-from equiv.compare import VERDICTS
+from equiv.results import VERDICTS, Case, CaseResult, CheckResult
 from equiv.observe import decisions as decision_cov
 from equiv.options import Options
 from equiv.pair import KernelPair
-from equiv.runner import Case, CaseResult, make_inputs, run_case, shrink, variants, verdict_counts
+from equiv.runner import make_inputs, run_case, shrink, variants
 from equiv.shapes import Shape
 from equiv.errors import KernelSignatureError, ShapeError
-from equiv.summary import render
 
 DEFAULT_FUZZ_EXAMPLES = 30
 Progress = Callable[[str, int, int, Case | None], None]
-
-
-@dataclass
-class CheckResult:
-    """Everything one check of one pair found."""
-
-    pair: str
-    contract: str
-    shapes: str
-    seed: int
-    results: list[CaseResult]
-    counterexamples: list[CaseResult] = field(default_factory=list)
-    seconds: float = 0.0
-    options: dict = field(default_factory=dict)
-    # Decision coverage per version over all cases (equiv.observe.decisions.summary).
-    decisions: dict = field(default_factory=dict)
-    # Pair-free: the file's own contract — where the contract came from, and its own test per
-    # version (side -> "PASS" / "FAIL (...)" / "not predicted (...)").
-    own_contract: dict = field(default_factory=dict)
-
-    @property
-    def counts(self) -> dict[str, dict[str, int]]:
-        return verdict_counts(self.results)
-
-    @property
-    def regressions(self) -> list[CaseResult]:
-        return [r for r in self.results if "regression" in r.verdicts.values()]
-
-    @property
-    def unjudged(self) -> list[CaseResult]:
-        """Cases a version could not run because the emulator lacks an op or form (cannot judge)."""
-        return [r for r in self.results if "cannot judge" in r.verdicts.values()]
-
-    def gaps(self) -> list[str]:
-        """What the emulator lacks, one line per distinct op or form and kernel site."""
-        seen: dict[str, None] = {}
-        for r in self.unjudged:
-            for o in r.outputs.values():
-                for reason in o.reasons:
-                    if reason.startswith("cannot judge"):
-                        seen.setdefault(reason, None)
-        return list(seen)
-
-    @property
-    def narrowed(self) -> list[CaseResult]:
-        """Cases only the retiled version rejects (its contract is narrower than pre's)."""
-        return [r for r in self.results
-                if any("narrowed contract" in reason for o in r.outputs.values() for reason in o.reasons)]
-
-    @property
-    def failed(self) -> bool:
-        """The one rule `equiv check` and `equiv gate` share: a regression, or a narrowed contract
-        (a shape retiled rejects that pre accepts), fails the pair."""
-        return bool(self.regressions or self.narrowed)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def max_ulp(self, output: str | None = None) -> int:
-        vals = [o.max_ulp for r in self.results for name, o in r.outputs.items()
-                if output in (None, name) and o.verdict != "rejected"]
-        return max(vals, default=0)
-
-    def findings(self) -> list[str]:
-        """Distinct coverage and hazard findings, one line each."""
-        seen: dict[str, None] = {}
-        for r in self.results:
-            for o in r.outputs.values():
-                for reason in o.reasons:
-                    if any(k in reason for k in ("unwritten", "uninitialised", "oob", "race", "raised")):
-                        seen.setdefault(f"{r.case.shape}: {reason}", None)
-        return list(seen)
-
-    def __str__(self) -> str:
-        return render(self)
-
-    def to_dict(self) -> dict:
-        return {"pair": self.pair, "contract": self.contract, "shapes": self.shapes, "seed": self.seed,
-                "seconds": round(self.seconds, 3), "options": self.options, "counts": self.counts,
-                "results": [r.to_dict() for r in self.results],
-                "counterexamples": [r.to_dict() for r in self.counterexamples],
-                "decisions": self.decisions, **({"own_contract": self.own_contract} if self.own_contract else {})}
-
-    def decision_gaps(self, side: str = "retiled", declared: bool = False) -> list[dict]:
-        """Decision sites of `side` with an outcome that never occurred (without, or with, a
-        declared reason)."""
-        return [g for g in self.decisions.get(side, {}).get("gaps", []) if bool(g["reason"]) == declared]
 
 
 def check_signatures(pair: KernelPair, case: Case) -> None:
@@ -381,4 +291,4 @@ def _run_in_workers(name: str, cases: list[Case], options: Options, keep_runs: b
             future.cancel()
 
 
-__all__ = ["CheckResult", "KernelSignatureError", "check", "plan", "parse_shard", "shard_of", "in_shard", "fuzz_cases", "explicit_shapes", "VERDICTS", "DEFAULT_FUZZ_EXAMPLES"]
+__all__ = ["check", "plan", "parse_shard", "shard_of", "in_shard", "fuzz_cases", "explicit_shapes", "DEFAULT_FUZZ_EXAMPLES"]

@@ -30,7 +30,7 @@ import torch
 
 from equiv.compare import SideRun, compare_output
 from equiv.pair import BIT_EXACT, Contract, KernelPair
-from equiv.runner import Case, CaseResult
+from equiv.results import Case, CaseResult
 from equiv.shapes import Shape
 from equiv.errors import RunMismatch
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
 from equiv import atomic, git
-from equiv.check import CheckResult, check, fuzz_cases, in_shard, plan
+from equiv.results import CheckResult
+from equiv.check import check, fuzz_cases, in_shard, plan
 from equiv.options import Options
 from equiv.pair import KernelPair, project_root
 from equiv.errors import GateError

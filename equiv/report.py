@@ -21,7 +21,8 @@ from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
 from equiv import atomic
-from equiv.compare import ERR_EDGES, VERDICTS
+from equiv.compare import ERR_EDGES
+from equiv.results import VERDICTS
 from equiv.errors import ResultsError
 
 # ----------------------------------------------------------------------------------------

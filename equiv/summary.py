@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 if TYPE_CHECKING:
-    from equiv.check import CheckResult  # summary renders a CheckResult; check imports summary
+    from equiv.results import CheckResult  # summary renders a CheckResult; check imports summary
 
 DEFAULT_WIDTH = 80
 MIN_WIDTH = 40

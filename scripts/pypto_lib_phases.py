@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from equiv import runner  # noqa: E402
+from equiv import runner
 from equiv.pairfree import discovery
 from equiv.pairfree import run as pf
 from equiv.errors import ShapeError  # noqa: E402

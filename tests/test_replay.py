@@ -17,7 +17,7 @@ from equiv import cases
 from equiv.errors import CaseError
 from equiv.cli import main
 from equiv.pair import project_root
-from equiv.runner import Case
+from equiv.results import Case
 
 ROOT = project_root()
 COMBINE = equiv.get("moe.combine")

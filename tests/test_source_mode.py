@@ -24,7 +24,8 @@ from equiv.dtypes import BF16, FP32, INT32
 from equiv.tile.context import RunContext, running
 from equiv.tile.memory import Tensor
 from equiv.options import Options
-from equiv.runner import Case, run_case
+from equiv.results import Case
+from equiv.runner import run_case
 from equiv.shapes import Shape
 from kernels.moe_combine.pair import PAIR as COMBINE
 from equiv.source import (SourceError, SourceKernel, SourceLoader, SourceRef, UnsupportedOpError, call_entry,

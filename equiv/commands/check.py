@@ -8,7 +8,8 @@ import sys
 from typing import Callable
 
 from equiv import registry
-from equiv.check import CheckResult, check
+from equiv.results import CheckResult
+from equiv.check import check
 from equiv.errors import ShapeError, UsageError
 from equiv.commands import source_check
 from equiv.commands.outputs import write_results

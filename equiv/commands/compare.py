@@ -8,12 +8,10 @@ import time
 
 from equiv import registry
 from equiv.errors import RunMismatch, ShapeError, UnknownPairError, UsageError
-from equiv.check import CheckResult
+from equiv.results import CaseResult, CheckResult, OutputResult
 from equiv.commands.outputs import write_results
-from equiv.compare import OutputResult
 from equiv.device_runs import UNWRITTEN_MODES, compare_runs, load_run
 from equiv.pair import Contract
-from equiv.runner import CaseResult
 from equiv.summary import per_output, wrap, wrap_command
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from equiv import registry
 from equiv.errors import PairFreeError, ShapeError, SourceError, UnknownPairError, UsageError
-from equiv.check import CheckResult, check, plan
+from equiv.results import CheckResult
+from equiv.check import check, plan
 from equiv.commands.outputs import write_results
 from equiv.commands.common import fixed_from, options_from
 from equiv.pair import BIT_EXACT, Contract, KernelPair

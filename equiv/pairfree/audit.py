@@ -346,7 +346,7 @@ def audit_file(path: str, rev: str, repo: str, model: str | None = None, options
     (the realistic inputs, seeds 0..`seeds`-1: a tie is a rare event, one in about 10^5
     elements)."""
     from equiv.pairfree.pair import Revisions, build_pair, entries_of
-    from equiv.runner import Case
+    from equiv.results import Case
     from equiv.shapes import Shape
     from equiv.source.ref import SourceRef
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from equiv import git
-from equiv.check import CheckResult
+from equiv.results import CheckResult
 from equiv.options import Options
 from equiv.errors import GateError, PairFreeError, SelectionError
 from equiv.pairfree import run as pf

@@ -25,7 +25,8 @@ from typing import Any, Mapping
 import torch
 
 from equiv import numerics
-from equiv.compare import OutputResult, SideRun, compare_output, region
+from equiv.results import OutputResult
+from equiv.compare import SideRun, compare_output, region
 from equiv.pairfree import contract as fc
 from equiv.pairfree.reference import Reference
 

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from equiv import git
-from equiv.check import CheckResult, check
+from equiv.results import CheckResult
+from equiv.check import check
 from equiv.options import Options
 from equiv.pair import BIT_EXACT, Contract
 from equiv.pairfree import specs
