@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from hypothesis import target
 
-from equiv.results import VERDICTS, Case, CaseResult, CheckResult
+from equiv.results import Case, CaseResult, CheckResult
 from equiv.observe import decisions as decision_cov
 from equiv.options import Options
 from equiv.pair import KernelPair
@@ -163,9 +163,10 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
           options: Options | None = None, recipes: Sequence[str] | None = None,
           fixed: Mapping[str, Any] | None = None, progress: Progress | None = None,
           shrink_budget: int = 40, time_budget: float | None = None, keep_runs: bool = False,
-          shard: Shard | None = None, jobs: int = 1) -> CheckResult:
-    """Check `pair` (a `KernelPair` or a registered name) over `shapes` ("nominal", "fuzz", a preset
-    name, or "T=8,D=7168").
+          shard: Shard | None = None, jobs: int = 1,
+          lookup: Callable[[str], KernelPair] | None = None) -> CheckResult:
+    """Check `pair` (a `KernelPair`, or a registered name with `lookup`) over `shapes` ("nominal",
+    "fuzz", a preset name, or "T=8,D=7168").
 
     `fixed` pins option values the pair would otherwise sweep (e.g. one row_sum order).
     `time_budget` (seconds) stops drawing new cases once exceeded (the CI profile uses it).
@@ -174,11 +175,14 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
     shards together run exactly the unsharded cases (`equiv report` merges their results).
     `jobs` > 1 runs the planned cases of a registered pair in that many worker processes
     (same results, in plan order); fuzzing steered by earlier cases and shrinking stay here.
+    `lookup` finds a registered pair by its name (`equiv.registry.get`, which `equiv.check`
+    passes): the workers of `jobs` rebuild the pair with it, so without it the cases run here.
     """
     if isinstance(pair, str):
-        from equiv import registry
-
-        pair = registry.get(pair)
+        if lookup is None:
+            raise TypeError(f"check({pair!r}): a pair's name needs lookup=equiv.registry.get "
+                            f"(or call equiv.check, which passes it)")
+        pair = lookup(pair)
     options = options or Options()
     _check_examples(examples)
     t0 = time.perf_counter()
@@ -210,8 +214,8 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
             progress(pair.name, len(results), max(total, len(results) + 1), case)
         return record(run_case(pair, case, options, keep_runs=keep_runs))
 
-    if jobs > 1 and len(cases) > 1 and _registered(pair):
-        for case, result in zip(cases, _run_in_workers(pair.name, cases, options, keep_runs, jobs)):
+    if jobs > 1 and len(cases) > 1 and lookup is not None and _registered(pair, lookup):
+        for case, result in zip(cases, _run_in_workers(lookup, pair.name, cases, options, keep_runs, jobs)):
             if progress:
                 progress(pair.name, len(results), max(total, len(results) + 1), case)
             record(result)
@@ -251,26 +255,24 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
                        decisions=decision_cov.summary(pair.name, {s: c for s, c in coverage.items() if c}))
 
 
-def _registered(pair: KernelPair) -> bool:
+def _registered(pair: KernelPair, lookup: Callable[[str], KernelPair]) -> bool:
     """Whether worker processes can rebuild `pair` from its name (a registered pair as is)."""
-    from equiv import registry
-
     try:
-        return registry.get(pair.name) is pair
+        return lookup(pair.name) is pair
     except Exception:  # noqa: BLE001 - not registered, or a variant of a registered name
         return False
 
 
-def _run_registered(name: str, case: Case, options: Options, keep_runs: bool) -> CaseResult:
-    from equiv import registry
-
-    return run_case(registry.get(name), case, options, keep_runs=keep_runs)
+def _run_registered(lookup: Callable[[str], KernelPair], name: str, case: Case, options: Options,
+                    keep_runs: bool) -> CaseResult:
+    return run_case(lookup(name), case, options, keep_runs=keep_runs)
 
 
 _POOLS: dict[int, Any] = {}
 
 
-def _run_in_workers(name: str, cases: list[Case], options: Options, keep_runs: bool, jobs: int):
+def _run_in_workers(lookup: Callable[[str], KernelPair], name: str, cases: list[Case], options: Options,
+                    keep_runs: bool, jobs: int):
     """Results of `cases` run by `jobs` worker processes, yielded in plan order. The workers
     are kept for the next pair of a ``--all`` run (starting one imports torch)."""
     import multiprocessing
@@ -282,7 +284,7 @@ def _run_in_workers(name: str, cases: list[Case], options: Options, keep_runs: b
         pool = _POOLS[jobs] = ProcessPoolExecutor(max_workers=jobs,
                                                   mp_context=multiprocessing.get_context("spawn"))
         atexit.register(pool.shutdown, cancel_futures=True)
-    futures = [pool.submit(_run_registered, name, c, options, keep_runs) for c in cases]
+    futures = [pool.submit(_run_registered, lookup, name, c, options, keep_runs) for c in cases]
     try:
         for future in futures:
             yield future.result()

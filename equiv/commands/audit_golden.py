@@ -51,7 +51,7 @@ def model_files(repo: str, rev: str, paths: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from equiv.pairfree.audit import audit_file
+    from equiv.pairfree.audit_run import audit_file
 
     from equiv.commands.common import check_output_paths
 

@@ -112,7 +112,8 @@ def run_checks(names: list[str], args: argparse.Namespace, progress: Progress,
         try:
             result = check(pair, shapes=args.shapes, examples=args.examples, seed=args.seed,
                            options=options, recipes=recipes, fixed=fixed_from(args), progress=progress,
-                           keep_runs=bool(args.save_cases), shard=shard, jobs=args.jobs)
+                           keep_runs=bool(args.save_cases), shard=shard, jobs=args.jobs,
+                           lookup=registry.get)
         except (ShapeError, ValueError, KeyError) as exc:
             raise UsageError(f"{name}: {exc}") from None
         progress.clear()

@@ -94,7 +94,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
     from equiv.commands.common import check_output_paths, options_from
     from equiv.commands.outputs import write_results
     from equiv.pairfree import gate as pfg
-    from equiv.pairfree.contract import own_contract_text
+    from equiv.summary import own_contract_text
     from equiv.progress import Progress
     from equiv.errors import SourceError
     from equiv.source.assignments import parse_assignments

@@ -42,7 +42,7 @@ from equiv.results import CheckResult
 from equiv.options import Options
 from equiv.errors import GateError, PairFreeError, SelectionError
 from equiv.pairfree import run as pf
-from equiv.pairfree.contract import own_contract_text
+from equiv.summary import own_contract_text
 
 
 @dataclass(frozen=True)

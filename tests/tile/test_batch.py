@@ -18,7 +18,7 @@ from equiv.results import Case
 from equiv.runner import SideRun, _run_once, make_inputs
 from equiv.tile.batch import stages as _stages
 from equiv.tile import rewrite, table
-from equiv.tile.batch.lanes import Lanes
+from equiv.tile.lanes import Lanes
 
 N, R, C = 6, 4, 8
 
