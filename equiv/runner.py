@@ -29,8 +29,7 @@ from equiv.tile.context import RunContext, running
 from equiv.tile.memory import Tensor
 from equiv.tile.sites import short_path
 from equiv.observe import attribution
-from equiv.observe.cachelines import CacheLineObserver
-from equiv.observe.decisions import DecisionObserver
+from equiv.observe.clients import make_clients
 from equiv.options import Options
 from equiv.pair import KernelPair
 from equiv.tile.rewrite import batched_kernel
@@ -140,12 +139,10 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
     the reason a loop ran iteration by iteration: count), and `order_ops` the order-dependent
     operations it executed (equiv.schedules)."""
     ctx = RunContext(options, kernel_name=f"{pair.name}:{side}")
-    decisions = None
     if observe is not None:
         # One observed run per version: decisions and writer sites (the second run, on
         # finite poison, would only add decisions taken on uninitialised values).
-        decisions = DecisionObserver()
-        ctx.observers = [decisions, CacheLineObserver(options.cache_line_bytes)]
+        ctx.observers = make_clients(options)
     with running(ctx), contextlib.ExitStack() as lent:
         lent.callback(ctx.give_back)  # inputs the run wrote are restored for the next run
         args: dict[str, Any] = {}
@@ -159,9 +156,8 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
             batched_kernel(kernel)(**args, **outs, cfg=case.shape)
         except Exception as exc:  # a kernel that raises is a verdict, not a crash
             error = KernelFailure(_kernel_error(exc), classify_exception(exc))
-        if observe is not None:
-            observe.decisions = decisions.sites
-            observe.attribution = attribution.capture(ctx, outs)
+        for client in ctx.observers:
+            client.on_run_end(ctx, outs, observe)
         if order_ops is not None:
             order_ops.extend(schedules.order_ops(ctx))
         for counts, run_counts in ((stages, ctx.batch_stats), (loops, ctx.loop_stats)):
