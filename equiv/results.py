@@ -1,6 +1,7 @@
 """The results of a check, as every surface reads them: a case, one output's verdict, one
-case's result, one pair's check, and the verdict vocabulary. Each is written to JSON by its
-``to_dict`` (the results document of ``--json``, read back by ``equiv report``).
+case's result, one pair's check, the verdict vocabulary, and the outcomes of a model file's
+pair-free check. Each is written to JSON by its ``to_dict`` (the results document of
+``--json``, read back by ``equiv report``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from equiv.summary import render
 
 if TYPE_CHECKING:
     from equiv.compare import SideRun
+    from equiv.source.ref import SourceRef
 
 
 VERDICTS: tuple[str, ...] = ("equivalent", "regression", "pre-defect", "both-defect", "rejected", "cannot judge")
@@ -214,3 +216,52 @@ class CheckResult:
         """Decision sites of `side` with an outcome that never occurred (without, or with, a
         declared reason)."""
         return [g for g in self.decisions.get(side, {}).get("gaps", []) if bool(g["reason"]) == declared]
+
+
+# Pair-free checks of a model file (equiv.pairfree.run): one outcome per entry, and the file's.
+EXIT = {"equivalent": 0, "pre-defect": 0, "both-defect": 0, "interface changed": 0, "rejected": 0,
+        "regression": 1, "cannot judge": 2}
+
+
+@dataclass
+class EntryOutcome:
+    entry: str
+    outcome: str
+    lines: list[str] = field(default_factory=list)   # why, one line each
+    result: CheckResult | None = None
+    reference: str = ""
+    modes: tuple[str, ...] = ()
+    pair: Any = None
+    contract: str = ""                                      # the contract and where it came from
+    file_test: dict[str, str] = field(default_factory=dict)  # side -> PASS / FAIL (...) / not predicted
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT[self.outcome]
+
+    def to_dict(self) -> dict:
+        return {"entry": self.entry, "outcome": self.outcome, "why": self.lines, "reference": self.reference,
+                "contract": self.contract, "file_test": self.file_test,
+                "modes": list(self.modes), "result": self.result.to_dict() if self.result else None}
+
+
+@dataclass
+class FileOutcome:
+    pre: SourceRef
+    retiled: SourceRef
+    entries: list[EntryOutcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        codes = [e.exit_code for e in self.entries]
+        if 1 in codes:
+            return 1
+        return 2 if 2 in codes else 0
+
+    @property
+    def outcome(self) -> str:
+        order = ("regression", "cannot judge", "interface changed", "rejected", "both-defect", "pre-defect",
+                 "equivalent")
+        got = {e.outcome for e in self.entries}
+        return next((o for o in order if o in got), "equivalent")

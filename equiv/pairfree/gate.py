@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from equiv import git
-from equiv.results import CheckResult
+from equiv.results import CheckResult, EntryOutcome
 from equiv.options import Options
 from equiv.errors import GateError, PairFreeError, SelectionError
 from equiv.pairfree import run as pf
@@ -222,7 +222,7 @@ def _max_error(result: CheckResult | None, output: str) -> float | None:
 
 
 def judge_interface(repo: str, base: str, head: str | None, change: Change, name: str, changes: list[str],
-                    base_own: pf.EntryOutcome | None, kw: Mapping[str, Any], options: Options | None,
+                    base_own: EntryOutcome | None, kw: Mapping[str, Any], options: Options | None,
                     progress: Callable | None) -> GateEntry:
     """A changed interface, judged: head's own run (on its own declared inputs) against base's
     own run. Head fails on a defect base's own run lacks, or on an error against its own golden
@@ -316,7 +316,7 @@ def gate_file(repo: str, base: str, head: str | None, change: Change, policy: Po
     fo_head = pf.check_file(change.base_path, base, head, repo, retiled_path=change.head_path, entry=entry,
                             options=options, progress=progress, **kw)
     log(f"{label}: base -> head: " + "; ".join(f"{e.entry} {e.outcome}" for e in fo_head.entries))
-    base_entries: list[pf.EntryOutcome] = []
+    base_entries: list[EntryOutcome] = []
     try:
         base_entries = pf.check_file(change.base_path, base, base, repo, entry=entry, options=options,
                                      progress=progress, **kw).entries

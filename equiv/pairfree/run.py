@@ -24,11 +24,10 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from equiv import git
-from equiv.results import CheckResult
+from equiv.results import CheckResult, EntryOutcome, FileOutcome
 from equiv.check import check
 from equiv.options import Options
 from equiv.pair import BIT_EXACT, Contract
@@ -38,53 +37,6 @@ from equiv.pairfree.pair import Entry, Revisions, build_pair, entries_of, kernel
 from equiv.runner import classify_exception
 from equiv.shapes import Shape
 from equiv.source.ref import SourceRef
-
-EXIT = {"equivalent": 0, "pre-defect": 0, "both-defect": 0, "interface changed": 0, "rejected": 0,
-        "regression": 1, "cannot judge": 2}
-
-
-@dataclass
-class EntryOutcome:
-    entry: str
-    outcome: str
-    lines: list[str] = field(default_factory=list)   # why, one line each
-    result: CheckResult | None = None
-    reference: str = ""
-    modes: tuple[str, ...] = ()
-    pair: Any = None
-    contract: str = ""                                      # the contract and where it came from
-    file_test: dict[str, str] = field(default_factory=dict)  # side -> PASS / FAIL (...) / not predicted
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT[self.outcome]
-
-    def to_dict(self) -> dict:
-        return {"entry": self.entry, "outcome": self.outcome, "why": self.lines, "reference": self.reference,
-                "contract": self.contract, "file_test": self.file_test,
-                "modes": list(self.modes), "result": self.result.to_dict() if self.result else None}
-
-
-@dataclass
-class FileOutcome:
-    pre: SourceRef
-    retiled: SourceRef
-    entries: list[EntryOutcome] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        codes = [e.exit_code for e in self.entries]
-        if 1 in codes:
-            return 1
-        return 2 if 2 in codes else 0
-
-    @property
-    def outcome(self) -> str:
-        order = ("regression", "cannot judge", "interface changed", "rejected", "both-defect", "pre-defect",
-                 "equivalent")
-        got = {e.outcome for e in self.entries}
-        return next((o for o in order if o in got), "equivalent")
 
 
 # ----------------------------------------------------------------------------------------
