@@ -11,7 +11,7 @@ from equiv import registry
 from equiv.results import CheckResult
 from equiv.check import check
 from equiv.errors import ShapeError, UsageError
-from equiv.commands import source_check
+from equiv.commands import pairfree_check, source_check
 from equiv.commands.outputs import write_results
 from equiv.commands.common import (add_run_options, check_output_paths, fixed_from, options_from, resolve_pair,
                                    write_text_atomic)
@@ -181,6 +181,10 @@ def run(args: argparse.Namespace) -> int:
         # `equiv check models/x.py[:entry]`: a model file, as a pypto-lib engineer types it first.
         args.source, args.name = args.name, None
     if source_check.wants_source(args):
+        if args.all:
+            raise UsageError("source mode checks one pair; drop --all")
+        if pairfree_check.wants_pair_free(args):
+            return pairfree_check.run_pair_free(args)
         return source_check.run(args)
     if args.all == bool(args.name):
         raise UsageError("give one pair name or --all (see `equiv list`)")
