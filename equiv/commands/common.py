@@ -100,6 +100,6 @@ def check_output_paths(paths: Mapping[str, str | None], directories: Sequence[st
 
 def results_document(checks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The results JSON every subcommand writes (input of `equiv report`)."""
-    from equiv.report import SCHEMA_VERSION
+    from equiv.results_files import SCHEMA_VERSION
 
     return {"schema_version": SCHEMA_VERSION, "checks": list(checks)}
