@@ -244,7 +244,10 @@ def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> No
         "token count included, where the code of the row adds them; **est. s**: the dry run's cost "
         "estimate; **dry run s**: wall seconds of the dry run (no kernel, no golden; `__main__` blocks on "
         "the meta device, or on the CPU stand-in where that cannot record them) and per file.",
-        "* **code**: the equiv commit that measured the row (`earlier`: a run before rows kept it).",
+        "* **code**: the equiv commit that measured the row (`earlier`: a run before rows kept it, before "
+        "3f18567 — so before the CPU stand-in and the multi-tile token count, and with an entry whose harness "
+        "edit cannot be compared repeated at every model instance; its counts of entries to run are higher "
+        "than today's code gives).",
         "",
         "| commit | subject | changed model files | CI | equiv files | entries | unchanged | to run | est. s "
         "| dry run s | s per file | code |",
