@@ -225,10 +225,11 @@ def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> No
         "This file is written, whole, by",
         "",
         f"    python scripts/gate_table.py --repo R --tip {args.tip} --count {args.count} --full {args.full} \\",
-        f"        --full-budget {args.full_budget:g} --one-step --state S --out docs/pypto-lib-gate-table.md",
+        f"        --full-budget {args.full_budget:g} --one-step --out docs/pypto-lib-gate-table.md",
         "",
         "repeated until every row is measured (`--one-step` measures one row per run, for a machine "
-        "shared with other jobs; the rows are kept in the JSON file `S`, so a run resumes), on a pypto-lib "
+        "shared with other jobs; the rows are kept beside the output in "
+        "`docs/pypto-lib-gate-table.md.json`, so a run resumes and the file can be written again), on a pypto-lib "
         "clone `R`, on a 2-core CPU machine shared with other jobs. One row per first-parent commit "
         "touching `models/`, newest first; each is gated as a pull request from its parent.",
         "",
