@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from equiv import rounding
-from equiv.dtypes import BF16, FP16, FP32, INDEX, DType
+from equiv.dtypes import BF16, FP16, FP32, FP8E4M3FN, INDEX, DType
 from equiv.memory import KernelError, Tensor, current
 from equiv.tile.batch import Lanes
 
@@ -120,7 +120,9 @@ def _int_scalar_from_float(bits: int, dtype: DType, mode: str) -> int:
 
 # Float conversions where every value of the source type (±0, ±inf and NaN included) is a
 # value of the target type: exact under every cast mode, so the container is reused as is.
-_EXACT_FLOAT_CASTS = frozenset({(BF16, FP32), (FP16, FP32), (BF16, BF16), (FP16, FP16), (FP32, FP32)})
+_EXACT_FLOAT_CASTS = frozenset({(BF16, FP32), (FP16, FP32), (BF16, BF16), (FP16, FP16), (FP32, FP32),
+                                (FP8E4M3FN, FP32), (FP8E4M3FN, BF16), (FP8E4M3FN, FP16),
+                                (FP8E4M3FN, FP8E4M3FN)})
 
 
 def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile | int | float:
