@@ -26,7 +26,7 @@ from equiv import schedules
 from equiv.compare import VERDICTS, OutputResult, SideRun, bits_equal, compare_output
 from equiv.inputs import generator
 from equiv.memory import RunContext, Tensor, running, short_path
-from equiv.observe import attribution
+from equiv.observe import attribution, cause
 from equiv.observe.cachelines import CacheLineObserver
 from equiv.observe.decisions import DecisionObserver
 from equiv.options import Options
@@ -193,7 +193,8 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
               side: str, observe: SideRun | None = None,
               stages: dict[str, int] | None = None,
               loops: dict[str, int] | None = None,
-              order_ops: list[dict] | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
+              order_ops: list[dict] | None = None,
+              tracer: cause.OpTrace | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
     """One run of `kernel`; `stages`, when given, receives how its parallel stages ran
     (``"batched"``: count, else the reason a stage ran one block at a time: count), and
     `loops` how the sequential loops inside batched stages ran (``"as lanes"``: count, else
@@ -206,7 +207,9 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
         # finite poison, would only add decisions taken on uninitialised values).
         decisions = DecisionObserver()
         ctx.observers = [decisions, CacheLineObserver(options.cache_line_bytes)]
-    with running(ctx), contextlib.ExitStack() as lent:
+    if tracer is not None:
+        ctx.observers = [tracer]
+    with running(ctx), contextlib.ExitStack() as lent, cause.tracing(tracer):
         lent.callback(ctx.give_back)  # inputs the run wrote are restored for the next run
         args: dict[str, Any] = {}
         for name, value in inputs.items():
@@ -366,11 +369,27 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
     if hasattr(pair, "judge_case") and inputs is not None:
         # A model file's own contract (its harness, comparison and golden) refines the verdicts.
         pair.judge_case(case, runs, inputs, ref, ref_error, outputs)
+    if inputs is not None:
+        _observe_causes(pair, case, inputs, options, outputs, runs)
     return CaseResult(pair.name, case, outputs,
                       hazards={s: r.hazards for s, r in runs.items() if r.hazards},
                       errors={s: r.error for s, r in runs.items() if r.error},
                       seconds=time.perf_counter() - t0, runs=runs if keep_runs else None, command=pair.command,
                       decisions={s: getattr(r, "decisions", {}) for s, r in runs.items() if getattr(r, "decisions", None)})
+
+
+def _observe_causes(pair: KernelPair, case: Case, inputs: Mapping[str, Any], options: Options,
+                    outputs: Mapping[str, OutputResult], runs: Mapping[str, SideRun]) -> None:
+    """Each finding's cause, observed in traced runs (equiv.observe.cause)."""
+    base = options.replace(**dict(case.variant))
+
+    def trace(side: str, variant: schedules.RunVariant) -> cause.OpTrace:
+        tracer = cause.OpTrace()
+        _run_once(pair.kernel(side), pair, case, inputs, variant.options(base, case.seed), side, tracer=tracer)
+        _free_large(inputs)
+        return tracer
+
+    cause.attach(outputs, runs, trace)
 
 
 def _attribute(out: OutputResult, name: str, runs: Mapping[str, SideRun]) -> None:

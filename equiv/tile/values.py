@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -14,6 +14,10 @@ from equiv import rounding
 from equiv.dtypes import BF16, FP16, FP32, FP8E4M3FN, INDEX, DType
 from equiv.memory import KernelError, Tensor, current
 from equiv.tile.batch import Lanes
+
+
+# While a cause is traced (`equiv.observe.cause`), every tile an operation makes is shown to it.
+on_tile: Callable[["Tile"], None] | None = None
 
 
 class Tile:
@@ -33,6 +37,8 @@ class Tile:
         if type(valid) is not tuple or not all(type(v) is int for v in valid):
             valid = tuple(int(v) for v in (valid if valid is not None else data.shape))
         self.valid = valid
+        if on_tile is not None:
+            on_tile(self)
 
     @classmethod
     def made(cls, data: torch.Tensor, dtype: DType, valid: tuple[int, ...]) -> "Tile":
@@ -41,6 +47,8 @@ class Tile:
         on every emulated op."""
         t = object.__new__(cls)
         t.data, t.dtype, t.valid = data, dtype, valid
+        if on_tile is not None:
+            on_tile(t)
         return t
 
     @property
