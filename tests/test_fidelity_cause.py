@@ -25,7 +25,7 @@ def outputs(doc: dict, name: str) -> list[dict]:
 
 def run(repo, path, a, b, tmp_path):
     out = tmp_path / "r.json"
-    rc = check(repo, path, a, b, "--json", str(out))
+    rc = check(repo, path, a, b, "--json", str(out), "--report", str(tmp_path / "r.html"))
     return rc, json.loads(out.read_text())
 
 
@@ -78,7 +78,11 @@ def test_a_wrong_scale_names_the_multiply(repo, capsys, tmp_path):
         # The multiply's line, not the load before it (same values) nor the add and store after.
         assert cause["site"].endswith(f"scale.py:{line_of(retiled, '# SCALE')}")
         assert "pl.mul(t, 3.0)" in cause["text"] and "pl.mul(t, 2.0)" in cause["text"]  # both sides' lines
-    assert "cause (observed): the first operation of retiled whose result differs" in capsys.readouterr().out
+    # Nothing hidden: the console, the JSON and the HTML report all name it.
+    page = (tmp_path / "r.html").read_text()
+    for shown in (capsys.readouterr().out, json.dumps(doc), page):
+        assert "cause (observed): the first operation of retiled whose result differs" in shown
+        assert f"scale.py:{line_of(retiled, '# SCALE')}" in shown
 
 
 def test_a_correct_retile_has_no_cause(repo, tmp_path):
@@ -110,3 +114,21 @@ def test_a_read_of_unwritten_scratch_names_the_read(repo, capsys, tmp_path):
         assert cause["site"].endswith(f"scale.py:{read}")  # the read, not the store that wrote y
         assert f"scale.py:{store}" not in cause["text"]
     assert f"cause (observed): retiled reads uninitialised memory" in capsys.readouterr().out
+
+
+def test_a_line_past_the_cap_is_named_as_not_compared(monkeypatch):
+    import torch
+
+    from equiv.observe import cause
+
+    monkeypatch.setattr(cause, "CAP", 4)
+    a, b = cause.OpTrace(), cause.OpTrace()
+    for t, shift in ((a, 0.0), (b, 0.5)):
+        t._add("k.py:1", torch.arange(40, dtype=torch.int64) + int(shift * 2))  # 40 distinct: past the cap
+        t._add("k.py:2", torch.tensor([1, 2, 3]) * (1 if t is a else 2))
+    hit = cause.first_difference(a, b, same_program=True)
+    assert hit["site"] == "k.py:2" and hit["not_compared"] == ["k.py:1"]
+    assert "not compared" in cause._cause("order", "retiled", hit, "order-dependent: first is")["text"]
+    none = cause.first_difference(a, a, same_program=True)
+    assert none["site"] is None
+    assert cause._cause("order", "retiled", none, "x")["text"].startswith("not found")

@@ -18,7 +18,8 @@ matched in order (a retile that edits the line of an op, ``pl.mul(t, 2.0)`` to
 same elements in other tiles, other blocks and another order.
 
 Traced runs are extra runs, made only for an output with a finding; a line that produces
-more than `CAP` distinct values is not compared (said in the result).
+more than `CAP` distinct values, and every line reached once a run has kept `BUDGET`, is not
+compared (the result names them).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import torch
 from equiv.memory import kernel_site
 from equiv.observe.events import Observer
 
-CAP = 1 << 22  # distinct values kept per line of a traced run
+CAP = 1 << 20  # distinct values kept per line of a traced run
+BUDGET = 16 * CAP  # values kept over all lines of a run (a Pro-size model's loads are GBs)
 
 # Tiles made by these emulator functions are uninitialised by design (poison): their values
 # differ between poison fillings without anything having read them.
@@ -59,9 +61,15 @@ class OpTrace(Observer):
     values: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
     over: set[str] = field(default_factory=set)                   # lines past CAP: not compared
+    kept: int = 0
 
     def _add(self, site: str, bits: torch.Tensor) -> None:
         if site in self.over:
+            return
+        if self.kept > BUDGET:  # the run's budget is spent: the lines still to come are not compared
+            self.over.add(site)
+            if site not in self.values:
+                self.lines.append(site)
             return
         if site not in self.values:
             self.lines.append(site)
@@ -69,11 +77,14 @@ class OpTrace(Observer):
         bits = torch.unique(bits.cpu())
         self.values[site].append(bits)
         self.sizes[site] += bits.numel()
+        self.kept += bits.numel()
         if self.sizes[site] > 4 * CAP:  # fold the duplicates of many small tiles
             merged = torch.unique(torch.cat(self.values[site]))
+            self.kept += merged.numel() - self.sizes[site]
             self.values[site], self.sizes[site] = [merged], merged.numel()
             if merged.numel() > CAP:
                 self.over.add(site)
+                self.kept -= merged.numel()
                 self.values[site], self.sizes[site] = [], 0
 
     def on_tile(self, tile: Any) -> None:
@@ -165,7 +176,8 @@ def _counterparts(a: OpTrace, b: OpTrace) -> dict[str, str]:
 
 def first_difference(a: OpTrace, b: OpTrace, same_program: bool) -> dict | None:
     """The first line of `a` (in the order `a` reached it) whose values differ from those of
-    its counterpart in `b`; None when every compared line agrees."""
+    its counterpart in `b`; ``site`` None when every compared line agrees. ``not_compared``:
+    the lines skipped on the way (past the value caps)."""
     pairs = {s: s for s in a.lines if s in b.values} if same_program else _counterparts(a, b)
     skipped = []
     for s in a.lines:
@@ -179,7 +191,7 @@ def first_difference(a: OpTrace, b: OpTrace, same_program: bool) -> dict | None:
         if va.numel() != vb.numel() or not torch.equal(va, vb):
             return {"site": _line(s), "what": s.partition("\0")[2] or "result", "text": describe(s),
                     "other_site": _line(t), "other_text": describe(t), "not_compared": skipped}
-    return None
+    return {"site": None, "not_compared": skipped}
 
 
 # ----------------------------------------------------------------------------------------
@@ -228,20 +240,23 @@ def attach(outputs: Mapping[str, Any], runs: Mapping[str, Any], trace: Tracer) -
             hit = first_difference(run("retiled", poisoned), run("pre", poisoned), same_program=False)
             cause = _cause("difference", "retiled", hit,
                            "the first operation of retiled whose result differs from pre's is")
-            if hit is not None:
+            if hit["site"] is not None:
                 cause["text"] += f" (pre: {hit['other_text']})"
         if cause is not None:
             res.cause = cause
             res.reasons.insert(0, f"cause (observed): {cause['text']}")  # the first thing to read
 
 
-def _cause(kind: str, side: str, hit: dict | None, lead: str) -> dict:
-    if hit is None:
-        return {"kind": kind, "side": side, "site": None,
-                "text": f"{lead.rsplit(':', 1)[0] if ':' in lead else lead} — but no operation's result "
-                        f"differs between the traced runs (the difference is in what they left unwritten)"}
+def _cause(kind: str, side: str, hit: dict, lead: str) -> dict:
+    if hit["site"] is None:
+        text = (f"not found: no compared operation's result differs between the traced runs of {side} "
+                f"({kind})")
+        if hit["not_compared"]:
+            text += f"; not compared: {', '.join(hit['not_compared'][:3])}"
+        return {"kind": kind, "side": side, "site": None, "text": text}
     text = f"{lead} {hit['text']}"
     if hit["not_compared"]:
-        text += f" (lines before it not compared, over {CAP} distinct values: {', '.join(hit['not_compared'][:3])})"
+        text += (f" (lines before it not compared, past {CAP} distinct values or the run's {BUDGET}: "
+                 f"{', '.join(hit['not_compared'][:3])})")
     return {"kind": kind, "side": side, "site": hit["site"], "what": hit["what"], "text": text,
             "other_site": hit["other_site"]}
