@@ -34,16 +34,17 @@ class NotPypto:
                 "source": self.source}
 
 
-# pypto's history from its first commit (2026-01-02) to 2026-08-21 (e2d0f78a), every
-# first-parent revision: `python scripts/pypto_names_history.py --pypto PYPTO_CLONE`.
-_FROM, _TO = "2026-01-02", "2026-08-21"
+# Every first-parent revision of pypto's main from the first that has the file to
+# e2d0f78a (2026-08-21): `python scripts/pypto_names_history.py --pypto PYPTO_CLONE` says
+# "defined at none" for each (docs/coverage.md).
+_TO = "2026-08-21"
 RECORDS: dict[str, NotPypto] = {r.entry: r for r in (
     NotPypto("pl.kernel", "no `kernel` in pypto.language; kernels are @pl.function / @pl.program / @pl.jit",
-             _FROM, _TO, "python/pypto/language/__init__.py"),
+             "2026-01-21", _TO, "python/pypto/language/__init__.py"),
     NotPypto("pl.tile.cast(dtype=)", "tile.cast(tile, target_type, mode): the type is target_type=",
-             _FROM, _TO, "python/pypto/language/op/tile_ops.py"),
+             "2026-03-06", _TO, "python/pypto/language/op/tile_ops.py"),
     NotPypto("pl.create_tensor(valid_shape=)", "create_tensor(shape, dtype, layout, manual_dep[, init_value]): "
-             "no valid shape at creation", _FROM, _TO, "python/pypto/language/op/tensor_ops.py"),
+             "no valid shape at creation", "2026-01-21", _TO, "python/pypto/language/op/tensor_ops.py"),
 )}
 
 
