@@ -202,8 +202,8 @@ def _quantum_exponent(x64: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
 def round_to(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     """Round float64 values once to ``fmt`` (nearest, ties to even); returns float64.
 
-    Subnormals are kept, overflow goes to ±inf, NaN stays NaN and the sign of
-    zero is preserved.  Unlike ``x.to(torch.bfloat16)`` this never double-rounds
+    Subnormals are kept, overflow goes to ±inf (a finite-only format: to its largest
+    finite value), NaN stays NaN and the sign of zero is preserved.  Unlike ``x.to(torch.bfloat16)`` this never double-rounds
     through float32.
     """
     fmt = format_of(fmt)
@@ -221,8 +221,8 @@ def round_to(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     # The rounding threshold max_finite + ulp/2 itself ties to the even
     # 2**(emax+1), so it correctly becomes inf.
     overflow = r.abs() > fmt.max_finite
-    if fmt.finite_only:  # no infinity to overflow to: NaN, as torch's own conversion gives
-        return torch.where(overflow, torch.full_like(r, float("nan")), r)
+    if fmt.finite_only:  # no infinity to overflow to: saturate, as the device's cast and torch's do
+        return torch.where(overflow, torch.copysign(torch.full_like(r, fmt.max_finite), r), r)
     return torch.where(overflow, torch.copysign(torch.full_like(r, float("inf")), r), r)
 
 

@@ -141,3 +141,18 @@ def test_an_fp8_retile_that_truncates_is_caught(repo, capsys):
     assert check(repo, FILE, a, b) == 1
     out = capsys.readouterr().out
     assert "scale_test: REGRESSION" in out
+
+
+def test_the_format_level_rounding_agrees_with_torch_for_fp8():
+    # numerics.round_to (references, ULP measures) rounds to nearest-even and saturates, as
+    # torch's own conversion does; the hand-decoded expectation is the arbiter for both.
+    from equiv import numerics
+
+    xs = _inputs()
+    x = torch.tensor(xs, dtype=torch.float64)
+    got = numerics.round_to(x, numerics.FP8E4M3FN).tolist()
+    ref = x.to(torch.float8_e4m3fn).to(torch.float64).tolist()
+    want = [expected(v, "rint") for v in xs]
+    for g, r, w in zip(got, ref, want):
+        assert (math.isnan(g) and math.isnan(w)) or (g == w and math.copysign(1, g) == math.copysign(1, w))
+        assert (math.isnan(r) and math.isnan(w)) or r == w
