@@ -437,8 +437,7 @@ class Report:
             name = r.entry if len(r.entry) <= room else r.entry[:room - 1] + "…"
             lines.append(f"{r.uses:>6} {r.files:>5}  {'covered' if r.covered else 'MISSING':<8}  {name}")
         if self.not_pypto:
-            lines.append("not pypto where used (pypto rejects these files, so they cannot run on the device "
-                         "either; not counted):")
+            lines.append("not pypto where used (the files cannot run on the device either; not counted):")
             for r in self.not_pypto:
                 lines.append(f"{r.uses:>6} {r.files:>5}  {'no pypto':<8}  {r.entry}")
                 assert r.not_pypto is not None
@@ -446,7 +445,7 @@ class Report:
                           f"in {', '.join(r.paths)}"
                           + (f"; at {self.used_at[r.entry]}" if r.entry in self.used_at else ""))
                 lines += textwrap.wrap(detail, width, initial_indent=" " * 16, subsequent_indent=" " * 16,
-                                       break_on_hyphens=False)
+                                       break_on_hyphens=False, break_long_words=False)
         imports = [r for r in self.imports if not (missing_only and r.covered)]
         if imports:
             lines.append("other pypto modules imported (harness, not DSL; not counted):")
@@ -454,7 +453,9 @@ class Report:
                 name = r.entry if len(r.entry) <= room else r.entry[:room - 1] + "…"
                 lines.append(f"{r.uses:>6} {r.files:>5}  {'provided' if r.covered else 'absent':<8}  {name}")
         lines.append(self.last_line())
-        return "\n".join(line[:width] for line in lines)
+        # Rows are cut to `width`; the detail lines of entries set apart are wrapped instead
+        # (a file name is never cut).
+        return "\n".join(line if line.startswith(" " * 16) else line[:width] for line in lines)
 
 
 def report(census: Census, dates: Callable[[str], list[str] | None] = lambda entry: None) -> Report:
