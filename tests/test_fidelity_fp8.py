@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.memory import RunContext, running
+from equiv.tile.context import RunContext, running
 from equiv.options import Options
 from tests.test_pairfree import FILE, check, commit, kernel, repo  # noqa: F401 (fixture)
 

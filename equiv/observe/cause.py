@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from equiv.memory import kernel_site
+from equiv.tile.sites import kernel_site
 from equiv.observe.events import Observer
 
 CAP = 1 << 20  # distinct values kept per line of a traced run
