@@ -322,13 +322,16 @@ class _one_thread:
         torch.set_num_threads(self.saved)
 
 
-def run_case(pair: KernelPair, case: Case, options: Options | None = None, keep_runs: bool = False) -> CaseResult:
-    """Run one case of `pair` and compare every output (`keep_runs` keeps each version's raw run)."""
+def run_case(pair: KernelPair, case: Case, options: Options | None = None, keep_runs: bool = False,
+             causes: bool = True) -> CaseResult:
+    """Run one case of `pair` and compare every output (`keep_runs` keeps each version's raw run;
+    `causes`: observe each finding's cause in traced runs)."""
     with _one_thread():
-        return _run_case(pair, case, options or Options(), keep_runs)
+        return _run_case(pair, case, options or Options(), keep_runs, causes)
 
 
-def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = False) -> CaseResult:
+def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = False,
+              causes: bool = True) -> CaseResult:
     t0 = time.perf_counter()
     rejected = {side: pair.rejection(side, case.shape) for side in SIDES}
     # A pair that judges a lone side (pair-free) still runs the version that accepts the shape.
@@ -371,7 +374,7 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
     if hasattr(pair, "judge_case") and inputs is not None:
         # A model file's own contract (its harness, comparison and golden) refines the verdicts.
         pair.judge_case(case, runs, inputs, ref, ref_error, outputs)
-    if inputs is not None:
+    if inputs is not None and causes:
         _observe_causes(pair, case, inputs, options, outputs, runs)
     return CaseResult(pair.name, case, outputs,
                       hazards={s: r.hazards for s, r in runs.items() if r.hazards},
@@ -462,7 +465,7 @@ def shrink(pair: KernelPair, result: CaseResult, options: Options, budget: int =
         tries += 1
         if on_try:
             on_try(case)
-        r = run_case(pair, case, options)
+        r = run_case(pair, case, options, causes=False)  # the cause of the case kept is observed at the end
         return r if r.verdicts == target else None
 
     improved = True
@@ -489,4 +492,8 @@ def shrink(pair: KernelPair, result: CaseResult, options: Options, budget: int =
             r = attempt(Case(c.shape, c.recipe, 0, c.variant))
             if r is not None:
                 best, improved = r, True
+    if best is not result:
+        # The tries ran without traced runs; the case kept is run once more with them.
+        again = run_case(pair, best.case, options)
+        best = again if again.verdicts == target else best
     return best
