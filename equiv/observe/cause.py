@@ -197,19 +197,18 @@ def first_difference(a: OpTrace, b: OpTrace, same_program: bool) -> dict | None:
 # ----------------------------------------------------------------------------------------
 # Attaching causes to a case's outputs
 # ----------------------------------------------------------------------------------------
-Tracer = Callable[[str, Any], OpTrace]  # (side, schedules.RunVariant) -> the trace of that run
+# (side, run) -> the trace of that run of that version; run is "first" (NaN poison, schedule 0),
+# "poison" (finite poison, schedule 0) or "order" (finite poison, schedule 1).
+Tracer = Callable[[str, str], OpTrace]
 
 
 def attach(outputs: Mapping[str, Any], runs: Mapping[str, Any], trace: Tracer) -> None:
     """Give each output with a finding its observed cause (``OutputResult.cause`` and a reason
     line), running the traced runs it needs (at most two per version, shared by outputs)."""
-    from equiv.schedules import RunVariant
+    first, poisoned, other_order = "first", "poison", "order"
+    cache: dict[tuple[str, str], OpTrace] = {}
 
-    first, poisoned = RunVariant("first", "nan", 0), RunVariant("poison", "pattern", 0)
-    other_order = RunVariant("schedule", "pattern", 1)
-    cache: dict[tuple[str, RunVariant], OpTrace] = {}
-
-    def run(side: str, variant: RunVariant) -> OpTrace:
+    def run(side: str, variant: str) -> OpTrace:
         if (side, variant) not in cache:
             cache[(side, variant)] = trace(side, variant)
         return cache[(side, variant)]

@@ -15,7 +15,7 @@ from equiv.dtypes import BF16, FP16, FP32, FP8E4M3FN, INDEX, DType
 from equiv.tile.errors import KernelError
 from equiv.tile.memory import Tensor
 from equiv.tile.context import current
-from equiv.tile.batch.lanes import Lanes
+from equiv.tile.lanes import Lanes
 
 
 # While a cause is traced (`equiv.observe.cause`), every tile an operation makes is shown to it.
