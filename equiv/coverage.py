@@ -32,10 +32,13 @@ import ast
 import inspect
 import os
 import re
+import textwrap
 import typing
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
+
+from equiv.not_pypto import NotPypto, not_pypto
 from equiv.tile.namespace import MISSING, Namespace, lookup
 from equiv import git
 from equiv.errors import CoverageError
@@ -344,10 +347,15 @@ class Row:
     uses: int
     files: int
     covered: bool
+    paths: list[str] = field(default_factory=list)  # the files, kept for entries set apart
+    not_pypto: NotPypto | None = None  # pypto did not define it where it is used
 
     def to_dict(self) -> dict:
-        return {"name": self.entry, "kind": self.kind, "uses": self.uses, "files": self.files,
-                "covered": self.covered}
+        out = {"name": self.entry, "kind": self.kind, "uses": self.uses, "files": self.files,
+               "covered": self.covered}
+        if self.not_pypto is not None:
+            out.update(self.not_pypto.to_dict(), paths=self.paths)
+        return out
 
 
 @dataclass
@@ -360,6 +368,10 @@ class Report:
     scanned: int
     unparsable: list[str]
     imports: list[Row] = field(default_factory=list)
+    # Entries pypto did not define at the revisions that use them (`equiv.not_pypto`): the
+    # files cannot run on the device either; listed apart, not in the totals.
+    not_pypto: list[Row] = field(default_factory=list)
+    used_at: dict[str, str] = field(default_factory=dict)  # entry -> the revisions using it (--since)
 
     @property
     def covered_names(self) -> int:
@@ -385,7 +397,8 @@ class Report:
         return {"files": self.scanned, "unparsable": self.unparsable,
                 "covered_names": self.covered_names, "total_names": len(self.rows),
                 "covered_uses": self.covered_uses, "total_uses": self.total_uses,
-                "names": [r.to_dict() for r in self.rows], "imports": [r.to_dict() for r in self.imports]}
+                "names": [r.to_dict() for r in self.rows], "imports": [r.to_dict() for r in self.imports],
+                "not_pypto": [dict(r.to_dict(), revisions=self.used_at.get(r.entry)) for r in self.not_pypto]}
 
     def render(self, missing_only: bool = False, width: int = 80) -> str:
         rows = [r for r in self.rows if not (missing_only and r.covered)]
@@ -397,6 +410,16 @@ class Report:
         for r in rows:
             name = r.entry if len(r.entry) <= room else r.entry[:room - 1] + "…"
             lines.append(f"{r.uses:>6} {r.files:>5}  {'covered' if r.covered else 'MISSING':<8}  {name}")
+        if self.not_pypto:
+            lines.append("not pypto where used (the files cannot run on the device either; not counted):")
+            for r in self.not_pypto:
+                lines.append(f"{r.uses:>6} {r.files:>5}  {'no pypto':<8}  {r.entry}")
+                assert r.not_pypto is not None
+                detail = (f"pypto {r.not_pypto.checked_from}..{r.not_pypto.checked_to} had {r.not_pypto.pypto_had}; "
+                          f"in {', '.join(r.paths)}"
+                          + (f"; at {self.used_at[r.entry]}" if r.entry in self.used_at else ""))
+                lines += textwrap.wrap(detail, width, initial_indent=" " * 16, subsequent_indent=" " * 16,
+                                       break_on_hyphens=False, break_long_words=False)
         imports = [r for r in self.imports if not (missing_only and r.covered)]
         if imports:
             lines.append("other pypto modules imported (harness, not DSL; not counted):")
@@ -404,17 +427,36 @@ class Report:
                 name = r.entry if len(r.entry) <= room else r.entry[:room - 1] + "…"
                 lines.append(f"{r.uses:>6} {r.files:>5}  {'provided' if r.covered else 'absent':<8}  {name}")
         lines.append(self.last_line())
-        return "\n".join(line[:width] for line in lines)
+        # Rows are cut to `width`; the detail lines of entries set apart are wrapped instead
+        # (a file name is never cut).
+        return "\n".join(line if line.startswith(" " * 16) else line[:width] for line in lines)
 
 
-def report(census: Census) -> Report:
-    rows = [Row(entry, census.kinds[entry], n, len(census.files[entry]), covers(entry))
-            for entry, n in census.uses.items()]
+def report(census: Census, dates: Callable[[str], list[str] | None] = lambda entry: None) -> Report:
+    """The census against the emulator. `dates(entry)`: the dates of the file revisions that
+    use `entry` (None: undated, the working tree), which decide whether an entry pypto did not
+    define is set apart (`equiv.not_pypto`)."""
+    rows = []
+    for entry, n in census.uses.items():
+        row = Row(entry, census.kinds[entry], n, len(census.files[entry]), covers(entry))
+        if not row.covered and row.kind != "import":
+            row.not_pypto = not_pypto(entry, dates(entry))
+            if row.not_pypto is not None:
+                row.paths = sorted(census.files[entry])
+        rows.append(row)
     rows.sort(key=lambda r: (-r.uses, r.entry))
-    return Report([r for r in rows if r.kind != "import"], census.scanned, sorted(census.unparsable),
-                  [r for r in rows if r.kind == "import"])
+    return Report([r for r in rows if r.kind != "import" and r.not_pypto is None], census.scanned,
+                  sorted(census.unparsable), [r for r in rows if r.kind == "import"],
+                  [r for r in rows if r.not_pypto is not None])
+
+
+def commit_date(repo: str, rev: str) -> str:
+    """The committer date (YYYY-MM-DD) of `rev`."""
+    return git.output(repo, "log", "-1", "--format=%cs", rev, error=CoverageError).strip()
 
 
 def coverage(repo: str, rev: str | None = None, paths: Iterable[str] = ("models",)) -> Report:
     """``equiv coverage``: the census of `paths` in `repo` (at `rev`) against the emulator."""
-    return report(scan(kernel_files(repo, rev, list(paths) or ["models"])))
+    census = scan(kernel_files(repo, rev, list(paths) or ["models"]))
+    date = commit_date(repo, rev) if rev is not None else None
+    return report(census, lambda entry: [date] if date else None)

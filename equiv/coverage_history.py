@@ -32,16 +32,19 @@ class Revision:
         any) wrapped to `width` on indented lines."""
         head = f"{self.date} {self.commit[:8]}  {self.report.last_line()}"
         missing = [r.entry for r in self.report.rows if not r.covered]
-        if not missing:
-            return head
-        return head + "\n" + textwrap.fill("missing: " + ", ".join(missing), width, initial_indent="  ",
-                                           subsequent_indent="    ", break_on_hyphens=False)
+        apart = [f"{r.entry} ({', '.join(r.paths)})" for r in self.report.not_pypto]
+        for label, names in (("missing: ", missing), ("not pypto then, not counted: ", apart)):
+            if names:
+                head += "\n" + textwrap.fill(label + ", ".join(names), width, initial_indent="  ",
+                                             subsequent_indent="    ", break_on_hyphens=False)
+        return head
 
     def to_dict(self) -> dict:
         return {"commit": self.commit, "date": self.date,
                 "covered_names": self.report.covered_names, "total_names": len(self.report.rows),
                 "covered_uses": self.report.covered_uses, "total_uses": self.report.total_uses,
-                "missing": [r.entry for r in self.report.rows if not r.covered]}
+                "missing": [r.entry for r in self.report.rows if not r.covered],
+                "not_pypto": [r.entry for r in self.report.not_pypto]}
 
 
 @dataclass
@@ -135,6 +138,18 @@ def history(repo: str, since: str, paths: Sequence[str] = ("models",), head: str
             if blob not in per_blob:
                 per_blob[blob] = scan({path: texts[blob]})
                 first_path[blob] = path
-    out = [Revision(c, d, report(_merge([(p, per_blob[b]) for p, b in listings[c].items()]))) for c, d in revs]
-    union = report(_merge([(f"{first_path[b]}@{b[:8]}", per_blob[b]) for b in blobs]))
+    out = [Revision(c, d, report(_merge([(p, per_blob[b]) for p, b in listings[c].items()]), lambda e, d=d: [d]))
+           for c, d in revs]
+    # The revisions at which each entry is used: its dates decide whether an entry pypto did
+    # not define is set apart in the union too, and the range is printed with it.
+    used: dict[str, list[tuple[str, str]]] = {}
+    for c, d in revs:
+        for entry in {e for b in listings[c].values() for e in per_blob[b].uses}:
+            used.setdefault(entry, []).append((c, d))
+    union = report(_merge([(f"{first_path[b]}@{b[:8]}", per_blob[b]) for b in blobs]),
+                   lambda e: [d for _, d in used.get(e, [])] or None)
+    for r in union.not_pypto:
+        at = used[r.entry]
+        union.used_at[r.entry] = (f"{len(at)} revisions, {at[0][1]} {at[0][0][:8]} .. {at[-1][1]} {at[-1][0][:8]}"
+                                  if len(at) > 1 else f"{at[0][1]} {at[0][0][:8]}")
     return History(out, union)

@@ -94,13 +94,16 @@ UINT32 = DType("UINT32", torch.uint32, False, 32)
 FP16 = DType("FP16", torch.float16, True, 16)
 BF16 = DType("BF16", torch.bfloat16, True, 16)
 FP32 = DType("FP32", torch.float32, True, 32)
+# The OCP FP8 E4M3 "fn" type (no infinities, largest finite 448); casts to it saturate
+# (see `equiv.rounding`).
+FP8E4M3FN = DType("FP8E4M3FN", torch.float8_e4m3fn, True, 8)
 # INDEX is the scalar index type of the DSL; scalars are plain Python ints here.
 INDEX = DType("INDEX", torch.int64, False, 64)
 # BOOL types flags (``pl.Scalar[pl.BOOL]``); values 0 and 1, held as integers.
 BOOL = DType("BOOL", torch.bool, False, 8)
 
 ALL: dict[str, DType] = {d.name: d for d in (INT8, INT16, INT32, INT64, UINT8, UINT32, FP16, BF16, FP32,
-                                             INDEX, BOOL)}
+                                             FP8E4M3FN, INDEX, BOOL)}
 
 
 def from_torch(dtype: torch.dtype) -> DType:

@@ -9,7 +9,7 @@ returns bit-identical results on any device.
 
 Conventions:
 
-* A *format* is one of :data:`BF16`, :data:`FP16`, :data:`FP32`.
+* A *format* is one of :data:`BF16`, :data:`FP16`, :data:`FP32`, :data:`FP8E4M3FN`.
 * ``floor_log2(|x|)`` of a float64 is read from its exponent field, never
   computed with ``log2``.
 * Float64 tensors are used as the "wide" carrier for exact values of every
@@ -27,6 +27,7 @@ __all__ = [
     "BF16",
     "FP16",
     "FP32",
+    "FP8E4M3FN",
     "FORMATS",
     "format_of",
     "round_to",
@@ -53,12 +54,15 @@ _F64_EXP_MASK = 0x7FF
 
 @dataclass(frozen=True)
 class FloatFormat:
-    """An IEEE-754 style binary format with gradual underflow and infinities."""
+    """An IEEE-754 style binary format with gradual underflow and infinities, or, with
+    `finite_only` (the OCP FP8 "fn" kind), none: the top exponent holds normal numbers and
+    only its all-ones significand is NaN."""
 
     name: str
     torch_dtype: torch.dtype
     mantissa_bits: int  # stored fraction bits (without the implicit leading 1)
     exponent_bits: int
+    finite_only: bool = False
 
     @property
     def precision(self) -> int:
@@ -77,7 +81,7 @@ class FloatFormat:
     @property
     def emax(self) -> int:
         """Exponent of the largest finite number."""
-        return self.bias
+        return self.bias + (1 if self.finite_only else 0)
 
     @property
     def total_bits(self) -> int:
@@ -85,8 +89,10 @@ class FloatFormat:
 
     @property
     def max_finite(self) -> float:
-        # (2 - 2**-m) * 2**emax, written with exact integer scaling.
-        return float(((1 << self.precision) - 1) * 2.0 ** (self.emax - self.mantissa_bits))
+        # (2 - 2**-m) * 2**emax, written with exact integer scaling; a finite-only format
+        # gives its all-ones significand at emax to NaN, so one step less.
+        top = (1 << self.precision) - (2 if self.finite_only else 1)
+        return float(top * 2.0 ** (self.emax - self.mantissa_bits))
 
     @property
     def min_normal(self) -> float:
@@ -103,8 +109,10 @@ class FloatFormat:
 BF16 = FloatFormat("bf16", torch.bfloat16, mantissa_bits=7, exponent_bits=8)
 FP16 = FloatFormat("fp16", torch.float16, mantissa_bits=10, exponent_bits=5)
 FP32 = FloatFormat("fp32", torch.float32, mantissa_bits=23, exponent_bits=8)
+# pl.FP8E4M3FN: bias 7, largest finite 448, subnormals down to 2**-9, no infinities.
+FP8E4M3FN = FloatFormat("fp8e4m3fn", torch.float8_e4m3fn, mantissa_bits=3, exponent_bits=4, finite_only=True)
 
-FORMATS: dict[str, FloatFormat] = {"bf16": BF16, "fp16": FP16, "fp32": FP32}
+FORMATS: dict[str, FloatFormat] = {"bf16": BF16, "fp16": FP16, "fp32": FP32, "fp8e4m3fn": FP8E4M3FN}
 
 _BY_DTYPE: dict[torch.dtype, FloatFormat] = {f.torch_dtype: f for f in FORMATS.values()}
 _ALIASES: dict[str, FloatFormat] = {
@@ -123,6 +131,9 @@ _ALIASES: dict[str, FloatFormat] = {
     "float": FP32,
     "torch.float32": FP32,
     "torch.float": FP32,
+    "fp8e4m3fn": FP8E4M3FN,
+    "float8_e4m3fn": FP8E4M3FN,
+    "torch.float8_e4m3fn": FP8E4M3FN,
 }
 
 
@@ -191,8 +202,8 @@ def _quantum_exponent(x64: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
 def round_to(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     """Round float64 values once to ``fmt`` (nearest, ties to even); returns float64.
 
-    Subnormals are kept, overflow goes to ±inf, NaN stays NaN and the sign of
-    zero is preserved.  Unlike ``x.to(torch.bfloat16)`` this never double-rounds
+    Subnormals are kept, overflow goes to ±inf (a finite-only format: to its largest
+    finite value), NaN stays NaN and the sign of zero is preserved.  Unlike ``x.to(torch.bfloat16)`` this never double-rounds
     through float32.
     """
     fmt = format_of(fmt)
@@ -210,6 +221,8 @@ def round_to(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     # The rounding threshold max_finite + ulp/2 itself ties to the even
     # 2**(emax+1), so it correctly becomes inf.
     overflow = r.abs() > fmt.max_finite
+    if fmt.finite_only:  # no infinity to overflow to: saturate, as the device's cast and torch's do
+        return torch.where(overflow, torch.copysign(torch.full_like(r, fmt.max_finite), r), r)
     return torch.where(overflow, torch.copysign(torch.full_like(r, float("inf")), r), r)
 
 
@@ -229,6 +242,7 @@ _INT_VIEW = {
     torch.bfloat16: torch.int16,
     torch.float16: torch.int16,
     torch.float32: torch.int32,
+    torch.float8_e4m3fn: torch.int8,
 }
 
 
@@ -236,7 +250,7 @@ def _check_fmt_dtype(x: torch.Tensor, what: str) -> FloatFormat:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in _INT_VIEW:
-        raise ValueError(f"{what} must be bfloat16, float16 or float32, got {x.dtype}")
+        raise ValueError(f"{what} must be bfloat16, float16, float32 or float8_e4m3fn, got {x.dtype}")
     return _BY_DTYPE[x.dtype]
 
 

@@ -74,6 +74,8 @@ class OutputResult:
     file_test: dict[str, dict] = field(default_factory=dict)
     unwritten_by_contract: dict[str, dict] = field(default_factory=dict)
     golden_suspect: dict[str, str] = field(default_factory=dict)  # side -> the audit's finding
+    # The first operation whose result differs, observed in traced runs (equiv.observe.cause).
+    cause: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

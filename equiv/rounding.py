@@ -14,7 +14,11 @@ PyPTO's ``pl.cast(x, target_type, mode=...)`` modes, as the pto-isa ``RoundMode`
 
 Float targets keep gradual underflow (no flush-to-zero). Float results that round past the
 largest finite value overflow the way IEEE directed rounding does (to inf, or to the largest
-finite value for modes that round toward zero). Integer targets saturate to the type's range
+finite value for modes that round toward zero). FP8E4M3FN has no infinity: pypto emits its
+casts as ``pto.tcvt`` with a rounding mode only, and pto-isa's A5 TCVT then uses its default
+for FP32 -> FP8, saturation on, so a value past 448 (or an infinity) becomes +-448 in every
+mode; NaN stays NaN. Other sources reach FP8 through FP32 (pypto's LegalizeTileCast chain),
+which is exact for them, so one rounding of the exact value is the chain's result. Integer targets saturate to the type's range
 and map NaN to 0, as the vector unit's saturating conversions do.
 """
 
@@ -148,6 +152,9 @@ def _to_float_general(x: torch.Tensor, dtype: DType, mode: str) -> torch.Tensor:
     quantum = torch.ldexp(torch.ones_like(x), (e - fmt.mantissa_bits).to(x.dtype))
     r = round_integer(x / quantum, mode) * quantum
     big = r.abs() > fmt.max_finite
+    if fmt.finite_only:  # saturating conversion (see the module docstring): no infinity
+        r = torch.where(big | torch.isinf(x), torch.sign(x) * fmt.max_finite, r)
+        return torch.where(r == 0, torch.copysign(torch.zeros_like(r), x), r)  # NaN: r is NaN already
     pos = x > 0
     to_inf = {
         "rint": torch.ones_like(big), "none": torch.ones_like(big), "round": torch.ones_like(big),

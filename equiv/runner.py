@@ -28,7 +28,7 @@ from equiv.inputs import generator
 from equiv.tile.context import RunContext, running
 from equiv.tile.memory import Tensor
 from equiv.tile.sites import short_path
-from equiv.observe import attribution
+from equiv.observe import attribution, cause
 from equiv.observe.clients import make_clients
 from equiv.options import Options
 from equiv.pair import KernelPair
@@ -132,7 +132,8 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
               side: str, observe: SideRun | None = None,
               stages: dict[str, int] | None = None,
               loops: dict[str, int] | None = None,
-              order_ops: list[dict] | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
+              order_ops: list[dict] | None = None,
+              tracer: cause.OpTrace | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
     """One run of `kernel`; `stages`, when given, receives how its parallel stages ran
     (``"batched"``: count, else the reason a stage ran one block at a time: count), and
     `loops` how the sequential loops inside batched stages ran (``"as lanes"``: count, else
@@ -143,7 +144,9 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
         # One observed run per version: decisions and writer sites (the second run, on
         # finite poison, would only add decisions taken on uninitialised values).
         ctx.observers = make_clients(options)
-    with running(ctx), contextlib.ExitStack() as lent:
+    if tracer is not None:
+        ctx.observers = [tracer]
+    with running(ctx), contextlib.ExitStack() as lent, cause.tracing(tracer):
         lent.callback(ctx.give_back)  # inputs the run wrote are restored for the next run
         args: dict[str, Any] = {}
         for name, value in inputs.items():
@@ -253,13 +256,16 @@ class _one_thread:
         torch.set_num_threads(self.saved)
 
 
-def run_case(pair: KernelPair, case: Case, options: Options | None = None, keep_runs: bool = False) -> CaseResult:
-    """Run one case of `pair` and compare every output (`keep_runs` keeps each version's raw run)."""
+def run_case(pair: KernelPair, case: Case, options: Options | None = None, keep_runs: bool = False,
+             causes: bool = True) -> CaseResult:
+    """Run one case of `pair` and compare every output (`keep_runs` keeps each version's raw run;
+    `causes`: observe each finding's cause in traced runs)."""
     with _one_thread():
-        return _run_case(pair, case, options or Options(), keep_runs)
+        return _run_case(pair, case, options or Options(), keep_runs, causes)
 
 
-def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = False) -> CaseResult:
+def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = False,
+              causes: bool = True) -> CaseResult:
     t0 = time.perf_counter()
     rejected = {side: pair.rejection(side, case.shape) for side in SIDES}
     # A pair that judges a lone side (pair-free) still runs the version that accepts the shape.
@@ -302,11 +308,31 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
     if hasattr(pair, "judge_case") and inputs is not None:
         # A model file's own contract (its harness, comparison and golden) refines the verdicts.
         pair.judge_case(case, runs, inputs, ref, ref_error, outputs)
+    if inputs is not None and causes:
+        _observe_causes(pair, case, inputs, options, outputs, runs)
     return CaseResult(pair.name, case, outputs,
                       hazards={s: r.hazards for s, r in runs.items() if r.hazards},
                       errors={s: r.error for s, r in runs.items() if r.error},
                       seconds=time.perf_counter() - t0, runs=runs if keep_runs else None, command=pair.command,
                       decisions={s: getattr(r, "decisions", {}) for s, r in runs.items() if getattr(r, "decisions", None)})
+
+
+def _observe_causes(pair: KernelPair, case: Case, inputs: Mapping[str, Any], options: Options,
+                    outputs: Mapping[str, OutputResult], runs: Mapping[str, SideRun]) -> None:
+    """Each finding's cause, observed in traced runs (equiv.observe.cause)."""
+    base = options.replace(**dict(case.variant))
+
+    variants = {"first": schedules.RunVariant("first", "nan", 0), "poison": schedules.RunVariant("poison", "pattern", 0),
+                "order": schedules.RunVariant("schedule", "pattern", 1)}
+
+    def trace(side: str, which: str) -> cause.OpTrace:
+        variant = variants[which]
+        tracer = cause.OpTrace()
+        _run_once(pair.kernel(side), pair, case, inputs, variant.options(base, case.seed), side, tracer=tracer)
+        _free_large(inputs)
+        return tracer
+
+    cause.attach(outputs, runs, trace)
 
 
 def _attribute(out: OutputResult, name: str, runs: Mapping[str, SideRun]) -> None:
@@ -367,7 +393,7 @@ def shrink(pair: KernelPair, result: CaseResult, options: Options, budget: int =
         tries += 1
         if on_try:
             on_try(case)
-        r = run_case(pair, case, options)
+        r = run_case(pair, case, options, causes=False)  # the cause of the case kept is observed at the end
         return r if r.verdicts == target else None
 
     improved = True
@@ -394,4 +420,8 @@ def shrink(pair: KernelPair, result: CaseResult, options: Options, budget: int =
             r = attempt(Case(c.shape, c.recipe, 0, c.variant))
             if r is not None:
                 best, improved = r, True
+    if best is not result:
+        # The tries ran without traced runs; the case kept is run once more with them.
+        again = run_case(pair, best.case, options)
+        best = again if again.verdicts == target else best
     return best

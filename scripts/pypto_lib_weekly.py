@@ -70,6 +70,36 @@ def _write(out: str | None, lines: list[str]) -> None:
         fh.write(head + (MARK + "\n\n" if head else "") + "\n".join(lines) + "\n")
 
 
+def _kept_rows(out: str | None, weeks: list[tuple[str, str]],
+               found: dict[str, tuple[str, str] | None]) -> dict[tuple[str, int], list[str]]:
+    """The check rows already in `out`, by (revision, 0 for hc_pre.py / 1 for the attention
+    file): what `--only` keeps for the weeks it does not run."""
+    if not out or not os.path.exists(out):
+        return {}
+    with open(out, encoding="utf-8") as fh:
+        text = fh.read()
+    if MARK not in text:
+        return {}
+    by_prefix = {c[:8]: c for c, _ in weeks}
+    kept: dict[tuple[str, int], list[str]] = {}
+    key = None
+    checks = text[text.index(MARK):]
+    start = checks.find("| week's revision | date | file | entry |")  # the census table above is not kept
+    if start < 0:
+        return {}
+    for line in checks[start:].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6 or not line.startswith("|") or cells[0] in ("week's revision", "---"):
+            continue
+        if cells[0] in by_prefix:
+            commit = by_prefix[cells[0]]
+            files = found.get(commit) or ("", "")
+            key = (commit, 0 if cells[2] == files[0] else 1)
+        if key is not None:
+            kept.setdefault(key, []).append(line)
+    return kept
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repo", required=True)
@@ -78,6 +108,9 @@ def main() -> int:
     ap.add_argument("--until", default="2026-08-21")
     ap.add_argument("--timeout", type=float, default=420.0, help="seconds per file (default 420)")
     ap.add_argument("--out", default=None, help="write the Markdown table here too")
+    ap.add_argument("--only", metavar="REV[,REV...]", default=None,
+                    help="run the checks of these weeks' revisions only (commit prefixes); the other weeks' "
+                         "rows are kept from --out as they are")
     ap.add_argument("--census-only", action="store_true",
                     help="only the static DSL census of the two files per week (parsing, no runs)")
     args = ap.parse_args()
@@ -103,10 +136,15 @@ def main() -> int:
         _write(args.out, census)
         return 0
     rows: dict[tuple[str, int], list[str]] = {}
+    only = [p for p in (args.only or "").split(",") if p]
+    if only:
+        rows = _kept_rows(args.out, weeks, found)
     # Every week's hc_pre.py first, then the attention files: the short runs give the whole
     # range early, and the table is rewritten after each file, so a cut-off run leaves a table.
     for which in (0, 1):
         for commit, date in weeks:
+            if only and not any(commit.startswith(p) for p in only):
+                continue
             if found[commit] is None:
                 rows[(commit, which)] = [f"| {commit[:8]} | {date} | – | – | no hc_pre.py with an attention "
                                          f"file importing it | – |"]
@@ -122,6 +160,7 @@ def main() -> int:
             lines = census + [""] + header + [line for c, _ in weeks for w in (0, 1) for line in rows.get((c, w), [])]
             _write(args.out, lines)
     lines = census + [""] + header + [line for c, _ in weeks for w in (0, 1) for line in rows.get((c, w), [])]
+    _write(args.out, lines)
     print("\n".join(lines))
     return 0
 

@@ -41,6 +41,7 @@ def _mm_float(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor, out: D
 
 
 _MM_CHUNK_ELEMENTS = 1 << 18  # bound on the [k, .., M, N] product block held at once
+_MM_ACCUMULATE_LEAD = 128  # up to this many outputs, the fold over K is one numpy accumulate
 
 
 def _mm_fp32_native(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -65,6 +66,13 @@ def _mm_fp32_native(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor) 
     with np.errstate(all="ignore"):  # inf / NaN sums are results, not errors
         for k0 in _range(0, k_total, step):
             prod = torch.mul(xk[k0:k0 + step], yk[k0:k0 + step]).numpy()  # [k, .., M, N]
+            if lead <= _MM_ACCUMULATE_LEAD:
+                # Few outputs: one call per product costs more than the add. numpy's
+                # accumulate adds in order along K, each step rounded to float32: the same fold.
+                if cur is not None:
+                    np.add(cur, prod[0], out=prod[0])
+                cur = np.add.accumulate(prod, axis=0)[-1].copy()
+                continue
             first = 0
             if cur is None:
                 cur, first = prod[0].copy(), 1  # the fold starts at the first product (keeps -0.0)

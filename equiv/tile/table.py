@@ -25,6 +25,7 @@ NAMES: dict[str, Any] = {
     "INT8": dtypes.INT8, "INT16": dtypes.INT16, "INT32": dtypes.INT32, "INT64": dtypes.INT64,
     "UINT8": dtypes.UINT8, "FP16": dtypes.FP16, "BF16": dtypes.BF16, "FP32": dtypes.FP32,
     "INDEX": dtypes.INDEX, "UINT32": dtypes.UINT32, "BOOL": dtypes.BOOL,
+    "FP8E4M3FN": dtypes.FP8E4M3FN,
     "cast": values.cast,
     "const": values.const,
     # --- annotations, decorators, control and blocks -------------------------------------

@@ -6,16 +6,20 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from equiv import rounding
-from equiv.dtypes import BF16, FP16, FP32, INDEX, DType
+from equiv.dtypes import BF16, FP16, FP32, FP8E4M3FN, INDEX, DType
 from equiv.tile.errors import KernelError
 from equiv.tile.memory import Tensor
 from equiv.tile.context import current
 from equiv.tile.lanes import Lanes
+
+
+# While a cause is traced (`equiv.observe.cause`), every tile an operation makes is shown to it.
+on_tile: Callable[["Tile"], None] | None = None
 
 
 class Tile:
@@ -35,6 +39,8 @@ class Tile:
         if type(valid) is not tuple or not all(type(v) is int for v in valid):
             valid = tuple(int(v) for v in (valid if valid is not None else data.shape))
         self.valid = valid
+        if on_tile is not None:
+            on_tile(self)
 
     @classmethod
     def made(cls, data: torch.Tensor, dtype: DType, valid: tuple[int, ...]) -> "Tile":
@@ -43,6 +49,8 @@ class Tile:
         on every emulated op."""
         t = object.__new__(cls)
         t.data, t.dtype, t.valid = data, dtype, valid
+        if on_tile is not None:
+            on_tile(t)
         return t
 
     @property
@@ -122,7 +130,9 @@ def _int_scalar_from_float(bits: int, dtype: DType, mode: str) -> int:
 
 # Float conversions where every value of the source type (±0, ±inf and NaN included) is a
 # value of the target type: exact under every cast mode, so the container is reused as is.
-_EXACT_FLOAT_CASTS = frozenset({(BF16, FP32), (FP16, FP32), (BF16, BF16), (FP16, FP16), (FP32, FP32)})
+_EXACT_FLOAT_CASTS = frozenset({(BF16, FP32), (FP16, FP32), (BF16, BF16), (FP16, FP16), (FP32, FP32),
+                                (FP8E4M3FN, FP32), (FP8E4M3FN, BF16), (FP8E4M3FN, FP16),
+                                (FP8E4M3FN, FP8E4M3FN)})
 
 
 def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile | int | float:
