@@ -1,7 +1,8 @@
 """What a real pypto-lib file costs a user: wall time and peak memory of a same-revision
 pair-free check of one model file (``equiv check --source FILE --pre-rev REV --retiled-rev REV
 --pair-free``), at decode shapes (the file's ``decode`` mode, else its defaults), the
-``realistic`` inputs, seed 0, no shrinking: the check `scripts/pypto_lib_table.py` runs.
+``realistic`` inputs (or the recipes asked for), seed 0, no shrinking: the check
+`scripts/pypto_lib_table.py` runs.
 
 Each file runs in a process of its own, so its peak resident memory is its own (the kernel's
 high-water mark of the process, ``VmHWM``), and a file that would take the machine down is
@@ -49,9 +50,11 @@ def _status_kib(pid: int, key: str) -> int:
 
 
 def bench_file(repo: str, rev: str, path: str, memory_limit_gib: float = 14.0, timeout: float = 1800.0,
-               model: str | None = None) -> FileRow:
-    """Check `path` against itself at `rev` in a child process; its time, peak memory, outcome."""
-    cmd = [sys.executable, "-m", "equiv.bench_files", CHILD_FLAG, repo, rev, path, model or ""]
+               model: str | None = None, recipes: tuple[str, ...] = ("realistic",)) -> FileRow:
+    """Check `path` against itself at `rev` in a child process under `recipes` (empty: every
+    recipe the file's inputs take, as ``equiv check`` and the gate run it); its time, peak
+    memory and outcome."""
+    cmd = [sys.executable, "-m", "equiv.bench_files", CHILD_FLAG, repo, rev, path, model or "", ",".join(recipes)]
     env = dict(os.environ)
     # The child imports this equiv, wherever it is installed from.
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -81,7 +84,7 @@ def bench_file(repo: str, rev: str, path: str, memory_limit_gib: float = 14.0, t
     return FileRow(path, rev, data["outcome"], seconds, max(peak_kib / 2**20, data["peak_gib"]), data["entries"])
 
 
-def _child(repo: str, rev: str, path: str, model: str | None) -> dict:
+def _child(repo: str, rev: str, path: str, model: str | None, recipes: list[str] | None) -> dict:
     """The check itself (in the child): its outcome per entry and the process's peak memory."""
     import resource
 
@@ -90,7 +93,7 @@ def _child(repo: str, rev: str, path: str, model: str | None) -> dict:
 
     for shapes in ("decode", "nominal"):
         try:
-            fo = pf.check_file(path, rev, rev, repo, model=model, shapes=shapes, recipes=["realistic"],
+            fo = pf.check_file(path, rev, rev, repo, model=model, shapes=shapes, recipes=recipes,
                                examples=None, seed=0, shrink_budget=0)
             break
         except (ShapeError, KeyError, ValueError):  # a file without modes has no decode preset
@@ -109,8 +112,9 @@ def _child(repo: str, rev: str, path: str, model: str | None) -> dict:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == CHILD_FLAG:
-        _, _, repo_, rev_, path_, model_ = sys.argv
-        print(json.dumps(_child(repo_, rev_, path_, model_ or None)), flush=True)
+    if len(sys.argv) == 7 and sys.argv[1] == CHILD_FLAG:
+        _, _, repo_, rev_, path_, model_, recipes_ = sys.argv
+        print(json.dumps(_child(repo_, rev_, path_, model_ or None, recipes_.split(",") if recipes_ else None)),
+              flush=True)
     else:
         sys.exit("equiv.bench_files runs as the child of `equiv bench --repo R FILE...`")

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with FILEs: stop a file's check above this resident memory (default 14)")
     p.add_argument("--file-timeout", type=float, default=1800.0, metavar="S",
                    help="with FILEs: stop a file's check after this many seconds (default 1800)")
+    p.add_argument("--recipe", action="append", default=None, metavar="NAME",
+                   help="with FILEs: the input recipes of the check (repeatable; default realistic; "
+                        "'all': every recipe the file's inputs take, as equiv check and the gate run)")
     p.add_argument("--per-run-only", action="store_true",
                    help="time one run of each version only, not the whole cases a check runs")
     add_run_options(p)
@@ -111,11 +114,12 @@ def _run_files(args: argparse.Namespace, files: list[str]) -> int:
         raise UsageError("--memory-limit and --file-timeout must be > 0")
     rows = []
     for path in files:
-        rows.append(bench_file(args.repo, args.rev, path, args.memory_limit, args.file_timeout))
+        recipes = () if "all" in (args.recipe or ()) else tuple(args.recipe or ("realistic",))
+        rows.append(bench_file(args.repo, args.rev, path, args.memory_limit, args.file_timeout, recipes=recipes))
         r = rows[-1]
         print(f"{r.path} at {r.rev}: {r.outcome}, {r.seconds:.0f} s, peak {r.peak_gib:.1f} GiB", flush=True)
     print(f"same-revision pair-free checks at {args.rev} (decode shapes, else the file's defaults; "
-          f"realistic inputs, seed 0):")
+          f"recipes {', '.join(args.recipe or ['realistic'])}; seed 0):")
     print(table(["file", "outcome", "time s", "peak GiB"],
                 [[r.path, r.outcome + "".join(
                     f"; {e['entry']}: " + (", ".join(f"{v} {n}" for v, n in e["counts"].items()) or e["outcome"])
