@@ -16,7 +16,7 @@ import torch
 from equiv.check import fuzz_cases
 from equiv.options import Options
 from equiv.pair import KernelPair
-from equiv.runner import Case, _one_thread, _run_once, make_inputs, run_case, variants
+from equiv.runner import SIDES, Case, _one_thread, _run_once, make_inputs, run_case, run_side, variants
 
 
 @dataclass
@@ -38,6 +38,10 @@ class BenchRow:
     cases: int = 0
     case_s: float = 0.0
     case_reference_s: float = 0.0
+    # Where the cases' time goes, timed apart (best of the repeats each): making the inputs,
+    # running both versions (every variant), and the rest of a case (reference, comparison).
+    case_inputs_s: float = 0.0
+    case_runs_s: float = 0.0
 
     @property
     def case_overhead(self) -> float:
@@ -107,31 +111,37 @@ def bench_preset(pair: KernelPair, preset: str, options: Options, repeat: int = 
         row = BenchRow(pair.name, preset, str(shape), times["pre"], times["retiled"], times["reference"],
                        peak_rss_mb(), stages, loops)
         if per_case:
-            row.cases, row.case_s, row.case_reference_s = bench_cases(pair, shape, options, repeat)
+            got = bench_cases(pair, shape, options, repeat)
+            row.cases, row.case_s, row.case_reference_s = got["cases"], got["case_s"], got["reference_s"]
+            row.case_inputs_s, row.case_runs_s = got["inputs_s"], got["runs_s"]
             row.peak_rss_mb = peak_rss_mb()
         rows.append(row)
     return rows
 
 
-def bench_cases(pair: KernelPair, shape: Any, options: Options, repeat: int = 1) -> tuple[int, float, float]:
-    """``(cases, seconds, reference seconds)`` of every case a check runs at `shape`: each input
-    recipe under each option variant of the pair's sweep, run whole by `run_case` (inputs, both
-    versions under all their poison and schedule variants, reference, comparison), best of
-    `repeat` per case; the reference alone is timed on the same inputs, best of `repeat`."""
+def bench_cases(pair: KernelPair, shape: Any, options: Options, repeat: int = 1) -> dict[str, float]:
+    """Every case a check runs at `shape`: each input recipe under each option variant of the
+    pair's sweep, run whole by `run_case` (inputs, both versions under all their poison and
+    schedule variants, reference, comparison), best of `repeat` per case; then, apart, its
+    inputs, its runs of both versions and its float64 reference. Returns ``cases``, ``case_s``,
+    ``inputs_s``, ``runs_s`` and ``reference_s`` (seconds summed over the cases)."""
     if repeat < 1:
         raise ValueError(f"repeat must be ≥ 1, not {repeat}")
-    n, total, reference = 0, 0.0, 0.0
+    got = {"cases": 0, "case_s": 0.0, "inputs_s": 0.0, "runs_s": 0.0, "reference_s": 0.0}
     for recipe in pair.recipes:
         for variant in variants(pair):
             case = Case(shape, recipe, 0, variant)
-            total += _timed(lambda: run_case(pair, case, options), options.device, repeat)
+            got["case_s"] += _timed(lambda: run_case(pair, case, options), options.device, repeat)
+            got["inputs_s"] += _timed(lambda: make_inputs(pair, case), options.device, repeat)
             inputs = {k: (v.to(options.device) if isinstance(v, torch.Tensor) else v)
                       for k, v in make_inputs(pair, case).items()}
-            with _one_thread():  # as run_case runs it
+            with _one_thread():  # as run_case runs them
+                got["runs_s"] += _timed(lambda: [run_side(pair, side, case, inputs, options) for side in SIDES],
+                                        options.device, repeat)
                 pair.reference(inputs, shape)
-                reference += _timed(lambda: pair.reference(inputs, shape), options.device, repeat)
-            n += 1
-    return n, total, reference
+                got["reference_s"] += _timed(lambda: pair.reference(inputs, shape), options.device, repeat)
+            got["cases"] += 1
+    return got
 
 
 def fuzz_throughput(pair: KernelPair, options: Options, examples: int = 5, seed: int = 0) -> float:

@@ -29,15 +29,19 @@ def _slow(kernel, calls: list):
 def test_a_case_is_timed_whole_every_recipe_and_every_run_of_both_versions():
     pair = registry.get("moe.combine")
     shape = pair.shapes.preset("demo")[0]
-    n, seconds, reference = bench_cases(pair, shape, Options(), repeat=1)
-    assert n == len(pair.recipes) * len(variants(pair)) and reference > 0
+    got = bench_cases(pair, shape, Options(), repeat=1)
+    n = got["cases"]
+    assert n == len(pair.recipes) * len(variants(pair)) and got["reference_s"] > 0
+    assert 0 < got["inputs_s"] + got["runs_s"] + got["reference_s"] < 1.5 * got["case_s"]
     calls: list = []
     slow = dataclasses.replace(pair, retiled=_slow(pair.retiled, calls))
-    n2, slow_seconds, _ = bench_cases(slow, shape, Options(), repeat=1)
+    slowed = bench_cases(slow, shape, Options(), repeat=1)
+    n2, slow_seconds = slowed["cases"], slowed["case_s"]
     # Each case runs retiled at least twice (NaN poison, then the second schedule), and every
     # one of those runs is inside the time: a bench that timed one run per case, or one
     # recipe, would report less than the pauses alone.
-    assert n2 == n and len(calls) >= 2 * n and slow_seconds >= len(calls) * PAUSE
+    assert n2 == n and len(calls) >= 4 * n and slow_seconds >= len(calls) / 2 * PAUSE
+    assert slowed["runs_s"] >= len(calls) / 2 * PAUSE  # the runs timed apart have them too
 
 
 def test_per_case_rows_and_their_geometric_mean():

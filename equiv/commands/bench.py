@@ -85,6 +85,14 @@ def run(args: argparse.Namespace) -> int:
               f"{len(cased)} rows; largest {max(r.case_overhead for r in cased):.0f}× (whole cases: every "
               f"recipe and option variant, both versions under all poison and schedule variants, "
               f"against their float64 reference)")
+    if cased:
+        print("where a case's time goes (ms per case: its inputs, both versions' runs under every poison "
+              "and schedule variant, the float64 reference, and the rest: comparison and judging):")
+        print(table(["pair", "preset", "inputs", "runs", "reference", "rest"],
+                    [[r.pair, r.preset] + [f"{1000 * v / r.cases:.1f}" for v in (
+                        r.case_inputs_s, r.case_runs_s, r.case_reference_s,
+                        max(r.case_s - r.case_inputs_s - r.case_runs_s - r.case_reference_s, 0.0))]
+                     for r in cased]))
     _print_reasons("stages run one block at a time (batched: stages run as one computation; "
                    "see docs/batching.md):", [(r.pair, r.stages) for r in rows], ("batched", "split"))
     _print_reasons("loops in batched stages run iteration by iteration (docs/batching.md):",
