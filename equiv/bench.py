@@ -173,7 +173,10 @@ def bench_repo(repo: str, presets: list[str], options: Options, repeat: int = 1,
     """Rows for unmodified kernel files of a pypto-lib clone (source mode), and notes for the
     files that could not be loaded or run (named, never silently dropped)."""
     from equiv import registry
-    from equiv.source import SourceError, SourceLoader, SourceRef, source_pair
+    from equiv.errors import SourceError
+    from equiv.source.loader import SourceLoader
+    from equiv.source.ref import SourceRef
+    from equiv.source.pairs import source_pair
 
     rows: list[BenchRow] = []
     notes: list[str] = []

@@ -26,6 +26,7 @@ from equiv.options import Options
 from equiv.pair import KernelPair
 from equiv.runner import Case, CaseResult, make_inputs, run_case, shrink, variants, verdict_counts
 from equiv.shapes import Shape, ShapeError
+from equiv.summary import render
 
 DEFAULT_FUZZ_EXAMPLES = 30
 Progress = Callable[[str, int, int, Case | None], None]
@@ -104,8 +105,6 @@ class CheckResult:
         return list(seen)
 
     def __str__(self) -> str:
-        from equiv.summary import render  # summary renders CheckResult, so import it late
-
         return render(self)
 
     def to_dict(self) -> dict:

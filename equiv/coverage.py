@@ -22,7 +22,7 @@ in the totals or the exit code; "provided" says source mode has a stand-in for t
 
 Whether the emulator covers an entry is read from the emulator itself: its table of DSL
 names (`equiv.tile.covers`, built from `equiv.tile.table.NAMES`; the distributed table
-`equiv.tile.distributed.NAMES`), the signature of the implementing function for keyword
+`equiv.tile.distributed.shims.NAMES`), the signature of the implementing function for keyword
 forms, and the implementing object's context-manager protocol for ``with`` forms.
 """
 
@@ -277,10 +277,10 @@ def _lookup(dotted: str) -> Any:
         root: Any = {k: getattr(tile, k) for k in tile.__all__}
     elif prefix == "pld":
         try:
-            from equiv.tile import distributed
+            from equiv.tile.distributed import shims
         except ImportError:
             return MISSING
-        root = distributed.namespace()
+        root = shims.namespace()
     else:
         return MISSING
     return lookup(root, rest)
@@ -345,10 +345,10 @@ _KEYWORD = re.compile(r"^(?P<name>[\w.]+)\((?P<kw>\w+)=\)$")
 def covers(entry: str) -> bool:
     """Whether the emulator covers one census entry."""
     if entry.startswith("import "):
-        from equiv.tile import distributed
+        from equiv.tile.distributed import shims
 
         module = entry[len("import "):]
-        return module in (LANGUAGE, DISTRIBUTED) or module in distributed.IMPORTABLE
+        return module in (LANGUAGE, DISTRIBUTED) or module in shims.IMPORTABLE
     m = _WITH.match(entry)
     if m:
         obj = _lookup(m["name"])

@@ -25,7 +25,9 @@ import torch
 from equiv import schedules
 from equiv.compare import VERDICTS, OutputResult, SideRun, bits_equal, compare_output
 from equiv.inputs import generator
-from equiv.memory import RunContext, Tensor, running, short_path
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
+from equiv.tile.sites import short_path
 from equiv.observe import attribution
 from equiv.observe.cachelines import CacheLineObserver
 from equiv.observe.decisions import DecisionObserver
@@ -165,7 +167,7 @@ def classify_exception(exc: BaseException) -> str:
     objects (an unsupported keyword, an emulator object used in a form it lacks, such as a
     context manager). A rejection is an `AssertionError` raised by the kernel's own code.
     """
-    from equiv.memory import UnsupportedOpError
+    from equiv.tile.errors import UnsupportedOpError
 
     if isinstance(exc, UnsupportedOpError):
         return "gap"

@@ -152,7 +152,7 @@ def responsible(name: str, ops: Sequence[Mapping[str, Any]], hazards: Sequence[M
 def finding(name: str, mask: torch.Tensor, spread_max: int, first: dict, ops: Sequence[dict],
             writers: Sequence[Mapping[str, Any]], schedules: int) -> dict:
     """The ``nondeterministic`` hazard of one output of one version (same fields as a
-    `equiv.memory.Finding`), with the responsible operations and last writers."""
+    `equiv.tile.findings.Finding`), with the responsible operations and last writers."""
     idx = mask.nonzero()
     region = [[int(idx[:, d].min()), int(idx[:, d].max()) + 1] for d in range(idx.shape[1])] if idx.numel() else []
     how = "NaN/Inf mismatch" if spread_max >= numerics.MISMATCH else f"{spread_max} ULP"

@@ -14,9 +14,10 @@ import os
 import sys
 import textwrap
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from equiv.check import CheckResult
+if TYPE_CHECKING:
+    from equiv.check import CheckResult  # summary renders a CheckResult; check imports summary
 
 DEFAULT_WIDTH = 80
 MIN_WIDTH = 40

@@ -7,7 +7,8 @@ import torch
 
 from equiv import tile as pl
 from equiv.dtypes import BF16
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 
 

@@ -10,7 +10,9 @@ import torch
 
 import equiv
 from equiv.dtypes import FP32
-from equiv.memory import SITES, RunContext, Tensor, running
+from equiv.tile.sites import SITES
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.observe import Observer
 from equiv.options import Options
 from equiv.pair import KernelPair

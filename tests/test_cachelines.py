@@ -7,7 +7,8 @@ import torch
 
 import equiv
 from equiv.dtypes import INT32
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.observe.cachelines import CacheLineObserver
 from equiv.options import Options
 from equiv.pair import KernelPair

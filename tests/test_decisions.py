@@ -9,7 +9,8 @@ import torch
 
 import equiv
 from equiv.dtypes import FP32
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.observe import decisions as cov
 from equiv.observe.decisions import DecisionObserver
 from equiv.options import Options
@@ -79,7 +80,7 @@ def test_scalar_if_index_guard_and_saturating_cast():
 
 
 def test_traced_scalars_degrade_to_plain_numbers():
-    from equiv.observe.scalars import TracedFloat, traced
+    from equiv.tile.scalars import TracedFloat, traced
 
     v = traced(2.5)
     assert isinstance(v, TracedFloat)

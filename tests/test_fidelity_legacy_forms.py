@@ -51,7 +51,7 @@ def test_an_old_form_valid_shapes_hole_is_caught(repo, capsys):
 
 def test_host_level_roles_bool_scalars_and_tuples_load(tmp_path):
     from equiv.source import load_kernel
-    from equiv.memory import RunContext, running
+    from equiv.tile.context import RunContext, running
     from equiv.options import Options
 
     (tmp_path / "k.py").write_text('''
@@ -71,7 +71,9 @@ def test_both_load_keywords_at_once_is_an_error():
     import torch
 
     from equiv import tile as pl
-    from equiv.memory import KernelError, RunContext, Tensor, running
+    from equiv.tile.errors import KernelError
+    from equiv.tile.context import RunContext, running
+    from equiv.tile.memory import Tensor
     from equiv.options import Options
 
     with running(RunContext(Options(seed=1))):
@@ -143,7 +145,8 @@ def test_a_transposed_load_holds_the_windows_transpose():
     import torch
 
     from equiv import tile as pl
-    from equiv.memory import RunContext, Tensor, running
+    from equiv.tile.context import RunContext, running
+    from equiv.tile.memory import Tensor
     from equiv.options import Options
 
     with running(RunContext(Options(seed=1))):

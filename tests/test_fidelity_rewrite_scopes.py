@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.source import load_kernel
 from equiv.tile import rewrite

@@ -12,7 +12,8 @@ import os
 import pytest
 
 from equiv.dtypes import INT32
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.observe.cachelines import CacheLineObserver
 from equiv.options import Options
 from equiv.source import load_kernel

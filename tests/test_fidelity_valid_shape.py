@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import equiv.tile as pl
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from tests.test_pairfree import FILE, check, commit, kernel, repo  # noqa: F401 (fixture)
 

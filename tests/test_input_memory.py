@@ -14,7 +14,8 @@ import types
 import torch
 
 from equiv.dtypes import FP32
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.pair import KernelPair
 from equiv.pairfree import discovery, reference, specs
@@ -219,7 +220,7 @@ def test_inputs_kept_by_discovery_are_dropped_before_a_case_at_other_shapes_buil
 
 
 def test_an_observed_run_gives_site_maps_to_outputs_and_to_inputs_only_when_stored():
-    from equiv.memory import SITES
+    from equiv.tile.sites import SITES
     from equiv.observe import Observer
 
     ctx = RunContext(Options())
@@ -271,12 +272,12 @@ def test_a_same_revision_check_runs_the_program_once_per_case_and_a_two_revision
 def test_views_of_inputs_make_no_maps_until_written_and_then_share_the_inputs_maps():
     # A reshape or rank view of a Pro weight must not make the weight's written-mask and
     # last-writer map (5 bytes an element); a write through a view is seen by the base.
-    from equiv.tile import distributed
+    from equiv.tile.distributed import world
 
     with running(RunContext(Options())) as ctx:
         w = Tensor.from_torch("w", torch.arange(24.0).reshape(2, 3, 4))
         flat = pl.reshape(w, [2, 12])
-        ranks = distributed._RankIndexed.__new__(distributed._RankIndexed)
+        ranks = world.RankIndexed.__new__(world.RankIndexed)
         ranks.__dict__.update(w.__dict__)
         rank1 = ranks[1]
         assert torch.equal(pl.load(flat, [1, 0], [1, 12]).data, torch.arange(12.0, 24.0).reshape(1, 12).double())

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import equiv
-from equiv import memory
+from equiv.tile import memory
 from equiv import tile as pl
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.runner import Case, _run_once, make_inputs
 from equiv.tile import rewrite

@@ -91,7 +91,7 @@ def test_fp32_tiles_leave_float32_containers_under_a_flush_mode():
     """FP32 tiles compute in float32 only while native float32 arithmetic keeps subnormals:
     under FTZ/DAZ a subnormal product would flush, so they go back to float64 containers."""
     from equiv import tile as pl
-    from equiv.memory import RunContext, running
+    from equiv.tile.context import RunContext, running
     from equiv.options import Options
 
     a = torch.tensor([[2.0**-70, 3 * 2.0**-75, 1.5]], dtype=torch.float64)
@@ -133,7 +133,7 @@ def test_bf16_and_fp16_arithmetic_in_float32_containers_is_the_exact_result_roun
     including subnormals, ties, cancellations and overflow."""
     from equiv import numerics
     from equiv import tile as pl
-    from equiv.memory import RunContext, running
+    from equiv.tile.context import RunContext, running
     from equiv.options import Options
 
     ops = {"add": (pl.add, torch.add), "sub": (pl.sub, torch.sub), "mul": (pl.mul, torch.mul),
@@ -156,7 +156,7 @@ def test_bf16_and_fp16_arithmetic_in_float32_containers_is_the_exact_result_roun
 
 def test_bf16_and_fp16_tiles_leave_float32_containers_under_a_flush_mode():
     from equiv import tile as pl
-    from equiv.memory import RunContext, running
+    from equiv.tile.context import RunContext, running
     from equiv.options import Options
 
     tiny = torch.tensor([[2.0**-130, 2.0**-20]], dtype=torch.float64)  # a bf16 / an fp16 subnormal
@@ -220,7 +220,8 @@ def test_native_fp32_matmul_fold_is_the_sequential_fold():
 
 def test_global_tensors_store_the_narrowest_exact_dtype_and_load_wide():
     from equiv.dtypes import INT8
-    from equiv.memory import RunContext, Tensor, running
+    from equiv.tile.context import RunContext, running
+    from equiv.tile.memory import Tensor
     from equiv.options import Options
 
     with running(RunContext(Options())):
@@ -242,7 +243,8 @@ def test_global_tensors_store_the_narrowest_exact_dtype_and_load_wide():
 
 
 def test_writer_map_is_made_on_first_use_and_shared_by_shallow_copies():
-    from equiv.memory import RunContext, Tensor, running
+    from equiv.tile.context import RunContext, running
+    from equiv.tile.memory import Tensor
     from equiv.options import Options
 
     with running(RunContext(Options())) as ctx:

@@ -21,7 +21,8 @@ import equiv
 from equiv import tile
 from equiv.cli import main
 from equiv.dtypes import BF16, FP32, INT32
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.runner import Case, run_case
 from equiv.shapes import Shape

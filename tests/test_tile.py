@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.memory import OutOfBoundsError, RunContext, Tensor, running
+from equiv.tile.errors import OutOfBoundsError
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 
 
@@ -245,7 +247,7 @@ def test_nested_parallel_blocks_race_only_within_a_stage(ctx):
 
 
 def test_mismatched_operand_types_are_rejected(ctx):
-    from equiv.memory import KernelError
+    from equiv.tile.errors import KernelError
     with pytest.raises(KernelError, match="cast one first"):
         pl.add(tile([[1.0]]), tile([[1.0]], pl.BF16))
 

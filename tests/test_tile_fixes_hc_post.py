@@ -9,7 +9,9 @@ import torch
 from equiv import rounding
 from equiv import tile as pl
 from equiv.dtypes import BF16, FP16, FP32
-from equiv.memory import KernelError, RunContext, Tensor, running
+from equiv.tile.errors import KernelError
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 
 

@@ -96,7 +96,8 @@ def run_pair_free(args: argparse.Namespace) -> int:
     from equiv.pairfree import gate as pfg
     from equiv.pairfree.contract import own_contract_text
     from equiv.progress import Progress
-    from equiv.source import SourceError, parse_assignments
+    from equiv.errors import SourceError
+    from equiv.source.assignments import parse_assignments
 
     if args.dry_run:
         args.report = args.junit = args.json = None  # a dry run writes nothing

@@ -25,8 +25,13 @@ from equiv.pair import BIT_EXACT, Contract, KernelPair
 from equiv.progress import Progress
 from equiv.shapes import ShapeError
 from equiv.runner import make_inputs
-from equiv.source import (SourceError, SourceLoader, SourceRef, UnsupportedOpError, match_parameters,
-                          parse_assignments, source_pair, unsupported_in)
+from equiv.errors import SourceError
+from equiv.source.loader import SourceLoader
+from equiv.source.ref import SourceRef
+from equiv.tile.errors import UnsupportedOpError
+from equiv.source.arguments import match_parameters
+from equiv.source.assignments import parse_assignments
+from equiv.source.pairs import source_pair, unsupported_in
 from equiv.summary import render, wrap
 
 SOURCE_OPTIONS = ("source", "pre_source", "retiled_source", "pre_rev", "retiled_rev", "repo", "bind", "config",

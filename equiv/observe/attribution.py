@@ -2,7 +2,7 @@
 region of one version is unwritten (or depends on uninitialised memory).
 
 Every `Tensor.store` keeps, per element, the writing block's token (``Tensor.writer``) and the
-interned kernel site of the store (``Tensor.site_ids``, `equiv.memory.intern_site`). After a
+interned kernel site of the store (``Tensor.site_ids``, `equiv.tile.sites.intern_site`). After a
 run, `capture` keeps those maps of the outputs with each block's stage name, index and the
 kernel line of its parallel loop; `explain` then names, for a bad region of one version, the
 sites and blocks that wrote it in the other version, and this version's stages that write
@@ -18,7 +18,7 @@ from typing import Mapping
 
 import torch
 
-from equiv.memory import SITES
+from equiv.tile.sites import SITES
 
 
 @dataclass

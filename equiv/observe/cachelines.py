@@ -35,7 +35,7 @@ class CacheLineObserver(Observer):
         storage = data.untyped_storage()
         self.storages.setdefault(storage.data_ptr(), storage)
         key = (storage.data_ptr(), address // self.line_bytes)
-        from equiv.memory import kernel_site
+        from equiv.tile.sites import kernel_site
 
         site = kernel_site()
         token = ctx.current.token

@@ -348,7 +348,7 @@ def audit_file(path: str, rev: str, repo: str, model: str | None = None, options
     from equiv.pairfree.pair import Revisions, build_pair, entries_of
     from equiv.runner import Case
     from equiv.shapes import Shape
-    from equiv.source import SourceRef
+    from equiv.source.ref import SourceRef
 
     ref = SourceRef(path, "", rev, repo)
     revisions = Revisions(ref, ref, model=model)

@@ -45,7 +45,7 @@ def conversions(pre: list, retiled: list) -> dict[str, torch.dtype] | None:
 
 def convert_args(args: Mapping[str, Any], to: Mapping[str, torch.dtype]) -> dict[str, Any]:
     """The kernel arguments with each named input converted to its new dtype (values kept)."""
-    from equiv.memory import Tensor
+    from equiv.tile.memory import Tensor
 
     out = dict(args)
     for name, dtype in to.items():

@@ -362,7 +362,7 @@ def materialized(module: types.ModuleType, source: str, argv: tuple[str, ...], e
 def describe(exc: BaseException) -> str:
     """``Type: message at file:line`` (the innermost frame: where the file's code, or what
     it called, raised)."""
-    from equiv.memory import short_path
+    from equiv.tile.sites import short_path
 
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" at {short_path(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""

@@ -374,7 +374,8 @@ def _record(repo: str, rev: str | None, path: str, overrides: dict, models: bool
 
     from equiv.pairfree import discovery
     from equiv.pairfree import golden as golden_stub
-    from equiv.source import SourceLoader, SourceRef
+    from equiv.source.loader import SourceLoader
+    from equiv.source.ref import SourceRef
 
     ref = SourceRef(path, "", rev, repo)
     loader = SourceLoader(stand_ins={"golden": golden_stub.make_module()})
@@ -422,7 +423,8 @@ def _model_instances(mod: Any, ref: Any, text: str, overrides: dict) -> dict:
     from equiv.pairfree import discovery
     from equiv.pairfree import golden as golden_stub
     from equiv.pairfree.pair import _config_module
-    from equiv.source import MODEL_KEY, SourceLoader
+    from equiv.source.overrides import MODEL_KEY
+    from equiv.source.loader import SourceLoader
 
     cfg = _config_module(mod)
     if cfg is None:

@@ -25,13 +25,15 @@ from typing import Any, Mapping
 
 import torch
 
-from equiv.memory import Tensor
+from equiv.tile.memory import Tensor
 from equiv.pair import BIT_EXACT, Contract, KernelPair
 from equiv.pairfree import discovery, specs
 from equiv.pairfree import golden as golden_stub
 from equiv.pairfree.reference import Reference, reference_for
 from equiv.shapes import Dim, Shape, ShapeSpace
-from equiv.source import MODEL_KEY, SourceLoader, SourceRef
+from equiv.source.overrides import MODEL_KEY
+from equiv.source.loader import SourceLoader
+from equiv.source.ref import SourceRef
 
 # Config constants a check may vary: counts of tokens, requests, sequence positions.
 SAFE_CONSTANT = re.compile(r"^(DECODE|PREFILL|MOE|MTP|NUM)?_?(BATCH|SEQ|TOKENS|SEQ_LEN|BATCH_SIZE)$|"
@@ -180,7 +182,7 @@ class FreeKernel:
         self.convert = convert  # input -> dtype this side declares (an exact conversion, equiv.pairfree.convert)
 
     def __call__(self, cfg: Shape | None = None, **args: Any) -> Any:
-        from equiv.source import call_entry
+        from equiv.source.arguments import call_entry
 
         recorded = self.entry.call(self.side, cfg or {}).call
         fn = recorded.fn
@@ -195,12 +197,12 @@ class FreeKernel:
             from equiv.pairfree.convert import convert_args
 
             args = convert_args(args, self.convert)
-        from equiv.tile import distributed
+        from equiv.tile.distributed import world
 
         # A multi-rank program runs with the world its run_jit call configures (device_ids).
-        ranks = distributed.world_size_from(recorded.extra.get("compile_cfg"))
+        ranks = world.world_size_from(recorded.extra.get("compile_cfg"))
         if ranks:
-            with distributed.configured(ranks):
+            with world.configured(ranks):
                 return call_entry(fn, args)
         return call_entry(fn, args)
 

@@ -35,7 +35,8 @@ from equiv.pairfree import discovery, specs
 from equiv.pairfree.pair import Entry, Revisions, build_pair, entries_of, kernel_assertion, safe_constants
 from equiv.runner import classify_exception
 from equiv.shapes import Shape
-from equiv.source import SourceError, SourceRef
+from equiv.errors import SourceError
+from equiv.source.ref import SourceRef
 
 EXIT = {"equivalent": 0, "pre-defect": 0, "both-defect": 0, "interface changed": 0, "rejected": 0,
         "regression": 1, "cannot judge": 2}

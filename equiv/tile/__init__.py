@@ -13,7 +13,10 @@ file per family:
 
 ========================  ===========================================================
 ``values``                tiles, element types, casts, the single rounding of a result
-``access``                global tensors: windows, loads/stores, scratch, scalars, assemble
+``access``                global tensors: windows, loads, moves, views, reshapes
+``assembly``              stores, assemble, valid shapes and padding
+``scratch``               scratch tensors and tiles, memory spaces, dynamic dimensions
+``elements``              scalar reads and writes
 ``control``               annotations, ``jit``, loops, scopes and scheduling hints
 ``blocks``                SPMD forms, block/lane indices, split_aiv, task ids, arrays
 ``rewrite``               load-time rewrite of ``with pl.spmd`` bodies (per block)
@@ -21,7 +24,13 @@ file per family:
 ``reductions``            row reductions under the ``row_sum`` order model
 ``matmul``                integer-exact and fp32-accumulating matrix multiply
 ``movement``              gathers and other data movement inside tiles
+``sort``                  sorting and merging
+``distributed``           ``pypto.language.distributed`` (``pld``): ranks, collectives
 ========================  ===========================================================
+
+Under them, the emulator's foundation: ``context`` (one run's state and block tree),
+``memory`` (global tensors), ``poison``, ``races``, ``sites``, ``findings``, ``errors``,
+``scalars`` (traced scalars) and ``batch/`` (stages run as one batched computation).
 
 Semantics that decide bit-exactness are documented in docs/arithmetic.md: every op rounds
 its result once to the tile's element type (no fused multiply-add); floating ops are
@@ -35,7 +44,7 @@ from __future__ import annotations
 from equiv.tile import namespace as _namespace
 from equiv.tile.reductions import _fadd, _native_fp32_exact, _reduce_sum, reduce_sum  # noqa: F401 - tests
 from equiv.tile.table import NAMES
-from equiv.memory import KernelError, OutOfBoundsError, UnsupportedOpError  # noqa: F401
+from equiv.tile.errors import KernelError, OutOfBoundsError, UnsupportedOpError  # noqa: F401
 from equiv.tile.values import Tile  # noqa: F401
 
 globals().update(_namespace.build(NAMES))

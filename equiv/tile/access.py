@@ -1,6 +1,6 @@
-"""Global memory as kernels see it: windows of tensors, loads, stores, scratch tensors,
-shapes, scalar reads and writes, padding, and atomic assembly. Bounds, poison, written-masks
-and races are kept by `equiv.memory.Tensor`; this file only shapes the accesses."""
+"""Global memory as kernels see it: windows of tensors (``x[a:b]``), loads, moves, views and
+reshapes. Bounds, poison, written-masks and races are kept by `equiv.tile.memory.Tensor`;
+this file only shapes the accesses; stores are `equiv.tile.assembly`'s."""
 
 from __future__ import annotations
 
@@ -9,12 +9,17 @@ from typing import Any, Sequence
 
 import torch
 
-from equiv import memory, rounding
-from equiv.dtypes import BF16, FP16, INT32, DType
-from equiv.memory import KernelError, Tensor, current
-
-from equiv.tile import batch as _batch
-from equiv.tile.values import Tile, _result, _scalar_to, _slice_type, read_whole
+from equiv import rounding
+from equiv.tile import context, memory
+from equiv.dtypes import INT32, DType
+from equiv.tile.errors import KernelError
+from equiv.tile.memory import Tensor
+from equiv.tile.context import current
+from equiv.tile.batch import deferred as _deferred, wrapping as _wrapping
+from equiv.tile import errors as _errors
+from equiv.tile.values import Tile, _scalar_to, _slice_type, read_whole
+from equiv.tile.blocks import _stage_kinds
+from equiv.tile.scratch import MemorySpace
 
 
 def _load(tensor: Tensor, key) -> Tile:
@@ -57,23 +62,23 @@ def _tensor_setitem(self: Tensor, key, value) -> None:
 
 
 # Windows at block-dependent offsets (a batched stage's lane values) are taken per block.
-Tensor.__getitem__ = _batch.tensor_getitem(_tensor_getitem)  # type: ignore[assignment]
-Tensor.__setitem__ = _batch.tensor_setitem(_tensor_setitem)  # type: ignore[assignment]
+Tensor.__getitem__ = _wrapping.tensor_getitem(_tensor_getitem)  # type: ignore[assignment]
+Tensor.__setitem__ = _wrapping.tensor_setitem(_tensor_setitem)  # type: ignore[assignment]
 
 
 def _in_place(tile: Tile) -> None:
     # Writing into a tile without a lane axis inside a batched stage would happen once instead
     # of once per block (the tile may predate the stage): run that stage block by block.
     if len(tile.data.shape) == len(tile.valid):
-        _batch.forbid("an in-place write into a tile shared by the blocks")
-    batch = _batch.active()
+        _deferred.forbid("an in-place write into a tile shared by the blocks")
+    batch = _deferred.active()
     if batch is not None and id(tile) in batch.frozen:
         # A tile from outside a loop whose iterations run as lanes: each has its own copy.
-        _batch.fallback("an in-place write into a tile made before the loop")
+        _errors.fallback("an in-place write into a tile made before the loop")
     if batch is not None and _stage_kind(batch.stage) != "spmd":
         # In a pl.parallel stage (orchestration code) the tile may stand for a window of a
         # tensor, which one block at a time is a view that the write must reach.
-        _batch.fallback("an in-place write into a tile in orchestration code")
+        _errors.fallback("an in-place write into a tile in orchestration code")
 
 
 def _tile_setitem(self: Tile, key, value) -> None:
@@ -117,51 +122,6 @@ def _tile_setitem(self: Tile, key, value) -> None:
 
 
 Tile.__setitem__ = _tile_setitem  # type: ignore[assignment]
-
-def create_tensor(shape: Sequence[int], dtype: DType, name: str | None = None, *, layout: Any = None,
-                  manual_dep: bool = False, init_value: int | float | None = None) -> Tensor:
-    """Global scratch. Without `init_value` it is uninitialised: poison-filled, nothing marked
-    written. ``init_value=v`` is the runtime's fill before any kernel runs: every element
-    holds v (rounded to `dtype`) and counts as written. pypto's codegen rejects non-zero
-    fills of FP16/BF16, so they are a kernel error here too. ``manual_dep`` (no automatic
-    dependency tracking) and ``layout`` do not change values and are ignored."""
-    shape = [int(s) for s in shape]
-    label = name or f"scratch{shape}"
-    if init_value is None:
-        return Tensor(label, shape, dtype)
-    if dtype in (FP16, BF16) and float(init_value) != 0.0:
-        raise KernelError(f"create_tensor: init_value={init_value} for {dtype!r} (pypto fills "
-                          f"16-bit floats with 0 only)")
-    data = torch.empty(shape, dtype=dtype.container)
-    data[...] = _scalar_to(init_value, dtype)
-    return Tensor(label, shape, dtype, data, written=True)
-
-
-def create_l1(shape: Sequence[int], dtype: DType, transpose: bool = False) -> Tensor:
-    """``pl.create_l1``: an on-chip (L1) accumulator with tensor semantics (filled by
-    ``pl.gather_row``); uninitialised like ``create_tensor``. `transpose` is its layout."""
-    return Tensor(f"l1{[int(s) for s in shape]}", shape, dtype)
-
-
-class MemorySpace:
-    """``pl.MemorySpace``: where a tile lives. Placement changes no value in the emulator."""
-
-    DDR = "DDR"
-    Vec = "Vec"
-    Mat = "Mat"
-    Left = "Left"
-    Right = "Right"
-    Acc = "Acc"
-    Bias = "Bias"
-    LeftScale = "LeftScale"
-    RightScale = "RightScale"
-    ScalarLocal = "ScalarLocal"
-
-
-def create_tile(shape: Sequence[int], dtype: DType, target_memory: str = MemorySpace.Vec,
-                transpose: bool | None = None, *, flat_layout: bool | None = None) -> Tile:
-    """``pl.create_tile`` / ``pl.tile.create``: an uninitialised tile (poison), all valid."""
-    return Tile(current().poison([int(s) for s in shape], dtype), dtype)
 
 
 def move(tile: Tile, target_memory: str = MemorySpace.Vec, blayout: Any = None, slayout: Any = None) -> Tile:
@@ -222,55 +182,6 @@ def _drop_leading_units(tile: Tile, rank: int) -> Tile:
     if extra <= 0 or any(n != 1 for n in tile.shape[:extra]):
         return tile
     return Tile(tile.data.reshape(tile.shape[extra:]), tile.dtype, tile.valid[extra:])
-
-
-def _store_region(tile: Tile, offsets: list[int], shapes: Sequence[int] | None) -> tuple[torch.Tensor, list[int]]:
-    """The tile values a store writes (its valid region, indexed from the last dims) and
-    their extent, in the rank of `offsets`."""
-    if shapes is None:
-        tile = _drop_leading_units(tile, len(offsets))
-    data, valid = tile.data, list(tile.valid)
-    if shapes is not None:
-        shapes = [int(s) for s in shapes]
-        if math.prod(shapes) == math.prod(tile.shape) and len(shapes) != len(tile.shape):
-            # ND partition of a 2-D tile: the same elements in the tensor's rank.
-            if valid != tile.shape:
-                raise KernelError(f"store of a partly valid tile {tile.shape} (valid {valid}) "
-                                  f"as an ND partition {shapes}")
-            data, valid = data.reshape(shapes), shapes
-        elif len(shapes) == len(valid):
-            valid = [min(v, s) for v, s in zip(valid, shapes)]
-        else:
-            raise KernelError(f"store: shapes {shapes} do not fit a {tile.shape} tile")
-    if len(offsets) > len(valid):
-        extra = len(offsets) - len(valid)
-        data, valid = data.reshape([1] * extra + list(data.shape)), [1] * extra + valid
-    if len(offsets) != len(valid):
-        raise KernelError(f"store: {len(offsets)} offsets for a {len(valid)}-d tile")
-    region = data[(Ellipsis,) + tuple(_slice_type(0, v) for v in valid)]
-    return region, valid
-
-
-def store(tile: Tile, offsets: Sequence[int], output_tensor: Tensor, shapes: Sequence[int] | None = None,
-          *, atomic: str | None = None) -> Tensor:
-    """``pl.store``: write the valid region of `tile` into `output_tensor` at `offsets` and
-    return the tensor. Only valid elements are written (and checked for range and races).
-    ``atomic=pl.AtomicType.Add`` adds instead (see `assemble`)."""
-    if not isinstance(output_tensor, Tensor):
-        raise KernelError(f"pl.store into a {type(output_tensor).__name__}, not a global tensor")
-    if not isinstance(tile, Tile):
-        raise KernelError(f"pl.store of a {type(tile).__name__}, not a tile")
-    if tile.dtype != output_tensor.dtype:
-        raise KernelError(f"store of a {tile.dtype!r} tile into {output_tensor.name} of "
-                          f"{output_tensor.dtype!r}; cast it first")
-    offsets = [int(o) for o in offsets]
-    region, valid = _store_region(tile, offsets, shapes)
-    if any(v == 0 for v in valid):
-        return output_tensor
-    if atomic not in (None, AtomicType.NONE):
-        return assemble(output_tensor, Tile(region, tile.dtype), offsets, atomic)
-    output_tensor.store(tuple((o, o + v) for o, v in zip(offsets, valid)), region)
-    return output_tensor
 
 
 def full(shape: Sequence[int], dtype: DType, value: float | int) -> Tile:
@@ -348,7 +259,7 @@ def _orchestration() -> bool:
     window of a tensor (``x[a:b]``, ``pl.slice``) is a tensor sharing its memory, as pypto's
     ``tensor.slice``: writes through it land in `x`. In kernel code it is a tile."""
     ctx = current()
-    if memory.KERNEL_TASK_DEPTH.get() or ctx.batch is not None:
+    if context.KERNEL_TASK_DEPTH.get() or ctx.batch is not None:
         # (A batched pl.parallel stage reads windows as tiles; one that writes into a tile in
         # place runs block by block, with views: `_in_place`.)
         return False
@@ -361,8 +272,6 @@ def _orchestration() -> bool:
 
 
 def _stage_kind(stage: int) -> str:
-    from equiv.tile.blocks import _stage_kinds
-
     return _stage_kinds(current()).get(stage, ("parallel",))[0]
 
 
@@ -394,319 +303,3 @@ def _tensor_view(src: Tensor, shape: list[int]) -> Tensor:
     view = memory.view_tensor(src, data, lambda m: m.view(shape), cls=Tensor)
     view.shape = tuple(shape)
     return view
-
-
-def read(src: Tensor | Tile, indices: Sequence[int]) -> Any:
-    """One element as a Python scalar (in a batched stage, with per-block indices, every
-    block's element: `equiv.tile.batch.Lanes`)."""
-    batch = _batch.active()
-    if batch is not None and batch.lane is None and (_batch._is_batched(indices) or _batch._is_batched(src)):
-        return _read_lanes(src, indices, batch)
-    return _read(src, indices)
-
-
-def _read_lanes(src: Tensor | Tile, indices: Any, batch: Any) -> Any:
-    """Every lane's element of a global tensor in one indexed read."""
-    per_dim = [indices] if not isinstance(indices, (list, tuple)) else list(indices)
-    if isinstance(src, Tile) or type(src) is not Tensor or len(per_dim) != len(src.shape):
-        return _batch.per_lane(_read, (src, indices), {}, batch)
-    cols = [list(i.values) if isinstance(i, _batch.Lanes) else [int(i)] * batch.n for i in per_dim]
-    if any(not 0 <= int(v) < n for col, n in zip(cols, src.shape) for v in col):
-        return _batch.per_lane(_read, (src, indices), {}, batch)  # the per-block reads find it
-    batch.on_load(src, False)
-    data = src.scalar_views()[0]
-    if isinstance(data, torch.Tensor):
-        index = tuple(torch.tensor([int(v) for v in col], dtype=torch.int64, device=data.device) for col in cols)
-        values = data[index].to(src.dtype.container).tolist()
-    else:  # NumPy on the CPU: one fancy-indexed read
-        values = data[tuple([int(v) for v in col] for col in cols)].tolist()
-    convert = float if src.dtype.is_float else int
-    if current().observers:
-        from equiv.observe.scalars import traced
-
-        return _batch.Lanes([traced(convert(v)) for v in values])
-    return _batch.Lanes([convert(v) for v in values], exact_in=src.dtype)
-
-
-def _read(src: Tensor | Tile, indices: Sequence[int]) -> int | float:
-    idx = _indices(indices)
-    if isinstance(src, Tile):
-        value = src.data[tuple(idx)]
-    else:
-        value = None if len(idx) != len(src.shape) else src.read_element(tuple(idx))
-        if value is None:
-            value = src.load(tuple((i, i + 1) for i in idx)).reshape(())
-    if current().observers:
-        # A value that records the outcome of the kernel's `if` tests on it (decision coverage).
-        from equiv.observe.scalars import traced
-
-        return traced(float(value) if src.dtype.is_float else int(value))
-    return float(value) if src.dtype.is_float else int(value)
-
-
-def _indices(indices: Any) -> list[int]:
-    # A bare index is a flat 1-D index (pypto accepts both).
-    if isinstance(indices, (list, tuple)):
-        return [int(i) for i in indices]
-    return [int(indices)]
-
-
-def scalar_store(dst: Tensor, indices: Sequence[int], value: int | float) -> None:
-    """Every scalar write into a global tensor (``pl.write``, ``pl.tensor.write``,
-    ``pl.tile.write`` of a tensor) goes through here: one element, rounded to `dst`'s type,
-    with the tensor's bounds, written-mask and race checks."""
-    idx = _indices(indices)
-    if len(idx) != len(dst.shape):
-        raise KernelError(f"write: {len(idx)} indices for a {len(dst.shape)}-d tensor {dst.name}")
-    if dst.store_element(tuple(idx), _scalar_to(value, dst.dtype)):
-        return
-    data = torch.zeros([1] * len(idx), dtype=dst.dtype.container, device=dst.data.device)
-    data[...] = _scalar_to(value, dst.dtype)
-    ctx = current()
-    # Observers see this store as a scalar write (it goes through the core's data cache).
-    ctx._scalar_store = True
-    try:
-        dst.store(tuple((i, i + 1) for i in idx), data)
-    finally:
-        ctx._scalar_store = False
-
-
-def tile_write(tile: Tile, indices: Sequence[int], value: int | float) -> Tile:
-    """One element of a tile, indexed over its last dims. The tile object gets a fresh
-    container (tiles may share one with the tile they were cast or moved from)."""
-    idx = _indices(indices)
-    shape = tile.shape[len(tile.shape) - len(idx):] if len(idx) <= len(tile.shape) else None
-    if shape is None or any(not 0 <= i < n for i, n in zip(idx, shape)):
-        raise KernelError(f"tile write at {idx} outside a tile of shape {tile.shape}")
-    _in_place(tile)
-    data = tile.data.clone()
-    data[(Ellipsis,) + tuple(idx)] = _scalar_to(value, tile.dtype)
-    tile.data = data
-    return tile
-
-
-def write(dst: Tensor | Tile, indices: Sequence[int], value: int | float) -> Any:
-    """Store one scalar element into a tensor (`scalar_store`) or a tile (`tile_write`)."""
-    if isinstance(dst, Tile):
-        return tile_write(dst, indices, value)
-    if not isinstance(dst, Tensor):
-        raise KernelError(f"write into a {type(dst).__name__}")
-    scalar_store(dst, indices, value)
-    return dst
-
-
-def tensor_set_validshape(src: Tensor | Tile, valid_rows: int, valid_cols: int) -> Tile:
-    """``pl.tensor.set_validshape(t, rows, cols)``: `t` with a valid region of rows × cols
-    (the last two dims). A global tensor is read whole into a tile first."""
-    src = read_whole(src)
-    if not isinstance(src, Tile):
-        raise KernelError(f"set_validshape of a {type(src).__name__}")
-    valid = list(src.shape[:-2]) + [int(valid_rows), int(valid_cols)]
-    return set_validshape(src, *valid)
-
-
-def tile_slice(tile: Tile, shape: Sequence[int], offset: Sequence[int], valid_shape: Sequence[int] | None = None,
-               drop_dims: Sequence[int] | None = None, pad_value: Any = None) -> Tile:
-    """``pl.tile.slice``: a window of an on-chip tile (must lie inside it). ``pad_value``
-    fills what lies outside the result's valid region; ``drop_dims`` removes unit axes
-    (the result stays at least 2-D, as tiles are)."""
-    if not isinstance(tile, Tile):
-        raise KernelError(f"pl.tile.slice of a {type(tile).__name__}, not a tile")
-    out = slice(tile, shape, offset, valid_shape)
-    if pad_value is not None:
-        out = Tile(fillpad(out, pad_value).data, out.dtype, out.valid)
-    if drop_dims:
-        drop = sorted({int(d) % len(out.shape) for d in drop_dims})
-        if any(out.shape[d] != 1 for d in drop):
-            raise KernelError(f"pl.tile.slice: drop_dims {list(drop_dims)} of a {out.shape} slice are not unit axes")
-        keep = [d for d in range(len(out.shape)) if d not in drop]
-        while len(keep) < 2 and len(keep) < len(out.shape):
-            keep = sorted(set(keep) | {max(set(range(len(out.shape))) - set(keep))})
-        out = Tile(out.data.reshape([out.shape[d] for d in keep]), out.dtype, [out.valid[d] for d in keep])
-    return out
-
-
-def tile_assemble(target: Tile | Tensor, source: Tile, offset: Sequence[int], atomic: str | None = None) -> Any:
-    """``pl.tile.assemble``: `source`'s valid region written into a copy of tile `target` at
-    `offset` (the last dims); the result keeps `target`'s valid shape. A tensor target is
-    ``pl.assemble``."""
-    if isinstance(target, Tensor):
-        return assemble(target, source, offset, atomic)
-    if not isinstance(target, Tile) or not isinstance(source, Tile):
-        raise KernelError("pl.tile.assemble needs a target tile and a source tile")
-    if source.dtype != target.dtype:
-        raise KernelError(f"assemble of a {source.dtype!r} tile into a {target.dtype!r} tile")
-    off = [int(o) for o in offset]
-    k = len(off)
-    if k > len(target.shape) or len(source.valid) < k:
-        raise KernelError(f"pl.tile.assemble: offset {off} for tiles {target.shape} and {source.shape}")
-    valid = list(source.valid[-k:])
-    if any(o < 0 or o + v > n for o, v, n in zip(off, valid, target.shape[-k:])):
-        raise KernelError(f"pl.tile.assemble: {valid} at {off} outside a target tile {target.shape}")
-    data = target.data.clone()
-    dst = (Ellipsis,) + tuple(_slice_type(o, o + v) for o, v in zip(off, valid))
-    src = (Ellipsis,) + tuple(_slice_type(0, v) for v in valid)
-    if atomic in (None, AtomicType.NONE):
-        data[dst] = source.data[src]
-    elif atomic == AtomicType.Add:
-        data[dst] = _result(data[dst] + source.data[src], target.dtype, valid).data
-    else:
-        raise KernelError(f"pl.tile.assemble: atomic mode {atomic!r}")
-    return Tile(data, target.dtype, target.valid)
-
-# docs/source-mode.md). Kept in one section so the core subset above stays readable.
-# ========================================================================================
-class DynDim:
-    """``pl.dynamic("T_DYN")``: a symbolic dimension of a tensor annotation.
-
-    It has no value of its own: a kernel reads the actual size with ``pl.tensor.dim``.
-    equiv.source binds it from the tensors a kernel receives and checks it is consistent.
-    """
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str):
-        self.name = str(name)
-
-    def __repr__(self) -> str:
-        return f"pl.dynamic({self.name!r})"
-
-
-def dynamic(name: str) -> DynDim:
-    return DynDim(name)
-
-
-class _TensorNamespace:
-    """``pl.tensor.*``: queries on global tensors."""
-
-    @staticmethod
-    def dim(t: Tensor | Tile, axis: int) -> int:
-        """Size of axis `axis` (negative counts from the end) as a Python int."""
-        shape = list(t.shape)
-        if not -len(shape) <= int(axis) < len(shape):
-            raise KernelError(f"pl.tensor.dim: axis {axis} of a {len(shape)}-d tensor {shape}")
-        return int(shape[int(axis)])
-
-
-
-
-tensor = _TensorNamespace()
-
-
-def _tensor_bind_dynamic(self: Tensor, axis: int, dim: DynDim | int) -> None:
-    """``t.bind_dynamic(axis, T_DYN)``: declares axis `axis` dynamic; nothing to do eagerly."""
-    if not -len(self.shape) <= int(axis) < len(self.shape):
-        raise KernelError(f"bind_dynamic: axis {axis} of {self.name} with shape {list(self.shape)}")
-    if isinstance(dim, int) and dim != self.shape[int(axis)]:
-        raise KernelError(f"bind_dynamic: {self.name} axis {axis} has size {self.shape[int(axis)]}, not {dim}")
-
-
-Tensor.bind_dynamic = _tensor_bind_dynamic  # type: ignore[attr-defined]
-
-class AtomicType:
-    """Store modes of ``pl.assemble``."""
-
-    NONE = "none"
-    Add = "add"
-
-
-class PadValue:
-    """Fill values of ``pl.fillpad``: ``zero``, ``min`` (-inf / the integer minimum), ``max``."""
-
-    zero = "zero"
-    min = "min"
-    max = "max"
-
-
-def set_validshape(tile: Tile, *valid: int) -> Tile:
-    """The same tile with valid region `valid` (one size per dimension, each ≤ the tile's)."""
-    if not isinstance(tile, Tile):
-        raise KernelError("set_validshape needs a tile")
-    vals = [int(v) for v in valid]
-    if len(vals) != len(tile.shape):
-        raise KernelError(f"set_validshape: {len(vals)} sizes for a {len(tile.shape)}-d tile {tile.shape}")
-    if any(v < 0 or v > n for v, n in zip(vals, tile.shape)):
-        raise KernelError(f"set_validshape: valid shape {vals} outside tile shape {tile.shape}")
-    return Tile(tile.data, tile.dtype, vals)
-
-
-def _pad_scalar(pad_value: Any, dtype: DType) -> float | int:
-    # pypto maps the literals 0 / 0.0 / inf / -inf onto the three pad modes; other numbers
-    # (and bools) are errors there too.
-    if isinstance(pad_value, (int, float)) and not isinstance(pad_value, bool):
-        if pad_value == 0:
-            pad_value = PadValue.zero
-        elif math.isinf(pad_value):
-            pad_value = PadValue.max if pad_value > 0 else PadValue.min
-    if pad_value in (PadValue.zero, None):
-        return 0.0 if dtype.is_float else 0
-    if pad_value not in (PadValue.min, PadValue.max):
-        raise KernelError(f"fillpad: unknown pad value {pad_value!r}")
-    if dtype.is_float:
-        return float("-inf") if pad_value == PadValue.min else float("inf")
-    lo, hi = dtype.int_range
-    return lo if pad_value == PadValue.min else hi
-
-
-def fillpad(tile: Tile, pad_value: str = PadValue.zero) -> Tile:
-    """Fill the part of `tile` beyond its valid shape with `pad_value`; the result is all valid."""
-    if not isinstance(tile, Tile):
-        raise KernelError("fillpad needs a tile")
-    data = tile.data.clone()
-    mask = tile.valid_mask()
-    if mask is not None:
-        data[~mask] = _pad_scalar(pad_value, tile.dtype)
-    return Tile(data, tile.dtype)
-
-
-def assemble(target: Tensor, tile: Tile, offset: Sequence[int], atomic: str | None = None) -> Tensor:
-    """Store `tile` into global tensor `target` at `offset` and return `target`.
-
-    ``atomic=pl.AtomicType.Add`` adds the tile to what `target` holds (one rounding to
-    `target`'s type per add). Atomic adds from different blocks are not races; their order
-    is the blocks' (shuffled) order, so a sum whose bits depend on it shows up as an
-    output that differs between the two runs of a case.
-    """
-    if not isinstance(target, Tensor):
-        raise KernelError("assemble into a tile is not covered; assemble targets a global tensor")
-    if isinstance(tile, Tensor) and atomic in (None, AtomicType.NONE):
-        # pypto's tensor form: a tensor-to-tensor copy of the whole source (its values as
-        # stored, poison included where it was never written).
-        tile = read_whole(tile)
-    if not isinstance(tile, Tile):
-        raise KernelError("assemble needs a tile to store")
-    tile = _drop_leading_units(tile, len(offset))
-    if len(offset) != len(tile.shape):
-        raise KernelError(f"assemble: offset {list(offset)} for a {len(tile.shape)}-d tile")
-    key = tuple(_slice_type(int(o), int(o) + int(n)) for o, n in zip(offset, tile.shape))
-    if atomic in (None, AtomicType.NONE):
-        _tensor_setitem(target, key, tile)
-        return target
-    if atomic != AtomicType.Add:
-        raise KernelError(f"assemble: atomic mode {atomic!r} is not covered (only pl.AtomicType.Add)")
-    _batch.forbid("an atomic add (its order is the blocks' order)")
-    if tile.dtype != target.dtype:
-        raise KernelError(f"atomic add of a {tile.dtype!r} tile into {target.name} of {target.dtype!r}")
-    win = target.window(key)
-    mask = tile.valid_mask()
-    inside, clipped = target._clip(win, "oob-write", mask)
-    if not all(b > a for a, b in inside):
-        return target
-    sl = Tensor._slices(inside)
-    src = tile.data[Tensor._slices(inside, win)] if clipped else tile.data
-    if mask is not None and clipped:
-        mask = mask[Tensor._slices(inside, win)]
-    summed = _result(target.data[sl] + src, target.dtype, src.shape).data
-    current().note_order_dependent("atomic add", target.name, target.dtype, shape=target.shape, sl=sl, mask=mask)
-    token = current().current.token
-    current().before_write(target.data)
-    if mask is None:
-        target.data[sl] = summed
-        target.written[sl] = True
-        target.writer[sl] = token
-    else:
-        target.data[sl] = torch.where(mask, summed, target.data[sl])
-        target.written[sl] |= mask
-        target.writer[sl] = torch.where(mask, torch.full_like(target.writer[sl], token), target.writer[sl])
-    return target
-

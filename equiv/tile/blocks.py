@@ -4,7 +4,7 @@ split regions, task ids and on-core arrays.
 How the forms run (pypto's ``pl.spmd`` documentation is the source of the semantics):
 
 * ``for i in pl.spmd(n):`` — `n` blocks, each a race domain, in a seeded shuffled order
-  (`equiv.memory.RunContext.block_order`); ``i`` is the block index.
+  (`equiv.tile.context.RunContext.block_order`); ``i`` is the block index.
 * ``with pl.spmd(n, ...) [as tid]:`` — the body is the per-block program; it reads its
   index with ``pl.tile.get_block_idx()``; ``tid`` is the dispatch's task id. Python runs a
   ``with`` body once, so kernel files are rewritten when loaded (`equiv.tile.rewrite`): the
@@ -34,9 +34,12 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from equiv.dtypes import DType
-from equiv.memory import BlockNode, KernelError, RunContext, UnsupportedOpError, current, kernel_site
-from equiv.tile import batch as _batch
-from equiv.tile.batch import Lanes, Stage
+from equiv.tile.context import BlockNode, RunContext, current
+from equiv.tile.errors import KernelError, UnsupportedOpError
+from equiv.tile.sites import kernel_site
+from equiv.tile.batch import deferred as _deferred
+from equiv.tile.batch.lanes import Lanes
+from equiv.tile.batch.stages import Stage
 from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
 from equiv.tile.values import Tile, _scalar_to
 
@@ -140,7 +143,7 @@ class SpmdDispatch:
         return _blocks(self.core_num, self.name, "spmd", self)
 
     def batch_stage(self) -> Any:
-        """The stage of a batched run (`equiv.tile.batch.Stage`), or None where there is
+        """The stage of a batched run (`equiv.tile.batch.stages.Stage`), or None where there is
         nothing to batch (a retired dispatch or a single block)."""
         if self.core_num <= 1 or not self._enabled():
             return None
@@ -351,7 +354,7 @@ def task_dummy(*, deps: Sequence[Any]) -> TaskId:
 # ----------------------------------------------------------------------------------------
 def _batched_spmd() -> tuple[Any, Any] | None:
     """(batch, dispatch) when the running code is a batched stage of an SPMD dispatch."""
-    running = _batch.active()
+    running = _deferred.active()
     if running is None:
         return None
     entry = _stage_kinds(current()).get(running.stage)
@@ -360,7 +363,7 @@ def _batched_spmd() -> tuple[Any, Any] | None:
 
 def get_block_idx() -> Any:
     """Index of the innermost enclosing SPMD block (0 outside any: a one-block launch); in a
-    batched stage, every block's index (`equiv.tile.batch.Lanes`)."""
+    batched stage, every block's index (`equiv.tile.batch.lanes.Lanes`)."""
     batched = _batched_spmd()
     if batched is not None:
         running = batched[0]

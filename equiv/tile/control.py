@@ -1,5 +1,5 @@
 """Control: annotations, decorators, loops, SPMD blocks and scopes. Parallel constructs are
-race domains whose blocks run in a seeded shuffled order (`equiv.memory.RunContext`)."""
+race domains whose blocks run in a seeded shuffled order (`equiv.tile.context.RunContext`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import functools
 from typing import Any, Iterator, Sequence
 
 
-from equiv import memory
-from equiv.memory import KernelError, Tensor, UnsupportedOpError, current, kernel_site
-from equiv.tile.batch import Lanes, Stage
+from equiv.tile import context
+from equiv.tile.errors import KernelError, UnsupportedOpError
+from equiv.tile.memory import Tensor
+from equiv.tile.context import current
+from equiv.tile.sites import kernel_site
+from equiv.tile.batch.lanes import Lanes
+from equiv.tile.batch.stages import Stage
 
 from contextlib import contextmanager
 
@@ -93,9 +97,9 @@ class _Jit:
 
     def host(self, fn=None, **_kw):
         # A host orchestrator dispatches per-rank programs (``f(..., device=r)``).
-        from equiv.tile import distributed
+        from equiv.tile.distributed.host import host
 
-        return distributed.host(fn)
+        return host(fn)
 
 
 jit = _Jit()
@@ -136,7 +140,7 @@ class _ParallelLoop:
             yield from self.values[k * c:(k + 1) * c]
 
     def batch_stage(self) -> Any:
-        """The stage of a batched run (`equiv.tile.batch.Stage`), or None where there is
+        """The stage of a batched run (`equiv.tile.batch.stages.Stage`), or None where there is
         nothing to batch (one block; chunks run their iterations in order)."""
         if self.chunk is not None or len(self.values) <= 1:
             return None
@@ -189,10 +193,10 @@ def _with_carried(indices: Iterator[int], init_values: Sequence[Any]) -> Iterato
 
 
 def _lane_range(start: Any, stop: Any, step: Any) -> Iterator[Any]:
-    """A loop whose bounds differ per block of a batched stage (`equiv.tile.batch.Lanes`):
+    """A loop whose bounds differ per block of a batched stage (`equiv.tile.batch.lanes.Lanes`):
     iteration `i` is every block's `i`-th value, when every block makes the same number of
     iterations (else the stage runs one block at a time)."""
-    from equiv.tile.batch import fallback
+    from equiv.tile.errors import fallback
 
     n = next(len(v.values) for v in (start, stop, step) if isinstance(v, Lanes))
     lane = [(v.values if isinstance(v, Lanes) else [v] * n) for v in (start, stop, step)]
@@ -248,11 +252,11 @@ def at(level: Any = None, name_hint: str = "", *, deps: Sequence[Any] | None = N
 @contextmanager
 def _in_kernel() -> Iterator[None]:
     """Code that runs as one kernel task (a ``pl.at`` body, an incore function)."""
-    token = memory.KERNEL_TASK_DEPTH.set(memory.KERNEL_TASK_DEPTH.get() + 1)
+    token = context.KERNEL_TASK_DEPTH.set(context.KERNEL_TASK_DEPTH.get() + 1)
     try:
         yield
     finally:
-        memory.KERNEL_TASK_DEPTH.reset(token)
+        context.KERNEL_TASK_DEPTH.reset(token)
 
 
 # ----------------------------------------------------------------------------------------

@@ -13,7 +13,10 @@ import sys
 import torch
 
 from equiv.dtypes import DType
-from equiv.memory import _EQUIV_DIR, KernelError, Tensor, current
+from equiv.tile.sites import _EQUIV_DIR
+from equiv.tile.errors import KernelError
+from equiv.tile.memory import Tensor
+from equiv.tile.context import current
 
 from equiv.tile.values import Tile, _op_result, _operand, _result, read_whole
 
@@ -206,7 +209,7 @@ def _kernel_caller() -> bool:
     return frame is not None and not os.path.abspath(frame.f_code.co_filename).startswith(_EQUIV_DIR + os.sep)
 
 
-_BATCH_FILE = os.path.join(_EQUIV_DIR, "tile", "batch.py")
+_BATCH_FILE = os.path.join(_EQUIV_DIR, "tile", "batch", "wrapping.py")
 
 
 # ----------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 
 from equiv import rounding
 from equiv.dtypes import FP32, INT32, DType
-from equiv.memory import KernelError
+from equiv.tile.errors import KernelError
 
 from equiv.tile.reductions import _fadd
 from equiv.tile.values import Tile

@@ -11,7 +11,9 @@ import torch
 
 from equiv import rounding
 from equiv.dtypes import BF16, FP16, FP32, DType
-from equiv.memory import KernelError, OutOfBoundsError, Tensor, current
+from equiv.tile.errors import KernelError, OutOfBoundsError
+from equiv.tile.memory import Tensor
+from equiv.tile.context import current
 
 from equiv.tile.values import Tile
 from equiv.tile.elementwise import tensor_operands
@@ -142,7 +144,7 @@ def gather(x: Tile, dim: int | None = None, index: Tile | None = None, *, mask_p
     """``pl.gather``: index form ``out[.., r, k] = x[.., r, index[.., r, k]]`` (last axis), or
     the mask form (``mask_pattern=``, optional ``output_dtype=``, see `gather_mask`)."""
     if compare_form:
-        from equiv.memory import UnsupportedOpError
+        from equiv.tile.errors import UnsupportedOpError
         raise UnsupportedOpError("gather compare form", detail=", ".join(sorted(compare_form)))
     if mask_pattern is not None:
         if dim is not None or index is not None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import types
 from typing import Any, Mapping
 
-from equiv.memory import UnsupportedOpError, kernel_site
+from equiv.tile.errors import UnsupportedOpError
+from equiv.tile.sites import kernel_site
 
 
 class Namespace:

@@ -10,7 +10,8 @@ import torch
 
 from equiv import rounding
 from equiv.dtypes import FP32, INT32, DType
-from equiv.memory import KernelError, current
+from equiv.tile.errors import KernelError
+from equiv.tile.context import current
 
 from equiv.tile.values import Tile
 from equiv.tile.elementwise import tensor_operands

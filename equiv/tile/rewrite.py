@@ -35,10 +35,10 @@ import types
 import weakref
 from typing import Callable
 
-from equiv.memory import KernelError
+from equiv.tile.errors import KernelError
 
 _PREFIX = "_equiv_spmd_"
-_BATCH_MODULE = "equiv.tile.batch"
+_BATCH_MODULE = "equiv.tile.batch.stages"
 _PARALLEL_LOOPS = ("spmd", "parallel")
 _MUTATORS = frozenset({"append", "extend", "insert", "pop", "remove", "clear", "update", "setdefault",
                        "add", "discard", "popitem", "sort", "reverse"})
@@ -421,7 +421,7 @@ class _IterationRewriter(ast.NodeTransformer):
         else:
             for T in it.loop: BODY             # as written, at no cost
 
-    (`equiv.tile.batch.iterations`)."""
+    (`equiv.tile.batch.stages.iterations`)."""
 
     def __init__(self, loops: dict[int, tuple[list[str], list[ast.stmt]]]):
         self.loops = loops  # id(For node) -> (names to widen, the body as written)

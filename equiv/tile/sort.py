@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 
 from equiv.dtypes import FP32, DType
-from equiv.memory import KernelError, UnsupportedOpError, current
+from equiv.tile.errors import KernelError, UnsupportedOpError
+from equiv.tile.context import current
 
 from equiv.tile.movement import bits_float, float_bits
 from equiv.tile.values import Tile

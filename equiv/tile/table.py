@@ -12,9 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from equiv import dtypes
-from equiv.memory import Tensor
-from equiv.tile import access, control, elementwise, matmul, movement, reductions, values
-from equiv.tile import batch, blocks, legacy
+from equiv.tile.memory import Tensor
+from equiv.tile import control, elementwise, matmul, movement, reductions, values
+from equiv.tile import access, assembly, elements, scratch
+from equiv.tile import blocks, legacy
+from equiv.tile.batch import wrapping
 from equiv.tile import sort as sorting
 
 NAMES: dict[str, Any] = {
@@ -34,7 +36,7 @@ NAMES: dict[str, Any] = {
     "jit": control.jit, "jit.inline": control.jit.inline, "jit.host": control.jit.host,
     "spmd": blocks.spmd, "parallel": control.parallel, "range": control.range,
     "pipeline": control.pipeline, "at": control.at,
-    "dynamic": access.dynamic, "DynDim": access.DynDim,
+    "dynamic": scratch.dynamic, "DynDim": scratch.DynDim,
     "jit.incore": control.jit.incore, "jit.extern": control.jit.extern,
     "scope": control.scope, "manual_scope": control.manual_scope, "ScopeMode": control.ScopeMode,
     "ScopeMode.AUTO": control.ScopeMode.AUTO, "ScopeMode.MANUAL": control.ScopeMode.MANUAL,
@@ -63,28 +65,28 @@ NAMES: dict[str, Any] = {
     "array.get_element": blocks.array_get_element, "array.update_element": blocks.array_update_element,
     "system.task_dummy": blocks.task_dummy, "system.syncall": blocks.syncall,
     # --- memory: tensors, windows, scalars -----------------------------------------------
-    "create_tensor": access.create_tensor, "full": access.full, "arange": access.arange,
-    "slice": access.slice, "reshape": access.reshape, "read": access.read, "write": access.write,
-    "assemble": access.assemble, "set_validshape": access.set_validshape, "fillpad": access.fillpad,
-    "AtomicType": access.AtomicType, "AtomicType.Add": access.AtomicType.Add,
-    "AtomicType.NONE": access.AtomicType.NONE,
-    "PadValue": access.PadValue, "PadValue.zero": access.PadValue.zero,
-    "PadValue.min": access.PadValue.min, "PadValue.max": access.PadValue.max,
-    "tensor.dim": access.tensor.dim,
-    "MemorySpace": access.MemorySpace,
-    **{f"MemorySpace.{m}": getattr(access.MemorySpace, m) for m in (
+    "create_tensor": scratch.create_tensor, "full": access.full, "arange": access.arange,
+    "slice": access.slice, "reshape": access.reshape, "read": elements.read, "write": elements.write,
+    "assemble": assembly.assemble, "set_validshape": assembly.set_validshape, "fillpad": assembly.fillpad,
+    "AtomicType": assembly.AtomicType, "AtomicType.Add": assembly.AtomicType.Add,
+    "AtomicType.NONE": assembly.AtomicType.NONE,
+    "PadValue": assembly.PadValue, "PadValue.zero": assembly.PadValue.zero,
+    "PadValue.min": assembly.PadValue.min, "PadValue.max": assembly.PadValue.max,
+    "tensor.dim": scratch.tensor.dim,
+    "MemorySpace": scratch.MemorySpace,
+    **{f"MemorySpace.{m}": getattr(scratch.MemorySpace, m) for m in (
         "DDR", "Vec", "Mat", "Left", "Right", "Acc", "Bias", "LeftScale", "RightScale", "ScalarLocal")},
-    "load": access.load, "store": access.store, "move": access.move,
-    "create_tile": access.create_tile, "create_l1": access.create_l1,
-    "tile.create": access.create_tile, "tile.create_tile": access.create_tile,
-    "tile.load": access.load, "tile.store": access.store, "tile.move": access.move,
-    "tile.slice": access.tile_slice, "tile.assemble": access.tile_assemble,
-    "tile.read": access.read, "tile.write": access.write,
-    "tile.reshape": access.reshape, "tile.set_validshape": access.set_validshape,
-    "tile.full": access.full, "tile.fillpad": access.fillpad, "tile.arange": access.arange,
-    "tensor.create": access.create_tensor, "tensor.read": access.read, "tensor.write": access.write,
-    "tensor.set_validshape": access.tensor_set_validshape, "tensor.arange": access.arange,
-    "tensor.create_l1": access.create_l1, "tensor.reshape": access.reshape,
+    "load": access.load, "store": assembly.store, "move": access.move,
+    "create_tile": scratch.create_tile, "create_l1": scratch.create_l1,
+    "tile.create": scratch.create_tile, "tile.create_tile": scratch.create_tile,
+    "tile.load": access.load, "tile.store": assembly.store, "tile.move": access.move,
+    "tile.slice": assembly.tile_slice, "tile.assemble": assembly.tile_assemble,
+    "tile.read": elements.read, "tile.write": elements.write,
+    "tile.reshape": access.reshape, "tile.set_validshape": assembly.set_validshape,
+    "tile.full": access.full, "tile.fillpad": assembly.fillpad, "tile.arange": access.arange,
+    "tensor.create": scratch.create_tensor, "tensor.read": elements.read, "tensor.write": elements.write,
+    "tensor.set_validshape": assembly.tensor_set_validshape, "tensor.arange": access.arange,
+    "tensor.create_l1": scratch.create_l1, "tensor.reshape": access.reshape,
     # --- elementwise and broadcasts ------------------------------------------------------
     "add": elementwise.add, "sub": elementwise.sub, "mul": elementwise.mul, "div": elementwise.div,
     "maximum": elementwise.maximum, "minimum": elementwise.minimum, "neg": elementwise.neg,
@@ -157,6 +159,6 @@ BATCH_AWARE = frozenset({"get_block_idx", "tile.get_block_idx", "get_block_num",
 # Element-wise binary ops take a per-block scalar operand along the lane axis.
 BATCH_LANE_SCALARS = frozenset(f"{p}{op}" for p in ("", "tile.")
                                for op in ("add", "sub", "mul", "div", "maximum", "minimum"))
-NAMES = batch.wrap_table(NAMES, BATCH_NATIVE, BATCH_EXPANDED, {
+NAMES = wrapping.wrap_table(NAMES, BATCH_NATIVE, BATCH_EXPANDED, {
     blocks.__name__: "task ids, arrays, lanes and barriers are per block",
 }, aware=BATCH_AWARE, lane_scalars=BATCH_LANE_SCALARS)

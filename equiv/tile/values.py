@@ -12,8 +12,10 @@ import torch
 
 from equiv import rounding
 from equiv.dtypes import BF16, FP16, FP32, INDEX, DType
-from equiv.memory import KernelError, Tensor, current
-from equiv.tile.batch import Lanes
+from equiv.tile.errors import KernelError
+from equiv.tile.memory import Tensor
+from equiv.tile.context import current
+from equiv.tile.batch.lanes import Lanes
 
 
 class Tile:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from equiv.memory import RunContext, running
+from equiv.tile.context import RunContext, running
 from equiv.options import Options
 
 

@@ -11,12 +11,13 @@ import torch
 
 import equiv
 from equiv import tile as pl
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.runner import Case, SideRun, _run_once, make_inputs
-from equiv.tile import batch as _b
+from equiv.tile.batch import stages as _stages
 from equiv.tile import rewrite, table
-from equiv.tile.batch import Lanes
+from equiv.tile.batch.lanes import Lanes
 
 N, R, C = 6, 4, 8
 
@@ -240,7 +241,7 @@ def test_rewrite_batches_only_loops_without_python_state_between_blocks(body, ba
 
 
 def test_lane_values_answer_one_value_only_where_every_lane_agrees():
-    from equiv.tile.batch import LaneSplit
+    from equiv.tile.errors import LaneSplit
 
     v = Lanes([0, 1, 2]) * 4 + 1
     assert v.values == [1, 5, 9] and (10 - v).values == [9, 5, 1] and (v // 2).values == [0, 2, 4]
@@ -297,8 +298,8 @@ def test_native_op_on_lane_tiles_equals_its_per_block_run(op):
             out = Tensor("out", [N, R * C], pl.FP32)
             loop = pl.spmd(N, name_hint="lanes")
             fn = NATIVE_CALLS[op]
-            for i in _b.attempts(loop):
-                with _b.guard():
+            for i in _stages.attempts(loop):
+                with _stages.guard():
                     t_a = pl.cast(ta[i * R : i * R + R, :], target_type=pl.FP32)
                     t_b = pl.cast(tb[0:R, :], target_type=pl.FP32)
                     y = fn(t_a, t_b)
@@ -373,8 +374,8 @@ def test_a_per_block_scalar_operand_equals_that_scalar_in_each_block(op):
         with running(ctx):
             ta = Tensor.from_torch("a", a)
             out = Tensor("out", [N * R, C], pl.FP32)
-            for i in _b.attempts(pl.spmd(N, name_hint="lanes")):
-                with _b.guard():
+            for i in _stages.attempts(pl.spmd(N, name_hint="lanes")):
+                with _stages.guard():
                     t = pl.cast(ta[i * R : i * R + R, :], target_type=pl.FP32)
                     # a value of a third binade per block, 1/3 not exact in fp32: rounding matters
                     out[i * R : i * R + R, :] = getattr(pl, op)(t, i * 0.75 + 1 / 3)

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.memory import RunContext, Tensor, running
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.observe.cachelines import CacheLineObserver
 from equiv.options import Options
 from equiv.tile import rewrite
-from equiv.tile import batch as _b
+from equiv.tile.batch import deferred as _deferred, grids as _grids, wrapping as _wrapping
 from tests.tile.test_batch import C, N, R, both, x_values
 
 WIDE = {"out": ([R, 3 * N * C], pl.BF16)}
@@ -25,13 +26,13 @@ OUT = {"out": ([N * R, C], pl.BF16)}
 def at_once(monkeypatch):
     """Records, per finished batched stage, whether its stores were written at once."""
     seen: list[bool] = []
-    plan = _b._bulk_plan
+    plan = _deferred._bulk_plan
 
     def spy(*args, **kwargs):
         got = plan(*args, **kwargs)
         seen.append(got is not None)
         return got
-    monkeypatch.setattr(_b, "_bulk_plan", spy)
+    monkeypatch.setattr(_deferred, "_bulk_plan", spy)
     return seen
 
 
@@ -282,30 +283,30 @@ def test_grid_detection_matches_enumeration_and_window_reads_match_per_lane_slic
             starts = [[rnd.randint(0, 20) for _ in range(n)] for _ in range(dims)]
         for distinct in (True, False):
             want = _grid_by_enumeration(starts, extent, distinct)
-            assert _b._grid(starts, extent, distinct) == want, (starts, extent, distinct)
+            assert _grids.lane_grid(starts, extent, distinct) == want, (starts, extent, distinct)
             found_grids += want is not None
         x = torch.rand(*([30] * dims))
         if all(max(col) + e <= 30 for col, e in zip(starts, extent)):
             want = torch.stack([x[tuple(slice(col[k], col[k] + e) for col, e in zip(starts, extent))]
                                 for k in range(n)])
-            assert torch.equal(_b._gather_windows(x, starts, extent), want)
-            holes = _b._read_grid(starts, extent)  # a grid with unread positions, for reads
+            assert torch.equal(_wrapping._gather_windows(x, starts, extent), want)
+            holes = _grids.read_grid(starts, extent)  # a grid with unread positions, for reads
             if holes is not None:
                 first, steps, counts, ranks = holes
-                view = _b._grid_view(x, first, steps, counts, extent).reshape(-1, *extent)
+                view = _grids.grid_view(x, first, steps, counts, extent).reshape(-1, *extent)
                 assert torch.equal(view[torch.tensor(ranks)], want)
     assert found_grids > 500  # both answers are exercised, not only "no grid"
 
 
 def test_grid_detection_rejects_uneven_and_incomplete_grids():
-    assert _b._grid([[0, 4, 8, 12]], (4,)) == ([0], [4], [4], [0, 1, 2, 3])
-    assert _b._grid([[8, 0, 4]], (4,)) == ([0], [4], [3], [2, 0, 1])
-    assert _b._grid([[0, 4, 12]], (4,)) is None  # a gap: 0, 4, _, 12
-    assert _b._grid([[0, 3, 6]], (4,)) is None  # windows overlap
-    assert _b._grid([[0, 3, 6]], (4,), distinct=False) == ([0], [3], [3], [0, 1, 2])
-    assert _b._grid([[0, 0, 4, 4], [0, 4, 0, 0]], (4, 4), distinct=False) is None  # (4, 4) missing
-    assert _b._grid([[0, 2, 5]], (1,)) is None  # 5 - 0 is not a whole number of steps
-    assert _b._grid([[0, 3, 4]], (1,)) is None  # three starts spanning 2 steps of 2, but 3 is off it
+    assert _grids.lane_grid([[0, 4, 8, 12]], (4,)) == ([0], [4], [4], [0, 1, 2, 3])
+    assert _grids.lane_grid([[8, 0, 4]], (4,)) == ([0], [4], [3], [2, 0, 1])
+    assert _grids.lane_grid([[0, 4, 12]], (4,)) is None  # a gap: 0, 4, _, 12
+    assert _grids.lane_grid([[0, 3, 6]], (4,)) is None  # windows overlap
+    assert _grids.lane_grid([[0, 3, 6]], (4,), distinct=False) == ([0], [3], [3], [0, 1, 2])
+    assert _grids.lane_grid([[0, 0, 4, 4], [0, 4, 0, 0]], (4, 4), distinct=False) is None  # (4, 4) missing
+    assert _grids.lane_grid([[0, 2, 5]], (1,)) is None  # 5 - 0 is not a whole number of steps
+    assert _grids.lane_grid([[0, 3, 4]], (1,)) is None  # three starts spanning 2 steps of 2, but 3 is off it
 
 
 def test_interleaved_windows_of_two_extents_are_written_at_once(at_once):

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.memory import KernelError, RunContext, Tensor, UnsupportedOpError, running
+from equiv.tile.errors import KernelError, UnsupportedOpError
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.source import load_kernel
 from equiv.tile import blocks, rewrite

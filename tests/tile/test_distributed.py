@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from equiv.memory import KernelError, RunContext, Tensor, UnsupportedOpError, running
+from equiv.tile.errors import KernelError, UnsupportedOpError
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.source import load_kernel
-from equiv.tile import distributed
+from equiv.tile.distributed import dsl_types, ops, shims
+from equiv.tile.distributed import world as pld_world
 
 HERE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "distributed")
 EXCHANGE = os.path.join(HERE, "exchange.py")
@@ -41,7 +44,7 @@ def run(path, entry, inputs, outputs, seed=0, world=N):
         for t in outs.values():  # poison: an element no rank writes stays NaN / unwritten
             t.data.fill_(float("nan") if t.dtype.is_float else -7)
             t.written.zero_()
-        with distributed.configured(world):
+        with pld_world.configured(world):
             fn(**args, **outs)
     return fn, ctx, outs
 
@@ -217,8 +220,8 @@ def test_world_size_comes_from_the_files_distributed_config():
 
     loader = source.SourceLoader()
     mod = loader.load(source.SourceRef(EXCHANGE, "gather_host"), {})
-    assert distributed.world_size_from({"distributed_config": mod.CONFIG}) == N
-    assert distributed.world_size_from({}) is None
+    assert pld_world.world_size_from({"distributed_config": mod.CONFIG}) == N
+    assert pld_world.world_size_from({}) is None
 
 
 def test_host_without_a_world_size_says_how_to_set_it():
@@ -232,16 +235,16 @@ def test_host_without_a_world_size_says_how_to_set_it():
 
 
 def test_uncovered_distributed_name_is_reported_by_its_dotted_name():
-    from equiv.memory import UnsupportedOpError
+    from equiv.tile.errors import UnsupportedOpError
 
-    shim = distributed.make_shim()
-    assert shim.tensor.put is distributed.put and shim.NotifyOp.AtomicAdd == distributed.NotifyOp.AtomicAdd
+    shim = shims.make_shim()
+    assert shim.tensor.put is ops.put and shim.NotifyOp.AtomicAdd == dsl_types.NotifyOp.AtomicAdd
     with pytest.raises(UnsupportedOpError, match="pld.no_such_op"):
         shim.no_such_op
 
 
 def test_an_uncovered_op_in_one_rank_stops_every_rank_and_names_the_op():
-    from equiv.memory import UnsupportedOpError
+    from equiv.tile.errors import UnsupportedOpError
 
     for seed in range(3):  # rank 0 may be waiting for the failing rank, or not started yet
         with pytest.raises(UnsupportedOpError, match=r"pl.not_an_emulated_op") as err:

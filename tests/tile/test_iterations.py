@@ -1,5 +1,5 @@
 """Sequential loops inside a batched stage whose iterations run as lanes of their own
-(`equiv.tile.batch.iterations`): the same bits, masks, writers and findings as one block
+(`equiv.tile.batch.stages.iterations`): the same bits, masks, writers and findings as one block
 and one iteration at a time, and a fall back to iteration by iteration wherever lanes could
 differ (memory read after an earlier iteration's store, writes into tiles from before the
 loop, patterned poison)."""

@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.memory import KernelError, OutOfBoundsError, RunContext, Tensor, running
+from equiv.tile.errors import KernelError, OutOfBoundsError
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
-from equiv.tile import access
+from equiv.tile import elements
 
 
 @pytest.fixture
@@ -206,8 +208,8 @@ def test_scalar_writes_round_to_the_tensor_type_and_mark_one_element(ctx):
 
 def test_all_scalar_writes_go_through_scalar_store(ctx, monkeypatch):
     seen = []
-    real = access.scalar_store
-    monkeypatch.setattr(access, "scalar_store", lambda d, i, v: (seen.append((d.name, list(i))), real(d, i, v)))
+    real = elements.scalar_store
+    monkeypatch.setattr(elements, "scalar_store", lambda d, i, v: (seen.append((d.name, list(i))), real(d, i, v)))
     t = Tensor("t", [4], pl.INT32)
     pl.write(t, [0], 1)
     pl.tensor.write(t, [1], 2)

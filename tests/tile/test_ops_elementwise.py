@@ -12,7 +12,8 @@ import torch
 
 from equiv import rounding
 from equiv import tile as pl
-from equiv.memory import KernelError, RunContext, running
+from equiv.tile.errors import KernelError
+from equiv.tile.context import RunContext, running
 from equiv.options import Options
 
 
@@ -175,7 +176,7 @@ def test_tile_aliases_are_the_same_ops(ctx):
 
 
 def test_global_tensor_operands_are_read_whole(ctx):
-    from equiv.memory import Tensor
+    from equiv.tile.memory import Tensor
     t = Tensor("x", [1, 3], pl.FP32, torch.tensor([[1.0, -4.0, 9.0]], dtype=torch.float64), written=True)
     assert pl.add(t, 1.0).data.tolist() == [[2.0, -3.0, 10.0]]
     assert pl.row_max(t).data.tolist() == [[9.0]]

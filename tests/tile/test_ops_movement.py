@@ -10,7 +10,9 @@ import torch
 
 from equiv import rounding
 from equiv import tile as pl
-from equiv.memory import KernelError, OutOfBoundsError, RunContext, Tensor, running
+from equiv.tile.errors import KernelError, OutOfBoundsError
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 
 

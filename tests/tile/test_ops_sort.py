@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from equiv import tile as pl
-from equiv.memory import KernelError
+from equiv.tile.errors import KernelError
 
 
 def f32(values):

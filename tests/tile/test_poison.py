@@ -8,7 +8,9 @@ import torch
 
 from equiv import tile as pl
 from equiv.dtypes import BF16, FP32, INT8, INT32
-from equiv.memory import PATTERN_PERIOD, RunContext, Tensor, poison_pattern, running
+from equiv.tile.poison import PATTERN_PERIOD, poison_pattern
+from equiv.tile.context import RunContext, running
+from equiv.tile.memory import Tensor
 from equiv.options import Options
 from tests.tile.test_batch import C, N, R, both, x_values
 
@@ -133,6 +135,6 @@ def test_outputs_start_as_the_pattern_of_the_kernel_body():
 
 
 def _root_key(seed: int) -> int:
-    from equiv.memory import _key
+    from equiv.tile.poison import pattern_key
 
-    return _key(seed, (), 0)
+    return pattern_key(seed, (), 0)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 
-from equiv.memory import _EQUIV_DIR, current
+from equiv.tile.sites import _EQUIV_DIR
+from equiv.tile.context import current
 
 _EMU = _EQUIV_DIR + os.sep
 
