@@ -30,9 +30,9 @@ from equiv.shapes import Shape
 ADVERSARIAL: tuple[str, ...] = ("binades", "ties", "zeros", "subnormals", "extremes", "spread")
 
 
-# Elements drawn and combined at a time: the float64 work of a recipe stays this size (32 MiB a
+# Elements drawn and combined at a time: the float64 work of a recipe stays this size (8 MiB a
 # temporary) however large the input; a whole Pro weight in float64 took 30x its own bytes.
-CHUNK = 1 << 22
+CHUNK = 1 << 20
 
 
 def _rand64(gen: torch.Generator, n: int) -> torch.Tensor:
