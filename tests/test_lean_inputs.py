@@ -87,3 +87,40 @@ def test_a_large_input_is_made_without_its_float64_temporaries(kind):
     out = subprocess.run([sys.executable, "-c", GROWTH, kind], capture_output=True, text=True, env=env, check=True)
     grew = float(out.stdout.split()[-1])
     assert grew < 1000, f"the {kind} recipe grew the peak by {grew:.0f} MiB for an 80 MiB input"
+
+
+MAIN = '''
+import torch
+
+
+def entry(x, y, cache):
+    pass
+
+
+if __name__ == "__main__":
+    from golden import TensorSpec, run_jit
+    run_jit(fn=entry, golden_fn=None, specs=[
+        TensorSpec("x", [4, 4], torch.bfloat16, init_value=torch.randn),
+        TensorSpec("y", [1024, 1024], torch.float32, is_output=True),
+        TensorSpec("cache", [4, 4], torch.float32, init_value=1.5, is_output=True)])
+'''
+
+
+def test_a_zero_filled_output_is_not_materialized_but_inputs_and_initial_values_are(monkeypatch):
+    import sys
+    import types
+
+    from equiv.pairfree import discovery, specs
+    from equiv.pairfree import golden as golden_stub
+
+    monkeypatch.setitem(sys.modules, "golden", golden_stub.make_module())
+    mod = types.ModuleType("fixture_lean")
+    mod.__file__ = "fixture_lean.py"
+    exec(compile(MAIN, "fixture_lean.py", "exec"), mod.__dict__)
+    call = discovery.materialized(mod, MAIN, (), "entry", 0, seed=3)
+    # the harness's zero fill of `y` (4 MiB here, GBs for a Pro output) is left to the runs
+    # (poison) and the reference (its own zeros)
+    assert set(call.materialized) == {"x", "cache"}
+    got = specs.inputs_of(call)
+    assert set(got) == {"x", specs.INITIAL_PREFIX + "cache"} and got["x"].dtype == torch.bfloat16
+    assert torch.equal(got[specs.INITIAL_PREFIX + "cache"], torch.full((4, 4), 1.5))

@@ -84,12 +84,11 @@ def inputs_of(call: RunCall) -> dict[str, Any]:
     values = call.materialized or {}
     out: dict[str, Any] = {}
     for s in call.specs:
-        v = values[s.name]
         if isinstance(s, TensorSpec) and s.is_output:
             if s.init_value is not None:
-                out[INITIAL_PREFIX + s.name] = v
+                out[INITIAL_PREFIX + s.name] = values[s.name]
             continue
-        out[s.name] = v
+        out[s.name] = values[s.name]
     return out
 
 
