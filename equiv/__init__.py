@@ -6,12 +6,24 @@
     result = equiv.check(dataclasses.replace(pair, retiled=my_kernel), shapes="T=10,D=256")
 """
 
-from equiv.check import CheckResult, KernelSignatureError, check
+from typing import Any
+
+from equiv import check as _check_module
+from equiv.results import Case, CaseResult, CheckResult
+from equiv.errors import KernelSignatureError, ShapeError
 from equiv.options import Options
 from equiv.pair import BIT_EXACT, Contract, KernelPair, within_ulp
 from equiv.registry import all_pairs, get, names
-from equiv.runner import Case, CaseResult, run_case
-from equiv.shapes import Dim, Shape, ShapeError, ShapeSpace
+from equiv.runner import run_case
+from equiv.shapes import Dim, Shape, ShapeSpace
+
+
+
+def check(pair: KernelPair | str, *args: Any, **kwargs: Any) -> CheckResult:
+    """`equiv.check.check` with registered pairs known by name (``equiv.check("moe.combine")``)
+    and run by ``jobs`` worker processes."""
+    return _check_module.check(pair, *args, lookup=get, **kwargs)
+
 
 __all__ = [
     "check", "CheckResult", "KernelSignatureError", "Options", "KernelPair", "Contract", "BIT_EXACT", "within_ulp",

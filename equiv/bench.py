@@ -16,7 +16,8 @@ import torch
 from equiv.check import fuzz_cases
 from equiv.options import Options
 from equiv.pair import KernelPair
-from equiv.runner import SIDES, Case, _one_thread, _run_once, make_inputs, run_case, run_side, variants
+from equiv.results import Case
+from equiv.runner import SIDES, _one_thread, _run_once, make_inputs, run_case, run_side, variants
 
 
 @dataclass

@@ -44,19 +44,18 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from equiv import registry, runner
+from equiv import runner
+from equiv import registry
+from equiv.errors import CaseError, UnknownPairError
 from equiv import atomic
 from equiv.options import Options
 from equiv.pair import KernelPair
-from equiv.runner import SIDES, Case, CaseResult, make_inputs, run_side
+from equiv.runner import SIDES, make_inputs, run_side
+from equiv.results import Case, CaseResult
 from equiv.shapes import Shape
 
 FORMAT = "equiv-case/1"
 DEFAULT_DIR = os.path.join("reports", "cases")
-
-
-class CaseError(Exception):
-    """A saved case that cannot be replayed as asked (unreadable, unknown pair, stale, variant)."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -94,7 +93,7 @@ def import_kernel(ref: str) -> Callable:
 def _registered(pair: KernelPair) -> KernelPair | None:
     try:
         return registry.get(pair.name)
-    except registry.UnknownPairError:
+    except UnknownPairError:
         return None
 
 
@@ -408,7 +407,7 @@ def resolve(data: Mapping[str, Any], force: bool = False) -> KernelPair:
     """The pair to replay `data` with: the registered one, or its saved variant re-imported."""
     try:
         pair = registry.get(data["pair"])
-    except registry.UnknownPairError as exc:
+    except UnknownPairError as exc:
         raise CaseError(f"the case's pair is not registered: {exc}") from None
     saved = data.get("kernels", {})
     swaps = {}

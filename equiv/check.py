@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import inspect
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -20,109 +19,16 @@ from hypothesis import strategies as st
 
 from hypothesis import target
 
-from equiv.compare import VERDICTS
+from equiv.results import Case, CaseResult, CheckResult
 from equiv.observe import decisions as decision_cov
 from equiv.options import Options
 from equiv.pair import KernelPair
-from equiv.runner import Case, CaseResult, make_inputs, run_case, shrink, variants, verdict_counts
-from equiv.shapes import Shape, ShapeError
-from equiv.summary import render
+from equiv.runner import make_inputs, run_case, shrink, variants
+from equiv.shapes import Shape
+from equiv.errors import KernelSignatureError, ShapeError
 
 DEFAULT_FUZZ_EXAMPLES = 30
 Progress = Callable[[str, int, int, Case | None], None]
-
-
-@dataclass
-class CheckResult:
-    """Everything one check of one pair found."""
-
-    pair: str
-    contract: str
-    shapes: str
-    seed: int
-    results: list[CaseResult]
-    counterexamples: list[CaseResult] = field(default_factory=list)
-    seconds: float = 0.0
-    options: dict = field(default_factory=dict)
-    # Decision coverage per version over all cases (equiv.observe.decisions.summary).
-    decisions: dict = field(default_factory=dict)
-    # Pair-free: the file's own contract — where the contract came from, and its own test per
-    # version (side -> "PASS" / "FAIL (...)" / "not predicted (...)").
-    own_contract: dict = field(default_factory=dict)
-
-    @property
-    def counts(self) -> dict[str, dict[str, int]]:
-        return verdict_counts(self.results)
-
-    @property
-    def regressions(self) -> list[CaseResult]:
-        return [r for r in self.results if "regression" in r.verdicts.values()]
-
-    @property
-    def unjudged(self) -> list[CaseResult]:
-        """Cases a version could not run because the emulator lacks an op or form (cannot judge)."""
-        return [r for r in self.results if "cannot judge" in r.verdicts.values()]
-
-    def gaps(self) -> list[str]:
-        """What the emulator lacks, one line per distinct op or form and kernel site."""
-        seen: dict[str, None] = {}
-        for r in self.unjudged:
-            for o in r.outputs.values():
-                for reason in o.reasons:
-                    if reason.startswith("cannot judge"):
-                        seen.setdefault(reason, None)
-        return list(seen)
-
-    @property
-    def narrowed(self) -> list[CaseResult]:
-        """Cases only the retiled version rejects (its contract is narrower than pre's)."""
-        return [r for r in self.results
-                if any("narrowed contract" in reason for o in r.outputs.values() for reason in o.reasons)]
-
-    @property
-    def failed(self) -> bool:
-        """The one rule `equiv check` and `equiv gate` share: a regression, or a narrowed contract
-        (a shape retiled rejects that pre accepts), fails the pair."""
-        return bool(self.regressions or self.narrowed)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def max_ulp(self, output: str | None = None) -> int:
-        vals = [o.max_ulp for r in self.results for name, o in r.outputs.items()
-                if output in (None, name) and o.verdict != "rejected"]
-        return max(vals, default=0)
-
-    def findings(self) -> list[str]:
-        """Distinct coverage and hazard findings, one line each."""
-        seen: dict[str, None] = {}
-        for r in self.results:
-            for o in r.outputs.values():
-                for reason in o.reasons:
-                    if any(k in reason for k in ("unwritten", "uninitialised", "oob", "race", "raised")):
-                        seen.setdefault(f"{r.case.shape}: {reason}", None)
-        return list(seen)
-
-    def __str__(self) -> str:
-        return render(self)
-
-    def to_dict(self) -> dict:
-        return {"pair": self.pair, "contract": self.contract, "shapes": self.shapes, "seed": self.seed,
-                "seconds": round(self.seconds, 3), "options": self.options, "counts": self.counts,
-                "results": [r.to_dict() for r in self.results],
-                "counterexamples": [r.to_dict() for r in self.counterexamples],
-                "decisions": self.decisions, **({"own_contract": self.own_contract} if self.own_contract else {})}
-
-    def decision_gaps(self, side: str = "retiled", declared: bool = False) -> list[dict]:
-        """Decision sites of `side` with an outcome that never occurred (without, or with, a
-        declared reason)."""
-        return [g for g in self.decisions.get(side, {}).get("gaps", []) if bool(g["reason"]) == declared]
-
-
-class KernelSignatureError(TypeError, ValueError):
-    """A kernel that cannot be called with the pair's inputs, outputs and ``cfg``: a misuse of the
-    API (e.g. a variant built with the wrong function), not a regression of every case."""
 
 
 def check_signatures(pair: KernelPair, case: Case) -> None:
@@ -257,9 +163,10 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
           options: Options | None = None, recipes: Sequence[str] | None = None,
           fixed: Mapping[str, Any] | None = None, progress: Progress | None = None,
           shrink_budget: int = 40, time_budget: float | None = None, keep_runs: bool = False,
-          shard: Shard | None = None, jobs: int = 1) -> CheckResult:
-    """Check `pair` (a `KernelPair` or a registered name) over `shapes` ("nominal", "fuzz", a preset
-    name, or "T=8,D=7168").
+          shard: Shard | None = None, jobs: int = 1,
+          lookup: Callable[[str], KernelPair] | None = None) -> CheckResult:
+    """Check `pair` (a `KernelPair`, or a registered name with `lookup`) over `shapes` ("nominal",
+    "fuzz", a preset name, or "T=8,D=7168").
 
     `fixed` pins option values the pair would otherwise sweep (e.g. one row_sum order).
     `time_budget` (seconds) stops drawing new cases once exceeded (the CI profile uses it).
@@ -268,11 +175,14 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
     shards together run exactly the unsharded cases (`equiv report` merges their results).
     `jobs` > 1 runs the planned cases of a registered pair in that many worker processes
     (same results, in plan order); fuzzing steered by earlier cases and shrinking stay here.
+    `lookup` finds a registered pair by its name (`equiv.registry.get`, which `equiv.check`
+    passes): the workers of `jobs` rebuild the pair with it, so without it the cases run here.
     """
     if isinstance(pair, str):
-        from equiv import registry
-
-        pair = registry.get(pair)
+        if lookup is None:
+            raise TypeError(f"check({pair!r}): a pair's name needs lookup=equiv.registry.get "
+                            f"(or call equiv.check, which passes it)")
+        pair = lookup(pair)
     options = options or Options()
     _check_examples(examples)
     t0 = time.perf_counter()
@@ -304,8 +214,8 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
             progress(pair.name, len(results), max(total, len(results) + 1), case)
         return record(run_case(pair, case, options, keep_runs=keep_runs))
 
-    if jobs > 1 and len(cases) > 1 and _registered(pair):
-        for case, result in zip(cases, _run_in_workers(pair.name, cases, options, keep_runs, jobs)):
+    if jobs > 1 and len(cases) > 1 and lookup is not None and _registered(pair, lookup):
+        for case, result in zip(cases, _run_in_workers(lookup, pair.name, cases, options, keep_runs, jobs)):
             if progress:
                 progress(pair.name, len(results), max(total, len(results) + 1), case)
             record(result)
@@ -345,26 +255,24 @@ def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None 
                        decisions=decision_cov.summary(pair.name, {s: c for s, c in coverage.items() if c}))
 
 
-def _registered(pair: KernelPair) -> bool:
+def _registered(pair: KernelPair, lookup: Callable[[str], KernelPair]) -> bool:
     """Whether worker processes can rebuild `pair` from its name (a registered pair as is)."""
-    from equiv import registry
-
     try:
-        return registry.get(pair.name) is pair
+        return lookup(pair.name) is pair
     except Exception:  # noqa: BLE001 - not registered, or a variant of a registered name
         return False
 
 
-def _run_registered(name: str, case: Case, options: Options, keep_runs: bool) -> CaseResult:
-    from equiv import registry
-
-    return run_case(registry.get(name), case, options, keep_runs=keep_runs)
+def _run_registered(lookup: Callable[[str], KernelPair], name: str, case: Case, options: Options,
+                    keep_runs: bool) -> CaseResult:
+    return run_case(lookup(name), case, options, keep_runs=keep_runs)
 
 
 _POOLS: dict[int, Any] = {}
 
 
-def _run_in_workers(name: str, cases: list[Case], options: Options, keep_runs: bool, jobs: int):
+def _run_in_workers(lookup: Callable[[str], KernelPair], name: str, cases: list[Case], options: Options,
+                    keep_runs: bool, jobs: int):
     """Results of `cases` run by `jobs` worker processes, yielded in plan order. The workers
     are kept for the next pair of a ``--all`` run (starting one imports torch)."""
     import multiprocessing
@@ -376,7 +284,7 @@ def _run_in_workers(name: str, cases: list[Case], options: Options, keep_runs: b
         pool = _POOLS[jobs] = ProcessPoolExecutor(max_workers=jobs,
                                                   mp_context=multiprocessing.get_context("spawn"))
         atexit.register(pool.shutdown, cancel_futures=True)
-    futures = [pool.submit(_run_registered, name, c, options, keep_runs) for c in cases]
+    futures = [pool.submit(_run_registered, lookup, name, c, options, keep_runs) for c in cases]
     try:
         for future in futures:
             yield future.result()
@@ -385,4 +293,4 @@ def _run_in_workers(name: str, cases: list[Case], options: Options, keep_runs: b
             future.cancel()
 
 
-__all__ = ["CheckResult", "KernelSignatureError", "check", "plan", "parse_shard", "shard_of", "in_shard", "fuzz_cases", "explicit_shapes", "VERDICTS", "DEFAULT_FUZZ_EXAMPLES"]
+__all__ = ["check", "plan", "parse_shard", "shard_of", "in_shard", "fuzz_cases", "explicit_shapes", "DEFAULT_FUZZ_EXAMPLES"]

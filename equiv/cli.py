@@ -16,6 +16,7 @@ import importlib
 import os
 import sys
 from typing import Sequence
+from equiv.errors import UsageError
 
 # Modules that provide subcommands, in the order ``equiv --help`` lists them.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
@@ -61,10 +62,6 @@ EXAMPLES: dict[str, str] = {
   equiv compare PRE RET --pair moe.combine --shapes 'T=8,D=4096,TOPK=6'
   equiv compare PRE_RUN RETILED_RUN --contract 1:bf16 --json out.json""",
 }
-
-
-class UsageError(Exception):
-    """Bad command-line input: printed without a traceback, exit 2."""
 
 
 class Parser(argparse.ArgumentParser):

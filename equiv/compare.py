@@ -26,11 +26,7 @@ import torch
 
 from equiv import numerics
 from equiv.pair import Contract
-
-VERDICTS: tuple[str, ...] = ("equivalent", "regression", "pre-defect", "both-defect", "rejected", "cannot judge")
-# ``cannot judge``: a version hit something the emulator lacks (an op or form), or both versions
-# raised: nothing was decided about the kernels, so it is never counted as agreement or as a
-# regression.
+from equiv.results import OutputResult
 
 
 @dataclass
@@ -152,37 +148,6 @@ def error_histogram(err: torch.Tensor) -> dict[str, int]:
     if n:
         hist[f">{ERR_EDGES[-1]:g}"] = n
     return hist
-
-
-# ----------------------------------------------------------------------------------------
-# One output
-# ----------------------------------------------------------------------------------------
-@dataclass
-class OutputResult:
-    name: str
-    verdict: str
-    reasons: list[str]
-    compared: int = 0
-    differing: int = 0
-    max_ulp: int = 0
-    ulp_hist: dict[str, int] = field(default_factory=dict)
-    first_difference: dict | None = None
-    error_vs_ref: dict[str, dict] = field(default_factory=dict)   # side -> {max, hist}
-    unwritten: dict[str, dict] = field(default_factory=dict)      # side -> region
-    poisoned: dict[str, dict] = field(default_factory=dict)       # side -> region
-    maps: dict[str, list[list[float]]] = field(default_factory=dict)
-    # Writer attribution of each unwritten / uninitialised region (equiv.observe.attribution).
-    attribution: list[dict] = field(default_factory=list)
-    # side -> region whose bits differ between schedules, with spread and operations (equiv.schedules)
-    nondeterministic: dict[str, dict] = field(default_factory=dict)
-    # Pair-free: the file's own test per side ({"passed", "how", "detail"}), and unwritten regions
-    # the file's contract expects (side -> region + why): informational, never a defect.
-    file_test: dict[str, dict] = field(default_factory=dict)
-    unwritten_by_contract: dict[str, dict] = field(default_factory=dict)
-    golden_suspect: dict[str, str] = field(default_factory=dict)  # side -> the audit's finding
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def bits_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

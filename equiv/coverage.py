@@ -32,35 +32,22 @@ import ast
 import inspect
 import os
 import re
-import subprocess
 import typing
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 from equiv.tile.namespace import MISSING, Namespace, lookup
+from equiv import git
+from equiv.errors import CoverageError
 
 LANGUAGE = "pypto.language"
 DISTRIBUTED = "pypto.language.distributed"
 PREFIX = {LANGUAGE: "pl", DISTRIBUTED: "pld"}
 
 
-class CoverageError(Exception):
-    """The repository, revision or paths cannot be read (a usage error)."""
-
-
 # ----------------------------------------------------------------------------------------
 # Reading the kernel files
 # ----------------------------------------------------------------------------------------
-def _git(repo: str, *args: str, stdin: str | None = None) -> str:
-    try:
-        out = subprocess.run(["git", "-C", repo, *args], input=stdin, capture_output=True, text=True,
-                             check=True)
-    except FileNotFoundError:
-        raise CoverageError("git is not installed") from None
-    except subprocess.CalledProcessError as exc:
-        msg = (exc.stderr or "").strip().splitlines()
-        raise CoverageError(f"git -C {repo} {' '.join(args[:2])}: {msg[-1] if msg else exc}") from None
-    return out.stdout
 
 
 def kernel_files(repo: str, rev: str | None, paths: Sequence[str]) -> dict[str, str]:
@@ -85,32 +72,19 @@ def kernel_files(repo: str, rev: str | None, paths: Sequence[str]) -> dict[str, 
                     files[os.path.relpath(name, repo)] = fh.read()
         return files
     try:
-        commit = _git(repo, "rev-parse", "--verify", f"{rev}^{{commit}}").strip()
+        commit = git.output(repo, "rev-parse", "--verify", f"{rev}^{{commit}}", error=CoverageError).strip()
     except CoverageError:
         raise CoverageError(f"--rev {rev}: not a revision of {repo}") from None
     for path in paths:
-        listed = [p for p in _git(repo, "ls-tree", "-r", "--name-only", commit, "--", path).splitlines()
+        listed = [p for p in git.output(repo, "ls-tree", "-r", "--name-only", commit, "--", path,
+                                        error=CoverageError).splitlines()
                   if p.endswith(".py")]
         if not listed:
             raise CoverageError(f"{path}: no Python files under it at {rev} in {repo}")
         for name in listed:
             files.setdefault(name, "")
-    texts = read_objects(repo, [f"{commit}:{n}" for n in sorted(files)])
+    texts = git.read_objects(repo, [f"{commit}:{n}" for n in sorted(files)], error=CoverageError)
     return {name: texts[f"{commit}:{name}"] for name in sorted(files)}
-
-
-def read_objects(repo: str, objects: Sequence[str]) -> dict[str, str]:
-    """The text of each git object (a blob id or ``REV:PATH``) of `repo`, read by one
-    ``git cat-file --batch``: hundreds of ``git show`` calls are slow."""
-    out = subprocess.run(["git", "-C", repo, "cat-file", "--batch"], capture_output=True, check=True,
-                         input="".join(f"{o}\n" for o in objects).encode()).stdout
-    texts, pos = {}, 0
-    for obj in objects:
-        header_end = out.index(b"\n", pos)
-        size = int(out[pos:header_end].split()[2])
-        texts[obj] = out[header_end + 1:header_end + 1 + size].decode("utf-8", errors="replace")
-        pos = header_end + 1 + size + 1
-    return texts
 
 
 # ----------------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ import textwrap
 from dataclasses import dataclass
 from typing import Sequence
 
-from equiv.coverage import Census, CoverageError, Report, _git, read_objects, report, scan
+from equiv import git
+from equiv.coverage import Census, Report, report, scan
+from equiv.errors import CoverageError
 
 
 @dataclass
@@ -73,10 +75,11 @@ def first_parent_revisions(repo: str, since: str, head: str = "HEAD", weekly: bo
     except ValueError:
         raise CoverageError(f"--since {since}: not a date (YYYY-MM-DD)") from None
     try:
-        tip = _git(repo, "rev-parse", "--verify", f"{head}^{{commit}}").strip()
+        tip = git.output(repo, "rev-parse", "--verify", f"{head}^{{commit}}", error=CoverageError).strip()
     except CoverageError:
         raise CoverageError(f"--rev {head}: not a revision of {repo}") from None
-    out = _git(repo, "log", "--first-parent", "--reverse", "--format=%H %cs", f"--since={since}T00:00:00", tip)
+    out = git.output(repo, "log", "--first-parent", "--reverse", "--format=%H %cs", f"--since={since}T00:00:00", tip,
+                     error=CoverageError)
     revs = [tuple(line.split()) for line in out.splitlines() if line.strip()]
     revs = [(c, d) for c, d in revs if d >= since]  # --since also keeps older commits git met on the way
     if not revs:
@@ -92,7 +95,7 @@ def first_parent_revisions(repo: str, since: str, head: str = "HEAD", weekly: bo
 def _listing(repo: str, commit: str, paths: Sequence[str]) -> dict[str, str]:
     """``{path: blob}`` of the ``.py`` files under `paths` at `commit` (a path absent then is
     skipped: directories come and go over months)."""
-    out = _git(repo, "ls-tree", "-r", commit, "--", *paths)
+    out = git.output(repo, "ls-tree", "-r", commit, "--", *paths, error=CoverageError)
     files = {}
     for line in out.splitlines():
         meta, _, path = line.partition("\t")
@@ -124,7 +127,7 @@ def history(repo: str, since: str, paths: Sequence[str] = ("models",), head: str
     if not any(listings.values()):
         raise CoverageError(f"{', '.join(paths)}: no Python files under it at any revision since {since}")
     blobs = sorted({b for files in listings.values() for b in files.values()})
-    texts = read_objects(repo, blobs)
+    texts = git.read_objects(repo, blobs, error=CoverageError)
     per_blob: dict[str, Census] = {}
     first_path: dict[str, str] = {}
     for files in listings.values():

@@ -30,8 +30,9 @@ import torch
 
 from equiv.compare import SideRun, compare_output
 from equiv.pair import BIT_EXACT, Contract, KernelPair
-from equiv.runner import Case, CaseResult
+from equiv.results import Case, CaseResult
 from equiv.shapes import Shape
+from equiv.errors import RunMismatch
 
 # Bit patterns of the "never written" pre-fill, per dtype. Floats: quiet NaNs with a payload
 # (0x55 / 0xD5 patterns) that arithmetic on real data never returns (an invalid operation
@@ -51,10 +52,6 @@ SENTINEL_BITS: dict[torch.dtype, int] = {
 _INT_OF = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32,
            torch.float64: torch.int64}
 UNWRITTEN_MODES = ("sentinel", "prefill", "none")
-
-
-class RunMismatch(ValueError):
-    """Two saved runs cannot be compared (different inputs, missing or mismatched tensors)."""
 
 
 # ----------------------------------------------------------------------------------------

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
 
-from equiv import atomic
-from equiv.check import CheckResult, check, fuzz_cases, in_shard, plan
+from equiv import atomic, git
+from equiv.results import CheckResult
+from equiv.check import check, fuzz_cases, in_shard, plan
 from equiv.options import Options
 from equiv.pair import KernelPair, project_root
+from equiv.errors import GateError
 
 # A change under one of these selects every pair (the harness decides every verdict).
 HARNESS_PREFIXES: tuple[str, ...] = ("equiv/",)
@@ -32,10 +33,6 @@ HARNESS_FILES: tuple[str, ...] = ("pyproject.toml", "kernels/__init__.py", "refe
 DOC_PREFIXES: tuple[str, ...] = ("docs/", "reports/")
 DOC_SUFFIXES: tuple[str, ...] = (".md", ".rst", ".txt", ".png", ".svg", ".html")
 DOC_FILES: tuple[str, ...] = ("LICENSE", "NOTICE", "CODEOWNERS", ".gitignore")
-
-
-class GateError(Exception):
-    """The gate cannot run as asked (e.g. an unknown base ref)."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -131,21 +128,11 @@ def select(changed: Iterable[str], pairs: Sequence[KernelPair]) -> Selection:
     return sel
 
 
-def _git(args: Sequence[str], cwd: str) -> str:
-    try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise GateError("git is not installed") from None
-    if out.returncode != 0:
-        raise GateError(f"git {' '.join(args)} failed: {out.stderr.strip() or out.stdout.strip()}")
-    return out.stdout
-
-
 def changed_files(base: str, cwd: str | None = None) -> list[str]:
     """Files changed since `base`: ``git diff --name-only base...HEAD`` plus uncommitted and untracked ones."""
     cwd = cwd or project_root()
     try:
-        _git(["rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"], cwd)
+        git.output(cwd, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}", error=GateError)
     except GateError:
         raise GateError(f"unknown base ref {base!r} (in CI, check out with fetch-depth: 0 so the base branch "
                         f"is present, e.g. --base origin/main)") from None
@@ -153,7 +140,7 @@ def changed_files(base: str, cwd: str | None = None) -> list[str]:
     for args in (["diff", "--name-only", "--no-renames", f"{base}...HEAD"],
                  ["diff", "--name-only", "--no-renames", "HEAD"],
                  ["ls-files", "--others", "--exclude-standard"]):
-        files.update(line for line in _git(args, cwd).splitlines() if line.strip())
+        files.update(line for line in git.output(cwd, *args, error=GateError).splitlines() if line.strip())
     return sorted(files)
 
 

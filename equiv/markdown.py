@@ -6,8 +6,7 @@ import re
 from collections import Counter, defaultdict
 from typing import Sequence
 
-from equiv.check import CheckResult
-from equiv.compare import VERDICTS
+from equiv.results import CheckResult, VERDICTS
 from equiv.summary import case_verdict, per_output, per_variant
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import TextIO
 
-from equiv.runner import Case
+from equiv.results import Case
 
 CLEAR_EOL = "\x1b[K"
 PLAIN_EVERY = 25  # cases between two plain progress lines in a pipe or CI log

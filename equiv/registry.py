@@ -11,11 +11,7 @@ import importlib.util
 import pkgutil
 
 from equiv.pair import KernelPair
-
-
-class UnknownPairError(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
+from equiv.errors import UnknownPairError
 
 
 _PAIRS: dict[str, KernelPair] = {}

@@ -17,88 +17,25 @@ import itertools
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
 from equiv import schedules
-from equiv.compare import VERDICTS, OutputResult, SideRun, bits_equal, compare_output
+from equiv.results import Case, CaseResult, OutputResult
+from equiv.compare import SideRun, bits_equal, compare_output
 from equiv.inputs import generator
 from equiv.tile.context import RunContext, running
 from equiv.tile.memory import Tensor
 from equiv.tile.sites import short_path
 from equiv.observe import attribution
-from equiv.observe.cachelines import CacheLineObserver
-from equiv.observe.decisions import DecisionObserver
+from equiv.observe.clients import make_clients
 from equiv.options import Options
 from equiv.pair import KernelPair
-from equiv.shapes import Shape
 from equiv.shared_inputs import Stored, input_bytes, storage_forms
 from equiv.tile.rewrite import batched_kernel
 
 SIDES = ("pre", "retiled")
-
-
-@dataclass(frozen=True)
-class Case:
-    """One checkable unit: a shape, an input recipe, an input seed and option overrides."""
-
-    shape: Shape
-    recipe: str
-    seed: int
-    variant: tuple[tuple[str, Any], ...] = ()  # option overrides, e.g. (("row_sum_order", "a2a3"),)
-
-    @property
-    def variant_label(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.variant) or "default"
-
-    def to_dict(self) -> dict:
-        return {"shape": dict(self.shape), "recipe": self.recipe, "seed": self.seed,
-                "variant": [list(kv) for kv in self.variant]}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Case":
-        return cls(Shape(d["shape"]), d["recipe"], int(d["seed"]), tuple(tuple(kv) for kv in d.get("variant", [])))
-
-
-@dataclass
-class CaseResult:
-    pair: str
-    case: Case
-    outputs: dict[str, OutputResult]
-    hazards: dict[str, list[dict]] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    # Each version's raw run (output bits, masks); kept only when asked for (replay digests).
-    runs: dict[str, SideRun] | None = field(default=None, repr=False, compare=False)
-    command: str = ""  # repro prefix; empty: `equiv check PAIR`
-    # side -> kernel site -> decision outcomes of this case (equiv.observe.decisions)
-    decisions: dict[str, dict] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def verdicts(self) -> dict[str, str]:
-        return {k: v.verdict for k, v in self.outputs.items()}
-
-    @property
-    def worst(self) -> str:
-        order = ("cannot judge", "regression", "rejected", "both-defect", "pre-defect", "equivalent")
-        vs = set(self.verdicts.values())
-        return next((v for v in order if v in vs), "equivalent")
-
-    def repro(self) -> str:
-        c = self.case
-        prefix = self.command or f"equiv check {self.pair}"
-        cmd = f"{prefix} --shapes '{c.shape}' --recipe {c.recipe} --seed {c.seed}"
-        for k, v in c.variant:
-            if k == "row_sum_order":
-                cmd += f" --row-sum-order {v}"
-        return cmd
-
-    def to_dict(self) -> dict:
-        return {"pair": self.pair, "case": self.case.to_dict(), "repro": self.repro(),
-                "verdicts": self.verdicts, "outputs": {k: v.to_dict() for k, v in self.outputs.items()},
-                "hazards": self.hazards, "errors": self.errors, "seconds": round(self.seconds, 4)}
 
 
 def make_inputs(pair: KernelPair, case: Case) -> dict[str, Any]:
@@ -203,12 +140,10 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
     the reason a loop ran iteration by iteration: count), and `order_ops` the order-dependent
     operations it executed (equiv.schedules)."""
     ctx = RunContext(options, kernel_name=f"{pair.name}:{side}")
-    decisions = None
     if observe is not None:
         # One observed run per version: decisions and writer sites (the second run, on
         # finite poison, would only add decisions taken on uninitialised values).
-        decisions = DecisionObserver()
-        ctx.observers = [decisions, CacheLineObserver(options.cache_line_bytes)]
+        ctx.observers = make_clients(options)
     with running(ctx), contextlib.ExitStack() as lent:
         lent.callback(ctx.give_back)  # inputs the run wrote are restored for the next run
         args: dict[str, Any] = {}
@@ -225,9 +160,8 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
             batched_kernel(kernel)(**args, **outs, cfg=case.shape)
         except Exception as exc:  # a kernel that raises is a verdict, not a crash
             error = KernelFailure(_kernel_error(exc), classify_exception(exc))
-        if observe is not None:
-            observe.decisions = decisions.sites
-            observe.attribution = attribution.capture(ctx, outs)
+        for client in ctx.observers:
+            client.on_run_end(ctx, outs, observe)
         if order_ops is not None:
             order_ops.extend(schedules.order_ops(ctx))
         for counts, run_counts in ((stages, ctx.batch_stats), (loops, ctx.loop_stats)):
@@ -411,16 +345,6 @@ def variants(pair: KernelPair, fixed: Mapping[str, Any] | None = None) -> list[t
         v.update(fixed)
         out.append(tuple(sorted(v.items())))
     return out or [tuple(sorted(fixed.items()))]
-
-
-def verdict_counts(results: Iterable[CaseResult]) -> dict[str, dict[str, int]]:
-    """output -> verdict -> number of cases."""
-    counts: dict[str, dict[str, int]] = {}
-    for r in results:
-        for name, o in r.outputs.items():
-            c = counts.setdefault(name, {v: 0 for v in VERDICTS})
-            c[o.verdict] += 1
-    return counts
 
 
 def shrink(pair: KernelPair, result: CaseResult, options: Options, budget: int = 40,

@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Sequence
 
 from hypothesis import strategies as st
-
-
-class ShapeError(ValueError):
-    """A shape outside the pair's declared domain; the message names the constraint."""
+from equiv.errors import ShapeError
 
 
 class Shape(Mapping[str, int]):

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 if TYPE_CHECKING:
-    from equiv.check import CheckResult  # summary renders a CheckResult; check imports summary
+    from equiv.results import CheckResult  # summary renders a CheckResult; check imports summary
 
 DEFAULT_WIDTH = 80
 MIN_WIDTH = 40
@@ -190,9 +190,20 @@ def header(result: CheckResult, max_width: int | None = None) -> list[str]:
 
 def own_contract_lines(result: CheckResult, max_width: int | None = None) -> list[str]:
     """A model file's own contract: where the contract came from, and its own test per version."""
-    from equiv.pairfree.contract import own_contract_text
-
     return [x for line in own_contract_text(result) for x in wrap(line, max_width=max_width)]
+
+
+def own_contract_text(result: object) -> list[str]:
+    """The contract a check held an entry to (and where it came from) and the file's own test,
+    one line each, from a `CheckResult` (empty for anything else)."""
+    own = getattr(result, "own_contract", None) or {}
+    lines = [f"contract {own['contract']}"] if own.get("contract") else []
+    tests = own.get("file_test") or {}
+    if tests:
+        lines.append("file's test: " + "; ".join(f"{side} {text}" for side, text in tests.items()))
+    lines += [f"unwritten by contract: {x}" for x in own.get("unwritten_by_contract") or []]
+    lines += [f"golden suspect {x}" for x in own.get("golden_suspect") or []]
+    return lines
 
 
 def status_line(results: Sequence[CheckResult]) -> str:

@@ -27,8 +27,8 @@ from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 
 import equiv
-from equiv.check import CheckResult
-from equiv.runner import Case, CaseResult, make_inputs, run_case, variants
+from equiv.results import Case, CaseResult, CheckResult
+from equiv.runner import make_inputs, run_case, variants
 from properties import profiles
 from properties.expectations import EXPECTED
 

@@ -22,10 +22,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from equiv import registry  # noqa: E402
+from equiv import registry
 from equiv.bench import _timed  # noqa: E402
 from equiv.options import Options  # noqa: E402
-from equiv.runner import Case, _one_thread, _run_once, make_inputs  # noqa: E402
+from equiv.results import Case  # noqa: E402
+from equiv.runner import _one_thread, _run_once, make_inputs  # noqa: E402
 
 
 def operator_ms(fn: Callable[[], object], repeat: int) -> float:

@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from equiv.pairfree import gate as pfg  # noqa: E402
+from equiv.pairfree import gate as pfg
 from equiv.pairfree import plan as planning  # noqa: E402
 
 CI_SCRIPT = ".github/scripts/detect_changes.py"

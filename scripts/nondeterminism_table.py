@@ -29,13 +29,13 @@ import time
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(HERE, "scripts"))
 
-# Peaks measured in docs/pypto-lib.md (whole-layer and multi-rank model files build their
+# Peaks measured in docs/pypto-lib-runs.md (whole-layer and multi-rank model files build their
 # full-size weights in their own __main__ block before any kernel runs).
 KNOWN_LARGE = {
-    "decode_layer.py": "19.0 GiB (docs/pypto-lib.md)",
-    "decode_mtp.py": "18.5 GiB (docs/pypto-lib.md)",
-    "moe.py": "18.3 GiB (docs/pypto-lib.md)",
-    "expert_routed.py": "15.5 GiB (docs/pypto-lib.md)",
+    "decode_layer.py": "19.0 GiB (docs/pypto-lib-runs.md)",
+    "decode_mtp.py": "18.5 GiB (docs/pypto-lib-runs.md)",
+    "moe.py": "18.3 GiB (docs/pypto-lib-runs.md)",
+    "expert_routed.py": "15.5 GiB (docs/pypto-lib-runs.md)",
     "decode_fwd.py": "the whole decode model of every layer (more than decode_layer.py's 19.0 GiB)",
 }
 
@@ -43,8 +43,9 @@ KNOWN_LARGE = {
 def one(repo: str, rev: str, path: str, schedules: int) -> list[dict]:
     """Check `path` against itself under `schedules` schedules; one dict per entry."""
     from equiv.options import Options
+    from equiv.errors import PairFreeError
     from equiv.pairfree import run as pf
-    from equiv.shapes import ShapeError
+    from equiv.errors import ShapeError
 
     options = Options(schedules=schedules)
     for shapes in ("decode", "nominal"):
@@ -55,7 +56,7 @@ def one(repo: str, rev: str, path: str, schedules: int) -> list[dict]:
         except (ShapeError, KeyError, ValueError) as exc:
             if shapes == "nominal":
                 return [{"entry": "*", "outcome": "error", "why": f"{type(exc).__name__}: {exc}", "shapes": shapes}]
-        except pf.PairFreeError as exc:
+        except PairFreeError as exc:
             return [{"entry": "*", "outcome": "error", "why": str(exc), "shapes": shapes}]
     rows = []
     for e in fo.entries:

@@ -15,10 +15,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from equiv import runner  # noqa: E402
-from equiv.pairfree import discovery  # noqa: E402
-from equiv.pairfree import run as pf  # noqa: E402
-from equiv.shapes import ShapeError  # noqa: E402
+from equiv import runner
+from equiv.pairfree import discovery
+from equiv.pairfree import run as pf
+from equiv.errors import ShapeError  # noqa: E402
 
 T0 = time.time()
 

@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def one(repo: str, rev: str, path: str, model: str | None) -> list[dict]:
     """Check `path` against itself; one dict per entry."""
     from equiv.pairfree import run as pf
-    from equiv.shapes import ShapeError
+    from equiv.errors import PairFreeError, ShapeError
 
     rows = []
     for shapes in ("decode", "nominal"):
@@ -40,7 +40,7 @@ def one(repo: str, rev: str, path: str, model: str | None) -> list[dict]:
         except (ShapeError, KeyError, ValueError) as exc:
             if shapes == "nominal":
                 return [{"entry": "*", "outcome": "error", "why": [f"{type(exc).__name__}: {exc}"], "shapes": shapes}]
-        except pf.PairFreeError as exc:
+        except PairFreeError as exc:
             return [{"entry": "*", "outcome": "error", "why": [str(exc)], "shapes": shapes}]
     for e in fo.entries:
         why = list(e.lines)
@@ -57,14 +57,15 @@ def one(repo: str, rev: str, path: str, model: str | None) -> list[dict]:
 
 
 def model_files(repo: str, rev: str, directory: str) -> list[str]:
-    names = subprocess.run(["git", "-C", repo, "ls-tree", "--name-only", f"{rev}:{directory}"], check=True,
-                           capture_output=True, text=True).stdout.split()
+    from equiv import git
+
+    names = git.output(repo, "ls-tree", "--name-only", f"{rev}:{directory}").split()
     out = []
     for n in sorted(names):
         if not n.endswith(".py"):
             continue
         path = f"{directory}/{n}"
-        text = subprocess.run(["git", "-C", repo, "show", f"{rev}:{path}"], capture_output=True, text=True).stdout
+        text = git.answer(repo, "show", f"{rev}:{path}") or ""
         if "__main__" in text and "run_jit" in text:
             out.append(path)
     return out

@@ -17,7 +17,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from equiv.options import Options  # noqa: E402
-from equiv.runner import Case, run_case  # noqa: E402
+from equiv.results import Case  # noqa: E402
+from equiv.runner import run_case  # noqa: E402
 from equiv.shapes import Shape  # noqa: E402
 from tests.fixtures.schedules import splitk_pair as sp  # noqa: E402
 

@@ -15,7 +15,10 @@ import pytest
 import torch
 
 import equiv
-from equiv import cases, gate, registry
+from equiv import registry
+from equiv import gate
+from equiv import cases
+from equiv.errors import CaseError
 from equiv.cli import main
 from equiv.compare import _distance
 from equiv.device_runs import save_run
@@ -409,5 +412,5 @@ def test_a_damaged_input_file_is_refused(tmp_path):
     folder = os.path.join(os.path.dirname(path), cases.BLOB_DIR)
     blob = os.path.join(folder, sorted(os.listdir(folder))[0])
     torch.save(torch.zeros(3), blob)
-    with pytest.raises(cases.CaseError, match="does not match its digest"):
+    with pytest.raises(CaseError, match="does not match its digest"):
         cases.replay(path)

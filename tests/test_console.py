@@ -25,7 +25,7 @@ from equiv import registry
 from equiv.cli import main
 from equiv.pair import project_root
 from equiv.progress import CLEAR_EOL, Progress
-from equiv.runner import Case
+from equiv.results import Case
 from equiv.summary import render, render_summary, table, wrap_command
 from tests.broken_combine import drops_tail
 

@@ -11,7 +11,8 @@ import torch
 
 import equiv
 from equiv.cli import main
-from equiv.device_runs import (RunMismatch, capture, compare_runs, is_sentinel, load_run, save_run, sentinel)
+from equiv.errors import RunMismatch
+from equiv.device_runs import capture, compare_runs, is_sentinel, load_run, save_run, sentinel
 from equiv.inputs import generator
 from kernels.moe_combine.pair import PAIR as COMBINE
 from equiv.numerics import ulp_distance

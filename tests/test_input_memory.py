@@ -18,9 +18,11 @@ from equiv.tile.context import RunContext, running
 from equiv.tile.memory import Tensor
 from equiv.options import Options
 from equiv.pair import KernelPair
-from equiv.pairfree import discovery, reference, specs
+from equiv.pairfree import reference, specs
+from equiv.pairfree import discovery
 from equiv.pairfree import golden as golden_stub
-from equiv.runner import Case, run_case, run_side
+from equiv.results import Case
+from equiv.runner import run_case, run_side
 from equiv.shapes import Dim, Shape, ShapeSpace
 from equiv import tile as pl
 

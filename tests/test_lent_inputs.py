@@ -11,7 +11,8 @@ from equiv import tile as pl
 from equiv.tile.context import RunContext, running
 from equiv.tile.memory import Tensor
 from equiv.options import Options
-from equiv.runner import Case, _run_once, make_inputs
+from equiv.results import Case
+from equiv.runner import _run_once, make_inputs
 from equiv.tile import rewrite
 
 N, R, C = 4, 2, 8

@@ -14,9 +14,10 @@ import torch
 import equiv
 from tests.broken_combine import reversed_sum
 from equiv import cases
+from equiv.errors import CaseError
 from equiv.cli import main
 from equiv.pair import project_root
-from equiv.runner import Case
+from equiv.results import Case
 
 ROOT = project_root()
 COMBINE = equiv.get("moe.combine")
@@ -79,7 +80,7 @@ def test_replay_refuses_when_the_sources_changed(tmp_path, capsys):
     data = cases.load_case(path)
     data["source_hash"] = "0" * 64
     cases.save_atomic(data, path)
-    with pytest.raises(cases.CaseError, match="sources of moe.combine .* changed since the case was saved"):
+    with pytest.raises(CaseError, match="sources of moe.combine .* changed since the case was saved"):
         cases.replay(path)
     assert main(["replay", path]) == 2
     assert "--force" in capsys.readouterr().err
@@ -93,7 +94,7 @@ def test_local_variant_cannot_be_found_again(tmp_path, capsys):
 
     _, _, path = broken_check(tmp_path, local_broken)
     assert "<locals>" in cases.load_case(path)["kernels"]["retiled"]
-    with pytest.raises(cases.CaseError, match="cannot be found again"):
+    with pytest.raises(CaseError, match="cannot be found again"):
         cases.replay(path)
     assert main(["replay", path]) == 2
     # --force replays the registered pair instead: equivalent now, so not reproduced
@@ -111,7 +112,7 @@ def test_case_saved_without_inputs_regenerates_and_verifies_them(tmp_path):
     assert rep.reproduced and rep.inputs_from == "regenerated"
     data["inputs_digest"] = "f" * 64
     cases.save_atomic(data, path)
-    with pytest.raises(cases.CaseError, match="now generates different inputs"):
+    with pytest.raises(CaseError, match="now generates different inputs"):
         cases.replay(path)
 
 

@@ -9,7 +9,8 @@ import json
 import pytest
 
 import equiv
-from equiv import report
+from equiv import results_files
+from equiv.errors import ResultsError
 from equiv.cli import main
 from tests.broken_combine import drops_tail
 
@@ -28,14 +29,15 @@ def saved(tmp_path_factory):
     broken = equiv.check(dataclasses.replace(COMBINE, name="moe.combine-broken", retiled=drops_tail),
                          shapes="T=8,D=64", recipes=["realistic"], shrink_budget=0)
     paths["broken"] = root / "broken.json"
-    paths["broken"].write_text(json.dumps({"schema_version": report.SCHEMA_VERSION, "checks": [broken.to_dict()]}))
+    paths["broken"].write_text(json.dumps({"schema_version": results_files.SCHEMA_VERSION,
+                                           "checks": [broken.to_dict()]}))
     return root, paths
 
 
 def test_results_carry_a_schema_version(saved):
     _, paths = saved
     data = json.loads(paths["a"].read_text())
-    assert data["schema_version"] == report.SCHEMA_VERSION == 1
+    assert data["schema_version"] == results_files.SCHEMA_VERSION == 1
     assert data["checks"][0]["pair"] == "moe.combine" and len(data["checks"][0]["results"]) == 2
 
 
@@ -80,7 +82,7 @@ def test_report_refuses_a_missing_file_and_a_directory(tmp_path, capsys):
 
 def test_shards_of_one_pair_merge_into_one_check(saved):
     _, paths = saved
-    merged = report.merge_results([str(paths["a"]), str(paths["b"]), str(paths["broken"])])
+    merged = results_files.merge_results([str(paths["a"]), str(paths["b"]), str(paths["broken"])])
     assert [c["pair"] for c in merged] == ["moe.combine", "moe.combine-broken"]
     combine = merged[0]
     assert len(combine["results"]) == 4
@@ -88,7 +90,7 @@ def test_shards_of_one_pair_merge_into_one_check(saved):
     assert combine["counts"]["ffn_out"]["equivalent"] == 4 and sum(combine["counts"]["ffn_out"].values()) == 4
     assert combine["shapes"] == "T=4,D=32;T=8,D=32"
     # a shard given twice adds nothing
-    again = report.merge_results([str(paths["a"]), str(paths["a"])])
+    again = results_files.merge_results([str(paths["a"]), str(paths["a"])])
     assert len(again[0]["results"]) == 2
 
 
@@ -98,8 +100,8 @@ def test_merging_one_pair_under_two_contracts_is_refused(saved, tmp_path):
     data["checks"][0]["contract"] = "≤ 1 BF16 ULP"
     other = tmp_path / "other.json"
     other.write_text(json.dumps(data))
-    with pytest.raises(report.ResultsError, match="cannot be merged"):
-        report.merge_results([str(paths["a"]), str(other)])
+    with pytest.raises(ResultsError, match="cannot be merged"):
+        results_files.merge_results([str(paths["a"]), str(other)])
 
 
 def test_equiv_report_merges_shards_into_one_section_per_pair(saved, tmp_path, capsys):

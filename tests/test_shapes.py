@@ -5,7 +5,8 @@ from hypothesis import given, settings
 
 import equiv
 from equiv.check import plan
-from equiv.shapes import Dim, Shape, ShapeError, ShapeSpace
+from equiv.shapes import Dim, Shape, ShapeSpace
+from equiv.errors import ShapeError
 
 HIDDEN = {"moe.combine": "D", "expert_shared": "D", "hc_post": "D"}
 

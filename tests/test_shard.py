@@ -13,7 +13,7 @@ import equiv
 from equiv import registry
 from equiv.check import in_shard, parse_shard, plan, shard_of
 from equiv.cli import main
-from equiv.report import merge_results
+from equiv.results_files import merge_results
 from tests import broken_combine
 
 SHAPES = "T=3,D=16;T=5,D=32;T=4,D=16"  # small: a case costs milliseconds

@@ -24,7 +24,8 @@ from equiv.dtypes import BF16, FP32, INT32
 from equiv.tile.context import RunContext, running
 from equiv.tile.memory import Tensor
 from equiv.options import Options
-from equiv.runner import Case, run_case
+from equiv.results import Case
+from equiv.runner import run_case
 from equiv.shapes import Shape
 from kernels.moe_combine.pair import PAIR as COMBINE
 from equiv.source import (SourceError, SourceKernel, SourceLoader, SourceRef, UnsupportedOpError, call_entry,
@@ -382,7 +383,7 @@ def test_pair_name_is_inferred_from_the_file():
     from equiv.commands.source_check import infer_pair_name
 
     assert infer_pair_name(SourceRef("models/deepseek/v4/moe.py", "combine")) == "moe.combine"
-    from equiv.cli import UsageError
+    from equiv.errors import UsageError
 
     with pytest.raises(UsageError, match="cannot tell which registered pair"):
         infer_pair_name(SourceRef("lib/zzz.py", "qqq"))

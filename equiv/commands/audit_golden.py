@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 
-from equiv.cli import UsageError
+from equiv import git
+from equiv.errors import UsageError
 
 EXAMPLES = """\
   equiv audit-golden --repo ~/pypto-lib --rev main models/deepseek_v4_pro/hc_head.py
@@ -37,15 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def model_files(repo: str, rev: str, paths: list[str]) -> list[str]:
     """The .py files under `paths` at `rev` whose text calls run_jit under a __main__ block."""
-    out = subprocess.run(["git", "-C", repo, "ls-tree", "-r", "--name-only", rev, "--", *paths],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise UsageError(f"git ls-tree {rev}: {out.stderr.strip()}")
+    listing = git.output(repo, "ls-tree", "-r", "--name-only", rev, "--", *paths, error=UsageError)
     files = []
-    for path in out.stdout.split():
+    for path in listing.split():
         if not path.endswith(".py"):
             continue
-        text = subprocess.run(["git", "-C", repo, "show", f"{rev}:{path}"], capture_output=True, text=True).stdout
+        text = git.answer(repo, "show", f"{rev}:{path}") or ""
         if "__main__" in text and "run_jit" in text:
             files.append(path)
     if not files:
@@ -54,7 +51,7 @@ def model_files(repo: str, rev: str, paths: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from equiv.pairfree.audit import audit_file
+    from equiv.pairfree.audit_run import audit_file
 
     from equiv.commands.common import check_output_paths
 

@@ -6,7 +6,7 @@ import argparse
 
 from equiv import registry
 from equiv.bench import bench_preset, bench_repo, fuzz_throughput, geometric_mean_overhead
-from equiv.cli import UsageError
+from equiv.errors import UsageError
 from equiv.commands.common import add_run_options, options_from, resolve_pair, write_json_atomic
 from equiv.summary import table
 

@@ -8,13 +8,14 @@ import sys
 from typing import Callable
 
 from equiv import registry
-from equiv.check import CheckResult, check
-from equiv.cli import UsageError
-from equiv.commands import source_check
+from equiv.results import CheckResult
+from equiv.check import check
+from equiv.errors import ShapeError, UsageError
+from equiv.commands import pairfree_check, source_check
+from equiv.commands.outputs import write_results
 from equiv.commands.common import (add_run_options, check_output_paths, fixed_from, options_from, resolve_pair,
-                                   results_document, write_json_atomic, write_text_atomic)
+                                   write_text_atomic)
 from equiv.progress import Progress
-from equiv.shapes import ShapeError
 from equiv.summary import render, render_summary, status_line, wrap
 
 
@@ -111,7 +112,8 @@ def run_checks(names: list[str], args: argparse.Namespace, progress: Progress,
         try:
             result = check(pair, shapes=args.shapes, examples=args.examples, seed=args.seed,
                            options=options, recipes=recipes, fixed=fixed_from(args), progress=progress,
-                           keep_runs=bool(args.save_cases), shard=shard, jobs=args.jobs)
+                           keep_runs=bool(args.save_cases), shard=shard, jobs=args.jobs,
+                           lookup=registry.get)
         except (ShapeError, ValueError, KeyError) as exc:
             raise UsageError(f"{name}: {exc}") from None
         progress.clear()
@@ -144,9 +146,7 @@ def output_paths(args: argparse.Namespace) -> None:
 
 
 def write_outputs(results: list[CheckResult], args: argparse.Namespace) -> None:
-    if args.json:
-        write_json_atomic(args.json, results_document([r.to_dict() for r in results]))
-        print(f"results written to {args.json}", file=sys.stderr)
+    write_results([r.to_dict() for r in results], args.json, args.report)
     if args.save_cases:
         from equiv import cases
 
@@ -159,11 +159,6 @@ def write_outputs(results: list[CheckResult], args: argparse.Namespace) -> None:
         command = "equiv " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         write_text_atomic(args.markdown, render_markdown(results, command, args.title))
         print(f"verdict document written to {args.markdown}", file=sys.stderr)
-    if args.report:
-        from equiv import report
-
-        report.write_report([r.to_dict() for r in results], args.report)
-        print(f"report written to {args.report}", file=sys.stderr)
 
 
 def _print_decisions(result: CheckResult) -> None:
@@ -186,6 +181,10 @@ def run(args: argparse.Namespace) -> int:
         # `equiv check models/x.py[:entry]`: a model file, as a pypto-lib engineer types it first.
         args.source, args.name = args.name, None
     if source_check.wants_source(args):
+        if args.all:
+            raise UsageError("source mode checks one pair; drop --all")
+        if pairfree_check.wants_pair_free(args):
+            return pairfree_check.run_pair_free(args)
         return source_check.run(args)
     if args.all == bool(args.name):
         raise UsageError("give one pair name or --all (see `equiv list`)")

@@ -8,8 +8,9 @@ import os
 import tempfile
 from typing import Any, Mapping, Sequence
 
-from equiv import atomic, registry
-from equiv.cli import UsageError
+from equiv import atomic
+from equiv import registry
+from equiv.errors import UnknownPairError, UsageError
 from equiv.options import ROW_SUM_ORDERS, Options
 from equiv.pair import KernelPair
 
@@ -30,7 +31,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def resolve_pair(name: str) -> KernelPair:
     try:
         return registry.get(name)
-    except registry.UnknownPairError as exc:
+    except UnknownPairError as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -99,6 +100,6 @@ def check_output_paths(paths: Mapping[str, str | None], directories: Sequence[st
 
 def results_document(checks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The results JSON every subcommand writes (input of `equiv report`)."""
-    from equiv.report import SCHEMA_VERSION
+    from equiv.results_files import SCHEMA_VERSION
 
     return {"schema_version": SCHEMA_VERSION, "checks": list(checks)}

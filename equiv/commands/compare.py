@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import time
 
 from equiv import registry
-from equiv.check import CheckResult
-from equiv.cli import UsageError
-from equiv.commands.common import write_json_atomic
-from equiv.compare import OutputResult
-from equiv.device_runs import UNWRITTEN_MODES, RunMismatch, compare_runs, load_run
+from equiv.errors import RunMismatch, ShapeError, UnknownPairError, UsageError
+from equiv.results import CaseResult, CheckResult, OutputResult
+from equiv.commands.outputs import write_results
+from equiv.device_runs import UNWRITTEN_MODES, compare_runs, load_run
 from equiv.pair import Contract
-from equiv.runner import CaseResult
-from equiv.shapes import ShapeError
 from equiv.summary import per_output, wrap, wrap_command
 
 
@@ -70,7 +66,7 @@ def render_output(o: OutputResult) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from equiv.commands.common import check_output_paths, results_document
+    from equiv.commands.common import check_output_paths
     from equiv.pair import parse_contract
 
     check_output_paths({"--json": args.json, "--report": args.report})
@@ -85,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.pair:
         try:
             pair = registry.get(args.pair)
-        except registry.UnknownPairError as exc:
+        except UnknownPairError as exc:
             raise UsageError(str(exc)) from None
         if not args.shape:
             raise UsageError(f"--pair {args.pair} needs --shapes, e.g. --shapes "
@@ -105,14 +101,7 @@ def run(args: argparse.Namespace) -> int:
     data = check.to_dict()
     for r in data["results"] + data["counterexamples"]:
         r["repro"] = _repro(args)  # not `equiv check`: these cases come from saved runs
-    if args.json:  # files first, then print
-        write_json_atomic(args.json, results_document([data]))
-        print(f"results written to {args.json}", file=sys.stderr)
-    if args.report:
-        from equiv import report
-
-        report.write_report([data], args.report)
-        print(f"report written to {args.report}", file=sys.stderr)
+    write_results([data], args.json, args.report)  # files first, then print
     print("\n".join(wrap(f"equiv compare — {args.pre_run} (pre) vs {args.retiled_run} (retiled) — contract {used}"
                          + (f" — reference {pair.name} at {shape}" if pair else " — no reference"))))
     plain = sorted(n for n in pre.inputs if n not in pre.outputs)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from equiv.cli import UsageError
+from equiv.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from equiv.coverage import CoverageError, coverage
+    from equiv.errors import CoverageError
+    from equiv.coverage import coverage
 
     if args.weekly and not args.since:
         raise UsageError("--weekly needs --since DATE")
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _since(args: argparse.Namespace) -> int:
-    from equiv.coverage import CoverageError
+    from equiv.errors import CoverageError
     from equiv.coverage_history import history
 
     try:

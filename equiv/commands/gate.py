@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equiv.cli import UsageError
+from equiv.errors import GateError, UsageError
 
 DEFAULT_REPORT = "reports/equiv-gate.html"
 DEFAULT_CASES = "reports/cases"
@@ -78,23 +78,23 @@ def _pair_free(args: argparse.Namespace) -> bool:
         return True
     try:
         root = pfg.repo_root(".")
-    except pfg.GateError:
+    except GateError:
         return False
     return not os.path.isfile(os.path.join(root, "equiv", "pair.py"))
 
 
 def _has_work_tree(repo: str) -> bool:
-    import subprocess
+    from equiv import git
 
-    out = subprocess.run(["git", "-C", repo, "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True)
-    return out.stdout.strip() == "true"
+    return (git.answer(repo, "rev-parse", "--is-inside-work-tree") or "").strip() == "true"
 
 
 def run_pair_free(args: argparse.Namespace) -> int:
     """``equiv gate --repo R --base REV [--head REV]`` over the model files the change touches."""
-    from equiv.commands.common import check_output_paths, options_from, results_document, write_json_atomic
+    from equiv.commands.common import check_output_paths, options_from
+    from equiv.commands.outputs import write_results
     from equiv.pairfree import gate as pfg
-    from equiv.pairfree.contract import own_contract_text
+    from equiv.summary import own_contract_text
     from equiv.progress import Progress
     from equiv.errors import SourceError
     from equiv.source.assignments import parse_assignments
@@ -117,7 +117,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
         head = pfg.resolve(repo, args.head) if args.head else (
             None if _has_work_tree(repo) else pfg.resolve(repo, "HEAD"))
         config = parse_assignments(args.config, "--config")
-    except (pfg.GateError, SourceError) as exc:
+    except (GateError, SourceError) as exc:
         raise UsageError(str(exc)) from None
     policy = pfg.Policy(shapes=args.shapes, examples=args.examples, model=args.model, config=config,
                         recipes=tuple(args.recipe) if getattr(args, "recipe", None) else None,
@@ -125,7 +125,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
     try:
         changes = pfg.changed_model_files(repo, base, head) if not args.files else [
             pfg.Change(f, f, "M") for f in args.files]
-    except pfg.GateError as exc:
+    except GateError as exc:
         raise UsageError(str(exc)) from None
     from equiv.pairfree import plan as planning
 
@@ -160,16 +160,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
         write_junit(pfg.junit_xml(result), args.junit)
         print(f"JUnit XML written to {args.junit}", file=sys.stderr)
     checks = [r.to_dict() for r in result.results()]
-    if args.json:
-        doc = results_document(checks)
-        doc["gate"] = result.to_dict()
-        write_json_atomic(args.json, doc)
-        print(f"results written to {args.json}", file=sys.stderr)
-    if args.report and checks:
-        from equiv import report
-
-        report.write_report(checks, args.report)
-        print(f"report written to {args.report}", file=sys.stderr)
+    write_results(checks, args.json, args.report if checks else None, gate=result.to_dict())
     for e in result.entries:
         print(f"{e.outcome.upper():13} {e.file}:{e.entry}" + (f" ({e.seconds:.0f} s)" if e.seconds else ""))
         for reason in e.reasons[:8]:
@@ -195,8 +186,10 @@ def run_pair_free(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from equiv import gate, registry
-    from equiv.commands.common import check_output_paths, options_from, results_document, write_json_atomic
+    from equiv import registry
+    from equiv import gate
+    from equiv.commands.common import check_output_paths, options_from
+    from equiv.commands.outputs import write_results
     from equiv.progress import Progress
 
     if _pair_free(args):
@@ -224,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         try:
             changed = gate.changed_files(args.base)
-        except gate.GateError as exc:
+        except GateError as exc:
             raise UsageError(str(exc)) from None
         where = f"{args.base}...HEAD and the working tree"
     pairs = {p.name: p for p in registry.all_pairs()}
@@ -243,14 +236,7 @@ def run(args: argparse.Namespace) -> int:
     if args.junit:
         gate.write_junit(gate.junit_xml(result.results, result.saved, result.errors), args.junit)
         print(f"JUnit XML written to {args.junit}", file=sys.stderr)
-    if args.json:
-        write_json_atomic(args.json, results_document([r.to_dict() for r in result.results]))
-        print(f"results written to {args.json}", file=sys.stderr)
-    if args.report and selection.pairs:
-        from equiv import report
-
-        report.write_report([r.to_dict() for r in result.results], args.report)
-        print(f"report written to {args.report}", file=sys.stderr)
+    write_results([r.to_dict() for r in result.results], args.json, args.report if selection.pairs else None)
     n_saved = sum(len(v) for v in result.saved.values())
     if n_saved:
         print(f"{n_saved} non-equivalent case{'s' if n_saved != 1 else ''} saved under {args.cases_dir} "

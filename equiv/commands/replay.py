@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from equiv.cli import UsageError
+from equiv.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +33,7 @@ def _verdict_text(verdicts: dict[str, str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from equiv import cases
+    from equiv.errors import CaseError
 
     if args.device is not None:
         from equiv.commands.common import options_from
@@ -42,13 +43,13 @@ def run(args: argparse.Namespace) -> int:
     for where in args.case:
         try:
             paths += [p for p in cases.find_cases(where) if p not in paths]
-        except cases.CaseError as exc:
+        except CaseError as exc:
             raise UsageError(str(exc)) from None
     worst = 0
     for path in paths:
         try:
             rep = cases.replay(path, force=args.force, device=args.device)
-        except cases.CaseError as exc:
+        except CaseError as exc:
             print(f"equiv replay: {exc}", file=sys.stderr)
             worst = max(worst, 2)
             continue

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from equiv.cli import UsageError
+from equiv.errors import UsageError
 
 DEFAULT_REPORT = "reports/report.html"
 
@@ -25,12 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from equiv import report
+    from equiv import report, results_files
     from equiv.commands.common import check_output_paths
 
     check_output_paths({"-o": args.output})
     try:
-        checks = report.merge_results(args.results)
+        checks = results_files.merge_results(args.results)
     except FileNotFoundError as exc:
         raise UsageError(f"no such results file: {exc.filename}") from None
     except IsADirectoryError as exc:

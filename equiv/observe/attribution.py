@@ -18,6 +18,7 @@ from typing import Mapping
 
 import torch
 
+from equiv.observe.events import Observer
 from equiv.tile.sites import SITES
 
 
@@ -29,6 +30,14 @@ class Capture:
     tokens: dict[str, torch.Tensor] = field(default_factory=dict)     # output -> writer token
     blocks: dict[int, tuple[str, int, str, int]] = field(default_factory=dict)  # token -> (stage name, block, loop site, stage id)
     stage_blocks: dict[tuple[str, str], int] = field(default_factory=dict)     # (name, loop site) -> blocks run
+
+
+class WriterAttribution(Observer):
+    """Keeps, at the end of the observed run, which site and block last wrote each output
+    element (`capture`): the record's ``attribution``."""
+
+    def on_run_end(self, ctx, outputs: Mapping[str, object], record) -> None:
+        record.attribution = capture(ctx, outputs)
 
 
 def capture(ctx, outputs: Mapping[str, object]) -> Capture:

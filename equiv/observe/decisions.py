@@ -52,10 +52,13 @@ class SiteRecord:
 
 
 class DecisionObserver(Observer):
-    """Collects one run's decision outcomes per site."""
+    """Collects one run's decision outcomes per site (the record's ``decisions``)."""
 
     def __init__(self) -> None:
         self.sites: dict[str, SiteRecord] = {}
+
+    def on_run_end(self, ctx, outputs, record) -> None:
+        record.decisions = self.sites
 
     def on_decision(self, ctx, site: str, op: str, outcomes: dict) -> None:
         rec = self.sites.get(site)

@@ -194,16 +194,3 @@ def declared_contract(source: str, where: str) -> Declared | None:
         except ValueError as exc:
             raise ValueError(f"{where}:{line}: # equiv: contract: {exc}") from None
     return Declared(default, per, f"declared at {where}:{line}")
-
-
-def own_contract_text(result: Any) -> list[str]:
-    """The contract a check held an entry to (and where it came from) and the file's own test,
-    one line each, from a `CheckResult` (empty for anything else)."""
-    own = getattr(result, "own_contract", None) or {}
-    lines = [f"contract {own['contract']}"] if own.get("contract") else []
-    tests = own.get("file_test") or {}
-    if tests:
-        lines.append("file's test: " + "; ".join(f"{side} {text}" for side, text in tests.items()))
-    lines += [f"unwritten by contract: {x}" for x in own.get("unwritten_by_contract") or []]
-    lines += [f"golden suspect {x}" for x in own.get("golden_suspect") or []]
-    return lines

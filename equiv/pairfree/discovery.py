@@ -26,17 +26,10 @@ from typing import Iterator
 import torch
 
 from equiv.pairfree import golden as golden_stub
+from equiv.errors import DiscoveryError, InputsTooLarge
 
 MODE_OPTIONS = ("--mode", "--modes", "-m")
 ALL_WORDS = ("all", "both")
-
-
-class DiscoveryError(Exception):
-    """The file has no ``__main__`` block calling ``run_jit``, or running it failed."""
-
-
-class InputsTooLarge(Exception):
-    """The file's ``run_jit`` inputs alone need more memory than this machine has available."""
 
 
 @dataclass

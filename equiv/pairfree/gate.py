@@ -32,20 +32,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from equiv.check import CheckResult
+from equiv import git
+from equiv.results import CheckResult, EntryOutcome
 from equiv.options import Options
+from equiv.errors import GateError, PairFreeError, SelectionError
 from equiv.pairfree import run as pf
-from equiv.pairfree.contract import own_contract_text
-
-
-class GateError(Exception):
-    """The gate cannot run as asked (not a git repository, unknown revision)."""
+from equiv.summary import own_contract_text
 
 
 @dataclass(frozen=True)
@@ -79,29 +76,22 @@ POLICY = Policy()
 # ----------------------------------------------------------------------------------------
 # Which files
 # ----------------------------------------------------------------------------------------
-def _git(repo: str, *args: str) -> str:
-    try:
-        out = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise GateError("git is not installed") from None
-    if out.returncode != 0:
-        raise GateError(f"git {' '.join(args)} (in {repo}): {out.stderr.strip() or out.stdout.strip()}")
-    return out.stdout
 
 
 def repo_root(path: str = ".") -> str:
     """The work tree (or bare repository) `path` belongs to."""
     try:
-        return _git(path, "rev-parse", "--show-toplevel").strip()
+        return git.output(path, "rev-parse", "--show-toplevel", error=GateError).strip()
     except GateError:
-        if _git(path, "rev-parse", "--is-bare-repository").strip() == "true":
+        if git.output(path, "rev-parse", "--is-bare-repository", error=GateError).strip() == "true":
             return os.path.abspath(path)
         raise GateError(f"{os.path.abspath(path)} is not inside a git repository; give --repo PATH") from None
 
 
 def resolve(repo: str, rev: str) -> str:
     try:
-        return _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip()
+        return git.output(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}",
+                          error=GateError).strip()
     except GateError:
         raise GateError(f"unknown revision {rev!r} in {repo} (in CI, check out with fetch-depth: 0 so the base "
                         f"branch is present)") from None
@@ -136,7 +126,7 @@ def changed_model_files(repo: str, base: str, head: str | None) -> list[Change]:
 
     try:
         sel = selection.select_change(repo, base, head)
-    except selection.SelectionError as exc:
+    except SelectionError as exc:
         raise GateError(str(exc)) from None
     out = []
     for path, why in sel.files.items():
@@ -232,7 +222,7 @@ def _max_error(result: CheckResult | None, output: str) -> float | None:
 
 
 def judge_interface(repo: str, base: str, head: str | None, change: Change, name: str, changes: list[str],
-                    base_own: pf.EntryOutcome | None, kw: Mapping[str, Any], options: Options | None,
+                    base_own: EntryOutcome | None, kw: Mapping[str, Any], options: Options | None,
                     progress: Callable | None) -> GateEntry:
     """A changed interface, judged: head's own run (on its own declared inputs) against base's
     own run. Head fails on a defect base's own run lacks, or on an error against its own golden
@@ -276,7 +266,7 @@ def judge_interface(repo: str, base: str, head: str | None, change: Change, name
         bridged = pf.check_file(change.base_path, base, head, repo, retiled_path=change.head_path,
                                 entry=name.split("#")[0], options=options, progress=progress, convert_inputs=True, **kw)
         cross = next((e for e in bridged.entries if e.entry == name), None)
-    except (pf.PairFreeError, GateError):
+    except (PairFreeError, GateError):
         cross = None
     if cross is not None and cross.result is not None:
         tol_note = [n for n in tol_note if "not compared element by element" not in n]
@@ -326,12 +316,12 @@ def gate_file(repo: str, base: str, head: str | None, change: Change, policy: Po
     fo_head = pf.check_file(change.base_path, base, head, repo, retiled_path=change.head_path, entry=entry,
                             options=options, progress=progress, **kw)
     log(f"{label}: base -> head: " + "; ".join(f"{e.entry} {e.outcome}" for e in fo_head.entries))
-    base_entries: list[pf.EntryOutcome] = []
+    base_entries: list[EntryOutcome] = []
     try:
         base_entries = pf.check_file(change.base_path, base, base, repo, entry=entry, options=options,
                                      progress=progress, **kw).entries
         log(f"{label}: base -> base: " + "; ".join(f"{e.entry} {e.outcome}" for e in base_entries))
-    except pf.PairFreeError as exc:
+    except PairFreeError as exc:
         if entry is None:
             raise
         log(f"{label}: base -> base: {entry} has no run at base ({exc}); head's own run is judged alone")
@@ -456,7 +446,7 @@ def run_gate(repo: str, base: str, head: str | None, changes: Sequence[Change], 
                     g.entry += f" [model {pe.model}]"
                 g.reasons.append(f"run because {pe.why}" if not pe.why.startswith("added") else pe.why)
             run.entries += got
-        except (pf.PairFreeError, GateError) as exc:
+        except (PairFreeError, GateError) as exc:
             run.errors[change.label] = str(exc)
             log(f"{change.label}: cannot be checked: {exc}")
     return run

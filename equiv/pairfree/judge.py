@@ -25,15 +25,12 @@ from typing import Any, Mapping
 import torch
 
 from equiv import numerics
-from equiv.compare import OutputResult, SideRun, compare_output, region
+from equiv.results import OutputResult
+from equiv.compare import SideRun, compare_output, region
 from equiv.pairfree import contract as fc
 from equiv.pairfree.reference import Reference
 
 SIDES = ("pre", "retiled")
-
-
-class GoldenRejects(Exception):
-    """The golden's own assert refused the shape (raised by a pair-free reference)."""
 
 
 def _names(mask: torch.Tensor) -> tuple[str, ...]:

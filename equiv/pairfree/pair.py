@@ -27,7 +27,9 @@ import torch
 
 from equiv.tile.memory import Tensor
 from equiv.pair import BIT_EXACT, Contract, KernelPair
-from equiv.pairfree import discovery, specs
+from equiv.pairfree import specs
+from equiv.errors import DiscoveryError, InputsTooLarge
+from equiv.pairfree import discovery
 from equiv.pairfree import golden as golden_stub
 from equiv.pairfree.reference import Reference, reference_for
 from equiv.shapes import Dim, Shape, ShapeSpace
@@ -108,7 +110,7 @@ class Revisions:
             source = self.ref(side).read()
             try:
                 discovery.check_fits(mod, source)
-            except discovery.InputsTooLarge as exc:
+            except InputsTooLarge as exc:
                 self._too_large[key] = exc  # one sizing per file, as one discovery
                 raise
             self._plans[key] = discovery.discover(mod, source, seed=first_case_seed())
@@ -144,7 +146,7 @@ class Entry:
         mode = self.mode(shape)
         mine = [d for d in plan.found if d.entry == self.name and d.mode == mode]
         if len(mine) <= self.index:
-            raise discovery.DiscoveryError(
+            raise DiscoveryError(
                 f"{self.revisions.ref(side).label}: mode {mode} has no run_jit call of {self.name}"
                 + (f" #{self.index}" if self.index else ""))
         return mine[self.index]
@@ -363,7 +365,7 @@ def build_pair(revisions: Revisions, entry: Entry, contract: Contract = BIT_EXAC
         except AssertionError as exc:
             why = kernel_assertion(exc)
             if why:  # the golden's own assert: the file does not support this shape
-                from equiv.pairfree.judge import GoldenRejects
+                from equiv.errors import GoldenRejects
 
                 raise GoldenRejects(why) from None
             raise

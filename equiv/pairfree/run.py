@@ -24,90 +24,33 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-import subprocess
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from equiv.check import CheckResult, check
+from equiv import git
+from equiv.results import CheckResult, EntryOutcome, FileOutcome
+from equiv.check import check
 from equiv.options import Options
 from equiv.pair import BIT_EXACT, Contract
-from equiv.pairfree import discovery, specs
+from equiv.pairfree import specs
+from equiv.errors import DiscoveryError, InputsTooLarge, PairFreeError, SourceError
 from equiv.pairfree.pair import Entry, Revisions, build_pair, entries_of, kernel_assertion, safe_constants
 from equiv.runner import classify_exception
 from equiv.shapes import Shape
-from equiv.errors import SourceError
 from equiv.source.ref import SourceRef
-
-EXIT = {"equivalent": 0, "pre-defect": 0, "both-defect": 0, "interface changed": 0, "rejected": 0,
-        "regression": 1, "cannot judge": 2}
-
-
-class PairFreeError(Exception):
-    """The file cannot be checked as asked (no such file at a revision, no __main__, bad entry)."""
-
-
-@dataclass
-class EntryOutcome:
-    entry: str
-    outcome: str
-    lines: list[str] = field(default_factory=list)   # why, one line each
-    result: CheckResult | None = None
-    reference: str = ""
-    modes: tuple[str, ...] = ()
-    pair: Any = None
-    contract: str = ""                                      # the contract and where it came from
-    file_test: dict[str, str] = field(default_factory=dict)  # side -> PASS / FAIL (...) / not predicted
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT[self.outcome]
-
-    def to_dict(self) -> dict:
-        return {"entry": self.entry, "outcome": self.outcome, "why": self.lines, "reference": self.reference,
-                "contract": self.contract, "file_test": self.file_test,
-                "modes": list(self.modes), "result": self.result.to_dict() if self.result else None}
-
-
-@dataclass
-class FileOutcome:
-    pre: SourceRef
-    retiled: SourceRef
-    entries: list[EntryOutcome] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        codes = [e.exit_code for e in self.entries]
-        if 1 in codes:
-            return 1
-        return 2 if 2 in codes else 0
-
-    @property
-    def outcome(self) -> str:
-        order = ("regression", "cannot judge", "interface changed", "rejected", "both-defect", "pre-defect",
-                 "equivalent")
-        got = {e.outcome for e in self.entries}
-        return next((o for o in order if o in got), "equivalent")
 
 
 # ----------------------------------------------------------------------------------------
 # Renames
 # ----------------------------------------------------------------------------------------
-def _git(repo: str, *args: str) -> str:
-    out = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise PairFreeError(f"git {' '.join(args)}: {out.stderr.strip()}")
-    return out.stdout
 
 
 def exists_at(repo: str, rev: str, path: str) -> bool:
-    return subprocess.run(["git", "-C", repo, "cat-file", "-e", f"{rev}:{path}"],
-                          capture_output=True).returncode == 0
+    return git.succeeds(repo, "cat-file", "-e", f"{rev}:{path}")
 
 
 def renames(repo: str, a: str, b: str) -> list[tuple[str, str]]:
     """(old, new) paths git's rename detection finds between revisions `a` and `b`."""
-    out = _git(repo, "diff", "-M", "--name-status", a, b)
+    out = git.output(repo, "diff", "-M", "--name-status", a, b, error=PairFreeError)
     pairs = []
     for line in out.splitlines():
         parts = line.split("\t")
@@ -148,9 +91,9 @@ def _classify_load(exc: BaseException) -> tuple[str, str]:
 def _entries(revisions: Revisions, side: str) -> dict[str, Entry] | tuple[str, str]:
     try:
         return {f"{e.name}#{e.index}" if e.index else e.name: e for e in entries_of(revisions, side)}
-    except (SourceError, discovery.DiscoveryError) as exc:
+    except (SourceError, DiscoveryError) as exc:
         raise PairFreeError(f"{revisions.ref(side).label}: {exc}") from None
-    except discovery.InputsTooLarge as exc:
+    except InputsTooLarge as exc:
         return "cannot judge", str(exc)
     except Exception as exc:  # noqa: BLE001 - a gap or an assert at module level
         return _classify_load(exc)
@@ -285,7 +228,7 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
         try:
             pair, reference = build_pair(revisions, e_pre, contract, fuzz=bool(revisions.fuzz_dims),
                                          declared=declared, convert=convert)
-        except discovery.DiscoveryError as exc:
+        except DiscoveryError as exc:
             # The __main__ block raised while creating the inputs: an equiv stand-in lacking
             # what it was asked for cannot be judged; anything else is the file's error.
             cause = exc.__cause__

@@ -15,10 +15,11 @@ from __future__ import annotations
 import ast
 import os
 import re
-import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
+from equiv import git
+from equiv.errors import SelectionError
 
 # Where the bare-name sibling-import graph lives (pypto-lib's runnable trees).
 SOURCE_ROOTS = ("models", "examples")
@@ -26,20 +27,6 @@ SOURCE_ROOTS = ("models", "examples")
 DRAFT_SUFFIX = "_draft.py"
 
 _IMPORT_LINE = re.compile(r"^\s*(?:from\s+([A-Za-z_]\w*)|import\s+([A-Za-z_]\w*))", re.MULTILINE)
-
-
-class SelectionError(Exception):
-    """git cannot answer what changed (unknown revision, not a repository)."""
-
-
-def _git(repo: str, *args: str, data: bytes | None = None) -> bytes:
-    try:
-        out = subprocess.run(["git", "-C", repo, *args], capture_output=True, input=data, check=False)
-    except FileNotFoundError:
-        raise SelectionError("git is not installed") from None
-    if out.returncode != 0:
-        raise SelectionError(f"git {' '.join(args[:3])} (in {repo}): {out.stderr.decode(errors='replace').strip()}")
-    return out.stdout
 
 
 @dataclass(frozen=True)
@@ -55,10 +42,11 @@ def changed_paths(repo: str, base: str, head: str | None) -> list[Changed]:
     """Paths that differ from the merge base of `base` and `head` to `head` (renames followed).
     `head` None: the working tree, with untracked files that are not ignored."""
     if head is not None:
-        out = _git(repo, "diff", "-M", "--name-status", f"{base}...{head}").decode()
+        out = git.output_bytes(repo, "diff", "-M", "--name-status", f"{base}...{head}",
+                               error=SelectionError).decode()
     else:
-        merge_base = _git(repo, "merge-base", base, "HEAD").decode().strip()
-        out = _git(repo, "diff", "-M", "--name-status", merge_base).decode()
+        merge_base = git.output_bytes(repo, "merge-base", base, "HEAD", error=SelectionError).decode().strip()
+        out = git.output_bytes(repo, "diff", "-M", "--name-status", merge_base, error=SelectionError).decode()
     changes = []
     for line in out.splitlines():
         parts = line.split("\t")
@@ -72,7 +60,8 @@ def changed_paths(repo: str, base: str, head: str | None) -> list[Changed]:
         else:
             changes.append(Changed(parts[1], parts[1], "M"))
     if head is None:
-        untracked = _git(repo, "ls-files", "--others", "--exclude-standard").decode().splitlines()
+        untracked = git.output_bytes(repo, "ls-files", "--others", "--exclude-standard",
+                                     error=SelectionError).decode().splitlines()
         changes += [Changed(None, p, "A") for p in untracked if p]
     return changes
 
@@ -88,7 +77,7 @@ class Tree:
             for root in ("",) + SOURCE_ROOTS:
                 self._walk_disk(root)
         else:
-            names = _git(repo, "ls-tree", "-r", "--name-only", rev).decode().splitlines()
+            names = git.output_bytes(repo, "ls-tree", "-r", "--name-only", rev, error=SelectionError).decode().splitlines()
             wanted = [n for n in names if n.endswith(".py") and (
                 n.split("/")[0] in SOURCE_ROOTS or _root_module(n) is not None)]
             self.texts = dict(zip(wanted, _cat(repo, rev, wanted)))
@@ -124,7 +113,8 @@ class Tree:
 
 
 def _visible(repo: str) -> set[str]:
-    out = _git(repo, "ls-files", "--cached", "--others", "--exclude-standard").decode()
+    out = git.output_bytes(repo, "ls-files", "--cached", "--others", "--exclude-standard",
+                           error=SelectionError).decode()
     return set(out.splitlines())
 
 
@@ -143,7 +133,7 @@ def _cat(repo: str, rev: str, paths: list[str]) -> list[str]:
     if not paths:
         return []
     data = "".join(f"{rev}:{p}\n" for p in paths).encode()
-    raw = _git(repo, "cat-file", "--batch", data=data)
+    raw = git.output_bytes(repo, "cat-file", "--batch", error=SelectionError, data=data)
     out, pos = [], 0
     for _ in paths:
         nl = raw.index(b"\n", pos)

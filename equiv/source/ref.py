@@ -66,7 +66,7 @@ class SourceRef:
                     return fh.read()
             except OSError as exc:
                 raise SourceError(f"cannot read {full}: {exc.strerror}") from None
-        return _git_output(self.repo or ".", "show", f"{self.commit}:{path}")
+        return git.output(self.repo or ".", "show", f"{self.commit}:{path}", error=SourceError)
 
     def sibling(self, name: str) -> str | None:
         """Path of sibling module `name` (``<dir>/<name>.py`` or the package ``<dir>/<name>/__init__.py``)
@@ -111,7 +111,7 @@ def _resolve_commit(repo: str, rev: str) -> str:
     key = (os.path.abspath(repo), rev)
     if key not in _COMMITS:
         try:
-            _COMMITS[key] = _git_output(repo, "rev-parse", "--verify", f"{rev}^{{commit}}").strip()
+            _COMMITS[key] = git.output(repo, "rev-parse", "--verify", f"{rev}^{{commit}}", error=SourceError).strip()
         except SourceError as exc:
             raise SourceError(f"revision {rev!r} not found in {repo}: {exc}") from None
     return _COMMITS[key]
@@ -121,9 +121,5 @@ def _tree_files(repo: str, commit: str, directory: str) -> frozenset[str]:
     key = (os.path.abspath(repo), commit, directory)
     if key not in _TREES:
         args = ["ls-tree", "--name-only", commit] + ([directory.rstrip("/") + "/"] if directory else [])
-        _TREES[key] = frozenset(_git_output(repo, *args).splitlines())
+        _TREES[key] = frozenset(git.output(repo, *args, error=SourceError).splitlines())
     return _TREES[key]
-
-
-def _git_output(repo: str, *args: str) -> str:
-    return git.output(repo, *args, error=SourceError)

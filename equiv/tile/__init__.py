@@ -30,7 +30,7 @@ file per family:
 
 Under them, the emulator's foundation: ``context`` (one run's state and block tree),
 ``memory`` (global tensors), ``poison``, ``races``, ``sites``, ``findings``, ``errors``,
-``scalars`` (traced scalars) and ``batch/`` (stages run as one batched computation).
+``scalars`` (traced scalars), ``lanes`` (per-block scalars) and ``batch/`` (stages run as one batched computation).
 
 Semantics that decide bit-exactness are documented in docs/arithmetic.md: every op rounds
 its result once to the tile's element type (no fused multiply-add); floating ops are

@@ -38,7 +38,7 @@ from equiv.tile.context import BlockNode, RunContext, current
 from equiv.tile.errors import KernelError, UnsupportedOpError
 from equiv.tile.sites import kernel_site
 from equiv.tile.batch import deferred as _deferred
-from equiv.tile.batch.lanes import Lanes
+from equiv.tile.lanes import Lanes
 from equiv.tile.batch.stages import Stage
 from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
 from equiv.tile.values import Tile, _scalar_to
@@ -363,7 +363,7 @@ def _batched_spmd() -> tuple[Any, Any] | None:
 
 def get_block_idx() -> Any:
     """Index of the innermost enclosing SPMD block (0 outside any: a one-block launch); in a
-    batched stage, every block's index (`equiv.tile.batch.lanes.Lanes`)."""
+    batched stage, every block's index (`equiv.tile.lanes.Lanes`)."""
     batched = _batched_spmd()
     if batched is not None:
         running = batched[0]

@@ -13,7 +13,7 @@ from equiv.tile.errors import KernelError, UnsupportedOpError
 from equiv.tile.memory import Tensor
 from equiv.tile.context import current
 from equiv.tile.sites import kernel_site
-from equiv.tile.batch.lanes import Lanes
+from equiv.tile.lanes import Lanes
 from equiv.tile.batch.stages import Stage
 
 from contextlib import contextmanager
@@ -193,7 +193,7 @@ def _with_carried(indices: Iterator[int], init_values: Sequence[Any]) -> Iterato
 
 
 def _lane_range(start: Any, stop: Any, step: Any) -> Iterator[Any]:
-    """A loop whose bounds differ per block of a batched stage (`equiv.tile.batch.lanes.Lanes`):
+    """A loop whose bounds differ per block of a batched stage (`equiv.tile.lanes.Lanes`):
     iteration `i` is every block's `i`-th value, when every block makes the same number of
     iterations (else the stage runs one block at a time)."""
     from equiv.tile.errors import fallback

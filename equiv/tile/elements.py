@@ -10,7 +10,8 @@ import torch
 from equiv.tile.errors import KernelError
 from equiv.tile.memory import Tensor
 from equiv.tile.context import current
-from equiv.tile.batch import deferred as _deferred, lanes as _lanes, wrapping as _wrapping
+from equiv.tile import lanes as _lanes
+from equiv.tile.batch import deferred as _deferred, wrapping as _wrapping
 from equiv.tile.values import Tile, _scalar_to
 from equiv.tile.access import _in_place
 from equiv.tile.scalars import traced
@@ -18,7 +19,7 @@ from equiv.tile.scalars import traced
 
 def read(src: Tensor | Tile, indices: Sequence[int]) -> Any:
     """One element as a Python scalar (in a batched stage, with per-block indices, every
-    block's element: `equiv.tile.batch.lanes.Lanes`)."""
+    block's element: `equiv.tile.lanes.Lanes`)."""
     batch = _deferred.active()
     if batch is not None and batch.lane is None and (_wrapping._is_batched(indices) or _wrapping._is_batched(src)):
         return _read_lanes(src, indices, batch)

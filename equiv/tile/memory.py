@@ -161,7 +161,7 @@ class Tensor:
 
     def bounds(self, key) -> list[tuple]:
         """Per dimension (start, stop) of an index key, as the kernel computed them (a batched
-        stage's per-block values stay `equiv.tile.batch.lanes.Lanes`); `window` makes them ints."""
+        stage's per-block values stay `equiv.tile.lanes.Lanes`); `window` makes them ints."""
         if not isinstance(key, tuple):
             key = (key,)
         if len(key) > len(self.shape):

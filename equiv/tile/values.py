@@ -15,7 +15,7 @@ from equiv.dtypes import BF16, FP16, FP32, INDEX, DType
 from equiv.tile.errors import KernelError
 from equiv.tile.memory import Tensor
 from equiv.tile.context import current
-from equiv.tile.batch.lanes import Lanes
+from equiv.tile.lanes import Lanes
 
 
 class Tile:

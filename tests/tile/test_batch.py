@@ -14,10 +14,11 @@ from equiv import tile as pl
 from equiv.tile.context import RunContext, running
 from equiv.tile.memory import Tensor
 from equiv.options import Options
-from equiv.runner import Case, SideRun, _run_once, make_inputs
+from equiv.results import Case
+from equiv.runner import SideRun, _run_once, make_inputs
 from equiv.tile.batch import stages as _stages
 from equiv.tile import rewrite, table
-from equiv.tile.batch.lanes import Lanes
+from equiv.tile.lanes import Lanes
 
 N, R, C = 6, 4, 8
 

@@ -32,8 +32,8 @@ How a stage runs (``Options.batch_blocks``, default on):
 through Python names (no name bound in the body is used elsewhere in the function, no
 ``break``/``return``), which is what makes running BODY once equal to running it per block.
 
-The package, one concern a file: `lanes` (the `Lanes` value type), `deferred` (deferred
-stores and how they are applied), `grids` (lane windows as one strided view), `stages` (the
-runtime of rewritten loops: `attempts`, `guard`, `iterations`) and `wrapping` (ops handed
-lane values).
+The package, one concern a file (the `Lanes` value type itself is `equiv.tile.lanes`, below
+the tiles that carry it): `deferred` (deferred stores and how they are applied), `grids`
+(lane windows as one strided view), `stages` (the runtime of rewritten loops: `attempts`,
+`guard`, `iterations`) and `wrapping` (ops handed lane values).
 """

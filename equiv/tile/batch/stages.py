@@ -16,7 +16,7 @@ from equiv.tile.memory import Tensor
 from equiv.tile.context import current
 from equiv.tile.batch.deferred import Batch
 from equiv.tile.errors import BatchFallback, LaneSplit, fallback
-from equiv.tile.batch.lanes import Lanes
+from equiv.tile.lanes import Lanes
 from equiv.tile.values import Tile
 
 

@@ -18,7 +18,7 @@ from equiv.tile.memory import Tensor
 from equiv.tile.batch.deferred import active
 from equiv.tile.errors import PerBlockPoison, fallback
 from equiv.tile.batch.grids import READ_GRID_LANES, lane_grid, grid_view, read_grid
-from equiv.tile.batch.lanes import Lanes
+from equiv.tile.lanes import Lanes
 from equiv.tile.values import Tile
 
 if TYPE_CHECKING:
