@@ -94,3 +94,13 @@ def test_bench_cli_names_files_with_repo_only(tmp_path, capsys):
 
     (row,) = json.loads(out_json.read_text())["files"]
     assert row["path"] == FILE and row["outcome"] == "equivalent"
+
+
+def test_a_model_file_under_every_recipe_runs_what_equiv_check_runs(tmp_path):
+    from tests.test_pairfree import FILE, commit, kernel, make_repo
+
+    r = make_repo(tmp_path)
+    a = commit(r, {FILE: kernel()})
+    row = bench_file(str(r), a, FILE, recipes=())  # every recipe: realistic + 6 adversarial
+    assert row.outcome == "equivalent" and row.entries[0]["counts"] == {"equivalent": 7}
+    assert bench_file(str(r), a, FILE, recipes=("binades",)).entries[0]["counts"] == {"equivalent": 1}
