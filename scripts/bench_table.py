@@ -4,6 +4,7 @@
     equiv bench --repeat 3 --fuzz-examples 0 --json before.json      # on the old tree
     equiv bench --repeat 3 --fuzz-examples 0 --json after.json       # on the new one
     python scripts/bench_table.py before.json after.json
+    python scripts/bench_table.py before.json                        # one tree: its columns only
 
     equiv bench --repo R --rev REV FILE... --json files_before.json  # model files, the same way
     python scripts/bench_table.py files_before.json files_after.json
@@ -28,6 +29,23 @@ def _geo(values: list[float]) -> float:
 
 def _ms(seconds: float, n: int) -> str:
     return f"{1000 * seconds / max(n, 1):.1f}"
+
+
+def single_rows_table(rows: dict) -> str:
+    """One tree's rows: per run ×, per case × and the split of a case's time."""
+    lines = ["| pair | preset | per run × | cases | per case × | ms per case: inputs / runs / reference / rest |",
+             "| --- | --- | ---: | ---: | ---: | --- |"]
+    for r in rows["rows"]:
+        n = r.get("cases") or 0
+        rest = r["case_s"] - r.get("case_inputs_s", 0) - r.get("case_runs_s", 0) - r["case_reference_s"]
+        split = " / ".join(_ms(v, n) for v in (r.get("case_inputs_s", 0), r.get("case_runs_s", 0),
+                                               r["case_reference_s"], max(rest, 0.0)))
+        lines.append(f"| {r['pair']} | {r['preset']} | {r['overhead']:.1f} | {n} | {r['case_overhead']:.0f} | {split} |")
+    runs = [r["overhead"] for r in rows["rows"]]
+    cases = [r["case_overhead"] for r in rows["rows"] if r.get("case_overhead")]
+    lines.append(f"| **geometric mean / largest row** | | **{_geo(runs):.1f}× / {max(runs):.0f}×** | "
+                 f"| **{_geo(cases):.0f}× / {max(cases):.0f}×** | |")
+    return "\n".join(lines)
 
 
 def rows_table(before: dict, after: dict) -> str:
@@ -80,9 +98,12 @@ def files_table(before: dict, after: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
+    if len(argv) not in (1, 2):
         print(__doc__, file=sys.stderr)
         return 2
+    if len(argv) == 1:
+        print(single_rows_table(json.load(open(argv[0]))))
+        return 0
     before, after = (json.load(open(p)) for p in argv)
     print(files_table(before, after) if "files" in after else rows_table(before, after))
     return 0
