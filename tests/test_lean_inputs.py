@@ -124,3 +124,15 @@ def test_a_zero_filled_output_is_not_materialized_but_inputs_and_initial_values_
     got = specs.inputs_of(call)
     assert set(got) == {"x", specs.INITIAL_PREFIX + "cache"} and got["x"].dtype == torch.bfloat16
     assert torch.equal(got[specs.INITIAL_PREFIX + "cache"], torch.full((4, 4), 1.5))
+
+
+def test_integer_valued_looks_at_every_chunk_and_agrees_with_the_whole_tensor():
+    from equiv.pairfree.specs import integer_valued
+
+    whole_numbers = torch.arange(0, 1000, dtype=torch.float32).to(torch.bfloat16)
+    assert integer_valued(whole_numbers, chunk=64)
+    for at in (0, 500, 999):  # a fraction in the first, a middle and the last chunk
+        v = whole_numbers.clone()
+        v[at] = 0.5
+        assert not integer_valued(v, chunk=64) and not bool(torch.all(v == torch.round(v)))
+    assert integer_valued(whole_numbers.reshape(10, 100), chunk=7)
