@@ -102,7 +102,13 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     if len(argv) == 1:
-        print(single_rows_table(json.load(open(argv[0]))))
+        one = json.load(open(argv[0]))
+        if "files" in one:
+            print("| file | rev | outcome | time s | peak GiB |\n| --- | --- | --- | ---: | ---: |")
+            for r in one["files"]:
+                print(f"| {r['path']} | {r['rev']} | {r['outcome']} | {r['seconds']:.0f} | {r['peak_gib']:.1f} |")
+        else:
+            print(single_rows_table(one))
         return 0
     before, after = (json.load(open(p)) for p in argv)
     print(files_table(before, after) if "files" in after else rows_table(before, after))
