@@ -36,9 +36,10 @@ def test_clean_retile_passes(repo, capsys, tmp_path):  # noqa: F811
     out = capsys.readouterr().out
     assert "PASS" in out and f"{FILE}:scale_test" in out
     suite = ET.parse(junit).getroot().find("testsuite")
-    # the file's own instance (DEMO) and the config's other instance (PRO, the largest hidden size)
-    assert suite.get("tests") == "2" and suite.get("failures") == "0"
-    assert "scale_test [model PRO]" in out
+    # the file's own instance (DEMO), the config's other instance (PRO, the largest hidden size)
+    # and the file's 8 tokens grown past one 128-token tile
+    assert suite.get("tests") == "3" and suite.get("failures") == "0"
+    assert "scale_test [model PRO]" in out and "scale_test [TOKENS=136]" in out
 
 
 def test_branch_that_reopens_a_closed_hole_fails(repo, capsys, tmp_path):  # noqa: F811

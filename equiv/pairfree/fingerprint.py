@@ -13,8 +13,9 @@ Static first: every module-level definition is compared as its syntax tree (line
 comments and docstrings left out), following only the names reached from the ``__main__``
 block. When only the ``__main__`` block differs, both blocks are run on torch's meta device
 (shapes and dtypes, no values, no kernel, no golden), in a forked child, and their recorded
-calls are compared. An input made inside the block from a value (not a callable) cannot be
-compared from a meta run: the block's own text then decides.
+calls are compared. A block the meta device cannot record (it reads a value, calls an op with
+no meta kernel, or makes an input's value itself) is recorded on both sides again on the CPU
+stand-in (`equiv.pairfree.standin`), where such values compare by their bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import select
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -34,11 +36,56 @@ DEVICE_ONLY = ("runtime_cfg", "compile_cfg", "compile_only", "runtime_dir", "sav
 RUN_NAMES = ("run_jit", "run")
 
 
+def _aliases(main: ast.Module | None) -> dict[str, list[str]]:
+    """Names the block binds only to other names (``fn = l3_lm_head``, or per branch ``fn, specs
+    = q_kv_split_test, ...``): the names each stands for."""
+    bound: dict[str, list[ast.expr | None]] = {}
+
+    def bind(target: ast.expr, value: ast.expr | None) -> None:
+        if isinstance(target, ast.Name):
+            bound.setdefault(target.id, []).append(value)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            values = value.elts if isinstance(value, (ast.Tuple, ast.List)) and \
+                len(value.elts) == len(target.elts) else [None] * len(target.elts)
+            for t, v in zip(target.elts, values):
+                bind(t, v)
+        else:
+            for name in (x for x in ast.walk(target) if isinstance(x, ast.Name)):
+                bound.setdefault(name.id, []).append(None)
+
+    for n in ast.walk(main) if main is not None else ():
+        if isinstance(n, ast.Assign):
+            for t in n.targets:
+                bind(t, n.value)
+        elif isinstance(n, (ast.AugAssign, ast.AnnAssign, ast.For, ast.NamedExpr)):
+            bind(n.target, None)
+        elif isinstance(n, ast.With):
+            for i in n.items:
+                if i.optional_vars is not None:
+                    bind(i.optional_vars, None)
+    out = {k: list(dict.fromkeys(v.id for v in vs)) for k, vs in bound.items()
+           if all(isinstance(v, ast.Name) and v.id != k for v in vs)}
+    for k in list(out):  # chains (a = b; b = c)
+        seen, names = {k}, []
+        todo = list(out[k])
+        while todo:
+            n = todo.pop(0)
+            if n in out and n not in seen:
+                seen.add(n)
+                todo += out[n]
+            elif n not in out:
+                names.append(n)
+        out[k] = list(dict.fromkeys(names))
+    return out
+
+
 def main_entries(main: ast.Module | None) -> list[str]:
-    """Names the ``__main__`` block hands to ``run_jit`` (first argument or ``fn=``)."""
+    """Names the ``__main__`` block hands to ``run_jit`` (first argument or ``fn=``; a name the
+    block binds once to another stands for that one)."""
     out: list[str] = []
     if main is None:
         return out
+    alias = _aliases(main)
     for n in ast.walk(main):
         if isinstance(n, ast.Call):
             f = n.func
@@ -46,8 +93,9 @@ def main_entries(main: ast.Module | None) -> list[str]:
             if fname not in RUN_NAMES:
                 continue
             arg = n.args[0] if n.args else next((k.value for k in n.keywords if k.arg == "fn"), None)
-            if isinstance(arg, ast.Name) and arg.id not in out:
-                out.append(arg.id)
+            for name in (alias.get(arg.id, [arg.id]) if isinstance(arg, ast.Name) else []):
+                if name not in out:
+                    out.append(name)
     return out
 
 
@@ -65,9 +113,10 @@ class Static:
 def main_goldens(main: ast.Module | None) -> list[str]:
     """Names the ``__main__`` block passes as ``golden_fn``/``golden``."""
     out: list[str] = []
+    alias = _aliases(main)
     for n in ast.walk(main) if main is not None else ():
         if isinstance(n, ast.keyword) and n.arg in ("golden_fn", "golden") and isinstance(n.value, ast.Name):
-            out.append(n.value.id)
+            out += alias.get(n.value.id, [n.value.id])
     return list(dict.fromkeys(out))
 
 
@@ -97,9 +146,12 @@ def static(src: Source, path: str) -> Static | None:
 # ----------------------------------------------------------------------------------------
 # Recorded: the run_jit calls of the __main__ block on the meta device
 # ----------------------------------------------------------------------------------------
-def _callable_id(fn: Any, seen: set[int] | None = None) -> str:
+def _callable_id(fn: Any, values: bool = False, seen: set[int] | None = None) -> str:
     """A callable's code, and the code of the module functions it names, recursively (an input
-    made by ``lambda: make_weights()`` changes when ``make_weights`` does)."""
+    made by ``lambda: make_weights()`` changes when ``make_weights`` does). With `values` (a
+    CPU recording), tensors its closure holds count by their bytes."""
+    from equiv.pairfree.standin import digest
+
     code = getattr(fn, "__code__", None)
     if code is None:
         return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(type(fn)))}"
@@ -110,7 +162,7 @@ def _callable_id(fn: Any, seen: set[int] | None = None) -> str:
     for name in _names_of(code):
         g = glb.get(name)
         if g is not None and hasattr(g, "__code__") and id(g) not in seen:
-            parts.append(f"{name}={_callable_id(g, seen)}")
+            parts.append(f"{name}={_callable_id(g, values, seen)}")
         elif isinstance(g, (int, float, str, bool)):
             parts.append(f"{name}={g!r}")
     for cell in getattr(fn, "__closure__", None) or ():
@@ -119,9 +171,11 @@ def _callable_id(fn: Any, seen: set[int] | None = None) -> str:
         except ValueError:
             continue
         if hasattr(v, "__code__") and id(v) not in seen:
-            parts.append(_callable_id(v, seen))
+            parts.append(_callable_id(v, values, seen))
         elif isinstance(v, (int, float, str, bool)):
             parts.append(repr(v))
+        elif values and hasattr(v, "shape") and hasattr(v, "dtype"):
+            parts.append(digest(v))
     return "code:" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -141,10 +195,12 @@ def _code_hash(code: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def summarize_call(call: Any) -> tuple[dict, bool]:
+def summarize_call(call: Any, values: bool = False) -> tuple[dict, bool]:
     """What the check takes from a recorded call, JSON-able; and whether an input's value was
-    made by the block itself (a tensor: not comparable from a meta run)."""
+    made by the block itself (a tensor: not comparable from a meta run). With `values` (a CPU
+    recording) such a value is compared by a digest of its bytes instead."""
     from equiv.pairfree import golden as g
+    from equiv.pairfree.standin import digest
 
     valued = False
     specs = []
@@ -154,16 +210,19 @@ def summarize_call(call: Any) -> tuple[dict, bool]:
             if init is None or isinstance(init, (bool, int, float)):
                 how = repr(init)
             elif callable(init):
-                how = _callable_id(init)
+                how = _callable_id(init, values)
+            elif values and hasattr(init, "shape"):
+                how = digest(init)
             else:
                 how, valued = "value", True
             specs.append({"tensor": s.name, "shape": list(s.shape), "dtype": str(s.dtype), "init": how,
                           "out": bool(s.is_output), "resident": repr(s.resident)})
         elif isinstance(s, g.ScalarSpec):
             v = s.value
+            tensor = hasattr(v, "shape")
             specs.append({"scalar": s.name, "dtype": str(s.dtype),
-                          "value": "value" if hasattr(v, "shape") else repr(v)})
-            valued = valued or hasattr(v, "shape")
+                          "value": (digest(v) if values else "value") if tensor else repr(v)})
+            valued = valued or (tensor and not values)
         else:
             specs.append({"other": repr(type(s))})
     cmp = call.compare_fn
@@ -177,11 +236,54 @@ def summarize_call(call: Any) -> tuple[dict, bool]:
 
 
 def record(repo: str, rev: str | None, path: str, overrides: Mapping[str, Any] | None = None,
-           models: bool = False) -> dict | None:
-    """entry -> {mode: [summaries]} of the ``__main__`` block run on the meta device, plus
-    ``"<valued>"`` when a call had a value made in the block; None when it cannot run there."""
-    answer = _in_child(lambda: _record(repo, rev, path, dict(overrides or {}), models))
+           models: bool = False, device: str = "meta") -> dict | None:
+    """entry -> {mode: [summaries]} of the ``__main__`` block run on the meta device (or, with
+    ``device="cpu"``, on the CPU stand-in: `equiv.pairfree.standin`), plus ``"<valued>"`` when
+    a call had a value made in the block; None when it cannot run there."""
+    from equiv.pairfree import standin
+
+    if device == "cpu":
+        answer = _in_child(lambda: _record(repo, rev, path, dict(overrides or {}), models, "cpu"),
+                           standin.SECONDS, standin.memory_cap())
+    else:
+        answer = _in_child(lambda: _record(repo, rev, path, dict(overrides or {}), models))
     return answer if isinstance(answer, dict) else None
+
+
+def unrecorded(rec: dict | None, entry: str | None = None) -> str | None:
+    """Why a recording decides nothing (None: it does): no answer, an error, no call of
+    `entry`, or an input value the block makes itself (meta)."""
+    if rec is None:
+        return "no recorded call"
+    if rec.get("<error>"):
+        why = str(rec["<error>"])
+        return why + (" (the recording's memory cap)" if "MemoryError" in why or "allocate memory" in why else "")
+    if not any(not k.startswith("<") for k in rec):
+        return "no recorded call"
+    if rec.get("<valued>"):
+        return "it makes an input's value itself"
+    return None
+
+
+def record_pair(repo: str, base: str, base_path: str, head: str | None, head_path: str,
+                overrides: Mapping[str, Any] | None, recorded: dict, entry: str | None = None) -> tuple:
+    """(base, head, device) recordings that decide `entry`: the meta device's where they do,
+    else both sides again on the CPU stand-in (the same device on both sides, so values and
+    digests compare). Kept in `recorded` under ``base``/``head`` and ``base@cpu``/``head@cpu``."""
+    if "base" not in recorded:
+        recorded["base"] = record(repo, base, base_path, overrides)
+    if "head" not in recorded:
+        recorded["head"] = record(repo, head, head_path, overrides)
+    pb, ph = recorded["base"], recorded["head"]
+    if not (unrecorded(pb, entry) or unrecorded(ph, entry)):
+        return pb, ph, "meta"
+    if "base@cpu" not in recorded:
+        recorded["base@cpu"] = record(repo, base, base_path, overrides, device="cpu")
+        recorded["head@cpu"] = record(repo, head, head_path, overrides, device="cpu")
+    cb, ch = recorded["base@cpu"], recorded["head@cpu"]
+    if unrecorded(cb, entry) or unrecorded(ch, entry):
+        return pb, ph, "meta"  # the stand-in decides nothing either: the meta reason is kept
+    return cb, ch, "cpu"
 
 
 def _without_kernel_rewrites() -> None:
@@ -193,10 +295,17 @@ def _without_kernel_rewrites() -> None:
     rewrite.rewrite_module = lambda tree, filename: tree
 
 
-def _record(repo: str, rev: str | None, path: str, overrides: dict, models: bool = False) -> dict:
+def _record(repo: str, rev: str | None, path: str, overrides: dict, models: bool = False,
+            device: str = "meta") -> dict:
+    import contextlib
+
     import torch
 
+    from equiv.pairfree import standin
+
     _without_kernel_rewrites()
+    standin.prepare_child(values=device == "cpu")
+    on = torch.device("meta") if device == "meta" else contextlib.nullcontext()
 
     from equiv.pairfree import discovery
     from equiv.pairfree import golden as golden_stub
@@ -208,18 +317,25 @@ def _record(repo: str, rev: str | None, path: str, overrides: dict, models: bool
     text = ref.read()
     out: dict[str, Any] = {}
     valued = False
-    with torch.device("meta"):
+    values = device == "cpu"
+
+    def run_block(argv: list[str]) -> tuple:
+        if values:
+            standin.seed_all()
+        return discovery.run_main(mod, text, argv)
+
+    with on:
         mod = loader.load(ref, overrides)
-        calls, parsers, err = discovery.run_main(mod, text, [])
+        calls, parsers, err = run_block([])
         modes = discovery._mode_choices(parsers)
         runs = [("default", calls, err)]
         if modes:
-            runs = [(c, *discovery.run_main(mod, text, [modes[0], c])[::2]) for c in modes[1]]
+            runs = [(c, *run_block([modes[0], c])[::2]) for c in modes[1]]
         for mode, found, err in runs:
             if err is not None:  # the calls after it are unknown: nothing is decided from this record
                 out["<error>"] = f"mode {mode}: {discovery.describe(err)}"
             for call in found:
-                summary, v = summarize_call(call)
+                summary, v = summarize_call(call, values)
                 valued = valued or v
                 out.setdefault(call.entry, {}).setdefault(mode, []).append(summary)
     if valued:
@@ -228,6 +344,13 @@ def _record(repo: str, rev: str | None, path: str, overrides: dict, models: bool
         if models:
             out["<models>"] = _model_instances(mod, ref, text, overrides)
     except Exception:  # noqa: BLE001 - no config instances to offer: the file's own only
+        pass
+    try:  # a token count spanning several tiles (one more load): only where an entry will run
+        if models and device == "meta":
+            from equiv.pairfree import tokens
+
+            out["<tokens>"] = tokens.spans(mod, ref, text, overrides)
+    except Exception:  # noqa: BLE001 - no multi-tile shape to offer
         pass
     return out
 
@@ -286,9 +409,11 @@ def _model_instances(mod: Any, ref: Any, text: str, overrides: dict) -> dict:
 RECORD_SECONDS = 120.0
 
 
-def _in_child(fn: Callable[[], Any]) -> Any:
-    """`fn()` in a forked child (what the block leaves behind stays there), as JSON; None on
-    any failure, or without fork."""
+def _in_child(fn: Callable[[], Any], seconds: float | None = None, memory: int | None = None) -> Any:
+    """`fn()` in a forked child (what the block leaves behind stays there), as JSON; on a
+    failure, ``{"<error>": why}`` (an exception, no answer after `seconds` — default
+    `RECORD_SECONDS` — or a child that died); None without fork. `memory`: bytes of address
+    space the child may add (an allocation beyond fails in the child)."""
     if not hasattr(os, "fork"):
         return None
     r, w = os.pipe()
@@ -297,30 +422,39 @@ def _in_child(fn: Callable[[], Any]) -> Any:
         try:
             os.close(r)
             try:
+                if memory is not None:
+                    from equiv.pairfree.standin import limit_child_memory
+
+                    limit_child_memory(memory)
                 data = json.dumps(fn(), sort_keys=True, default=repr).encode()
-            except BaseException:  # noqa: BLE001 - the parent reads "no answer"
-                data = b"null"
+            except BaseException as exc:  # noqa: BLE001 - the parent reads why
+                from equiv.pairfree.discovery import describe
+
+                data = json.dumps({"<error>": describe(exc)}).encode()
             with os.fdopen(w, "wb") as fh:
                 fh.write(data)
         finally:
             os._exit(0)
     os.close(w)
     chunks = []
+    limit = RECORD_SECONDS if seconds is None else seconds
     try:
-        while select.select([r], [], [], RECORD_SECONDS)[0]:
+        deadline = time.monotonic() + limit
+        while select.select([r], [], [], max(0.0, deadline - time.monotonic()))[0]:
             chunk = os.read(r, 1 << 16)
             if not chunk:
                 break
             chunks.append(chunk)
         else:
             os.kill(pid, 9)
+            return {"<error>": f"given up after {limit:g} s"}
     finally:
         os.close(r)
         os.waitpid(pid, 0)
     try:
-        return json.loads(b"".join(chunks) or b"null")
+        return json.loads(b"".join(chunks))
     except ValueError:
-        return None
+        return {"<error>": "the recording child ended without an answer (killed, or out of memory)"}
 
 
 # ----------------------------------------------------------------------------------------
@@ -365,22 +499,29 @@ def compare_file(repo: str, base: str, base_path: str, head: str | None, head_pa
         if not harness and b.main == h.main:
             out.append(EntryChange(e, True, "the entry, what it reaches and the __main__ block are unchanged"))
             continue
-        if "base" not in recorded:
-            recorded["base"] = record(repo, base, base_path, overrides)
-        if "head" not in recorded:
-            recorded["head"] = record(repo, head, head_path, overrides)
-        pb, ph = recorded["base"], recorded["head"]
-        if pb is None or ph is None or e not in pb or e not in ph or pb.get("<error>") or ph.get("<error>"):
-            why = (pb or {}).get("<error>") or (ph or {}).get("<error>") or "no recorded call"
+        pb, ph, device = record_pair(repo, base, base_path, head, head_path, overrides, recorded, e)
+        on = " (recorded on the CPU stand-in)" if device == "cpu" else ""
+        if unrecorded(pb, e) == "it makes an input's value itself" or \
+                unrecorded(ph, e) == "it makes an input's value itself":
+            out.append(EntryChange(e, False, "the __main__ block changed and makes an input's value itself",
+                                   harness_only=True))
+        elif unrecorded(pb, e) or unrecorded(ph, e):
+            why = unrecorded(pb, e) or unrecorded(ph, e)
+            cpu = unrecorded(recorded.get("base@cpu"), e) or unrecorded(recorded.get("head@cpu"), e)
             out.append(EntryChange(e, False, f"the __main__ block changed and cannot be compared on the meta "
-                                             f"device ({why})", harness_only=True))
-        elif pb.get("<valued>") or ph.get("<valued>"):
-            out.append(EntryChange(e, False, "the __main__ block changed and makes an input's value itself"))
+                                             f"device ({why}) nor on the CPU stand-in ({cpu})", harness_only=True))
+        elif e not in pb and e not in ph:  # named in the block, called on a path its defaults never take
+            out.append(EntryChange(e, True, "called by neither revision's __main__ block under its defaults "
+                                            f"(nothing to check){on}"))
+        elif e not in pb or e not in ph:
+            out.append(EntryChange(e, False, f"the __main__ block calls it at {'head' if e in ph else 'base'} only "
+                                             f"(as recorded){on}"))
         elif pb.get(e) != ph.get(e):
-            out.append(EntryChange(e, False, "the recorded run_jit call changed: " + _call_diff(pb.get(e), ph.get(e))))
+            out.append(EntryChange(e, False, "the recorded run_jit call changed: " + _call_diff(pb.get(e), ph.get(e))
+                                   + on))
         else:
             what = "__main__ edits" + (f" and {_shown(harness)} (harness only)" if harness else "")
-            out.append(EntryChange(e, True, f"{what} change no recorded run_jit call"))
+            out.append(EntryChange(e, True, f"{what} change no recorded run_jit call{on}"))
     return out
 
 
@@ -402,12 +543,14 @@ def _compare_indirect(repo: str, base: str, base_path: str, head: str | None, he
     differ = sorted(k for k in set(rb) | set(rh) if rb.get(k) != rh.get(k))
     if not differ and b.main == h.main:
         return [EntryChange("(file)", True, "the __main__ block and everything it reaches are unchanged")]
-    recorded.setdefault("base", record(repo, base, base_path, overrides))
-    recorded.setdefault("head", record(repo, head, head_path, overrides))
-    pb, ph = recorded["base"], recorded["head"]
-    if pb is None or ph is None or pb.get("<error>") or ph.get("<error>"):
+    pb, ph, device = record_pair(repo, base, base_path, head, head_path, overrides, recorded)
+    on = " (recorded on the CPU stand-in)" if device == "cpu" else ""
+    if unrecorded(pb) or unrecorded(ph):
         why = "changed: " + _shown(differ) if differ else "the __main__ block changed"
-        return [EntryChange("(file)", False, why + " (its run_jit calls cannot be recorded on the meta device)")]
+        cpu = unrecorded(recorded.get("base@cpu")) or unrecorded(recorded.get("head@cpu"))
+        return [EntryChange("(file)", False, why + f" (its run_jit calls cannot be recorded on the meta device "
+                                                   f"({unrecorded(pb) or unrecorded(ph)}) nor on the CPU stand-in "
+                                                   f"({cpu}))")]
     names = [e for e in dict.fromkeys([*ph, *pb]) if not e.startswith("<")]
     out = []
     for e in names:
@@ -417,13 +560,12 @@ def _compare_indirect(repo: str, base: str, base_path: str, head: str | None, he
         kernel = _differ(_relabel(reach(bsrc, base_path, roots), base_path, head_path), reach(hsrc, head_path, roots))
         if kernel:
             out.append(EntryChange(e, False, "changed: " + _shown(kernel)))
-        elif pb.get("<valued>") or ph.get("<valued>"):
-            out.append(EntryChange(e, False, "the __main__ block changed and makes an input's value itself"))
         elif pb.get(e) != ph.get(e):
-            out.append(EntryChange(e, False, "the recorded run_jit call changed: " + _call_diff(pb.get(e), ph.get(e))))
+            out.append(EntryChange(e, False, "the recorded run_jit call changed: " + _call_diff(pb.get(e), ph.get(e))
+                                   + on))
         else:
             what = "__main__ edits" + (f" and {_shown(differ)} (harness only)" if differ else "")
-            out.append(EntryChange(e, True, f"{what} change no recorded run_jit call"))
+            out.append(EntryChange(e, True, f"{what} change no recorded run_jit call{on}"))
     return out
 
 

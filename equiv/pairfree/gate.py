@@ -23,8 +23,9 @@ defect. Every defect of either side is listed, those both share included.
 Shape policy (`POLICY`): every mode the file's ``__main__`` defines, at the file's own defaults
 (its config as written: the model instance it imports, its token counts), the ``realistic``
 inputs (the file's own ``init_value``s) and the adversarial recipes where the file has floating
-data inputs, seed 0, no fuzzing.
-``--shapes fuzz --examples N`` and ``--model`` widen it.
+data inputs, seed 0, no fuzzing. The plan (`equiv.pairfree.plan`) adds the config's other model
+instances and, where a mode's token count fits in one tile, a count spanning several
+(`equiv.pairfree.tokens`). ``--shapes fuzz --examples N`` and ``--model`` widen it.
 """
 
 from __future__ import annotations
@@ -438,12 +439,15 @@ def run_gate(repo: str, base: str, head: str | None, changes: Sequence[Change], 
             continue
         try:
             at = dataclasses.replace(policy, model=pe.model) if pe.model else policy
+            if pe.config:  # a multi-tile token count (`equiv.pairfree.tokens`)
+                at = dataclasses.replace(at, config={**at.config, **pe.config})
             got = gate_file(repo, base, head, change, at, options, progress, log,
                             entry=None if pe.entry == "(file)" else pe.entry.split("#")[0], time_budget=left)
             for g in got:
                 g.estimate = pe.estimate
                 if pe.model:
                     g.entry += f" [model {pe.model}]"
+                g.entry += "".join(f" [{k}={v}]" for k, v in pe.config.items())
                 g.reasons.append(f"run because {pe.why}" if not pe.why.startswith("added") else pe.why)
             run.entries += got
         except (PairFreeError, GateError) as exc:
@@ -465,7 +469,9 @@ def dry_run(repo: str, base: str, head: str | None, changes: Sequence[Change], p
             planned: Sequence[Any] | None = None) -> list[str]:
     """What the gate would run: files (and why each is selected), entries unchanged or to run,
     their modes, shapes and estimated cost. Runs no kernel, no golden, builds no input: a
-    ``__main__`` block runs only on the meta device, where it changed or to size an entry."""
+    ``__main__`` block runs only on the meta device, where it changed or to size an entry (or,
+    where the meta device cannot record it, on the CPU stand-in, which makes the block's own
+    values in a memory-capped, time-boxed child)."""
     from equiv.pairfree import plan as planning
 
     if planned is None:

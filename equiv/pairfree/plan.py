@@ -2,9 +2,10 @@
 whether its checked program changed (`fingerprint`), an estimate of each entry's cost, the
 order (cheapest first) and the shard an entry belongs to.
 
-Nothing here runs a kernel, a golden or builds an input: the only execution is a file's
-``__main__`` block on torch's meta device (shapes and dtypes), where only that block changed or
-a cost is estimated.
+Nothing here runs a kernel or a golden: the only execution is a file's ``__main__`` block on
+torch's meta device (shapes and dtypes), where only that block changed or a cost is estimated —
+or, where the meta device cannot record it, on the CPU stand-in (`equiv.pairfree.standin`: the
+block's own values at the file's sizes, in a seeded, memory-capped, time-boxed child).
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ class PlannedEntry:
     modes: tuple[str, ...] = ()
     shapes: list[str] = field(default_factory=list)  # "mode: outputs ...; inputs ..."
     model: str | None = None  # another model instance of the file's config (None: as the file imports)
+    config: dict = field(default_factory=dict)  # config constants set for this run (a multi-tile token count)
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return self.file, self.entry, self.model or ""
+        return self.file, self.entry, (self.model or "") + "".join(f",{k}={v}" for k, v in self.config.items())
 
     @property
     def label(self) -> str:
-        return self.entry + (f" [model {self.model}]" if self.model else "")
+        return self.entry + (f" [model {self.model}]" if self.model else "") + "".join(
+            f" [{k}={v}]" for k, v in self.config.items())
 
 
 # Bytes a run holds per byte of declared inputs (pre's and retiled's copies, the float64
@@ -113,7 +116,8 @@ def plan_file(repo: str, base: str, base_path: str | None, head: str | None, hea
                 # one recording of head per file, with the config's model instances: sizes every entry
                 kept["head"] = fp.record(repo, head, head_path, overrides, models=models)
                 kept["sized"] = {}
-            pe.estimate, pe.modes, pe.shapes = estimate(kept["head"], c.entry)
+            sized = kept["head"] if c.entry in (kept["head"] or {}) else kept.get("head@cpu") or kept["head"]
+            pe.estimate, pe.modes, pe.shapes = estimate(sized, c.entry)  # the CPU stand-in's, where meta had none
         out.append(pe)
     if not changes:
         out.append(PlannedEntry(head_path, "(file)", False, "no run_jit entry found statically", UNKNOWN_SECONDS))
@@ -128,6 +132,29 @@ def plan_file(repo: str, base: str, base_path: str | None, head: str | None, hea
                 out.append(PlannedEntry(head_path, pe.entry, False, pe.why + f"; also at model {name}",
                                         n_calls * RUNS_PER_ENTRY * (FIXED_SECONDS + size / BYTES_PER_SECOND),
                                         pe.modes, [], name))
+        out += _multi_tile(kept["head"], [p for p in out if not p.unchanged and p.entry != "(file)"
+                                          and p.entry not in harness_only and p.model is None],
+                           available_memory_bytes())
+    return out
+
+
+def _multi_tile(recorded: Mapping[str, Any], entries: Sequence[PlannedEntry], available: int | None
+                ) -> list[PlannedEntry]:
+    """Each entry again at a token count spanning several tiles, where the file's own fits one
+    (`equiv.pairfree.tokens`) and that is affordable."""
+    from equiv.pairfree import tokens
+
+    out = []
+    for pe in entries:
+        calls = [c for v in (recorded.get(pe.entry) or {}).values() for c in v]
+        own = max((sum(_bytes(x) for x in c["specs"]) for c in calls), default=0)
+        for name, grown, size in tokens.affordable(recorded.get("<tokens>"), own, available, MEMORY_FACTOR):
+            value = recorded["<tokens>"][name]["value"]
+            out.append(PlannedEntry(pe.file, pe.entry, False,
+                                    pe.why + f"; also at {name}={grown} (the file's {value} fits one "
+                                             f"{tokens.TILE}-token tile)",
+                                    max(1, len(calls)) * RUNS_PER_ENTRY * (FIXED_SECONDS + size / BYTES_PER_SECOND),
+                                    pe.modes, [], None, {name: grown}))
     return out
 
 
