@@ -30,40 +30,114 @@ from equiv.shapes import Shape
 ADVERSARIAL: tuple[str, ...] = ("binades", "ties", "zeros", "subnormals", "extremes", "spread")
 
 
-def _sign(shape, gen) -> torch.Tensor:
-    return torch.randint(0, 2, shape, generator=gen).to(torch.float64) * 2 - 1
+# Elements drawn and combined at a time: the float64 work of a recipe stays this size (8 MiB a
+# temporary) however large the input; a whole Pro weight in float64 took 30x its own bytes.
+CHUNK = 1 << 20
+
+
+def _rand64(gen: torch.Generator, n: int) -> torch.Tensor:
+    return torch.rand(n, generator=gen, dtype=torch.float64)
+
+
+def _randint(low: int, high: int) -> Callable[[torch.Generator, int], torch.Tensor]:
+    return lambda gen, n: torch.randint(low, high, (n,), generator=gen)
+
+
+def _rand32(gen: torch.Generator, n: int) -> torch.Tensor:
+    return torch.rand(n, generator=gen)
+
+
+def _signs(bits: torch.Tensor) -> torch.Tensor:
+    return bits.to(torch.float64) * 2 - 1
 
 
 def adversarial_values(kind: str, like: torch.Tensor, gen: torch.Generator, spread: int = 24) -> torch.Tensor:
-    """A tensor shaped and typed like `like`, filled with the `kind` adversarial distribution."""
+    """A tensor shaped and typed like `like`, filled with the `kind` adversarial distribution.
+
+    Each distribution is a few streams of random draws (each as long as `like`, drawn one
+    after the other from `gen`) combined element by element. They are made `CHUNK` elements
+    at a time straight into the narrow result, each stream's chunk drawn from its own copy of
+    the generator's state at that stream's start, so the bits (and `gen`'s state after) are
+    those of drawing every stream whole."""
     shape = tuple(like.shape)
     fmt = numerics.format_of(like.dtype)
     p = fmt.mantissa_bits + 1
+    base = like.reshape(-1)
     if kind == "binades":
-        mant = 1 + torch.rand(shape, generator=gen, dtype=torch.float64)
-        exps = torch.randint(-spread, spread + 1, shape, generator=gen).to(torch.float64)
-        x = _sign(shape, gen) * mant * torch.exp2(exps)
+        draws = [_rand64, _randint(-spread, spread + 1), _randint(0, 2)]
+
+        def combine(d, a, b):
+            mant, exps, sign = d
+            return _signs(sign) * (1 + mant) * torch.exp2(exps.to(torch.float64))
     elif kind == "ties":
-        ints = torch.randint(-(2**p) + 1, 2**p, shape, generator=gen).to(torch.float64)
-        x = ints * 2.0 ** (-p + 2)
+        draws = [_randint(-(2**p) + 1, 2**p)]
+
+        def combine(d, a, b):
+            return d[0].to(torch.float64) * 2.0 ** (-p + 2)
     elif kind == "zeros":
-        base = like.to(torch.float64)
-        zero = torch.rand(shape, generator=gen) < 0.5
-        x = torch.where(zero, _sign(shape, gen) * 0.0, base)
+        draws = [_rand32, _randint(0, 2)]
+
+        def combine(d, a, b):
+            zero, sign = d
+            return torch.where(zero < 0.5, _signs(sign) * 0.0, base[a:b].to(torch.float64))
     elif kind == "subnormals":
-        k = torch.randint(-p, 3, shape, generator=gen).to(torch.float64)
-        x = _sign(shape, gen) * (1 + torch.rand(shape, generator=gen, dtype=torch.float64)) \
-            * fmt.min_normal * torch.exp2(k)
+        draws = [_randint(-p, 3), _randint(0, 2), _rand64]
+
+        def combine(d, a, b):
+            k, sign, mant = d
+            return _signs(sign) * (1 + mant) * fmt.min_normal * torch.exp2(k.to(torch.float64))
     elif kind == "spread":
-        x = like.to(torch.float64) * torch.exp2(axis_exponents(shape, gen))
+        draws = []
+        exps_of = _axis_exponent_vectors(shape, gen)
         cap = fmt.max_finite / 8  # leave headroom for the kernel's own sums
-        x = torch.where(x.abs() > cap, torch.sign(x) * cap, x)
+
+        def combine(d, a, b):
+            x = base[a:b].to(torch.float64) * torch.exp2(_flat_exponents(shape, exps_of, a, b))
+            return torch.where(x.abs() > cap, torch.sign(x) * cap, x)
     elif kind == "extremes":
-        frac = torch.rand(shape, generator=gen, dtype=torch.float64) * 0.5 + 0.25
-        x = _sign(shape, gen) * frac * fmt.max_finite / 8
+        draws = [_rand64, _randint(0, 2)]
+
+        def combine(d, a, b):
+            frac, sign = d
+            return _signs(sign) * (frac * 0.5 + 0.25) * fmt.max_finite / 8
     else:
         raise ValueError(f"unknown adversarial recipe {kind!r}; known: {', '.join(ADVERSARIAL)}")
-    return numerics.cast(x, fmt)
+    n = base.numel()
+    out = torch.empty(shape, dtype=fmt.torch_dtype)
+    flat = out.view(-1)
+    if n <= CHUNK:
+        flat.copy_(numerics.cast(combine([draw(gen, n) for draw in draws], 0, n), fmt))
+        return out
+    # One generator per stream, at the state where that stream starts (found by drawing the
+    # streams before it, chunk by chunk); `gen` ends where drawing every stream whole ends.
+    streams = []
+    for draw in draws:
+        streams.append(torch.Generator(device="cpu").set_state(gen.get_state()))
+        for a in range(0, n, CHUNK):
+            draw(gen, min(CHUNK, n - a))
+    for a in range(0, n, CHUNK):
+        b = min(a + CHUNK, n)
+        flat[a:b] = numerics.cast(combine([draw(g, b - a) for draw, g in zip(draws, streams)], a, b), fmt)
+    return out
+
+
+def _axis_exponent_vectors(shape: Sequence[int], gen: torch.Generator) -> list[torch.Tensor | None]:
+    """Per axis of `shape`, its exponents as `axis_exponents` draws them (None: an axis of 1)."""
+    return [_axis_draw(n, gen) if n > 1 else None for n in shape]
+
+
+def _flat_exponents(shape: Sequence[int], vectors: list[torch.Tensor | None], a: int, b: int) -> torch.Tensor:
+    """`axis_exponents` of `shape` at row-major flat positions a..b-1 (the same sums)."""
+    idx = torch.arange(a, b, dtype=torch.int64)
+    per_axis: list[torch.Tensor] = [idx] * len(shape)
+    for axis in range(len(shape) - 1, -1, -1):
+        per_axis[axis] = idx % shape[axis]
+        idx = idx // shape[axis]
+    total = torch.zeros(b - a, dtype=torch.float64)
+    for axis, e in enumerate(vectors):
+        if e is not None:
+            total = total + e[per_axis[axis]]
+    return total
 
 
 def axis_exponents(shape: Sequence[int], gen: torch.Generator, low: int = 24, high: int = 3,
@@ -78,13 +152,18 @@ def axis_exponents(shape: Sequence[int], gen: torch.Generator, low: int = 24, hi
     for axis, n in enumerate(shape):
         if n <= 1:
             continue
-        tiny = torch.rand(n, generator=gen) < small
-        e = torch.where(tiny, -torch.randint(4, low + 1, (n,), generator=gen),
-                        torch.randint(-2, high + 1, (n,), generator=gen)).to(torch.float64)
+        e = _axis_draw(n, gen, low, high, small)
         view = [1] * len(shape)
         view[axis] = n
         total = total + e.reshape(view)
     return total
+
+
+def _axis_draw(n: int, gen: torch.Generator, low: int = 24, high: int = 3, small: float = 1 / 3) -> torch.Tensor:
+    """One axis of `axis_exponents`: each of its `n` indices' exponent."""
+    tiny = torch.rand(n, generator=gen) < small
+    return torch.where(tiny, -torch.randint(4, low + 1, (n,), generator=gen),
+                       torch.randint(-2, high + 1, (n,), generator=gen)).to(torch.float64)
 
 
 def with_adversarial(realistic: Recipe, free_inputs: Sequence[str],

@@ -32,6 +32,7 @@ from equiv.observe import attribution, cause
 from equiv.observe.clients import make_clients
 from equiv.options import Options
 from equiv.pair import KernelPair
+from equiv.shared_inputs import Stored, input_bytes, storage_forms
 from equiv.tile.rewrite import batched_kernel
 
 SIDES = ("pre", "retiled")
@@ -150,8 +151,11 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
         lent.callback(ctx.give_back)  # inputs the run wrote are restored for the next run
         args: dict[str, Any] = {}
         for name, value in inputs.items():
-            args[name] = (Tensor.from_torch(name, value.to(options.device), borrow=True)
-                          if isinstance(value, torch.Tensor) else value)
+            if isinstance(value, Stored):  # converted once for the whole case (equiv.shared_inputs)
+                args[name] = Tensor.from_torch(name, value.data, borrow=True, dtype=value.dtype)
+            else:
+                args[name] = (Tensor.from_torch(name, value.to(options.device), borrow=True)
+                              if isinstance(value, torch.Tensor) else value)
         outs = {name: Tensor(name, shape, dt) for name, (shape, dt) in pair.outputs(case.shape).items()}
         error = None
         try:
@@ -175,7 +179,7 @@ LARGE_INPUTS = 256 * 2**20
 def _free_large(inputs: Mapping[str, Any]) -> None:
     """After a run on large inputs, collect what cycles still hold of its copies (a kernel's
     frames and tiles), so the next run does not hold two sets of GB-size weights at once."""
-    if sum(v.numel() * v.element_size() for v in inputs.values() if isinstance(v, torch.Tensor)) > LARGE_INPUTS:
+    if input_bytes(inputs) > LARGE_INPUTS:
         import gc
 
         gc.collect()
@@ -276,6 +280,8 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
         runs = {side: SideRun(side, rejected=rejected[side]) for side in SIDES}
     else:
         inputs = make_inputs(pair, case)
+        # Converted to the runs' storage form once, shared by both versions and every variant.
+        lent = storage_forms(inputs, options.device)
         runs = {}
         for side in SIDES:
             if rejected[side]:
@@ -286,7 +292,8 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
                 runs[side] = copy.copy(runs["pre"])
                 runs[side].side = side
             else:
-                runs[side] = run_side(pair, side, case, inputs, options)
+                runs[side] = run_side(pair, side, case, lent, options)
+        del lent  # before the reference: the stored forms are the runs' alone
     ref = None
     ref_error = None
     if inputs is not None:

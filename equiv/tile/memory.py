@@ -129,12 +129,14 @@ class Tensor:
         return Tensor.written.made(self)  # type: ignore[attr-defined]
 
     @classmethod
-    def from_torch(cls, name: str, value: torch.Tensor, borrow: bool = False) -> "Tensor":
+    def from_torch(cls, name: str, value: torch.Tensor, borrow: bool = False,
+                   dtype: dtypes.DType | None = None) -> "Tensor":
         """A global tensor holding `value`: a copy (the kernel may write its inputs, and the
         caller reuses them). With `borrow`, a large `value` already in storage form is used
         in place: the run copies it before its first write and restores it when it ends
-        (`RunContext.before_write`, `give_back`), so Pro-size weights are held once."""
-        dt = dtypes.from_torch(value.dtype)
+        (`RunContext.before_write`, `give_back`), so Pro-size weights are held once. `dtype`:
+        the DSL type `value` holds, when `value` is that type's storage form (bf16 as float32)."""
+        dt = dtype or dtypes.from_torch(value.dtype)
         ctx = current()
         if (borrow and value.dtype == dt.storage and value.device == ctx.device and value.is_contiguous()
                 and value.storage_offset() == 0 and value.nbytes == value.untyped_storage().nbytes()
