@@ -44,28 +44,19 @@ def _truth(base):
     return truth
 
 
-class TracedFloat(float):
-    __slots__ = ()
-    __lt__ = _cmp(float, "__lt__", "<")
-    __le__ = _cmp(float, "__le__", "<=")
-    __gt__ = _cmp(float, "__gt__", ">")
-    __ge__ = _cmp(float, "__ge__", ">=")
-    __eq__ = _cmp(float, "__eq__", "==")
-    __ne__ = _cmp(float, "__ne__", "!=")
-    __hash__ = float.__hash__
-    __bool__ = _truth(float)
+_COMPARISONS = {"__lt__": "<", "__le__": "<=", "__gt__": ">", "__ge__": ">=", "__eq__": "==",
+                "__ne__": "!="}
 
 
-class TracedInt(int):
-    __slots__ = ()
-    __lt__ = _cmp(int, "__lt__", "<")
-    __le__ = _cmp(int, "__le__", "<=")
-    __gt__ = _cmp(int, "__gt__", ">")
-    __ge__ = _cmp(int, "__ge__", ">=")
-    __eq__ = _cmp(int, "__eq__", "==")
-    __ne__ = _cmp(int, "__ne__", "!=")
-    __hash__ = int.__hash__
-    __bool__ = _truth(int)
+def _traced_class(name: str, base: type) -> type:
+    # a number that records every comparison and truth test made of it
+    body = {op: _cmp(base, op, symbol) for op, symbol in _COMPARISONS.items()}
+    body.update(__slots__=(), __hash__=base.__hash__, __bool__=_truth(base), __module__=__name__)
+    return type(name, (base,), body)
+
+
+TracedFloat = _traced_class("TracedFloat", float)
+TracedInt = _traced_class("TracedInt", int)
 
 
 def traced(value: int | float) -> int | float:
