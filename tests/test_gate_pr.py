@@ -358,3 +358,16 @@ def test_interface_change_compares_outputs_on_exactly_converted_inputs(repo, cap
     assert gate(repo, base, "--head", same, "--recipe", "realistic", "--model", "DEMO") == 0
     out = capsys.readouterr().out
     assert "on inputs both sides take (converted exactly for head): equivalent" in out
+
+
+def test_entries_that_cannot_be_judged_at_either_revision_are_counted_in_the_headline(repo, capsys):  # noqa: F811
+    # an import the emulator does not cover makes both revisions unjudgeable: the entries are
+    # skipped, and the last line says how many, not only "PASS"
+    unknown = "from pypto.not_a_module import something  # noqa: F401\n"
+    base = commit(repo, {FILE: unknown + kernel(tile=4)})
+    head = commit(repo, {FILE: unknown + kernel(tile=2)})
+    assert gate(repo, base, "--head", head) == 0
+    out = capsys.readouterr().out
+    assert "cannot judge at base either" in out
+    skipped = out.count("\nSKIPPED ")
+    assert skipped >= 1 and f", {skipped} skipped" in out.splitlines()[-1]

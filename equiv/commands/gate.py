@@ -175,7 +175,9 @@ def run_pair_free(args: argparse.Namespace) -> int:
         print(f"{'CANNOT CHECK':13} {f}: {why}")
     word = result.word
     n = len(result.entries)
-    tally = {o: sum(e.outcome == o for e in result.entries) for o in ("unchanged", "not checked")}
+    # the headline counts every entry that did not pass on its merits
+    tally = {o: sum(e.outcome == o for e in result.entries)
+             for o in ("unchanged", "skipped", "cannot judge", "not checked")}
     print(f"gate: {word} — {n} entr{'y' if n == 1 else 'ies'} in {len(changes)} file{'s' if len(changes) != 1 else ''}"
           + "".join(f", {v} {k}" for k, v in tally.items() if v)
           + (f"; failing: {', '.join(f'{e.file}:{e.entry}' for e in result.entries if e.outcome == 'fail')}"
