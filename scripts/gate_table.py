@@ -301,7 +301,9 @@ def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> No
               f"`equiv gate --base C^ --head C --time-budget {args.full_budget:g}` (pypto-lib's 30-minute PR "
               "job) under `/usr/bin/time -v`, one commit at a time, cheapest commit first (by the dry run's "
               "estimate); peak memory is the largest resident set of the gate's processes. **entries**: "
-              "counts by outcome as the console lists them.", "",
+              "counts by outcome as the console lists them. **exit `timeout`**: the measurement's own "
+              "`--full-timeout` ended the gate before it printed a verdict (not the gate's budget); its "
+              "wall time is when it was ended.", "",
               "| commit | exit | verdict line | entries | wall s | peak GiB | code |",
               "| --- | ---: | --- | --- | ---: | ---: | --- |"]
     for c, f in full:
@@ -316,8 +318,11 @@ def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> No
         lines += ["", f"Not run (the machine's time ran out before they started): {', '.join(not_run)}."]
     if full:
         walls = [f["wall"] for _, f in full]
+        ended = sum(f["exit"] == "timeout" for _, f in full)
         lines += ["", f"Median wall time {_median(walls):.0f} s, largest {max(walls):.0f} s (over {len(walls)} "
-                      f"commit{'s' if len(walls) != 1 else ''})."]
+                      f"commit{'s' if len(walls) != 1 else ''}"
+                      + (f"; {ended} ended by the timeout count at the time they were ended" if ended else "")
+                      + ")."]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         fh.write("\n".join(lines) + "\n")
