@@ -516,13 +516,18 @@ def compare_file(repo: str, base: str, base_path: str, head: str | None, head_pa
         elif e not in pb or e not in ph:
             out.append(EntryChange(e, False, f"the __main__ block calls it at {'head' if e in ph else 'base'} only "
                                              f"(as recorded){on}"))
-        elif pb.get(e) != ph.get(e):
-            out.append(EntryChange(e, False, "the recorded run_jit call changed: " + _call_diff(pb.get(e), ph.get(e))
-                                   + on))
         else:
-            what = "__main__ edits" + (f" and {_shown(harness)} (harness only)" if harness else "")
-            out.append(EntryChange(e, True, f"{what} change no recorded run_jit call{on}"))
+            out.append(_by_recorded_call(e, pb, ph, harness, on))
     return out
+
+
+def _by_recorded_call(e: str, pb: Mapping, ph: Mapping, harness: list[str], on: str) -> EntryChange:
+    """An entry whose kernel and golden are unchanged: the same program exactly when its
+    recorded ``run_jit`` call is the same at both revisions."""
+    if pb.get(e) != ph.get(e):
+        return EntryChange(e, False, "the recorded run_jit call changed: " + _call_diff(pb.get(e), ph.get(e)) + on)
+    what = "__main__ edits" + (f" and {_shown(harness)} (harness only)" if harness else "")
+    return EntryChange(e, True, f"{what} change no recorded run_jit call{on}")
 
 
 def _differ(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
@@ -540,7 +545,7 @@ def _compare_indirect(repo: str, base: str, base_path: str, head: str | None, he
     """A ``__main__`` block that reaches ``run_jit`` through a function of its own (no entry named
     in the block): the whole reach of the block decides, and the recordings name the entries."""
     rb, rh = _relabel(b.reached[""], base_path, head_path), h.reached[""]
-    differ = sorted(k for k in set(rb) | set(rh) if rb.get(k) != rh.get(k))
+    differ = _differ(rb, rh)
     if not differ and b.main == h.main:
         return [EntryChange("(file)", True, "the __main__ block and everything it reaches are unchanged")]
     pb, ph, device = record_pair(repo, base, base_path, head, head_path, overrides, recorded)
@@ -558,14 +563,8 @@ def _compare_indirect(repo: str, base: str, base_path: str, head: str | None, he
             c.get("golden") for calls in (pb.get(e) or {}).values() for c in calls}
         roots = {e, *(g for g in goldens if g)}
         kernel = _differ(_relabel(reach(bsrc, base_path, roots), base_path, head_path), reach(hsrc, head_path, roots))
-        if kernel:
-            out.append(EntryChange(e, False, "changed: " + _shown(kernel)))
-        elif pb.get(e) != ph.get(e):
-            out.append(EntryChange(e, False, "the recorded run_jit call changed: " + _call_diff(pb.get(e), ph.get(e))
-                                   + on))
-        else:
-            what = "__main__ edits" + (f" and {_shown(differ)} (harness only)" if differ else "")
-            out.append(EntryChange(e, True, f"{what} change no recorded run_jit call{on}"))
+        out.append(EntryChange(e, False, "changed: " + _shown(kernel)) if kernel
+                   else _by_recorded_call(e, pb, ph, differ, on))
     return out
 
 
