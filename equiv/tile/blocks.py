@@ -40,7 +40,7 @@ from equiv.tile.sites import kernel_site
 from equiv.tile.batch import deferred as _deferred
 from equiv.tile.lanes import Lanes
 from equiv.tile.batch.stages import Stage
-from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
+from equiv.tile.turns import Abandoned as _Abandoned, await_turn, hand_over_failure, run_in_turns
 from equiv.tile.values import Tile, _scalar_to
 
 _range = range
@@ -279,10 +279,7 @@ class _Barriered:
         except _Abandoned:
             return
         except BaseException as exc:  # noqa: BLE001 - re-raised by the dispatching thread
-            with self.cond:
-                if self.failure is None:
-                    self.failure = exc
-                self.cond.notify_all()
+            hand_over_failure(self, exc)
             return
         with self.cond:
             self.finished.add(b)

@@ -43,6 +43,15 @@ def run_in_turns(owner: Any, order: Sequence[int], target: Callable[[int], None]
         t.join()
 
 
+def hand_over_failure(owner: Any, exc: BaseException) -> None:
+    """Give a thread's exception to the owner, which re-raises it in the dispatching thread; the
+    first failure wins, and every waiting thread is woken to see it."""
+    with owner.cond:
+        if owner.failure is None:
+            owner.failure = exc
+        owner.cond.notify_all()
+
+
 def await_turn(owner: Any, i: int) -> None:
     """Block the calling thread (holding ``owner.cond``) until it is ``i``'s turn; unwind with
     `Abandoned` when the run stopped meanwhile. On return ``i`` runs, resuming the block node it

@@ -22,7 +22,7 @@ from equiv.tile.memory import Tensor
 from equiv.tile.context import current
 from equiv.tile.sites import kernel_site
 from equiv.tile import access
-from equiv.tile.turns import Abandoned as _Abandoned, await_turn, run_in_turns
+from equiv.tile.turns import Abandoned as _Abandoned, await_turn, hand_over_failure, run_in_turns
 from equiv.tile.distributed import clocks
 from equiv.tile.distributed.dsl_types import WindowRef
 
@@ -288,10 +288,7 @@ class World:
         except _Abandoned:
             return
         except BaseException as exc:  # noqa: BLE001 - handed to the host thread
-            with self.cond:
-                if self.failure is None:
-                    self.failure = exc
-                self.cond.notify_all()
+            hand_over_failure(self, exc)
             return
         with self.cond:
             self.finished.add(r)
