@@ -217,5 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pass
 
 
+def console() -> None:
+    """The ``equiv`` command (and ``python -m equiv.cli``)."""
+    from equiv.deadline import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -99,6 +99,9 @@ def run_pair_free(args: argparse.Namespace) -> int:
     from equiv.errors import SourceError
     from equiv.source.assignments import parse_assignments
 
+    import time
+
+    started = time.perf_counter()  # the budget is for the whole gate: selection and planning count
     if args.dry_run:
         args.report = args.junit = args.json = None  # a dry run writes nothing
     elif args.report == DEFAULT_REPORT:
@@ -145,14 +148,15 @@ def run_pair_free(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("\n".join(pfg.dry_run(repo, base, head, changes, policy, planned)))
         return 0
-    print(f"policy: {policy.describe()}")
+    print(f"policy: {policy.describe()}; selection and planning took {time.perf_counter() - started:.0f} s of it")
     progress = Progress()
 
     def log(line: str) -> None:
         progress.clear()
         print(line, flush=True)
 
-    result = pfg.run_gate(repo, base, head, changes, policy, options_from(args), progress, log, planned)
+    result = pfg.run_gate(repo, base, head, changes, policy, options_from(args), progress, log, planned,
+                          started=started)
     progress.clear()
     if args.junit:
         from equiv.gate import write_junit

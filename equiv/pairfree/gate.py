@@ -414,10 +414,12 @@ class GateRun:
 
 def run_gate(repo: str, base: str, head: str | None, changes: Sequence[Change], policy: Policy = POLICY,
              options: Options | None = None, progress: Callable | None = None,
-             log: Callable[[str], None] = lambda s: None, planned: Sequence[Any] | None = None) -> GateRun:
+             log: Callable[[str], None] = lambda s: None, planned: Sequence[Any] | None = None,
+             started: float | None = None) -> GateRun:
     """Run the planned entries cheapest first within the pull request's budget
     (`Policy.time_budget`); unchanged entries are listed, not run; an entry not started
-    before the budget is spent is ``not checked``."""
+    before the budget is spent is ``not checked``. `started` (a ``time.perf_counter()``): when
+    the gate began, so that selection and planning count against the budget too."""
     from equiv.pairfree import plan as planning
 
     run = GateRun(repo, base, head, list(changes), budget=policy.time_budget)
@@ -427,7 +429,7 @@ def run_gate(repo: str, base: str, head: str | None, changes: Sequence[Change], 
     for pe in planned:
         if pe.unchanged:
             run.entries.append(GateEntry(by_path[pe.file].label, pe.label, "unchanged", [pe.why]))
-    t0 = time.perf_counter()
+    t0 = started if started is not None else time.perf_counter()
     for pe in planning.order(planned):
         change = by_path[pe.file]
         spent = time.perf_counter() - t0
