@@ -16,7 +16,7 @@ KERNEL = textwrap.dedent('''
     import pypto.language as L
     from pypto.language import distributed as D
     from pypto.ir.distributed_compiled_program import DistributedConfig
-    from pypto.runtime import RunConfig
+    from pypto.ir.pass_manager import PassManager
 
     # L.in_a_comment(x) is no use, nor is the string below
     NOTE = "L.in_a_string"
@@ -107,7 +107,7 @@ def test_names_keywords_and_forms_are_counted_through_any_alias(capsys, repo):
     assert uses["pld.system.notify"] == 1 and uses["pld.NotifyOp.AtomicAdd"] == 1
     assert {k for k in uses if k.startswith("pld.system.notify(")} == {
         f"pld.system.notify({kw}=)" for kw in ("peer", "offsets", "value", "op")}
-    assert uses["import pypto.runtime"] == 1 and uses["import pypto.ir.distributed_compiled_program"] == 2
+    assert uses["import pypto.ir.pass_manager"] == 1 and uses["import pypto.ir.distributed_compiled_program"] == 2
     # From the COVERED file, through bare `import pypto.language`:
     assert uses["pl.cast(target_type=)"] == 1 and uses["pld.WaitCmp.Ge"] == 1
     assert not any("in_a_comment" in k or "in_a_string" in k or "not_python" in k for k in uses)
@@ -123,9 +123,9 @@ def test_coverage_comes_from_the_emulators_table_and_signatures(capsys, repo):
     assert not status["pl.made_up_op"]
     assert not status["pl.create_tensor(no_such_keyword=)"]
     assert not status["with pl.exp(...) as NAME"]       # exp is no context manager
-    assert not status["import pypto.runtime"]
+    assert not status["import pypto.ir.pass_manager"]
     # Imports of the compiler / runtime harness are listed apart and not counted.
-    assert {n["name"] for n in data["imports"]} == {"import pypto.runtime",
+    assert {n["name"] for n in data["imports"]} == {"import pypto.ir.pass_manager",
                                                     "import pypto.ir.distributed_compiled_program"}
     assert not any(n["name"].startswith("import ") for n in data["names"])
     covered = [n for n in data["names"] if n["covered"]]
@@ -141,14 +141,14 @@ def test_text_output_is_sorted_fits_80_columns_and_ends_with_the_totals(capsys, 
     counts = [int(line.split()[0]) for line in rows]
     assert counts == sorted(counts, reverse=True) and len(counts) > 20
     assert [line.split()[2:] for line in imports] == [
-        ["provided", "import", "pypto.ir.distributed_compiled_program"], ["absent", "import", "pypto.runtime"]]
+        ["provided", "import", "pypto.ir.distributed_compiled_program"], ["absent", "import", "pypto.ir.pass_manager"]]
     _, data, _ = census(capsys, repo, "--rev", "HEAD~1")
     assert lines[-1] == (f"covered {data['covered_names']} of {data['total_names']} names "
                          f"({data['covered_uses']} of {data['total_uses']} uses)")
     code, out, _ = run(capsys, "coverage", "--repo", str(repo), "--rev", "HEAD~1", "--missing")
     rows, imports = dsl_rows(out)
     assert code == 1 and rows and all("MISSING" in r for r in rows)
-    assert len(imports) == 1 and imports[0].endswith("absent    import pypto.runtime")
+    assert len(imports) == 1 and imports[0].endswith("absent    import pypto.ir.pass_manager")
     assert any(r.endswith("pl.made_up_op") for r in rows)
 
 
