@@ -77,6 +77,9 @@ def _mm_fp32_native(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor) 
             block = torch.mul(xk[k0:k0 + step], yk[k0:k0 + step]).numpy().reshape(-1, outputs)  # [k, outputs]
             if cur is not None:
                 np.add(cur, block[0], out=block[0])  # the carried sum's step comes first
+                if block.shape[0] == 1:  # many outputs, one K per chunk: that add was the step
+                    cur = block[0]
+                    continue
             if outputs > 1:
                 cur = np.add.reduce(block, axis=0, initial=-0.0)
             else:
