@@ -19,12 +19,31 @@ _range = range
 # ----------------------------------------------------------------------------------------
 # Matmul
 # ----------------------------------------------------------------------------------------
-def _mm_operands(a: Tile, b: Tile, a_trans: bool, b_trans: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    x = a.data.transpose(-1, -2) if a_trans else a.data
-    y = b.data.transpose(-1, -2) if b_trans else b.data
+def _lane_rank_aligned(tiles: tuple[Tile, ...]) -> list[torch.Tensor]:
+    """The tiles' containers, those with a batched stage's lane axis (one axis more than their
+    rank) given singleton axes after it up to the largest rank of the tiles.
+
+    Operands broadcast from the end, so a lane axis would otherwise meet the other operand's
+    batch axis: x [lanes, M, K] by w [lanes, 1, K, N] is per block [M, K] by [1, K, N], but
+    broadcast as it is it makes lanes × lanes products (a `lanes`-times larger fold, then a
+    tile of the wrong shape per block)."""
+    datas = [t.data for t in tiles]
+    lanes = [d.dim() - len(t.valid) for d, t in zip(datas, tiles)]
+    if not any(lanes):
+        return datas
+    rank = max(len(t.valid) for t in tiles)
+    return [d.reshape(d.shape[0], *[1] * (rank - d.dim() + 1), *d.shape[1:]) if lane else d
+            for d, lane in zip(datas, lanes)]
+
+
+def _mm_operands(a: Tile, b: Tile, a_trans: bool, b_trans: bool,
+                 acc: Tile | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    datas = _lane_rank_aligned((a, b) if acc is None else (a, b, acc))
+    x = datas[0].transpose(-1, -2) if a_trans else datas[0]
+    y = datas[1].transpose(-1, -2) if b_trans else datas[1]
     if x.shape[-1] != y.shape[-2]:
         raise KernelError(f"matmul of {list(x.shape)} by {list(y.shape)} (after transposes)")
-    return x, y
+    return x, y, (datas[2] if acc is not None else None)
 
 
 def _mm_float(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor, out: DType) -> torch.Tensor:
@@ -59,7 +78,12 @@ def _mm_fp32_native(acc: torch.Tensor | None, x: torch.Tensor, y: torch.Tensor) 
     whatever the outputs are, down to one K step per chunk.
     """
     k_total = x.shape[-1]
-    out_shape = [*torch.broadcast_shapes(x.shape[:-2], y.shape[:-2]), x.shape[-2], y.shape[-1]]
+    batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    if acc is not None and torch.broadcast_shapes(batch, acc.shape[:-2]) != batch:
+        # a sum with axes the product lacks (a lane axis): every one gets the product
+        batch = torch.broadcast_shapes(batch, acc.shape[:-2])
+        x = x.expand(*batch, *x.shape[-2:])
+    out_shape = [*batch, x.shape[-2], y.shape[-1]]
     outputs = int(np.prod(out_shape))
     if outputs == 0 or (acc is None and k_total == 0):
         return torch.zeros(out_shape, dtype=FP32.container) if acc is None else \
@@ -115,11 +139,14 @@ def _int_to_float(x: torch.Tensor, dtype: DType, ftype: torch.dtype) -> torch.Te
 def matmul(a: Tile, b: Tile, a_trans: bool = False, b_trans: bool = False, out_dtype: DType | None = None,
            **_hints) -> Tile:
     """``a @ b`` (optionally transposed). int8 x int8 -> exact int32; floats accumulate in fp32."""
-    x, y = _mm_operands(a, b, a_trans, b_trans)
+    x, y, _ = _mm_operands(a, b, a_trans, b_trans)
     if not a.dtype.is_float:
         out = out_dtype or INT32
         exact = _int_product(x, y, a.dtype, b.dtype)
-        return Tile(rounding.wrap_int(exact, out), out, [*a.valid[:-2], a.valid[-1] if a_trans else a.valid[-2],
+        batch = exact.shape[:-2]  # the broadcast batch axes, less a lane axis (a's or b's)
+        if a.data.dim() > len(a.valid) or b.data.dim() > len(b.valid):
+            batch = batch[1:]
+        return Tile(rounding.wrap_int(exact, out), out, [*batch, a.valid[-1] if a_trans else a.valid[-2],
                                                           b.valid[-2] if b_trans else b.valid[-1]])
     out = out_dtype or FP32
     return Tile(_mm_float(None, x, y, out), out)
@@ -128,10 +155,10 @@ def matmul(a: Tile, b: Tile, a_trans: bool = False, b_trans: bool = False, out_d
 @tensor_operands
 def matmul_acc(acc: Tile, a: Tile, b: Tile, a_trans: bool = False, b_trans: bool = False, **_hints) -> Tile:
     """``acc + a @ b`` accumulated in ``acc``'s type."""
-    x, y = _mm_operands(a, b, a_trans, b_trans)
+    x, y, start = _mm_operands(a, b, a_trans, b_trans, acc)
     if not acc.dtype.is_float:
         exact = _int_product(x, y, a.dtype, b.dtype)
-        return Tile(rounding.wrap_int(acc.data + exact, acc.dtype), acc.dtype, acc.valid)
-    return Tile(_mm_float(acc.data, x, y, acc.dtype), acc.dtype, acc.valid)
+        return Tile(rounding.wrap_int(start + exact, acc.dtype), acc.dtype, acc.valid)
+    return Tile(_mm_float(start, x, y, acc.dtype), acc.dtype, acc.valid)
 
 
