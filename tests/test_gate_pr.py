@@ -19,6 +19,7 @@ from equiv.pairfree import run as pf
 from tests.test_pairfree import FILE, commit, git, kernel, repo  # noqa: F401 - `repo` is a fixture
 
 HELPER = "models/toy/tiling.py"
+STORE_LINE = "pl.store(pl.mul(t, 2.0), [b * T_TILE, 0], y)"
 
 
 def gate(repo, base: str, *extra: str) -> int:  # noqa: F811
@@ -195,11 +196,34 @@ def test_budget_too_small_lists_unchecked_entries_and_exits_2(repo, capsys, tmp_
     assert gate(repo, base, "--head", head, "--time-budget", "0.001", "--junit", str(junit)) == 2
     out = capsys.readouterr().out
     assert "NOT CHECKED" in out and "budget of 0.001 s was spent" in out
-    # two files × (the file's own model instance + PRO + TOKENS=136): the cheapest runs, five do not
-    assert "gate: INCOMPLETE" in out and "5 not checked" in out
+    # two files × (the file's own model instance + PRO + TOKENS=136): the cheapest starts and is
+    # stopped where the budget ends; the other five never start
+    assert "stopped after 0 s, when the pull request's budget of 0.001 s ran out" in out
+    assert "gate: INCOMPLETE" in out and "6 not checked" in out
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert suite.get("tests") == "6" and suite.get("skipped") == "5" and suite.get("failures") == "0"
+    assert suite.get("tests") == "6" and suite.get("skipped") == "6" and suite.get("failures") == "0"
     assert "not checked" in suite.find(".//skipped").get("message")
+
+
+def test_an_entry_running_past_the_budget_is_stopped_and_not_judged(repo, capsys, tmp_path):  # noqa: F811
+    """The budget is for the whole pull request (the CI job is killed at its own timeout): an
+    entry whose cases run far past its estimate is stopped where the budget ends, listed as
+    not checked, and the gate still writes its verdict and JUnit."""
+    import time
+
+    spin = "for i in pl.range(300000):\n            t = pl.add(t, 0.0)\n        " + STORE_LINE
+    base = commit(repo, {FILE: kernel(tile=4, body=spin)})
+    head = commit(repo, {FILE: kernel(tile=2, body=spin)})
+    junit = tmp_path / "gate.xml"
+    t0 = time.perf_counter()
+    assert gate(repo, base, "--head", head, "--time-budget", "3", "--junit", str(junit)) == 2
+    wall = time.perf_counter() - t0
+    out = capsys.readouterr().out
+    assert wall < 30, f"the gate ran {wall:.0f} s on a budget of 3 s"  # unstopped: about a minute per entry
+    assert "stopped after 3 s, when the pull request's budget of 3 s ran out" in out
+    assert "gate: INCOMPLETE" in out and "3 not checked" in out and "PASS " not in out
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("skipped") == "3" and suite.get("failures") == "0"
 
 
 def test_shards_are_balanced_by_estimated_cost():

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from equiv import git
+from equiv.deadline import DeadlineReached, hard_deadline
 from equiv.results import CheckResult, EntryOutcome
 from equiv.options import Options
 from equiv.errors import GateError, PairFreeError, SelectionError
@@ -441,8 +442,18 @@ def run_gate(repo: str, base: str, head: str | None, changes: Sequence[Change], 
             at = dataclasses.replace(policy, model=pe.model) if pe.model else policy
             if pe.config:  # a multi-tile token count (`equiv.pairfree.tokens`)
                 at = dataclasses.replace(at, config={**at.config, **pe.config})
-            got = gate_file(repo, base, head, change, at, options, progress, log,
-                            entry=None if pe.entry == "(file)" else pe.entry.split("#")[0], time_budget=left)
+            try:
+                with hard_deadline(left):
+                    got = gate_file(repo, base, head, change, at, options, progress, log,
+                                    entry=None if pe.entry == "(file)" else pe.entry.split("#")[0], time_budget=left)
+            except DeadlineReached:
+                ran = time.perf_counter() - t0 - spent
+                run.entries.append(GateEntry(change.label, pe.label, "not checked", [
+                    f"stopped after {ran:.0f} s, when the pull request's budget of {policy.time_budget:g} s ran "
+                    f"out (estimated {pe.estimate:.0f} s); nothing of it is judged; raise --time-budget or "
+                    f"split with --shard"], estimate=pe.estimate))
+                log(f"{change.label}: {pe.label}: stopped at the pull request's budget after {ran:.0f} s")
+                continue
             for g in got:
                 g.estimate = pe.estimate
                 if pe.model:
