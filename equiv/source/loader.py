@@ -19,6 +19,7 @@ from equiv.tile.errors import UnsupportedOpError
 from equiv.tile.sites import kernel_site
 from equiv.tile.distributed import shims as _shims
 from equiv.errors import SourceError
+from equiv.source import run_harness
 from equiv.source.overrides import exec_with_overrides
 from equiv.source.shims import make_language_shim, make_pypto_shim
 
@@ -117,7 +118,7 @@ class _Load:
                 return self.pypto
             if name == "pypto.language":
                 return self.language if fromlist else self.pypto
-            module = _shims.import_module(self.pypto, name, fromlist)
+            module = run_harness.import_module(self.pypto, name, fromlist)
             if module is not None:
                 return module
             raise UnsupportedOpError(f"import {name}", kernel_site())
