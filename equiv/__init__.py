@@ -14,6 +14,7 @@ from equiv.errors import KernelSignatureError, ShapeError
 from equiv.options import Options
 from equiv.pair import BIT_EXACT, Contract, KernelPair, within_ulp
 from equiv.registry import all_pairs, get, names
+from equiv.request import CheckRequest
 from equiv.runner import run_case
 from equiv.shapes import Dim, Shape, ShapeSpace
 
@@ -26,7 +27,7 @@ def check(pair: KernelPair | str, *args: Any, **kwargs: Any) -> CheckResult:
 
 
 __all__ = [
-    "check", "CheckResult", "KernelSignatureError", "Options", "KernelPair", "Contract", "BIT_EXACT", "within_ulp",
+    "check", "CheckRequest", "CheckResult", "KernelSignatureError", "Options", "KernelPair", "Contract", "BIT_EXACT", "within_ulp",
     "get", "names", "all_pairs", "Case", "CaseResult", "run_case", "Shape", "ShapeSpace", "Dim", "ShapeError",
 ]
 __version__ = "0.1.0"

@@ -89,12 +89,13 @@ def _child(repo: str, rev: str, path: str, model: str | None, recipes: list[str]
     import resource
 
     from equiv.pairfree import run as pf
+    from equiv.request import CheckRequest
     from equiv.shapes import ShapeError
 
     for shapes in ("decode", "nominal"):
         try:
-            fo = pf.check_file(path, rev, rev, repo, model=model, shapes=shapes, recipes=recipes,
-                               examples=None, seed=0, shrink_budget=0)
+            fo = pf.check_file(pf.FileTarget(path, rev, rev, repo, model=model),
+                               CheckRequest(shapes=shapes, recipes=recipes, seed=0, shrink_budget=0))
             break
         except (ShapeError, KeyError, ValueError):  # a file without modes has no decode preset
             if shapes == "nominal":

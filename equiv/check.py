@@ -26,9 +26,9 @@ from equiv.pair import KernelPair
 from equiv.runner import make_inputs, run_case, shrink, variants
 from equiv.shapes import Shape
 from equiv.errors import KernelSignatureError, ShapeError
+from equiv.request import CheckRequest, Shard, request_from
 
 DEFAULT_FUZZ_EXAMPLES = 30
-Progress = Callable[[str, int, int, Case | None], None]
 
 
 def check_signatures(pair: KernelPair, case: Case) -> None:
@@ -125,7 +125,6 @@ def plan(pair: KernelPair, shapes: str = "nominal", examples: int | None = None,
     return [Case(s, r, sd, v) for s, r, sd in triples for v in vs]
 
 
-Shard = tuple[int, int]  # (k, n): the k-th of n shards, 1 <= k <= n
 
 
 def parse_shard(text: str) -> Shard:
@@ -159,25 +158,28 @@ def in_shard(pair_name: str, case: Case, shard: Shard | None) -> bool:
     return shard is None or shard_of(case_shard_key(pair_name, case), shard[1]) == shard[0]
 
 
-def check(pair: KernelPair | str, shapes: str = "nominal", examples: int | None = None, seed: int = 0,
-          options: Options | None = None, recipes: Sequence[str] | None = None,
-          fixed: Mapping[str, Any] | None = None, progress: Progress | None = None,
-          shrink_budget: int = 40, time_budget: float | None = None, keep_runs: bool = False,
-          shard: Shard | None = None, jobs: int = 1,
-          lookup: Callable[[str], KernelPair] | None = None) -> CheckResult:
-    """Check `pair` (a `KernelPair`, or a registered name with `lookup`) over `shapes` ("nominal",
-    "fuzz", a preset name, or "T=8,D=7168").
+def check(pair: KernelPair | str, request: CheckRequest | None = None, *,
+          lookup: Callable[[str], KernelPair] | None = None, **fields: Any) -> CheckResult:
+    """Check `pair` (a `KernelPair`, or a registered name with `lookup`) as `request` asks
+    (`equiv.request.CheckRequest`; `fields` change some of its fields, or of the defaults:
+    ``check(pair, shapes="fuzz")``).
 
-    `fixed` pins option values the pair would otherwise sweep (e.g. one row_sum order).
-    `time_budget` (seconds) stops drawing new cases once exceeded (the CI profile uses it).
-    `keep_runs` keeps each non-equivalent case's raw runs (so saving it need not rerun it).
-    `shard` (k, n) runs only the planned cases whose stable hash falls in shard k of n; the n
-    shards together run exactly the unsharded cases (`equiv report` merges their results).
+    The request's `shapes` are "nominal", "fuzz", a preset name, or "T=8,D=7168"; `fixed` pins
+    option values the pair would otherwise sweep (e.g. one row_sum order); `time_budget`
+    (seconds) stops drawing new cases once exceeded (the CI profile uses it); `keep_runs`
+    keeps each non-equivalent case's raw runs (so saving it need not rerun it); `shard`
+    (k, n) runs only the planned cases whose stable hash falls in shard k of n, the n shards
+    together running exactly the unsharded cases (`equiv report` merges their results);
     `jobs` > 1 runs the planned cases of a registered pair in that many worker processes
-    (same results, in plan order); fuzzing steered by earlier cases and shrinking stay here.
+    (same results, in plan order), fuzzing steered by earlier cases and shrinking staying here.
     `lookup` finds a registered pair by its name (`equiv.registry.get`, which `equiv.check`
     passes): the workers of `jobs` rebuild the pair with it, so without it the cases run here.
     """
+    req = request_from(request, fields)
+    shapes, examples, seed, recipes, fixed = req.shapes, req.examples, req.seed, req.recipe_list, req.fixed
+    progress, shrink_budget, time_budget, keep_runs = req.progress, req.shrink_budget, req.time_budget, req.keep_runs
+    shard, jobs = req.shard, req.jobs
+    options = req.options
     if isinstance(pair, str):
         if lookup is None:
             raise TypeError(f"check({pair!r}): a pair's name needs lookup=equiv.registry.get "

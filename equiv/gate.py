@@ -24,6 +24,7 @@ from equiv import atomic, git
 from equiv.results import CheckResult
 from equiv.check import check, fuzz_cases, in_shard, plan
 from equiv.options import Options
+from equiv.request import CheckRequest
 from equiv.pair import KernelPair, project_root
 from equiv.errors import GateError
 
@@ -196,8 +197,9 @@ def check_ci(pair: KernelPair, profile: Profile = CI, options: Options | None = 
     recipes = list(profile.preset_recipes or pair.recipes)
     presets = pair.shapes.all_presets()
     spec = ";".join(str(s) for s in presets)
-    first = check(pair, shapes=spec, seed=profile.seed, options=options, recipes=recipes, progress=progress,
-                  shrink_budget=profile.shrink_budget, time_budget=profile.time_budget, shard=profile.shard)
+    request = CheckRequest(seed=profile.seed, options=options, progress=progress, shrink_budget=profile.shrink_budget,
+                           time_budget=profile.time_budget, shard=profile.shard)
+    first = check(pair, request.replace(shapes=spec, recipes=recipes))
     parts = [first]
     planned = sum(in_shard(pair.name, c, profile.shard) for c in plan(pair, spec, None, profile.seed, recipes))
     if len(first.results) < planned:
@@ -215,9 +217,7 @@ def check_ci(pair: KernelPair, profile: Profile = CI, options: Options | None = 
         if left <= 0:
             notes.append(f"time budget {profile.time_budget:g} s spent: {len(drawn) - i} fuzz case(s) not run")
             break
-        parts.append(check(pair, shapes=str(shape), seed=sd, options=options, recipes=[recipe],
-                           progress=progress, shrink_budget=profile.shrink_budget, time_budget=left,
-                           shard=profile.shard))
+        parts.append(check(pair, request.replace(shapes=str(shape), seed=sd, recipes=[recipe], time_budget=left)))
     label = f"ci: presets × {len(recipes)} recipe{'s' if len(recipes) != 1 else ''} + {len(parts) - 1} fuzz"
     return _merge(pair, parts, label, profile.seed, options, time.perf_counter() - t0), notes
 

@@ -55,6 +55,11 @@ class Options:
             a sum depends on then changes, whatever the number of blocks).
         device: torch device the emulation runs on (``"cpu"`` or ``"cuda"``). Results are
             bit-identical on both: every op is exact or computed in float64 and rounded once.
+        detectors: the detectors (clients of the run's event stream) a run has, by name
+            (``"races"``, ``"rank-races"``, ``"out-of-range"``, ``"decisions"``,
+            ``"cache-lines"``, ``"attribution"``: `equiv.observe.clients.REGISTRY`); ``None``,
+            the default, is every registered one. A name not registered is an error naming
+            the known ones. Fewer detectors report fewer hazards, never other values.
     """
 
     seed: int = 0
@@ -69,8 +74,14 @@ class Options:
     schedules: int = 2
     order_seed: int | None = None
     reverse_order: bool = False
+    detectors: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.detectors is not None:
+            if isinstance(self.detectors, str) or not all(isinstance(n, str) for n in self.detectors):
+                raise ValueError(f"Options.detectors must be a tuple of detector names or None, "
+                                 f"not {self.detectors!r}")
+            object.__setattr__(self, "detectors", tuple(self.detectors))  # a list read from JSON
         if self.poison not in ("nan", "pattern"):
             raise ValueError(f"Options.poison must be 'nan' or 'pattern', not {self.poison!r}")
         if self.out_of_bounds not in ("record", "raise"):
@@ -86,4 +97,9 @@ class Options:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if self.detectors is None:
+            del out["detectors"]  # every detector: documents of the default stay as they were
+        else:
+            out["detectors"] = list(self.detectors)
+        return out

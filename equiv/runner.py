@@ -140,13 +140,12 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
     `loops` how the sequential loops inside batched stages ran (``"as lanes"``: count, else
     the reason a loop ran iteration by iteration: count), and `order_ops` the order-dependent
     operations it executed (equiv.schedules)."""
-    ctx = RunContext(options, kernel_name=f"{pair.name}:{side}")
-    if observe is not None:
-        # One observed run per version: decisions and writer sites (the second run, on
-        # finite poison, would only add decisions taken on uninitialised values).
-        ctx.observers = make_clients(options)
-    if tracer is not None:
-        ctx.observers = [tracer]
+    # Every run has the hazard detectors; one observed run per version also has the others
+    # (decisions, writer sites: the second run, on finite poison, would only add decisions
+    # taken on uninitialised values); a traced run has the tracer (equiv.observe.cause).
+    clients = make_clients(options, observed=observe is not None and tracer is None)
+    ctx = RunContext(options, kernel_name=f"{pair.name}:{side}",
+                     clients=clients + ([tracer] if tracer is not None else []))
     with running(ctx), contextlib.ExitStack() as lent, cause.tracing(tracer):
         lent.callback(ctx.give_back)  # inputs the run wrote are restored for the next run
         args: dict[str, Any] = {}
@@ -163,7 +162,7 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
             batched_kernel(kernel)(**args, **outs, cfg=case.shape)
         except Exception as exc:  # a kernel that raises is a verdict, not a crash
             error = KernelFailure(_kernel_error(exc), classify_exception(exc))
-        for client in ctx.observers:
+        for client in ctx.fan.run_end:
             client.on_run_end(ctx, outs, observe)
         if order_ops is not None:
             order_ops.extend(schedules.order_ops(ctx))

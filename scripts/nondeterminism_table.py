@@ -45,13 +45,15 @@ def one(repo: str, rev: str, path: str, schedules: int) -> list[dict]:
     from equiv.options import Options
     from equiv.errors import PairFreeError
     from equiv.pairfree import run as pf
+    from equiv.request import CheckRequest
     from equiv.errors import ShapeError
 
     options = Options(schedules=schedules)
     for shapes in ("decode", "nominal"):
         try:
-            fo = pf.check_file(path, rev, rev, repo, shapes=shapes, recipes=["realistic"], examples=None, seed=0,
-                               shrink_budget=0, options=options)
+            fo = pf.check_file(pf.FileTarget(path, rev, rev, repo),
+                               CheckRequest(shapes=shapes, recipes=("realistic",), seed=0, shrink_budget=0,
+                                            options=options))
             break
         except (ShapeError, KeyError, ValueError) as exc:
             if shapes == "nominal":

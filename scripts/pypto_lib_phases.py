@@ -19,6 +19,7 @@ from equiv import runner
 from equiv.pairfree import discovery
 from equiv.pairfree import run as pf
 from equiv.errors import ShapeError  # noqa: E402
+from equiv.request import CheckRequest  # noqa: E402
 
 T0 = time.time()
 
@@ -59,15 +60,15 @@ def main() -> int:
         lambda kernel, pair, case, inputs, options, side, *a, **k: f"kernel run {side} done")
     check = pf.check
 
-    def decode_else_nominal(pair, shapes="nominal", **kw):
+    def decode_else_nominal(pair, request):
         try:
-            return check(pair, shapes=shapes, **kw)
+            return check(pair, request)
         except ShapeError:  # a file without modes has no decode preset
-            say(f"no {shapes} shapes: nominal")
-            return check(pair, shapes="nominal", **kw)
+            say(f"no {request.shapes} shapes: nominal")
+            return check(pair, request.replace(shapes="nominal"))
     pf.check = decode_else_nominal
-    outcome = pf.check_file(args.path, args.rev, args.rev, args.repo, shapes="decode", recipes=["realistic"],
-                            examples=None, seed=0, shrink_budget=0, log=say)
+    outcome = pf.check_file(pf.FileTarget(args.path, args.rev, args.rev, args.repo),
+                            CheckRequest(shapes="decode", recipes=("realistic",), seed=0, shrink_budget=0, log=say))
     for e in outcome.entries:
         say(f"{e.entry}: {e.outcome} {list(e.lines)[:3]}")
         if e.result is not None:

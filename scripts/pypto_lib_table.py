@@ -29,13 +29,14 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def one(repo: str, rev: str, path: str, model: str | None) -> list[dict]:
     """Check `path` against itself; one dict per entry."""
     from equiv.pairfree import run as pf
+    from equiv.request import CheckRequest
     from equiv.errors import PairFreeError, ShapeError
 
     rows = []
     for shapes in ("decode", "nominal"):
         try:
-            fo = pf.check_file(path, rev, rev, repo, model=model, shapes=shapes, recipes=["realistic"],
-                               examples=None, seed=0, shrink_budget=0)
+            fo = pf.check_file(pf.FileTarget(path, rev, rev, repo, model=model),
+                               CheckRequest(shapes=shapes, recipes=("realistic",), seed=0, shrink_budget=0))
             break
         except (ShapeError, KeyError, ValueError) as exc:
             if shapes == "nominal":

@@ -35,7 +35,7 @@ COPY = KernelPair(
 
 def test_every_stored_element_names_its_site():
     ctx = RunContext(Options())
-    ctx.observers = [Observer()]  # an observed run keeps the site map
+    ctx.attach(Observer())  # an observed run keeps the site map
     with running(ctx):
         x = Tensor.from_torch("x", torch.arange(8.0).reshape(2, 4))
         y = Tensor("y", (2, 4), FP32)

@@ -18,7 +18,7 @@ from tests import observe_kernels as K
 
 def _run(kernel, B: int, line_bytes: int = 64):
     ctx = RunContext(Options(cache_line_bytes=line_bytes))
-    ctx.observers = [CacheLineObserver(line_bytes)]
+    ctx.attach(CacheLineObserver(line_bytes))
     with running(ctx):
         x = Tensor.from_torch("x", torch.zeros(1))
         flags = Tensor("flags", (16 * B,), INT32)

@@ -22,7 +22,7 @@ from tests.test_recipes_spread import ROWQUANT
 def _observe(kernel, inputs: dict, outputs: dict, **cfg):
     ctx = RunContext(Options())
     obs = DecisionObserver()
-    ctx.observers = [obs]
+    ctx.attach(obs)
     with running(ctx):
         args = {k: Tensor.from_torch(k, v) for k, v in inputs.items()}
         outs = {k: Tensor(k, shape, dt) for k, (shape, dt) in outputs.items()}

@@ -24,7 +24,7 @@ FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "scratch", "per_bl
 def _findings(entry: str, seed: int) -> list:
     fn = load_kernel(FIXTURE, entry)
     ctx = RunContext(Options(seed=seed))
-    ctx.observers = [CacheLineObserver(64)]
+    ctx.attach(CacheLineObserver(64))
     with running(ctx):
         fn(flags=Tensor("flags", (128,), INT32))
     return [f for f in ctx.findings.values()]

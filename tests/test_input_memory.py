@@ -226,7 +226,7 @@ def test_an_observed_run_gives_site_maps_to_outputs_and_to_inputs_only_when_stor
     from equiv.observe import Observer
 
     ctx = RunContext(Options())
-    ctx.observers = [Observer()]  # an observed run keeps per-element writer sites
+    ctx.attach(Observer())  # an observed run keeps per-element writer sites
     with running(ctx):
         x = Tensor.from_torch("x", torch.ones(2, 8))
         w = Tensor.from_torch("w", torch.ones(2, 8))

@@ -1,5 +1,5 @@
 """Detectors are clients of the observed run's event stream, registered in one list
-(`equiv.observe.clients.CLIENTS`): a client added there receives the events of the observed
+(`equiv.observe.clients.REGISTRY`): a client added there receives the events of the observed
 run of each version and leaves what it found on that version's run record."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _pair(retiled):
 
 
 def test_a_registered_client_sees_each_versions_observed_run(monkeypatch):
-    monkeypatch.setattr(clients, "CLIENTS", clients.CLIENTS + [lambda options: ScalarWrites()])
+    monkeypatch.setitem(clients.REGISTRY, "scalar-writes", clients.Detector(lambda options: ScalarWrites()))
     r = run_case(_pair(K.flags_adjacent), Case(Shape(B=4), "realistic", 0), keep_runs=True)
     assert r.runs["pre"].scalar_writes == {"flags": 4}      # one flag per block
     assert r.runs["retiled"].scalar_writes == {"flags": 4}

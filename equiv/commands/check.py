@@ -13,7 +13,7 @@ from equiv.check import check
 from equiv.errors import ShapeError, UsageError
 from equiv.commands import pairfree_check, source_check
 from equiv.commands.outputs import write_results
-from equiv.commands.common import (add_run_options, check_output_paths, fixed_from, options_from, resolve_pair,
+from equiv.commands.common import (add_run_options, check_output_paths, fixed_from, request_from, resolve_pair,
                                    write_text_atomic)
 from equiv.progress import Progress
 from equiv.summary import render, render_summary, status_line, wrap
@@ -103,17 +103,14 @@ def preflight(names: list[str], args: argparse.Namespace) -> dict[str, list[str]
 
 def run_checks(names: list[str], args: argparse.Namespace, progress: Progress,
                on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
-    options = options_from(args)
     plans = preflight(names, args)
     shard = shard_from(args)
+    request = request_from(args, progress=progress, keep_runs=bool(args.save_cases), shard=shard, jobs=args.jobs)
     results = []
     for name, recipes in plans.items():
         pair = resolve_pair(name)
         try:
-            result = check(pair, shapes=args.shapes, examples=args.examples, seed=args.seed,
-                           options=options, recipes=recipes, fixed=fixed_from(args), progress=progress,
-                           keep_runs=bool(args.save_cases), shard=shard, jobs=args.jobs,
-                           lookup=registry.get)
+            result = check(pair, request.replace(recipes=recipes), lookup=registry.get)
         except (ShapeError, ValueError, KeyError) as exc:
             raise UsageError(f"{name}: {exc}") from None
         progress.clear()

@@ -1,4 +1,4 @@
-"""Argument handling shared by subcommands: pair lookup, device, options."""
+"""Argument handling shared by subcommands: pair lookup, device, options, the check request."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from equiv import registry
 from equiv.errors import UnknownPairError, UsageError
 from equiv.options import ROW_SUM_ORDERS, Options
 from equiv.pair import KernelPair
+from equiv.request import CheckRequest
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -26,6 +27,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run each version of each case under K schedules (block orders, atomic-add "
                         "arrival, rank turns); an output whose bits differ between them is "
                         "nondeterministic (default 2; 1 turns the check off)")
+    p.add_argument("--detectors", metavar="NAMES",
+                   help="comma-separated detectors the runs have (default: every one: races, rank-races, "
+                        "out-of-range, decisions, cache-lines, attribution; docs/observers.md)")
 
 
 def resolve_pair(name: str) -> KernelPair:
@@ -48,7 +52,26 @@ def options_from(args: argparse.Namespace) -> Options:
     schedules = getattr(args, "schedules", 2)
     if schedules < 1:
         raise UsageError(f"--schedules {schedules}: expected 1 or more (1 runs one schedule, no nondeterminism check)")
-    return Options(device=device, batch_blocks=not getattr(args, "one_by_one", False), schedules=schedules)
+    detectors = getattr(args, "detectors", None)
+    chosen = tuple(n.strip() for n in detectors.split(",") if n.strip()) if detectors is not None else None
+    options = Options(device=device, batch_blocks=not getattr(args, "one_by_one", False), schedules=schedules,
+                      detectors=chosen)
+    from equiv.observe import clients
+
+    try:
+        clients.validate(options)
+    except ValueError as exc:
+        raise UsageError(f"--detectors {detectors}: {exc}") from None
+    return options
+
+
+def request_from(args: argparse.Namespace, **more: Any) -> CheckRequest:
+    """The check request the arguments ask for (shapes, examples, seed, recipes, options, pinned
+    options); `more` sets the fields a command decides itself (progress, budgets, shard...)."""
+    fields: dict[str, Any] = dict(shapes=args.shapes, examples=args.examples, seed=args.seed,
+                                  recipes=args.recipe, options=options_from(args), fixed=fixed_from(args))
+    fields.update(more)
+    return CheckRequest(**fields)
 
 
 def fixed_from(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from equiv.errors import PairFreeError, ShapeError, SourceError, UsageError
 from equiv.commands.outputs import write_results
-from equiv.commands.common import options_from
+from equiv.commands.common import request_from
 from equiv.pair import BIT_EXACT
 from equiv.progress import Progress
 from equiv.source.ref import SourceRef
@@ -107,12 +107,11 @@ def run_pair_free(args: argparse.Namespace) -> int:
         print()
 
     try:
-        outcome = pf.check_file(path, args.pre_rev, args.retiled_rev, repo, entry=entry, model=args.model,
-                                config=config, shapes=args.shapes, examples=args.examples, seed=args.seed,
-                                recipes=args.recipe, contract=contract, options=options_from(args),
-                                progress=progress, log=log, keep_runs=bool(getattr(args, "save_cases", None)),
-                                on_pair=shown, command=lambda e: pair_free_command(args, path, e),
-                                contract_given=bool(args.contract))
+        target = pf.FileTarget(path, args.pre_rev, args.retiled_rev, repo, entry=entry, model=args.model,
+                               config=config)
+        request = request_from(args, fixed=None, contract=contract, contract_given=bool(args.contract),
+                               progress=progress, log=log, keep_runs=bool(getattr(args, "save_cases", None)))
+        outcome = pf.check_file(target, request, on_pair=shown, command=lambda e: pair_free_command(args, path, e))
     except (PairFreeError, SourceError) as exc:
         raise UsageError(str(exc)) from None
     except (ShapeError, ValueError, KeyError) as exc:

@@ -22,7 +22,7 @@ from equiv.errors import ShapeError, SourceError, UnknownPairError, UsageError
 from equiv.results import CheckResult
 from equiv.check import check, plan
 from equiv.commands.outputs import write_results
-from equiv.commands.common import fixed_from, options_from
+from equiv.commands.common import fixed_from, request_from
 from equiv.pair import Contract, KernelPair
 from equiv.progress import Progress
 from equiv.runner import make_inputs
@@ -259,12 +259,11 @@ def run(args: argparse.Namespace) -> int:
     if args.examples is not None and args.examples < 0:
         raise UsageError("--examples must be ≥ 0")
     _, pair = build(args)
-    options = options_from(args)
+    request = request_from(args, progress=Progress())
     preflight(pair, args)
-    progress = Progress()
+    progress = request.progress
     try:
-        result = check(pair, shapes=args.shapes, examples=args.examples, seed=args.seed, options=options,
-                       recipes=args.recipe, fixed=fixed_from(args), progress=progress)
+        result = check(pair, request)
     except (ShapeError, ValueError, KeyError) as exc:
         raise UsageError(f"{pair.name}: {exc}") from None
     progress.clear()

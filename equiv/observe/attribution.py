@@ -18,7 +18,7 @@ from typing import Mapping
 
 import torch
 
-from equiv.observe.events import Observer
+from equiv.observe.events import RUN_END, Observer
 from equiv.tile.sites import SITES
 
 
@@ -34,7 +34,10 @@ class Capture:
 
 class WriterAttribution(Observer):
     """Keeps, at the end of the observed run, which site and block last wrote each output
-    element (`capture`): the record's ``attribution``."""
+    element (`capture`): the record's ``attribution``. (The site map it reads is kept by
+    the stores of any run with a per-element client.)"""
+
+    events = frozenset({RUN_END})
 
     def on_run_end(self, ctx, outputs: Mapping[str, object], record) -> None:
         record.attribution = capture(ctx, outputs)

@@ -12,7 +12,7 @@ strides, in the element type's real size) divided by ``Options.cache_line_bytes`
 
 from __future__ import annotations
 
-from equiv.observe.events import Observer
+from equiv.observe.events import STORED, Observer
 
 
 class CacheLineObserver(Observer):
@@ -25,7 +25,9 @@ class CacheLineObserver(Observer):
         # two tensors that are distinct on the device would look like one cache line.
         self.storages: dict[int, object] = {}
 
-    def on_store(self, ctx, tensor, window, mask, scalar: bool) -> None:
+    events = frozenset({STORED})
+
+    def on_stored(self, ctx, tensor, window, mask, scalar: bool) -> None:
         if not scalar:
             return
         data = tensor.data

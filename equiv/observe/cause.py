@@ -96,7 +96,7 @@ class OpTrace(Observer):
         part = data[(Ellipsis, *valid)] if valid else data
         self._add(kernel_site(), _bits(part))
 
-    def on_store(self, ctx: Any, tensor: Any, window: tuple, mask: Any, scalar: bool) -> None:
+    def on_stored(self, ctx: Any, tensor: Any, window: tuple, mask: Any, scalar: bool) -> None:
         sl = tuple(slice(a, b) for a, b in window)
         values = tensor.data[sl]
         # The element's position in the tensor is part of what a store produces.

@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from equiv.observe.events import Observer
+from equiv.observe.events import DECISION, RUN_END, Observer
 
 # pair name -> {"retiled.py:88": "why its other outcome cannot occur"}; keys match a site
 # by its trailing path ("retiled.py:88" matches "kernels/expert_shared/retiled.py:88").
@@ -53,6 +53,8 @@ class SiteRecord:
 
 class DecisionObserver(Observer):
     """Collects one run's decision outcomes per site (the record's ``decisions``)."""
+
+    events = frozenset({DECISION, RUN_END})
 
     def __init__(self) -> None:
         self.sites: dict[str, SiteRecord] = {}

@@ -1,32 +1,20 @@
-"""The event protocol: what a detector may observe of one kernel run."""
+"""The event protocol a detector above the emulator observes: the run's one event stream
+(`equiv.tile.events`, whose vocabulary and fan-out live with the emulator that emits them).
+
+`Observer` is that stream's `Client`: a detector sets ``events`` to the events it needs and
+overrides their hooks (``on_decision``, ``on_store`` / ``on_stored``, ``on_load``,
+``on_block_start`` / ``on_block_end``, ``on_atomic``, ``on_barrier``, ``on_rank_message``,
+``on_out_of_range``, ``on_run_end``: the signatures are in `equiv.tile.events`). At the run's
+end it puts what it found on the record, the version's `equiv.compare.SideRun`; hazards go to
+the run's findings through ``ctx.record`` as they happen.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from equiv.tile.events import (ATOMIC, BARRIER, BLOCK_END, BLOCK_START, DECISION, EVENTS, LOAD, OUT_OF_RANGE,
+                               RANK_MESSAGE, RUN_END, STORE, STORED, Client)
 
+Observer = Client
 
-class Observer:
-    """Base of every detector (a client of the observed run's events); each hook defaults to
-    doing nothing.
-
-    - ``on_decision(ctx, site, op, outcomes)``: a value decision at kernel line `site`;
-      `outcomes` maps an outcome name to a bool tensor (per element) or a bool.
-    - ``on_store(ctx, tensor, window, mask, scalar)``: the current block (``ctx.current``)
-      wrote `window` of `tensor` (where `mask`, when given); ``scalar`` for a one-element
-      write through the core's data cache (``pl.write``), else a tile store (DMA).
-    - ``on_run_end(ctx, outputs, record)``: the kernel returned (or raised); the client puts
-      what it found on `record`, the version's `equiv.compare.SideRun`. (Hazards go to the
-      run's findings through ``ctx.record`` as they happen.)
-
-    Blocks are not an event of their own: every node of ``ctx.nodes`` records its block's
-    stage, index and loop line, and ``ctx.current`` is the running block at each event.
-    """
-
-    def on_decision(self, ctx: Any, site: str, op: str, outcomes: dict) -> None:
-        pass
-
-    def on_store(self, ctx: Any, tensor: Any, window: tuple, mask: Any, scalar: bool) -> None:
-        pass
-
-    def on_run_end(self, ctx: Any, outputs: Mapping[str, Any], record: Any) -> None:
-        pass
+__all__ = ["Observer", "EVENTS", "BLOCK_START", "BLOCK_END", "LOAD", "STORE", "STORED", "DECISION", "ATOMIC",
+           "BARRIER", "RANK_MESSAGE", "OUT_OF_RANGE", "RUN_END"]

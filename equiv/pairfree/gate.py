@@ -44,6 +44,7 @@ from equiv.results import CheckResult, EntryOutcome
 from equiv.options import Options
 from equiv.errors import GateError, PairFreeError, SelectionError
 from equiv.pairfree import run as pf
+from equiv.request import CheckRequest
 from equiv.summary import own_contract_text
 
 
@@ -211,10 +212,18 @@ def compare_defects(base: Mapping[str, dict], head: Mapping[str, dict]) -> list[
     return lines
 
 
-def _kw(policy: Policy, time_budget: float | None = None) -> dict[str, Any]:
-    return dict(model=policy.model, config=dict(policy.config), shapes=policy.shapes, examples=policy.examples,
-                seed=policy.seed, recipes=list(policy.recipes) if policy.recipes else None,
-                time_budget=time_budget if time_budget is not None else policy.time_budget)
+def _request(policy: Policy, options: Options | None, progress: Callable | None,
+             time_budget: float | None = None) -> CheckRequest:
+    """The request every check of a gated file makes (the policy's cases and budgets)."""
+    return CheckRequest(shapes=policy.shapes, examples=policy.examples, seed=policy.seed,
+                        recipes=tuple(policy.recipes) if policy.recipes else None,
+                        time_budget=time_budget if time_budget is not None else policy.time_budget,
+                        options=options, progress=progress)
+
+
+def _target(policy: Policy, repo: str, path: str, pre_rev: str | None, retiled_rev: str | None,
+            **more: Any) -> pf.FileTarget:
+    return pf.FileTarget(path, pre_rev, retiled_rev, repo, model=policy.model, config=dict(policy.config), **more)
 
 
 def _max_error(result: CheckResult | None, output: str) -> float | None:
@@ -224,14 +233,12 @@ def _max_error(result: CheckResult | None, output: str) -> float | None:
 
 
 def judge_interface(repo: str, base: str, head: str | None, change: Change, name: str, changes: list[str],
-                    base_own: EntryOutcome | None, kw: Mapping[str, Any], options: Options | None,
-                    progress: Callable | None) -> GateEntry:
+                    base_own: EntryOutcome | None, policy: Policy, request: CheckRequest) -> GateEntry:
     """A changed interface, judged: head's own run (on its own declared inputs) against base's
     own run. Head fails on a defect base's own run lacks, or on an error against its own golden
     worse than base's beyond the tolerance; what cannot be compared is listed."""
     ge = GateEntry(change.label, name, "pass", reasons=["interface changed: " + "; ".join(changes)])
-    fo = pf.check_file(change.head_path, head, head, repo, entry=name.split("#")[0], options=options,
-                       progress=progress, **kw)
+    fo = pf.check_file(_target(policy, repo, change.head_path, head, head, entry=name.split("#")[0]), request)
     own = next((e for e in fo.entries if e.entry == name), fo.entries[0] if fo.entries else None)
     ge.head = own.result if own else None
     ge.base = base_own.result if base_own else None
@@ -265,8 +272,8 @@ def judge_interface(repo: str, base: str, head: str | None, change: Change, name
     # Inputs both sides can take (an input's dtype changed exactly, BF16 -> FP32): base -> head
     # on base's inputs, converted for head, outputs compared under the contract.
     try:
-        bridged = pf.check_file(change.base_path, base, head, repo, retiled_path=change.head_path,
-                                entry=name.split("#")[0], options=options, progress=progress, convert_inputs=True, **kw)
+        bridged = pf.check_file(_target(policy, repo, change.base_path, base, head, retiled_path=change.head_path,
+                                        entry=name.split("#")[0], convert_inputs=True), request)
         cross = next((e for e in bridged.entries if e.entry == name), None)
     except (PairFreeError, GateError):
         cross = None
@@ -294,12 +301,11 @@ def gate_file(repo: str, base: str, head: str | None, change: Change, policy: Po
               time_budget: float | None = None) -> list[GateEntry]:
     """Judge one selected model file, or one `entry` of it (see the module docstring for the rule)."""
     t0 = time.perf_counter()
-    kw = _kw(policy, time_budget)
+    request = _request(policy, options, progress, time_budget)
     label = change.label
     if change.base_path is None:
         # A new file: nothing to compare with; its own run must be free of defects.
-        fo = pf.check_file(change.head_path, head, head, repo, entry=entry, options=options, progress=progress,
-                           **kw)
+        fo = pf.check_file(_target(policy, repo, change.head_path, head, head, entry=entry), request)
         out = []
         for e in fo.entries:
             ge = GateEntry(label, e.entry, "pass", head=e.result)
@@ -315,13 +321,13 @@ def gate_file(repo: str, base: str, head: str | None, change: Change, policy: Po
             ge.seconds = time.perf_counter() - t0
             out.append(ge)
         return out
-    fo_head = pf.check_file(change.base_path, base, head, repo, retiled_path=change.head_path, entry=entry,
-                            options=options, progress=progress, **kw)
+    fo_head = pf.check_file(_target(policy, repo, change.base_path, base, head, retiled_path=change.head_path,
+                                    entry=entry), request)
     log(f"{label}: base -> head: " + "; ".join(f"{e.entry} {e.outcome}" for e in fo_head.entries))
     base_entries: list[EntryOutcome] = []
     try:
-        base_entries = pf.check_file(change.base_path, base, base, repo, entry=entry, options=options,
-                                     progress=progress, **kw).entries
+        base_entries = pf.check_file(_target(policy, repo, change.base_path, base, base, entry=entry),
+                                     request).entries
         log(f"{label}: base -> base: " + "; ".join(f"{e.entry} {e.outcome}" for e in base_entries))
     except PairFreeError as exc:
         if entry is None:
@@ -333,7 +339,7 @@ def gate_file(repo: str, base: str, head: str | None, change: Change, policy: Po
         b = base_by.get(e.entry)
         ge = GateEntry(label, e.entry, "pass", head=e.result, base=b.result if b else None)
         if e.outcome == "interface changed":
-            ge = judge_interface(repo, base, head, change, e.entry, list(e.lines), b, kw, options, progress)
+            ge = judge_interface(repo, base, head, change, e.entry, list(e.lines), b, policy, request)
             log(f"{label}: {e.entry}: interface changed; head's own run judged against base's own: {ge.outcome}")
         elif e.outcome == "cannot judge":
             if b is not None and b.outcome == "cannot judge":

@@ -24,16 +24,18 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from equiv import git
 from equiv.results import CheckResult, EntryOutcome, FileOutcome
 from equiv.check import check
 from equiv.options import Options
-from equiv.pair import BIT_EXACT, Contract
+from equiv.pair import Contract
 from equiv.pairfree import specs
 from equiv.errors import DiscoveryError, InputsTooLarge, PairFreeError, SourceError
 from equiv.pairfree.pair import Entry, Revisions, build_pair, entries_of, kernel_assertion, safe_constants
+from equiv.request import CheckRequest
 from equiv.runner import classify_exception
 from equiv.shapes import Shape
 from equiv.source.ref import SourceRef
@@ -138,20 +140,37 @@ def _conversions(pre: Entry, retiled: Entry) -> dict | None:
     return found[0] if found and all(f is not None and f == found[0] for f in found) else None
 
 
-def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: str, entry: str | None = None,
-               retiled_path: str | None = None, model: str | None = None, config: Mapping[str, Any] | None = None,
-               shapes: str = "nominal", examples: int | None = None, seed: int = 0,
-               recipes: Sequence[str] | None = None, contract: Contract = BIT_EXACT,
-               options: Options | None = None, progress: Callable | None = None,
-               log: Callable[[str], None] = lambda s: None, shrink_budget: int = 40,
-               time_budget: float | None = None, keep_runs: bool = False,
-               on_pair: Callable[[Any, EntryOutcome], None] | None = None,
-               command: Callable[[str], str] | None = None, contract_given: bool = False,
-               convert_inputs: bool = False) -> FileOutcome:
-    """Check every entry (or `entry`) of the model file `path` at `pre_rev` against `retiled_rev`.
+@dataclass(frozen=True)
+class FileTarget:
+    """What a pair-free check checks: the model file `path` (at `retiled_path` on retiled's
+    side when given) at `pre_rev` against `retiled_rev` in `repo` (None: the working tree),
+    every entry of its ``__main__`` block or `entry`, with `model` and `config` choosing the
+    file's configuration; `convert_inputs` bridges an interface change by exact conversions."""
 
-    The file's ``# equiv: contract`` comment (pre's) sets the contract unless `contract_given`
-    (``--contract``) overrides it."""
+    path: str
+    pre_rev: str | None
+    retiled_rev: str | None
+    repo: str
+    entry: str | None = None
+    retiled_path: str | None = None
+    model: str | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    convert_inputs: bool = False
+
+
+def check_file(target: FileTarget, request: CheckRequest | None = None, *,
+               on_pair: Callable[[Any, EntryOutcome], None] | None = None,
+               command: Callable[[str], str] | None = None) -> FileOutcome:
+    """Check every entry (or the target's entry) of a model file at two revisions, as `request`
+    asks; `on_pair` is told each entry's pair and outcome as it ends, `command(entry)` gives
+    an entry's repro prefix.
+
+    The file's ``# equiv: contract`` comment (pre's) sets the contract unless the request's
+    `contract_given` (``--contract``) overrides it."""
+    request = request or CheckRequest()
+    path, pre_rev, retiled_rev, repo = target.path, target.pre_rev, target.retiled_rev, target.repo
+    entry, retiled_path, model, config = target.entry, target.retiled_path, target.model, target.config
+    contract, contract_given, options, log = request.contract, request.contract_given, request.options, request.log
     notes = []
     pre_path, ret_path = path, retiled_path or path
     if retiled_path is None and pre_rev is not None and retiled_rev is not None:
@@ -221,7 +240,7 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
                 raise PairFreeError(f"{name}: {text}") from None
             out.entries.append(EntryOutcome(name, outcome, [text], modes=e_pre.modes))
             continue
-        convert = _conversions(e_pre, e_ret) if changes and convert_inputs else None
+        convert = _conversions(e_pre, e_ret) if changes and target.convert_inputs else None
         if changes and convert is None:
             out.entries.append(EntryOutcome(name, "interface changed", changes, modes=e_pre.modes))
             continue
@@ -246,9 +265,8 @@ def check_file(path: str, pre_rev: str | None, retiled_rev: str | None, repo: st
         log(f"{name}: modes {', '.join(e_pre.modes)}; {ref_text}; contract {contract_text}"
             + ("; one revision on both sides: each case runs the program once for both" if pair.identical_sides
                else ""))
-        result = check(pair, shapes=shapes, examples=examples, seed=seed, options=options, recipes=recipes,
-                       progress=progress, shrink_budget=0, time_budget=time_budget, keep_runs=keep_runs)
-        _shrink(pair, e_pre, result, shrink_budget, options, log)
+        result = check(pair, request.replace(shrink_budget=0))  # shrunk below, within a wall-time budget
+        _shrink(pair, e_pre, result, request.shrink_budget, options, log)
         from equiv.pairfree.judge import file_test_summary
 
         eo.file_test = file_test_summary(result)

@@ -220,6 +220,7 @@ def assemble(target: Tensor, tile: Tile, offset: Sequence[int], atomic: str | No
         mask = mask[Tensor._slices(inside, win)]
     summed = _result(target.data[sl] + src, target.dtype, src.shape).data
     current().note_order_dependent("atomic add", target.name, target.dtype, shape=target.shape, sl=sl, mask=mask)
+    current().atomic(target, inside, mask)
     token = current().current.token
     current().before_write(target.data)
     if mask is None:

@@ -310,6 +310,8 @@ class _Barriered:
             self.saved[b] = node
             if self.arrived == set(self.order):
                 # Everyone is here: a new phase (a new race domain) starts in shuffled order.
+                for client in self.ctx.fan.barrier:
+                    client.on_barrier(self.ctx, self.stage)
                 self.arrived.clear()
                 self.phase += 1
                 self.stage = self._new_stage()

@@ -18,7 +18,9 @@ import torch
 from equiv import rounding
 from equiv.dtypes import DType
 from equiv.options import Options
+from equiv.tile import hazards
 from equiv.tile.errors import PerBlockPoison
+from equiv.tile.events import Client, Fan
 from equiv.tile.findings import Finding
 from equiv.tile.poison import pattern_key, poison_pattern
 from equiv.tile.sites import _EQUIV_DIR, kernel_site
@@ -53,7 +55,7 @@ _FREE_ORDER_LIMIT = 1 << 26
 class RunContext:
     """State of one kernel execution: options, poison generator, block tree, findings."""
 
-    def __init__(self, options: Options, kernel_name: str = "kernel"):
+    def __init__(self, options: Options, kernel_name: str = "kernel", clients: list[Client] | None = None):
         self.options = options
         self.kernel_name = kernel_name
         self.device = torch.device(options.device)
@@ -68,8 +70,9 @@ class RunContext:
         self._next_token = 1
         self._next_stage = 0
         self.findings: dict[tuple[str, str, str], Finding] = {}
-        # Clients of the run's event stream (equiv.observe): decisions, stores, blocks.
-        self.observers: list = []
+        # Clients of the run's event stream (equiv.tile.events), fanned out per event; by
+        # default the hazard detectors `options.detectors` selects.
+        self.set_clients(hazards.make(options) if clients is None else clients)
         self._decision_sites: dict = {}  # caller code location -> kernel site (cached walk)
         # The batched stage running now (equiv.tile.batch.deferred.Batch), if any; its hooks below
         # defer stores and stop the attempt where a batched run could differ.
@@ -84,6 +87,22 @@ class RunContext:
         # [the caller's tensor, its pristine copy once something writes it, else None].
         self.borrowed: dict[int, list] = {}
         rounding.refresh_native_probe()  # the flush mode decides whether native rounding is exact
+
+    # -- the event stream ---------------------------------------------------------------
+    def set_clients(self, clients: list[Client]) -> None:
+        """The run's clients: each event goes to those that declared it, in this order."""
+        self.fan = Fan(clients)
+        # Whether a client needs every event of every block: the run then leaves the batched
+        # and untraced fast paths (blocks one at a time, scalars read traced, site maps kept).
+        self.observed = self.fan.per_element
+
+    def attach(self, *clients: Client) -> None:
+        """Add clients after the ones the run has."""
+        self.set_clients(self.fan.clients + list(clients))
+
+    @property
+    def clients(self) -> list[Client]:
+        return self.fan.clients
 
     # -- inputs lent by the caller --------------------------------------------------------
     def before_write(self, data: torch.Tensor) -> None:
@@ -111,13 +130,17 @@ class RunContext:
     @contextmanager
     def block(self, stage: int, index: int, name: str) -> Iterator[None]:
         node = BlockNode(self._next_token, self.current, stage, index, name,
-                         kernel_site() if self.observers else "")
+                         kernel_site() if self.observed else "")
         self.nodes[node.token] = node
         self._next_token += 1
         saved, self.current = self.current, node
+        for client in self.fan.block_start:
+            client.on_block_start(self, node)
         try:
             yield
         finally:
+            for client in self.fan.block_end:
+                client.on_block_end(self, node)
             self.current = saved
 
     def block_order(self, n: int) -> list[int]:
@@ -191,13 +214,14 @@ class RunContext:
     def decision(self, op: str, outcomes: dict, site: str | None = None) -> None:
         """A value decision taken by an op: ``outcomes`` maps an outcome name (``"first won"``,
         ``"true"``, ``"saturated"``) to a bool tensor (per element) or bool. Observers of the run
-        (decision coverage) receive it; without observers it costs nothing."""
-        if not self.observers:
+        (decision coverage) receive it; without clients of decisions it costs nothing."""
+        fan = self.fan.decision
+        if not fan:
             return
         if site is None:
             site = self.site_of_caller()
-        for obs in self.observers:
-            obs.on_decision(self, site, op, outcomes)
+        for client in fan:
+            client.on_decision(self, site, op, outcomes)
 
     def site_of_caller(self) -> str:
         """`kernel_site()`, cached per calling code location (the walk costs more than a dict hit)."""
@@ -215,11 +239,17 @@ class RunContext:
             site = self._decision_sites[k] = kernel_site()
         return site
 
-    def emit_store(self, tensor: "Tensor", win: "Window", mask, scalar: bool = False) -> None:
-        """Tell the observers that the current block wrote `win` of `tensor` (``scalar``: one
-        element through the core's data cache, ``pl.write``; else a tile store / DMA)."""
-        for obs in self.observers:
-            obs.on_store(self, tensor, win, mask, scalar)
+    def out_of_range(self, kind: str, tensor: str, detail: str, region: list, count: int = 1,
+                     site: str | None = None) -> None:
+        """An access reached outside `tensor` (``"oob-read"`` / ``"oob-write"``; the access path
+        clipped it): its clients record it, or raise (`equiv.tile.bounds`)."""
+        for client in self.fan.out_of_range:
+            client.on_out_of_range(self, kind, tensor, detail, region, count, site)
+
+    def atomic(self, tensor: "Tensor", win: "Window", mask, remote: bool = False) -> None:
+        """The running block (or rank, `remote`) atomically adds into `win` of `tensor`."""
+        for client in self.fan.atomic:
+            client.on_atomic(self, tensor, win, mask, remote)
 
     def poison(self, shape: Sequence[int], dtype: DType) -> torch.Tensor:
         """Values of uninitialised memory: NaN for floats in the ``nan`` run; otherwise a

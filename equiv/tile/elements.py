@@ -42,7 +42,7 @@ def _read_lanes(src: Tensor | Tile, indices: Any, batch: Any) -> Any:
     else:  # NumPy on the CPU: one fancy-indexed read
         values = data[tuple([int(v) for v in col] for col in cols)].tolist()
     convert = float if src.dtype.is_float else int
-    if current().observers:
+    if current().observed:
         return _lanes.Lanes([traced(convert(v)) for v in values])
     return _lanes.Lanes([convert(v) for v in values], exact_in=src.dtype)
 
@@ -55,7 +55,7 @@ def _read(src: Tensor | Tile, indices: Sequence[int]) -> int | float:
         value = None if len(idx) != len(src.shape) else src.read_element(tuple(idx))
         if value is None:
             value = src.load(tuple((i, i + 1) for i in idx)).reshape(())
-    if current().observers:
+    if current().observed:
         # A value that records the outcome of the kernel's `if` tests on it (decision coverage).
         return traced(float(value) if src.dtype.is_float else int(value))
     return float(value) if src.dtype.is_float else int(value)

@@ -201,7 +201,7 @@ def max(a, b):  # noqa: A001
 def _kernel_caller() -> bool:
     # pl.min/pl.max are also the emulator's own helpers (the table exports them): only a call
     # from kernel code is an index guard of the kernel.
-    if not current().observers:
+    if not current().observed:
         return False
     frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename == _BATCH_FILE:

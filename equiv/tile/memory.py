@@ -2,9 +2,10 @@
 
 A `Tensor` is a region of device global memory (an input, an output, or ``pl.create_tensor``
 scratch). It remembers which elements were ever written and, per element, which parallel
-block wrote it last, so the runner can report unwritten output, the race check
-(`equiv.tile.races`) can report two blocks of one stage writing the same element, and every
-access outside the tensor is caught with the kernel's file and line.
+block wrote it last, so the runner can report unwritten output and the race detector
+(`equiv.tile.races`) two blocks of one stage writing the same element; an access outside the
+tensor is clipped and sent to the out-of-range detector (`equiv.tile.bounds`) with the
+kernel's file and line. Loads and stores are events of the run's stream (`equiv.tile.events`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import torch
 from equiv import dtypes
 from equiv.dtypes import DType
 from equiv.tile.context import current
-from equiv.tile.errors import KernelError, OutOfBoundsError
-from equiv.tile.races import check_element, check_store
+from equiv.tile.errors import KernelError
 from equiv.tile.sites import intern_site, kernel_site
 
 Window = tuple[tuple[int, int], ...]  # per dimension [start, stop)
@@ -114,7 +114,7 @@ class Tensor:
         self.__dict__["_written_box"] = [None if written else
                                          torch.zeros(self.shape, dtype=torch.bool, device=ctx.device)]
         self.__dict__["_writer_box"] = [None]
-        if ctx.observers:
+        if ctx.observed:
             # Per element, the interned kernel site of its last store (writer attribution),
             # kept only in observed runs; a fully written tensor (an input) gets it at its first
             # store (4 bytes an element: Pro int8 weights would need 13 GB of it).
@@ -201,13 +201,14 @@ class Tensor:
             if total == inside:
                 return clipped, True
         ctx = current()
-        site = kernel_site()
-        idx = ", ".join(f"{a}:{b}" for a, b in win)
-        detail = (f"{'read of' if kind == 'oob-read' else 'write to'} {self.name}[{idx}] "
-                  f"but {self.name} has shape {list(self.shape)}")
-        if ctx.options.out_of_bounds == "raise":
-            raise OutOfBoundsError(detail, site)
-        ctx.record(kind, self.name, detail, list(win), count=total - inside, site=site)
+        if not ctx.fan.out_of_range and ctx.batch is not None:
+            # Nobody reports it, yet a batched stage must still replay block by block.
+            ctx.batch.stop(f"a {kind} finding on {self.name}")
+        if ctx.fan.out_of_range:
+            idx = ", ".join(f"{a}:{b}" for a, b in win)
+            detail = (f"{'read of' if kind == 'oob-read' else 'write to'} {self.name}[{idx}] "
+                      f"but {self.name} has shape {list(self.shape)}")
+            ctx.out_of_range(kind, self.name, detail, list(win), count=total - inside, site=kernel_site())
         return clipped, True
 
     @staticmethod
@@ -222,14 +223,17 @@ class Tensor:
         if any(s < 0 for s in shape):
             raise KernelError(f"{self.name}: empty or negative window {win}")
         inside, clipped = self._clip(win, "oob-read")
-        batch = current().batch
-        if batch is not None:
-            batch.on_load(self, clipped)
+        ctx = current()
+        if ctx.batch is not None:
+            ctx.batch.on_load(self, clipped)
         if not clipped:
-            return self.data[self._slices(win)].to(self.dtype.container, copy=True)
-        out = current().poison(shape, self.dtype)
-        if all(b > a for a, b in inside):
-            out[self._slices(inside, win)] = self.data[self._slices(inside)]
+            out = self.data[self._slices(win)].to(self.dtype.container, copy=True)
+        else:
+            out = ctx.poison(shape, self.dtype)
+            if all(b > a for a, b in inside):
+                out[self._slices(inside, win)] = self.data[self._slices(inside)]
+        for client in ctx.fan.load:
+            client.on_load(ctx, self, win)
         return out
 
     def store(self, win: Window, values: torch.Tensor, mask: torch.Tensor | None = None) -> None:
@@ -245,10 +249,11 @@ class Tensor:
         m = None if mask is None else (mask[self._slices(inside, win)] if clipped else mask)
         sl = self._slices(inside)
         ctx = current()
-        if ctx.options.detect_races:
-            self._check_race(inside, sl, m)
+        scalar = bool(getattr(ctx, "_scalar_store", False))
+        for client in ctx.fan.store:  # before the write: the hazard checks read the last writers
+            client.on_store(ctx, self, inside, m, scalar)
         site_ids = self.__dict__.get("site_ids")
-        if site_ids is None and ctx.observers and self.__dict__.get("_site_ids_lazy"):
+        if site_ids is None and ctx.observed and self.__dict__.get("_site_ids_lazy"):
             site_ids = self.site_ids = torch.full(self.shape, -1, dtype=torch.int32, device=self.data.device)
         if site_ids is not None and site_ids.shape != self.writer.shape:
             site_ids = None  # a view made without its own site map
@@ -267,22 +272,23 @@ class Tensor:
                                           self.writer[sl])
             if site_ids is not None:
                 site_ids[sl] = torch.where(m, torch.full_like(site_ids[sl], site_id), site_ids[sl])
-        if ctx.observers:
-            ctx.emit_store(self, inside, m, scalar=bool(getattr(ctx, "_scalar_store", False)))
+        for client in ctx.fan.stored:
+            client.on_stored(ctx, self, inside, m, scalar)
 
     def store_element(self, idx: tuple[int, ...], value: int | float) -> bool:
         """Write one in-range element (``pl.write``) with `store`'s written-mask, last-writer
         and race bookkeeping, without tensor temporaries (a scalar loop's hot path). Returns
-        False, writing nothing, where `store` must do it (outside the tensor, observers or a
-        batched stage watching, a tensor type with its own rules)."""
+        False, writing nothing, where `store` must do it (outside the tensor, an observed run or
+        a batched stage watching, a store client without a one-element hook, a tensor type
+        with its own rules)."""
         ctx = current()
-        if (ctx.batch is not None or ctx.observers or type(self) is not Tensor
+        if (ctx.batch is not None or ctx.observed or not ctx.fan.element_stores or type(self) is not Tensor
                 or any(not 0 <= i < n for i, n in zip(idx, self.shape))):
             return False
         token = ctx.current.token
         data, written, writer = self.scalar_views()
-        if ctx.options.detect_races:
-            check_element(ctx, self.name, idx, int(writer[idx]))
+        for client in ctx.fan.store:
+            client.on_store_element(ctx, self, idx, int(writer[idx]))
         ctx.before_write(self.data)
         data[idx] = value
         written[idx] = True
@@ -302,9 +308,10 @@ class Tensor:
                                                        data.numpy(), written.numpy(), writer.numpy())
         return cached[3:]
 
-    def _check_race(self, win: Window, sl: tuple[slice, ...], mask: torch.Tensor | None) -> None:
-        """The race check of a store (a tensor type with its own rules overrides it)."""
-        check_store(self, win, sl, mask)
+    def race_world(self) -> object | None:
+        """The running multi-rank world that judges races on this tensor (a window of it),
+        else None: element races between blocks judge it (`equiv.tile.races`)."""
+        return None
 
     def read_element(self, idx: tuple[int, ...]) -> int | float | None:
         """One in-range element as a Python number (``pl.read``'s hot path), or None where

@@ -11,7 +11,7 @@ import torch
 
 from equiv import rounding
 from equiv.dtypes import BF16, FP16, FP32, DType
-from equiv.tile.errors import KernelError, OutOfBoundsError
+from equiv.tile.errors import KernelError
 from equiv.tile.memory import Tensor
 from equiv.tile.context import current
 
@@ -85,10 +85,10 @@ def _index_guard(idx: torch.Tensor, n: int, what: str, dtype: DType) -> tuple[to
     hit = bad.nonzero()
     first = hit[0].tolist()
     detail = f"{what} index {int(idx[tuple(first)])} at {first} outside [0, {n})"
-    if ctx.options.out_of_bounds == "raise":
-        raise OutOfBoundsError(detail)
     region = [(int(hit[:, d].min()), int(hit[:, d].max()) + 1) for d in range(hit.shape[1])]
-    ctx.record("oob-read", f"{what} source", detail, region, count=int(hit.shape[0]))
+    if not ctx.fan.out_of_range and ctx.batch is not None:
+        ctx.batch.stop(f"a oob-read finding on {what} source")  # replayed block by block all the same
+    ctx.out_of_range("oob-read", f"{what} source", detail, region, count=int(hit.shape[0]))
     return idx.clamp(0, max(n - 1, 0)), bad
 
 

@@ -1,7 +1,10 @@
 """Element races: two blocks of one parallel stage writing the same element of a tensor.
 
-Every store's last-writer map is compared with the running block; the block tree
-(`RunContext.races_with`) says whether two writers are siblings of one stage.
+A client of the run's event stream (`equiv.tile.events`): at every store it compares the
+tensor's last-writer map with the running block; the block tree (`RunContext.races_with`)
+says whether two writers are siblings of one stage. A window of a multi-rank world written
+while its ranks run is judged by the cross-rank client (`equiv.tile.rank_races`),
+same-rank writes included.
 """
 
 from __future__ import annotations
@@ -10,17 +13,32 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from equiv.tile.context import current
+from equiv.tile.events import STORE, Client
 
 if TYPE_CHECKING:
     from equiv.tile.context import RunContext
     from equiv.tile.memory import Tensor, Window
 
 
-def check_store(tensor: "Tensor", win: Window, sl: tuple[slice, ...], mask: torch.Tensor | None) -> None:
+class ElementRaces(Client):
+    """Reports ``race``: an element stored by two sibling blocks of one parallel stage."""
+
+    events = frozenset({STORE})
+    per_element = False  # a batched stage replays block by block where a race could occur
+
+    def on_store(self, ctx: "RunContext", tensor: "Tensor", window: "Window", mask, scalar: bool) -> None:
+        if tensor.race_world() is not None:
+            return
+        check_store(ctx, tensor, window, tuple(slice(a, b) for a, b in window), mask)
+
+    def on_store_element(self, ctx: "RunContext", tensor: "Tensor", idx: tuple[int, ...], prev: int) -> None:
+        check_element(ctx, tensor.name, idx, prev)
+
+
+def check_store(ctx: "RunContext", tensor: "Tensor", win: "Window", sl: tuple[slice, ...],
+                mask: torch.Tensor | None) -> None:
     """Record a race where the running block stores `win` (`sl` of `tensor`, where `mask`)
     over elements a sibling block of the same parallel stage wrote last."""
-    ctx = current()
     prev = tensor.writer[sl]
     if mask is not None:
         prev = torch.where(mask, prev, torch.full_like(prev, -1))

@@ -149,7 +149,7 @@ def cast(x: Tile | int | float, target_type: DType, mode: str = "round") -> Tile
         # Every value of the integer type (or of this tile) is a value of the float type:
         # exact in every mode.
         return Tile(x.data.to(target_type.container), target_type, x.valid)
-    if not target_type.is_float and current().observers:
+    if not target_type.is_float and current().observed:
         _saturation_decision(x.data, target_type, mode)
     return Tile(rounding.convert(x.data, target_type, mode), target_type, x.valid)
 

@@ -234,7 +234,7 @@ def test_observed_runs_replay_block_by_block(at_once):
     both(tiled_rows, {"x": x}, OUT, seed=1)
     assert at_once == [True]
     ctx = RunContext(Options(seed=1))
-    ctx.observers = [CacheLineObserver(64)]
+    ctx.attach(CacheLineObserver(64))
     with running(ctx):
         out = Tensor("out", [N * R, C], pl.BF16)
         rewrite.batched_kernel(tiled_rows)(x=Tensor.from_torch("x", x), out=out)

@@ -179,7 +179,7 @@ class Batch:
     def finish(self, ctx: context.RunContext, stage: int, order: list[int], name: str) -> None:
         """Apply the stage's deferred stores inside the blocks' nodes, in `order`: all at once
         where that provably writes what block-by-block replay writes, else block by block."""
-        plan = None if ctx.observers else _bulk_plan(self.events, ctx, stage, order, name)
+        plan = None if ctx.observed else _bulk_plan(self.events, ctx, stage, order, name)
         first = None
         for b in order:  # the nodes (and block tokens) a one-by-one run makes
             with ctx.block(stage, b, name):
@@ -242,7 +242,8 @@ def _bulk_plan(events: list[StoreEvent], ctx: context.RunContext, stage: int, or
             return None  # an element stored twice within one extent's windows
         if _boxes_overlap([w.box for w in writes]) and _stored_twice_by(writes):
             return None  # an element stored twice: program order or a race decides
-        if ctx.options.detect_races and Tensor.writer.made(tensor):  # type: ignore[attr-defined]
+        # A store client (the race detector) must see a racing earlier writer block by block.
+        if ctx.fan.store and Tensor.writer.made(tensor):  # type: ignore[attr-defined]
             for w in writes:
                 if any(ctx.races_with(t, probe) is not None for t in w.earlier_writers()):
                     return None

@@ -160,7 +160,7 @@ class iterations:  # noqa: N801 - used as a loop iterable in rewritten kernels
         Else the kernel runs the loop as written over `self.loop`."""
         ctx = context._CURRENT.get()
         batch = None if ctx is None else ctx.batch
-        return batch is not None and batch.lane is None and not ctx.observers
+        return batch is not None and batch.lane is None and not ctx.observed
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         ctx = context._CURRENT.get()

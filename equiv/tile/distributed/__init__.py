@@ -34,7 +34,9 @@ The world size comes from the run (``DistributedConfig(device_ids=...)`` of the 
 ``golden.run_jit`` call): run the host entry under ``configured(n)``.
 
 The package, one concern a file: `dsl_types` (the ``pld`` value types), `world` (ranks,
-their memory, turns, signals, rendezvous, cross-rank races), `clocks` (the vector clocks
-those races are judged by), `host` (``@pl.jit.host``), `ops` (the ``pld`` ops) and `shims`
-(the ``pld`` table and source mode's modules).
+their memory, turns, signals, rendezvous), `host` (``@pl.jit.host``), `ops` (the ``pld``
+ops) and `shims` (the ``pld`` table and source mode's modules). Cross-rank races are a
+detector on the run's event stream (`equiv.tile.rank_races`), judged by the vector clocks
+of `equiv.tile.clocks` (both outside this package, so the run context can install the
+detector without importing the world).
 """

@@ -1,5 +1,6 @@
 """The world of a multi-rank run: each rank's window memory, the ranks as cooperating
-threads taking turns, signals, collectives' rendezvous, deadlocks and cross-rank races."""
+threads taking turns, signals, collectives' rendezvous and deadlocks. Cross-rank races are
+judged by a client of the run's event stream (`equiv.tile.rank_races`)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 from equiv.dtypes import DType
-from equiv.tile import memory, races
+from equiv.tile import memory
 from equiv.tile.errors import KernelError, UnsupportedOpError
 from equiv.tile.memory import Tensor
 from equiv.tile.context import current
 from equiv.tile.sites import kernel_site
 from equiv.tile import access
 from equiv.tile.turns import Abandoned as _Abandoned, await_turn, hand_over_failure, run_in_turns
-from equiv.tile.distributed import clocks
+from equiv.tile import clocks
 from equiv.tile.distributed.dsl_types import WindowRef
 
 
@@ -32,7 +33,7 @@ class DistributedTensor(Tensor):
 
     Besides the `Tensor` state it remembers per element the rank that last wrote it, that
     rank's epoch (number of notifies it had issued) at the time, and whether the write was
-    an atomic add: what the cross-rank race check needs.
+    an atomic add: what the cross-rank race detector (`equiv.tile.rank_races`) needs.
     """
 
     rank: int
@@ -42,18 +43,9 @@ class DistributedTensor(Tensor):
     def __class_getitem__(cls, item):
         return (DistributedTensor, item)
 
-    def _check_race(self, win, sl, mask) -> None:
+    def race_world(self) -> "World | None":
         world = ACTIVE.get()
-        if world is None or world.running is None:
-            return races.check_store(self, win, sl, mask)
-        world.check_window_write(self, win, sl, mask)
-
-    def load(self, win):
-        out = Tensor.load(self, win)
-        world = ACTIVE.get()
-        if world is not None and world.running is not None and world.ctx.options.detect_races:
-            world.check_window_read(self, win)
-        return out
+        return world if world is not None and world.running is not None else None
 
 
 def world_size_from(compile_cfg: Mapping[str, Any] | None) -> int | None:
@@ -162,71 +154,22 @@ class World:
                               f"(cross-rank ops need pld.window(...) views)")
         return self.instance(local.ref, int(peer))
 
-    # -- race checks ---------------------------------------------------------------------
-    def _unordered(self, ranks: torch.Tensor, epochs: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Elements of `candidates` whose access by rank `ranks` at epoch `epochs` the running
-        rank has not acquired (no notify→wait chain from that access to here)."""
-        return clocks.unordered(self.clock[self.running], ranks, epochs, candidates)
-
-    def _report(self, inst: DistributedTensor, win, hits: torch.Tensor, ranks: torch.Tensor, what: str) -> None:
-        hit = hits.nonzero()
-        idx = hit + torch.tensor([a for a, _ in win], device=hit.device)
-        first = [int(v) for v in idx[0].tolist()]
-        other = int(ranks[tuple(hit[0].tolist())])
-        region = [(int(idx[:, d].min()), int(idx[:, d].max()) + 1) for d in range(idx.shape[1])]
-        self.ctx.record("race", inst.name,
-                        f"element {first} of rank {inst.rank}'s window {what.format(other=other, me=self.running)} "
-                        f"with no notify/wait ordering the two (cross-rank race)", region, count=int(hit.shape[0]))
-
-    def check_window_read(self, inst: DistributedTensor, win) -> None:
-        """A read by rank `running` of `inst`[win]: a race with another rank's write that no
-        notify→wait chain orders before it; remembered for the write check."""
-        inside = tuple((max(a, 0), min(b, n)) for (a, b), n in zip(win, inst.shape))
-        if not all(b > a for a, b in inside):
-            return
-        sl = Tensor._slices(inside)
-        r = self.running
-        prev_rank = inst.wrank[sl]
-        unordered = self._unordered(prev_rank, inst.wepoch[sl], (prev_rank >= 0) & (prev_rank != r))
-        if bool(unordered.any()):
-            self._report(inst, inside, unordered, prev_rank, "written by rank {other} and read by rank {me}")
-        inst.rrank[sl] = r
-        inst.repoch[sl] = self.clock[r][r]
-
-    def check_window_write(self, inst: DistributedTensor, win, sl, mask, atomic: bool = False) -> None:
-        """Record the write of rank `running` into `inst`[sl] (where `mask`), reporting a race
-        with an earlier write or read of another rank that no notify→wait chain orders before it."""
-        r = self.running
-        m = torch.ones_like(inst.wrank[sl], dtype=torch.bool) if mask is None else mask
-        prev_rank, prev_epoch, prev_atomic = inst.wrank[sl], inst.wepoch[sl], inst.watomic[sl]
-        both_atomic = prev_atomic & atomic
-        unordered = self._unordered(prev_rank, prev_epoch, m & (prev_rank >= 0) & (prev_rank != r) & ~both_atomic)
-        if bool(unordered.any()):
-            self._report(inst, win, unordered, prev_rank, "written by rank {other} and rank {me}")
-        reader = inst.rrank[sl]
-        unread = self._unordered(reader, inst.repoch[sl], m & (reader >= 0) & (reader != r))
-        if bool(unread.any()):
-            self._report(inst, win, unread, reader, "read by rank {other} and written by rank {me}")
-        same = m & (prev_rank == r) & ~both_atomic
-        if bool(same.any()):
-            races.check_store(inst, win, sl, same)
-        epoch = self.clock[r][r]
-        inst.wrank[sl] = torch.where(m, torch.full_like(prev_rank, r), prev_rank)
-        inst.wepoch[sl] = torch.where(m, torch.full_like(prev_epoch, epoch), prev_epoch)
-        inst.watomic[sl] = torch.where(m, torch.full_like(prev_atomic, atomic), prev_atomic)
-
     # -- clocks --------------------------------------------------------------------------
     def release(self, signal_key: tuple[int, int, int]) -> None:
         r = self.running
         self.clock[r][r] += 1
         known = self.signal_clock.setdefault(signal_key, [0] * self.nranks())
         self.signal_clock[signal_key] = clocks.join(known, self.clock[r])
+        for client in self.ctx.fan.rank_message:
+            client.on_rank_message(self.ctx, "release", r, signal_key)
 
     def acquire(self, signal_key: tuple[int, int, int]) -> None:
         r = self.running
         seen = self.signal_clock.get(signal_key)
         if seen is not None:
             self.clock[r] = clocks.join(self.clock[r], seen)
+        for client in self.ctx.fan.rank_message:
+            client.on_rank_message(self.ctx, "acquire", r, signal_key)
 
     # -- dispatch and scheduling ---------------------------------------------------------
     def host_call(self, fn: Callable, args: tuple, kwargs: dict) -> Any:
