@@ -300,9 +300,12 @@ def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> No
     lines += ["", f"## The full gate, {args.full} latest commits", "",
               f"`equiv gate --base C^ --head C --time-budget {args.full_budget:g}` (pypto-lib's 30-minute PR "
               "job) under `/usr/bin/time -v`, cheapest commit first (by the dry run's estimate), on the shared "
-              "2-core machine: the rows measured by 39535b57 and 045f2c24 ran as two or three such measurements at "
-              "once beside two engineers' test runs (load average 4-7), so a gate had well under one core and "
-              "its budget checked fewer entries than on a CI runner of its own; peak memory is the largest resident set of the gate's processes. **entries**: "
+              "2-core machine: the rows measured by 39535b57, 045f2c2b and 91588268 ran as two or three such "
+              "measurements at once beside other test runs (load average 4-10), so a gate had well under one "
+              "core and its budget checked fewer entries than on a CI runner of its own (from 045f2c2b an entry "
+              "still running when the budget ends is stopped there; from 91588268 selection and planning count "
+              "against the budget, and a gate that stopped an entry exits without the interpreter shutdown that "
+              "gave b9b60dad's exit 134 after its verdict); peak memory is the largest resident set of the gate's processes. **entries**: "
               "counts by outcome as the console lists them. **exit `timeout`**: the measurement's own "
               "`--full-timeout` ended the gate before it printed a verdict (not the gate's budget); its "
               "wall time is when it was ended.", "",
