@@ -323,10 +323,9 @@ def covers(entry: str) -> bool:
     """Whether the emulator covers one census entry."""
     if entry.startswith("import "):
         from equiv.source import run_harness
-        from equiv.tile.distributed import shims
 
         module = entry[len("import "):]
-        return module in (LANGUAGE, DISTRIBUTED) or module in shims.IMPORTABLE or module in run_harness.IMPORTABLE
+        return module in (LANGUAGE, DISTRIBUTED) or module in run_harness.IMPORTABLE
     m = _WITH.match(entry)
     if m:
         obj = _lookup(m["name"])

@@ -8,10 +8,10 @@ the budget ends, so the gate can still list it as not checked and write everythi
 
 from __future__ import annotations
 
-import signal
-import threading
 import os
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 

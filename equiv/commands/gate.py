@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from equiv.errors import GateError, UsageError
 
@@ -98,8 +99,6 @@ def run_pair_free(args: argparse.Namespace) -> int:
     from equiv.progress import Progress
     from equiv.errors import SourceError
     from equiv.source.assignments import parse_assignments
-
-    import time
 
     started = time.perf_counter()  # the budget is for the whole gate: selection and planning count
     if args.dry_run:
