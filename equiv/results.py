@@ -222,7 +222,7 @@ class CheckResult:
 
 # Pair-free checks of a model file (equiv.pairfree.run): one outcome per entry, and the file's.
 EXIT = {"equivalent": 0, "pre-defect": 0, "both-defect": 0, "interface changed": 0, "rejected": 0,
-        "regression": 1, "cannot judge": 2}
+        "regression": 1, "cannot judge": 2, "not called": 2}
 
 
 @dataclass
@@ -263,7 +263,7 @@ class FileOutcome:
 
     @property
     def outcome(self) -> str:
-        order = ("regression", "cannot judge", "interface changed", "rejected", "both-defect", "pre-defect",
+        order = ("regression", "cannot judge", "not called", "interface changed", "rejected", "both-defect", "pre-defect",
                  "equivalent")
         got = {e.outcome for e in self.entries}
         return next((o for o in order if o in got), "equivalent")

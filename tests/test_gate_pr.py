@@ -276,6 +276,17 @@ def test_cheapest_entry_runs_first():
     assert [e.entry for e in planning.order(entries)] == ["small", "big"]
 
 
+def test_an_instance_of_an_unsized_entry_is_estimated_unknown_not_at_the_floor(monkeypatch):
+    # the head recording has no call of the entry (its block did not run on the meta device):
+    # its cost at another model instance is as unknown as at its own, never a few seconds
+    models = {"DEMO": {"hidden": 16, "default": True, "bytes": 1024},
+              "PRO": {"hidden": 7168, "bytes": 2048}}
+    monkeypatch.setattr(fp, "compare_file", lambda *a, **k: [fp.EntryChange("big_test", False, "changed")])
+    monkeypatch.setattr(fp, "record", lambda *a, **k: {"<models>": models, "sized_test": {"default": []}})
+    got = {p.label: p.estimate for p in planning.plan_file("r", "b", "f.py", "h", "f.py")}
+    assert got == {"big_test": planning.UNKNOWN_SECONDS, "big_test [model PRO]": planning.UNKNOWN_SECONDS}
+
+
 def test_dry_run_lists_unchanged_and_to_run_without_running(repo, capsys, monkeypatch):  # noqa: F811
     second = "models/toy/second.py"
     base = commit(repo, {FILE: kernel(tile=4), second: kernel(tile=4)})
@@ -430,3 +441,61 @@ def test_entries_that_cannot_be_judged_at_either_revision_are_counted_in_the_hea
     assert "cannot judge at base either" in out
     skipped = out.count("\nSKIPPED ")
     assert skipped >= 1 and f", {skipped} skipped" in out.splitlines()[-1]
+
+
+# ----------------------------------------------------------------------------------------
+# Entries the ``__main__`` block reaches only under an option, and instances the file refuses
+# ----------------------------------------------------------------------------------------
+def entry_chosen_by_option(text: str, blocks: str = "T // T_TILE", condition: str = 'args.entry == "twice"') -> str:
+    """The toy file with a second entry (``twice_test``) that the ``__main__`` block hands to
+    run_jit only when `condition` holds (by default ``--entry twice``, as pypto-lib's dspark
+    decode files choose between their full, output and tp1 entries)."""
+    text = with_second_entry(text, blocks)
+    text = text.replace('parser.add_argument("-p", "--platform", default="a2a3")',
+                        'parser.add_argument("-p", "--platform", default="a2a3")\n'
+                        '    parser.add_argument("--entry", choices=("scale", "twice"), default="scale")')
+    text = text.replace("    run_jit(fn=scale_test,", '    if args.entry == "scale":\n        run_jit(fn=scale_test,')
+    text = text.replace("            compare_fn={\"y\": ratio_allclose()})\n",
+                        "                compare_fn={\"y\": ratio_allclose()})\n")
+    return text.replace("    run_jit(fn=twice_test,", f"    if {condition}:\n        run_jit(fn=twice_test,")
+
+
+def test_an_entry_run_only_under_an_entry_option_is_gated_under_it(repo, capsys):  # noqa: F811
+    base = commit(repo, {FILE: entry_chosen_by_option(kernel(tile=4))})
+    head = commit(repo, {FILE: entry_chosen_by_option(kernel(tile=4), blocks="T // T_TILE - 1")})
+    assert gate(repo, base, "--head", head, "--recipe", "realistic", "--model", "DEMO") == 1
+    out = capsys.readouterr().out
+    assert "cannot be checked" not in out and "CANNOT CHECK" not in out
+    assert f"FAIL          {FILE}:twice_test" in out and "y: head leaves 64 elements unwritten" in out
+    assert f"UNCHANGED     {FILE}:scale_test" in out
+    same = commit(repo, {FILE: entry_chosen_by_option(kernel(tile=2))})  # a clean retile of both
+    assert gate(repo, head, "--head", same, "--recipe", "realistic", "--model", "DEMO") == 0  # the hole, fixed
+    assert f"PASS          {FILE}:twice_test" in capsys.readouterr().out
+    assert gate(repo, base, "--head", same, "--recipe", "realistic", "--model", "DEMO") == 0
+    out = capsys.readouterr().out
+    assert f"PASS          {FILE}:twice_test" in out and f"PASS          {FILE}:scale_test" in out
+
+
+def test_an_entry_no_mode_reaches_is_not_checked_and_never_passes(repo, capsys):  # noqa: F811
+    unreached = 'args.platform == "never"'
+    base = commit(repo, {FILE: entry_chosen_by_option(kernel(tile=4), condition=unreached)})
+    head = commit(repo, {FILE: entry_chosen_by_option(kernel(tile=4), blocks="T // T_TILE - 1", condition=unreached)})
+    assert gate(repo, base, "--head", head, "--recipe", "realistic", "--model", "DEMO") == 2
+    out = capsys.readouterr().out
+    assert "CANNOT CHECK" not in out
+    assert f"NOT CHECKED   {FILE}:twice_test" in out
+    assert "calls no run_jit of twice_test at either revision under the modes equiv tries (scale, twice)" in out, out
+    assert f"PASS          {FILE}:twice_test" not in out
+    assert out.splitlines()[-1].startswith("gate: INCOMPLETE")
+
+
+def test_an_instance_the_file_refuses_at_both_revisions_is_skipped_once_not_passed(repo, capsys):  # noqa: F811
+    only_demo = 'assert D == 16, "this kernel supports hidden_size 16 only"'
+    base = commit(repo, {FILE: kernel(tile=4, module_assert=only_demo)})
+    head = commit(repo, {FILE: kernel(tile=2, module_assert=only_demo)})
+    assert gate(repo, base, "--head", head, "--recipe", "realistic") == 0
+    out = capsys.readouterr().out
+    assert f"PASS          {FILE}:scale_test\n" in out or f"PASS          {FILE}:scale_test (" in out
+    pro = [line for line in out.splitlines() if f"{FILE}:scale_test [model PRO]" in line]
+    assert len(pro) == 1 and pro[0].startswith("SKIPPED"), out
+    assert "this kernel supports hidden_size 16 only" in out

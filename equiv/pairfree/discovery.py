@@ -28,7 +28,9 @@ import torch
 from equiv.pairfree import golden as golden_stub
 from equiv.errors import DiscoveryError, InputsTooLarge
 
-MODE_OPTIONS = ("--mode", "--modes", "-m")
+# Options whose choices select what the ``__main__`` block runs: a mode (decode, prefill) or,
+# in files that hand several entries to run_jit, which entry (``--entry full|output|tp1``).
+MODE_OPTIONS = ("--mode", "--modes", "-m", "--entry")
 ALL_WORDS = ("all", "both")
 
 

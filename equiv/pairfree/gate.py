@@ -232,6 +232,12 @@ def _max_error(result: CheckResult | None, output: str) -> float | None:
     return max(vals) if vals else None
 
 
+# Outcomes of a pair-free check where no case ran: never a pass. The file's own asserts
+# refusing the shape at this instance is its contract (skipped); an entry no mode reaches is
+# changed code the gate did not check.
+NOTHING_RAN = {"rejected": "skipped", "not called": "not checked"}
+
+
 def judge_interface(repo: str, base: str, head: str | None, change: Change, name: str, changes: list[str],
                     base_own: EntryOutcome | None, policy: Policy, request: CheckRequest) -> GateEntry:
     """A changed interface, judged: head's own run (on its own declared inputs) against base's
@@ -243,7 +249,8 @@ def judge_interface(repo: str, base: str, head: str | None, change: Change, name
     ge.head = own.result if own else None
     ge.base = base_own.result if base_own else None
     if own is None or own.outcome == "cannot judge" or own.result is None:
-        ge.outcome = "cannot judge" if own is None or own.outcome == "cannot judge" else "skipped"
+        ge.outcome = "cannot judge" if own is None or own.outcome == "cannot judge" else \
+            NOTHING_RAN.get(own.outcome, "skipped")
         ge.reasons += [f"head's own run: {own.outcome if own else 'nothing ran'}", *(own.lines if own else [])]
         return ge
     if base_own is None or base_own.result is None:
@@ -309,7 +316,9 @@ def gate_file(repo: str, base: str, head: str | None, change: Change, policy: Po
         out = []
         for e in fo.entries:
             ge = GateEntry(label, e.entry, "pass", head=e.result)
-            if e.outcome == "cannot judge":
+            if e.outcome in NOTHING_RAN:
+                ge.outcome, ge.reasons = NOTHING_RAN[e.outcome], [e.outcome, *e.lines]
+            elif e.outcome == "cannot judge":
                 ge.outcome, ge.reasons = "cannot judge", list(e.lines)
             elif e.result is not None:
                 ge.reasons = compare_defects({}, defects(e.result, "retiled"))
@@ -338,7 +347,9 @@ def gate_file(repo: str, base: str, head: str | None, change: Change, policy: Po
     for e in fo_head.entries:
         b = base_by.get(e.entry)
         ge = GateEntry(label, e.entry, "pass", head=e.result, base=b.result if b else None)
-        if e.outcome == "interface changed":
+        if e.outcome in NOTHING_RAN:
+            ge.outcome, ge.reasons = NOTHING_RAN[e.outcome], [e.outcome, *e.lines]
+        elif e.outcome == "interface changed":
             ge = judge_interface(repo, base, head, change, e.entry, list(e.lines), b, policy, request)
             log(f"{label}: {e.entry}: interface changed; head's own run judged against base's own: {ge.outcome}")
         elif e.outcome == "cannot judge":
@@ -355,7 +366,7 @@ def gate_file(repo: str, base: str, head: str | None, change: Change, policy: Po
             if first is not None:
                 ge.reasons += [f"{first.case.shape}: {reason}" for o in first.outputs.values()
                                if o.verdict == "regression" for reason in o.reasons[:3]]
-        if e.outcome != "interface changed":
+        if e.outcome not in ("interface changed", *NOTHING_RAN):
             if ge.outcome == "pass" and e.result is not None:
                 base_own = defects(b.result, "retiled") if b is not None and b.result is not None else \
                     defects(e.result, "pre")

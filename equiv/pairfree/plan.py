@@ -116,8 +116,7 @@ def plan_file(repo: str, base: str, base_path: str | None, head: str | None, hea
                 # one recording of head per file, with the config's model instances: sizes every entry
                 kept["head"] = fp.record(repo, head, head_path, overrides, models=models)
                 kept["sized"] = {}
-            sized = kept["head"] if c.entry in (kept["head"] or {}) else kept.get("head@cpu") or kept["head"]
-            pe.estimate, pe.modes, pe.shapes = estimate(sized, c.entry)  # the CPU stand-in's, where meta had none
+            pe.estimate, pe.modes, pe.shapes = estimate(_sized(kept, c.entry), c.entry)
         out.append(pe)
     if not changes:
         out.append(PlannedEntry(head_path, "(file)", False, "no run_jit entry found statically", UNKNOWN_SECONDS))
@@ -128,14 +127,23 @@ def plan_file(repo: str, base: str, base_path: str | None, head: str | None, hea
         harness_only = {c.entry for c in changes if c.harness_only}
         for pe in [p for p in out if not p.unchanged and p.entry != "(file)" and p.entry not in harness_only]:
             for name, size in extra:
-                n_calls = max(1, sum(len(v) for v in (kept["head"].get(pe.entry) or {}).values()))
+                n_calls = sum(len(v) for v in (_sized(kept, pe.entry).get(pe.entry) or {}).values())
+                # Sized from the instance's declared bytes and the calls of the file's own run;
+                # with no recording of those calls, as unknown as the entry itself.
+                cost = n_calls * RUNS_PER_ENTRY * (FIXED_SECONDS + size / BYTES_PER_SECOND) if n_calls \
+                    else max(pe.estimate, UNKNOWN_SECONDS)
                 out.append(PlannedEntry(head_path, pe.entry, False, pe.why + f"; also at model {name}",
-                                        n_calls * RUNS_PER_ENTRY * (FIXED_SECONDS + size / BYTES_PER_SECOND),
-                                        pe.modes, [], name))
+                                        cost, pe.modes, [], name))
         out += _multi_tile(kept["head"], [p for p in out if not p.unchanged and p.entry != "(file)"
                                           and p.entry not in harness_only and p.model is None],
                            available_memory_bytes())
     return out
+
+
+def _sized(kept: Mapping[str, Any], entry: str) -> Mapping[str, Any]:
+    """The recording that sizes `entry`: the meta device's, or the CPU stand-in's where meta had none."""
+    head = kept.get("head") or {}
+    return head if entry in head else kept.get("head@cpu") or head
 
 
 def _multi_tile(recorded: Mapping[str, Any], entries: Sequence[PlannedEntry], available: int | None

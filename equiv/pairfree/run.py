@@ -16,6 +16,8 @@ interface changed   the entry's parameters, dtypes, shapes, outputs or modes dif
                     the revisions (or the entry exists at one revision only); not run
 rejected            the file's own asserts refuse every shape tried (on both sides, or on     0
                     pre's only while retiled, judged alone, is sound)
+not called          the entry asked for is called by neither revision's ``__main__`` under    2
+                    any mode equiv tries: nothing of it ran
 ==================  =====================================================================  ====
 """
 
@@ -207,15 +209,24 @@ def check_file(target: FileTarget, request: CheckRequest | None = None, *,
             if one_file and side == "retiled" and found == pre_found:
                 continue  # one revision on both sides: said once
             who = "pre and retiled (one revision)" if one_file and found == ret_found else side
-            out.entries.append(EntryOutcome(entry or os.path.basename(path), outcome, [f"{who}: {text}"]))
+            name = entry or os.path.basename(path)
+            same = next((e for e in out.entries if (e.entry, e.outcome) == (name, outcome)), None)
+            if same is not None:  # both revisions refuse it: one entry, each side's reason
+                same.lines.append(f"{who}: {text}")
+            else:
+                out.entries.append(EntryOutcome(name, outcome, [f"{who}: {text}"]))
     if out.entries:
         return out
     pre_entries, ret_entries = sides["pre"], sides["retiled"]
     names = list(dict.fromkeys([*pre_entries, *ret_entries]))
     if entry:
         if entry not in names:
-            raise PairFreeError(f"{path}: no run_jit call of {entry} in the __main__ block at either revision "
-                                f"(entries: {', '.join(names)})")
+            # Reached only under options equiv does not set (or not at this model instance):
+            # nothing of it runs, and saying so is the outcome, not an error of the whole file.
+            out.entries.append(EntryOutcome(entry, "not called", [
+                f"the __main__ block calls no run_jit of {entry} at either revision under the modes equiv "
+                f"tries ({', '.join(_modes_tried(revisions))}); entries it calls: {', '.join(names)}"]))
+            return out
         names = [entry]
     try:
         revisions.fuzz_dims = safe_constants(revisions)
@@ -363,8 +374,14 @@ def _shrink(pair: Any, entry: Entry, result: CheckResult, budget: int, options: 
                                   for r in result.counterexamples]
 
 
+def _modes_tried(revisions: Revisions) -> list[str]:
+    modes = dict.fromkeys(m for side in ("pre", "retiled") for m in revisions.plan(side).modes)
+    return [m for m in modes if m != "default"] or ["its defaults"]
+
+
 def outcome_line(o: EntryOutcome) -> str:
     word = {"equivalent": "EQUIVALENT", "regression": "REGRESSION", "cannot judge": "CANNOT JUDGE",
+            "not called": "NOT CALLED",
             "interface changed": "INTERFACE CHANGED", "rejected": "REJECTED",
             "both-defect": "BOTH-DEFECT (no regression)", "pre-defect": "PRE-DEFECT (fixed by retiled)"}[o.outcome]
     tests = "; ".join(f"{side} {text}" for side, text in o.file_test.items())
