@@ -302,6 +302,23 @@ def test_dry_run_lists_unchanged_and_to_run_without_running(repo, capsys, monkey
     assert "2 files, 4 entries: 1 unchanged, 3 to run" in out
 
 
+def test_texts_at_a_commit_are_read_once_per_gate_and_the_working_tree_never_cached(repo, monkeypatch):  # noqa: F811
+    from equiv.pairfree import reach
+
+    a = commit(repo, {FILE: kernel(tile=4)})
+    reads = []
+    real = reach.texts_at
+    monkeypatch.setattr(reach, "texts_at", lambda r, rev, paths: reads.append((rev, *paths)) or real(r, rev, paths))
+    first, second = reach.Source(str(repo), a), reach.Source(str(repo), a)
+    text = first.text(FILE)
+    assert text and "T_TILE = 4" in text and second.text(FILE) == text
+    assert reads == [(a, FILE)]  # the second Source of the same commit reads nothing
+    assert reach.Source(str(repo), "HEAD").text(FILE) and reads[-1] == ("HEAD", FILE)  # a ref may move
+    before = reach.Source(str(repo), None).text(FILE)
+    (repo / FILE).write_text(kernel(tile=2))
+    assert reach.Source(str(repo), None).text(FILE) != before  # the working tree is read again
+
+
 @pytest.mark.parametrize("tile", [2])
 def test_same_program_twice_is_unchanged_by_fingerprint(repo, tile):  # noqa: F811
     a = commit(repo, {FILE: kernel(tile=tile)})
