@@ -226,6 +226,25 @@ def test_an_entry_running_past_the_budget_is_stopped_and_not_judged(repo, capsys
     assert suite.get("skipped") == "3" and suite.get("failures") == "0"
 
 
+def test_an_entry_far_past_its_estimate_does_not_starve_the_others(repo, capsys, monkeypatch):  # noqa: F811
+    """Both files declare the same bytes (the same estimate); the slow one sorts first. It gets a
+    share of its estimate, is put back after the other, which is judged, and then gets what is
+    left of the budget."""
+    from equiv.pairfree import gate as pfg
+
+    monkeypatch.setattr(pfg, "SHARE_FLOOR", 4.0)
+    monkeypatch.setattr(pfg, "SHARE_FACTOR", 0.0)
+    slow = "models/toy/a_slow.py"
+    spin = "for i in pl.range(3000000):\n            t = pl.add(t, 0.0)\n        " + STORE_LINE
+    base = commit(repo, {slow: kernel(tile=4, body=spin), FILE: kernel(tile=4)})
+    head = commit(repo, {slow: kernel(tile=2, body=spin), FILE: kernel(tile=2)})
+    assert gate(repo, base, "--head", head, "--time-budget", "25", "--model", "DEMO", "--recipe", "realistic") == 2
+    out = capsys.readouterr().out
+    assert f"PASS          {FILE}:scale_test" in out
+    assert f"NOT CHECKED   {slow}:scale_test" in out and "its first try ran 4 s, past its share" in out
+    assert out.index(f"{slow}: scale_test: past its share of 4 s") < out.index(f"{FILE}: base -> head")
+
+
 def test_selection_and_planning_count_against_the_budget(repo, capsys, monkeypatch):  # noqa: F811
     """The budget is for the whole gate: time spent planning is not given again to the entries."""
     import time
