@@ -305,7 +305,11 @@ def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> No
               "core and its budget checked fewer entries than on a CI runner of its own (from 045f2c2b an entry "
               "still running when the budget ends is stopped there; from 91588268 selection and planning count "
               "against the budget, and a gate that stopped an entry exits without the interpreter shutdown that "
-              "gave b9b60dad's exit 134 after its verdict); peak memory is the largest resident set of the gate's processes. **entries**: "
+              "gave b9b60dad's exit 134 after its verdict; from c91de5ad an entry a file runs under `--entry` is "
+              "run under that choice, an entry no mode reaches is not checked, and a model instance the file's own "
+              "asserts refuse is skipped, where earlier code ended the whole file `CANNOT CHECK`; from 8ddf82d "
+              "each entry first gets a share of four times its estimate, and one that overruns it runs again "
+              "after the others); peak memory is the largest resident set of the gate's processes. **entries**: "
               "counts by outcome as the console lists them. **exit `timeout`**: the measurement's own "
               "`--full-timeout` ended the gate before it printed a verdict (not the gate's budget); its "
               "wall time is when it was ended.", "",
@@ -318,6 +322,11 @@ def write_table(args: argparse.Namespace, commits: list[str], state: dict) -> No
         verdict = verdict if len(verdict) <= 90 else verdict[:87] + "..."
         lines.append(f"| {c[:8]} | {f['exit']} | {verdict} | {counts} | {f['wall']:.0f} | {peak} | "
                      f"{f.get('code', 'earlier')} |")
+    again = [(c, e) for c in commits[:args.full] for e in state.get(c, {}).get("full_earlier", [])]
+    if again:
+        lines += ["", "Rows measured again after a fix; what the earlier code gave:", ""]
+        lines += [f"* {c[:8]} by {e.get('code', 'earlier')}: exit {e['exit']}, `{e['verdict']}` ({e['wall']:.0f} s)"
+                  for c, e in again]
     not_run = [c[:8] for c in commits[:args.full] if "full" not in state.get(c, {})]
     if not_run:
         lines += ["", f"Not run (the machine's time ran out before they started): {', '.join(not_run)}."]
