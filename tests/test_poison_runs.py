@@ -174,3 +174,45 @@ def test_options_and_console_say_what_happened():
     assert "ran in 1 version run (first retiled at N=1): the NaN-poison run read uninitialised memory: " \
            "a read of scratch[4, 16][" in text
     assert "left out in 1 version run (first pre at N=1): the NaN-poison run read no uninitialised memory" in text
+
+
+def _same_results():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "same_results.py")
+    spec = importlib.util.spec_from_file_location("same_results", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("name", equiv.registry.names())
+def test_every_registered_pair_gives_the_same_results_either_way(name):
+    """One case per registered pair (its first nominal shape and recipe): `auto` and `always`
+    agree field by field but the record of the poison run and timings, and bit for bit in
+    the raw runs. (docs/performance.md runs every preset through the CLI.)"""
+    pair = equiv.registry.get(name)
+    case = Case(Shape(pair.shapes.presets["nominal"][0]), next(iter(pair.recipes)), 0)
+    got = {mode: runner.run_case(pair, case, Options(schedules=1, second_poison_run=mode), keep_runs=True)
+           for mode in ("auto", "always")}
+    same = _same_results()
+    assert same.first_difference(got["auto"].to_dict(), got["always"].to_dict(),
+                                 ignore=frozenset({"poison_runs"})) is None
+    assert got["auto"].decisions == got["always"].decisions
+    assert all(p["ran"] for p in got["always"].poison_runs.values())
+    for side in ("pre", "retiled"):
+        _same(_raw(got["auto"].runs[side]), _raw(got["always"].runs[side]), f"{name}:{side}")
+
+
+def test_the_html_report_lists_the_poison_runs(tmp_path):
+    from equiv import report
+
+    result = equiv.check(_pair(K.window_written, FP32, retiled=K.window), shapes="nominal",
+                         options=Options(schedules=1))
+    doc = result.to_dict()
+    assert doc["results"][0]["poison_runs"]["pre"]["ran"] is False
+    assert doc["results"][0]["poison_runs"]["retiled"]["ran"] is True
+    html = report.render([doc])
+    assert "Patterned-poison runs (ran 1, left out 1)" in html
+    assert "the NaN-poison run read uninitialised memory: a read of scratch[4, 16][" in html
