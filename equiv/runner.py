@@ -2,7 +2,8 @@
 
 Each version runs as the variants of `equiv.schedules.plan`: NaN poison under the case's
 schedule, finite poison under each other schedule (block orders, atomic-add arrival, rank
-turns) and, where anything differs, finite poison under the case's schedule again. Elements
+turns) and, where anything differs, finite poison under the case's schedule again (with no
+other schedule: where the NaN run raised or read uninitialised memory). Elements
 that differ between runs that differ only in poison depend on uninitialised memory; between
 runs that differ only in schedule, they are nondeterministic; elements never written are
 unwritten. The reference
