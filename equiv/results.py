@@ -95,7 +95,8 @@ class CaseResult:
     command: str = ""  # repro prefix; empty: `equiv check PAIR`
     # side -> kernel site -> decision outcomes of this case (equiv.observe.decisions)
     decisions: dict[str, dict] = field(default_factory=dict, repr=False, compare=False)
-    # side -> {"ran": bool, "why": text}: whether the version's patterned-poison run ran.
+    # side -> {"ran": bool, "why": text}: whether the version's patterned-poison run ran
+    # (``"runs_of": "pre"``: one program on both sides, these are pre's runs).
     poison_runs: dict[str, dict] = field(default_factory=dict)
 
     @property

@@ -342,6 +342,8 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
                 # deterministic for given options, so retiled's runs are pre's, not run again.
                 runs[side] = copy.copy(runs["pre"])
                 runs[side].side = side
+                if runs["pre"].poison_run:
+                    runs[side].poison_run = {**runs["pre"].poison_run, "runs_of": "pre"}
             else:
                 runs[side] = run_side(pair, side, case, lent, options)
         del lent  # before the reference: the stored forms are the runs' alone

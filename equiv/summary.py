@@ -234,12 +234,15 @@ def status_line(results: Sequence[CheckResult]) -> str:
 def poison_run_groups(results: Sequence[Any]) -> list[dict]:
     """Whether each version's patterned-poison run ran, grouped by reason: ``ran``, ``why``,
     ``count`` (version runs), the first ``side`` and ``shape`` (text); from `CaseResult`s or
-    their ``--json`` dicts. Runs that ran come first."""
+    their ``--json`` dicts. Runs that ran come first; a side whose runs are another's (one
+    program on both sides) is not counted again."""
     groups: dict[tuple[bool, str], dict] = {}
     for r in results:
         runs = r.get("poison_runs", {}) if isinstance(r, dict) else r.poison_runs
         shape = r["case"]["shape"] if isinstance(r, dict) else dict(r.case.shape)
         for side, p in runs.items():
+            if p.get("runs_of"):
+                continue
             g = groups.setdefault((bool(p["ran"]), p["why"]), {
                 "ran": bool(p["ran"]), "why": p["why"], "count": 0, "side": side,
                 "shape": ",".join(f"{k}={v}" for k, v in shape.items())})

@@ -98,7 +98,8 @@ def _counting(monkeypatch) -> list[str]:
     real = runner._run_once
 
     def counted(kernel, pair, case, inputs, options, side, *a, **kw):
-        seen.append(f"{side}:{options.poison}")
+        if kw.get("tracer") is None:  # a run of the case, not one observing a finding's cause
+            seen.append(f"{side}:{options.poison}")
         return real(kernel, pair, case, inputs, options, side, *a, **kw)
 
     monkeypatch.setattr(runner, "_run_once", counted)
@@ -216,3 +217,31 @@ def test_the_html_report_lists_the_poison_runs(tmp_path):
     html = report.render([doc])
     assert "Patterned-poison runs (ran 1, left out 1)" in html
     assert "the NaN-poison run read uninitialised memory: a read of scratch[4, 16][" in html
+
+
+def test_a_same_revision_pair_free_check_runs_its_program_once(tmp_path, monkeypatch, capsys):
+    """A model file checked against itself under one schedule: one emulated run in all where it
+    reads nothing uninitialised, two where it does, and the record says which and where."""
+    from tests.test_pairfree import FILE, check, commit, kernel, make_repo
+
+    repo = make_repo(tmp_path)
+    seen = _counting(monkeypatch)
+    widened = ("pl.store(pl.mul(pl.set_validshape(pl.load(x, [b * T_TILE, 0], [T_TILE, D], "
+               "valid_shape=[T_TILE, D // 2]), T_TILE, D), 2.0), [b * T_TILE, 0], y)")
+    for body, runs in ((None, ["pre:nan"]), (widened, ["pre:nan", "pre:pattern"])):
+        rev = commit(repo, {FILE: kernel(tile=4) if body is None else kernel(tile=4, body=body)})
+        seen.clear()
+        out = tmp_path / "r.json"
+        check(repo, FILE, rev, rev, "--schedules", "1", "--json", str(out))
+        # (A file with a defect then has its golden audited: runs of its own, after the case's.)
+        assert seen == runs if body is None else seen[:2] == runs and "pre:pattern" not in seen[2:]
+        import json
+
+        doc = json.loads(out.read_text())
+        result = doc["entries"][0]["result"]["results"][0] if "entries" in doc else doc["checks"][0]["results"][0]
+        pre, retiled = result["poison_runs"]["pre"], result["poison_runs"]["retiled"]
+        assert pre["ran"] == (body is not None) and retiled == {**pre, "runs_of": "pre"}
+        if body is not None:
+            assert "the unread part of a [4, 16] tile of x (valid [4, 8])" in pre["why"] and "scale.py:" in pre["why"]
+        text = capsys.readouterr().out
+        assert ("ran in 1 version run" if body else "left out in 1 version run") in text
