@@ -264,9 +264,9 @@ def _poison_run_needed(runs: list, others: bool, options: Options, read: str | N
     if others:
         # The poison run separates the causes; where nothing differs there is nothing to separate.
         if any(err for _, _, err in runs):
-            return True, "a run raised: the patterned-poison run separates uninitialised memory from order"
+            return True, "a run raised: the patterned-poison run tells poison apart from order"
         if schedules.outputs_differ(runs[0][0], [o for o, _, _ in runs[1:]]):
-            return True, "outputs differ between schedules: the patterned-poison run separates uninitialised memory from order"
+            return True, "outputs differ between schedules: the patterned-poison run tells poison apart from order"
         return False, "outputs agree between schedules: nothing to separate"
     if options.second_poison_run == "always":
         return True, "second_poison_run=always"
