@@ -109,5 +109,11 @@ def test_bench_reports_stages_batched_and_loops_run_as_lanes(capsys):
     assert row.batched == "2/2" and row.as_lanes == "2/2" and row.reference_s > 0
     row, = bench_preset(registry.get("hc_post"), "demo", Options(batch_blocks=False), repeat=1)
     assert row.batched == "-" and row.as_lanes == "-"
-    code, out, _ = run(capsys, "bench", "hc_post", "--presets", "demo", "--fuzz-examples", "0")
+    code, out, err = run(capsys, "bench", "hc_post", "--presets", "demo", "--fuzz-examples", "0")
     assert code == 0 and "loops" in out and "geometric mean overhead" in out
+    assert "bench: hc_post done (1/1 pairs, 1 rows" in err  # alive before the table, on stderr
+
+
+def test_bench_names_a_missing_preset_before_measuring_anything(capsys):
+    code, out, err = run(capsys, "bench", "hc_post", "moe.combine", "--presets", "demo,nope", "--fuzz-examples", "0")
+    assert code == 2 and "hc_post has no preset 'nope'" in err and " done (" not in err

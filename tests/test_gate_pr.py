@@ -226,6 +226,25 @@ def test_an_entry_running_past_the_budget_is_stopped_and_not_judged(repo, capsys
     assert suite.get("skipped") == "3" and suite.get("failures") == "0"
 
 
+def test_an_entry_far_past_its_estimate_does_not_starve_the_others(repo, capsys, monkeypatch):  # noqa: F811
+    """Both files declare the same bytes (the same estimate); the slow one sorts first. It gets a
+    share of its estimate, is put back after the other, which is judged, and then gets what is
+    left of the budget."""
+    from equiv.pairfree import gate as pfg
+
+    monkeypatch.setattr(pfg, "SHARE_FLOOR", 4.0)
+    monkeypatch.setattr(pfg, "SHARE_FACTOR", 0.0)
+    slow = "models/toy/a_slow.py"
+    spin = "for i in pl.range(3000000):\n            t = pl.add(t, 0.0)\n        " + STORE_LINE
+    base = commit(repo, {slow: kernel(tile=4, body=spin), FILE: kernel(tile=4)})
+    head = commit(repo, {slow: kernel(tile=2, body=spin), FILE: kernel(tile=2)})
+    assert gate(repo, base, "--head", head, "--time-budget", "25", "--model", "DEMO", "--recipe", "realistic") == 2
+    out = capsys.readouterr().out
+    assert f"PASS          {FILE}:scale_test" in out
+    assert f"NOT CHECKED   {slow}:scale_test" in out and "its first try ran 4 s, past its share" in out
+    assert out.index(f"{slow}: scale_test: past its share of 4 s") < out.index(f"{FILE}: base -> head")
+
+
 def test_selection_and_planning_count_against_the_budget(repo, capsys, monkeypatch):  # noqa: F811
     """The budget is for the whole gate: time spent planning is not given again to the entries."""
     import time
@@ -300,6 +319,23 @@ def test_dry_run_lists_unchanged_and_to_run_without_running(repo, capsys, monkey
     assert "scale_test [model PRO]: to run" in out
     assert "scale_test [TOKENS=136]: to run" in out and "the file's 8 fits one 128-token tile" in out
     assert "2 files, 4 entries: 1 unchanged, 3 to run" in out
+
+
+def test_texts_at_a_commit_are_read_once_per_gate_and_the_working_tree_never_cached(repo, monkeypatch):  # noqa: F811
+    from equiv.pairfree import reach
+
+    a = commit(repo, {FILE: kernel(tile=4)})
+    reads = []
+    real = reach.texts_at
+    monkeypatch.setattr(reach, "texts_at", lambda r, rev, paths: reads.append((rev, *paths)) or real(r, rev, paths))
+    first, second = reach.Source(str(repo), a), reach.Source(str(repo), a)
+    text = first.text(FILE)
+    assert text and "T_TILE = 4" in text and second.text(FILE) == text
+    assert reads == [(a, FILE)]  # the second Source of the same commit reads nothing
+    assert reach.Source(str(repo), "HEAD").text(FILE) and reads[-1] == ("HEAD", FILE)  # a ref may move
+    before = reach.Source(str(repo), None).text(FILE)
+    (repo / FILE).write_text(kernel(tile=2))
+    assert reach.Source(str(repo), None).text(FILE) != before  # the working tree is read again
 
 
 @pytest.mark.parametrize("tile", [2])

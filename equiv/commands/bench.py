@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
 from equiv import registry
 from equiv.bench import bench_preset, bench_repo, fuzz_throughput, geometric_mean_overhead
@@ -60,12 +62,17 @@ def run(args: argparse.Namespace) -> int:
     rows, throughput = [], {}
     per_case = not args.per_run_only
     for pair in pairs:
+        if missing := [p for p in presets if p not in pair.shapes.presets]:
+            raise UsageError(f"{pair.name} has no preset {missing[0]!r} (has {', '.join(pair.shapes.presets)})")
+    started = time.perf_counter()
+    for i, pair in enumerate(pairs, 1):
         for preset in presets:
-            if preset not in pair.shapes.presets:
-                raise UsageError(f"{pair.name} has no preset {preset!r} (has {', '.join(pair.shapes.presets)})")
             rows += bench_preset(pair, preset, options, repeat=args.repeat, per_case=per_case)
         if args.fuzz_examples:
             throughput[pair.name] = fuzz_throughput(pair, options, args.fuzz_examples)
+        # The table comes at the end: say on stderr that the run is alive, pair by pair.
+        print(f"bench: {pair.name} done ({i}/{len(pairs)} pairs, {len(rows)} rows, "
+              f"{time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     repo_rows, repo_notes = ([], [])
     if args.repo:
         repo_rows, repo_notes = bench_repo(args.repo, presets, options, repeat=args.repeat)

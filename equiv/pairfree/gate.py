@@ -36,7 +36,7 @@ import re
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from equiv import git
 from equiv.deadline import DeadlineReached, hard_deadline
@@ -46,6 +46,9 @@ from equiv.errors import GateError, PairFreeError, SelectionError
 from equiv.pairfree import run as pf
 from equiv.request import CheckRequest
 from equiv.summary import own_contract_text
+
+if TYPE_CHECKING:
+    from equiv.pairfree.plan import PlannedEntry
 
 
 @dataclass(frozen=True)
@@ -447,43 +450,72 @@ def run_gate(repo: str, base: str, head: str | None, changes: Sequence[Change], 
         if pe.unchanged:
             run.entries.append(GateEntry(by_path[pe.file].label, pe.label, "unchanged", [pe.why]))
     t0 = started if started is not None else time.perf_counter()
+    retry: list[tuple[PlannedEntry, float]] = []
     for pe in planning.order(planned):
-        change = by_path[pe.file]
-        spent = time.perf_counter() - t0
-        left = policy.time_budget - spent
-        if left <= 0:
-            run.entries.append(GateEntry(change.label, pe.label, "not checked", [
-                f"the pull request's budget of {policy.time_budget:g} s was spent ({spent:.0f} s) before it "
-                f"started (estimated {pe.estimate:.0f} s); raise --time-budget or split with --shard"],
-                estimate=pe.estimate))
-            continue
-        try:
-            at = dataclasses.replace(policy, model=pe.model) if pe.model else policy
-            if pe.config:  # a multi-tile token count (`equiv.pairfree.tokens`)
-                at = dataclasses.replace(at, config={**at.config, **pe.config})
-            try:
-                with hard_deadline(left):
-                    got = gate_file(repo, base, head, change, at, options, progress, log,
-                                    entry=None if pe.entry == "(file)" else pe.entry.split("#")[0], time_budget=left)
-            except DeadlineReached:
-                ran = time.perf_counter() - t0 - spent
-                run.entries.append(GateEntry(change.label, pe.label, "not checked", [
-                    f"stopped after {ran:.0f} s, when the pull request's budget of {policy.time_budget:g} s ran "
-                    f"out (estimated {pe.estimate:.0f} s); nothing of it is judged; raise --time-budget or "
-                    f"split with --shard"], estimate=pe.estimate))
-                log(f"{change.label}: {pe.label}: stopped at the pull request's budget after {ran:.0f} s")
-                continue
-            for g in got:
-                g.estimate = pe.estimate
-                if pe.model:
-                    g.entry += f" [model {pe.model}]"
-                g.entry += "".join(f" [{k}={v}]" for k, v in pe.config.items())
-                g.reasons.append(f"run because {pe.why}" if not pe.why.startswith("added") else pe.why)
-            run.entries += got
-        except (PairFreeError, GateError) as exc:
-            run.errors[change.label] = str(exc)
-            log(f"{change.label}: cannot be checked: {exc}")
+        _run_planned(run, pe, by_path[pe.file], policy, t0, options, progress, log, retry)
+    # Entries that overran their first share, cheapest first, with all that is left.
+    for pe, first in retry:
+        _run_planned(run, pe, by_path[pe.file], policy, t0, options, progress, log, None, first)
     return run
+
+
+# An estimate can be far off (a block the meta device could not size, another model
+# instance's own costs): each entry first gets a share of a few times its estimate, so one
+# mis-estimated entry cannot spend the budget every other entry needed. Those that overrun
+# their share run again, after all the others, with what is left.
+SHARE_FACTOR = 4.0
+SHARE_FLOOR = 120.0  # seconds: loading a file and building its inputs, whatever the estimate
+
+
+def _run_planned(run: GateRun, pe: PlannedEntry, change: Change, policy: Policy, t0: float,
+                 options: Options | None, progress: Callable | None, log: Callable[[str], None],
+                 retry: list[tuple[PlannedEntry, float]] | None, first_try: float | None = None) -> None:
+    """Run one planned entry within the budget left (and, with `retry`, within its first share:
+    an entry that overruns it is appended to `retry` with the seconds it ran)."""
+    spent = time.perf_counter() - t0
+    left = policy.time_budget - spent
+    earlier = "" if first_try is None else f"; its first try ran {first_try:.0f} s, past its share"
+    if left <= 0:
+        run.entries.append(GateEntry(change.label, pe.label, "not checked", [
+            f"the pull request's budget of {policy.time_budget:g} s was spent ({spent:.0f} s) before it "
+            f"started (estimated {pe.estimate:.0f} s{earlier}); raise --time-budget or split with --shard"],
+            estimate=pe.estimate))
+        return
+    share = max(SHARE_FACTOR * pe.estimate, SHARE_FLOOR) if retry is not None else left
+    try:
+        at = dataclasses.replace(policy, model=pe.model) if pe.model else policy
+        if pe.config:  # a multi-tile token count (`equiv.pairfree.tokens`)
+            at = dataclasses.replace(at, config={**at.config, **pe.config})
+        try:
+            with hard_deadline(min(left, share)):
+                got = gate_file(run.repo, run.base, run.head, change, at, options, progress, log,
+                                entry=None if pe.entry == "(file)" else pe.entry.split("#")[0], time_budget=left)
+        except DeadlineReached:
+            ran = time.perf_counter() - t0 - spent
+            if share < left:
+                retry.append((pe, ran))  # type: ignore[union-attr] - a share is only set with `retry`
+                log(f"{change.label}: {pe.label}: past its share of {share:.0f} s (estimated {pe.estimate:.0f} s); "
+                    f"runs again after the other entries")
+                return
+            run.entries.append(GateEntry(change.label, pe.label, "not checked", [
+                f"stopped after {ran:.0f} s, when the pull request's budget of {policy.time_budget:g} s ran "
+                f"out (estimated {pe.estimate:.0f} s{earlier}); nothing of it is judged; raise --time-budget or "
+                f"split with --shard"], estimate=pe.estimate))
+            log(f"{change.label}: {pe.label}: stopped at the pull request's budget after {ran:.0f} s")
+            return
+        for g in got:
+            g.estimate = pe.estimate
+            if pe.model:
+                g.entry += f" [model {pe.model}]"
+            g.entry += "".join(f" [{k}={v}]" for k, v in pe.config.items())
+            g.reasons.append(f"run because {pe.why}" if not pe.why.startswith("added") else pe.why)
+            if first_try is not None:
+                g.reasons.append(f"run a second time, after the other entries: its first try ran {first_try:.0f} s, "
+                                 f"past its share of {max(SHARE_FACTOR * pe.estimate, SHARE_FLOOR):.0f} s")
+        run.entries += got
+    except (PairFreeError, GateError) as exc:
+        run.errors[change.label] = str(exc)
+        log(f"{change.label}: cannot be checked: {exc}")
 
 
 def _overrides(policy: Policy) -> dict[str, Any]:

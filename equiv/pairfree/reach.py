@@ -103,13 +103,24 @@ def parse_module(path: str, text: str) -> Module:
     return mod
 
 
+# Texts of files at a commit never change: shared by every file a gate plans (a pull request
+# touching a hundred files of one model reads its config and helpers once, not per file).
+_COMMIT_TEXTS: dict[tuple[str, str], dict[str, str | None]] = {}
+
+
+def _is_commit(rev: str | None) -> bool:
+    return rev is not None and len(rev) == 40 and all(c in "0123456789abcdef" for c in rev)
+
+
 class Source:
     """Files of one revision (None: the working tree), parsed on demand; module names
     resolved as the loader resolves them (beside the importing file, then at the root)."""
 
     def __init__(self, repo: str, rev: str | None):
         self.repo, self.rev = repo, rev
-        self._texts: dict[str, str | None] = {}
+        # A full commit id names immutable texts; a branch name or the working tree may move.
+        self._texts: dict[str, str | None] = _COMMIT_TEXTS.setdefault((os.path.abspath(repo), rev), {}) \
+            if _is_commit(rev) else {}
         self._mods: dict[str, Module | None] = {}
 
     def text(self, path: str) -> str | None:
