@@ -48,6 +48,8 @@ class SideRun:
     error: str | None = None
     rejected: str | None = None
     gap: str | None = None  # the emulator lacks an op or form this version uses (cannot judge)
+    # Whether the patterned-poison run ran, and why ({"ran": bool, "why": text}; equiv.runner).
+    poison_run: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------

@@ -60,6 +60,12 @@ class Options:
             ``"cache-lines"``, ``"attribution"``: `equiv.observe.clients.REGISTRY`); ``None``,
             the default, is every registered one. A name not registered is an error naming
             the known ones. Fewer detectors report fewer hazards, never other values.
+        second_poison_run: ``"auto"`` leaves out a version's patterned-poison run where it
+            cannot differ from the NaN-poison run: that run raised nothing, the case has no
+            other schedule to compare (``schedules=1``) and it read no uninitialised memory
+            (`RunContext.uninitialised`). ``"always"`` runs it as every case did before.
+            Results are the same either way; the results document says per version which
+            happened and why.
     """
 
     seed: int = 0
@@ -75,6 +81,7 @@ class Options:
     order_seed: int | None = None
     reverse_order: bool = False
     detectors: tuple[str, ...] | None = None
+    second_poison_run: Literal["auto", "always"] = "auto"
 
     def __post_init__(self) -> None:
         if self.detectors is not None:
@@ -84,6 +91,8 @@ class Options:
             object.__setattr__(self, "detectors", tuple(self.detectors))  # a list read from JSON
         if self.poison not in ("nan", "pattern"):
             raise ValueError(f"Options.poison must be 'nan' or 'pattern', not {self.poison!r}")
+        if self.second_poison_run not in ("auto", "always"):
+            raise ValueError(f"Options.second_poison_run must be 'auto' or 'always', not {self.second_poison_run!r}")
         if self.out_of_bounds not in ("record", "raise"):
             raise ValueError(
                 f"Options.out_of_bounds must be 'record' or 'raise', not {self.out_of_bounds!r}")
@@ -102,4 +111,6 @@ class Options:
             del out["detectors"]  # every detector: documents of the default stay as they were
         else:
             out["detectors"] = list(self.detectors)
+        if self.second_poison_run == "auto":
+            del out["second_poison_run"]  # the default: documents of the default stay as they were
         return out

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from equiv import atomic
 from equiv.compare import ERR_EDGES
 from equiv.results import VERDICTS
+from equiv.summary import poison_run_groups
 
 
 # ----------------------------------------------------------------------------------------
@@ -464,6 +465,7 @@ def build_model(checks: Sequence[Mapping[str, Any]], charts: _Charts | None = No
             "poisoned": {side: sum(o["poisoned"][side] for o in outputs) for side in ("pre", "retiled")},
             "max_ulp": max((o["max_ulp"] for o in outputs), default=0),
             "outputs": outputs, "hazards": _hazards(results), "shapes_tried": _shapes_tried(results),
+            "poison_runs": poison_run_groups(results),
             "failures": failures[:MAX_FAILURES_SHOWN], "failures_more": max(0, len(failures) - MAX_FAILURES_SHOWN),
             "n_failures": len(failures), "n_regressions": sum(f["worst"] == "regression" for f in failures),
             "counterexamples": counterexamples,

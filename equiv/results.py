@@ -95,6 +95,9 @@ class CaseResult:
     command: str = ""  # repro prefix; empty: `equiv check PAIR`
     # side -> kernel site -> decision outcomes of this case (equiv.observe.decisions)
     decisions: dict[str, dict] = field(default_factory=dict, repr=False, compare=False)
+    # side -> {"ran": bool, "why": text}: whether the version's patterned-poison run ran
+    # (``"runs_of": "pre"``: one program on both sides, these are pre's runs).
+    poison_runs: dict[str, dict] = field(default_factory=dict)
 
     @property
     def verdicts(self) -> dict[str, str]:
@@ -118,7 +121,8 @@ class CaseResult:
     def to_dict(self) -> dict:
         return {"pair": self.pair, "case": self.case.to_dict(), "repro": self.repro(),
                 "verdicts": self.verdicts, "outputs": {k: v.to_dict() for k, v in self.outputs.items()},
-                "hazards": self.hazards, "errors": self.errors, "seconds": round(self.seconds, 4)}
+                "hazards": self.hazards, "errors": self.errors, "poison_runs": self.poison_runs,
+                "seconds": round(self.seconds, 4)}
 
 
 def verdict_counts(results: Iterable[CaseResult]) -> dict[str, dict[str, int]]:

@@ -2,7 +2,8 @@
 
 Each version runs as the variants of `equiv.schedules.plan`: NaN poison under the case's
 schedule, finite poison under each other schedule (block orders, atomic-add arrival, rank
-turns) and, where anything differs, finite poison under the case's schedule again. Elements
+turns) and, where anything differs, finite poison under the case's schedule again (with no
+other schedule: where the NaN run raised or read uninitialised memory). Elements
 that differ between runs that differ only in poison depend on uninitialised memory; between
 runs that differ only in schedule, they are nondeterministic; elements never written are
 unwritten. The reference
@@ -134,12 +135,14 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
               stages: dict[str, int] | None = None,
               loops: dict[str, int] | None = None,
               order_ops: list[dict] | None = None,
-              tracer: cause.OpTrace | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
+              tracer: cause.OpTrace | None = None,
+              reads: dict[str, Any] | None = None) -> tuple[dict[str, Tensor] | None, list[dict], str | None]:
     """One run of `kernel`; `stages`, when given, receives how its parallel stages ran
     (``"batched"``: count, else the reason a stage ran one block at a time: count), and
     `loops` how the sequential loops inside batched stages ran (``"as lanes"``: count, else
-    the reason a loop ran iteration by iteration: count), and `order_ops` the order-dependent
-    operations it executed (equiv.schedules)."""
+    the reason a loop ran iteration by iteration: count), `order_ops` the order-dependent
+    operations it executed (equiv.schedules), and `reads` under ``"uninitialised"`` its
+    first read of uninitialised memory (text), or None where it read none."""
     # Every run has the hazard detectors; one observed run per version also has the others
     # (decisions, writer sites: the second run, on finite poison, would only add decisions
     # taken on uninitialised values); a traced run has the tracer (equiv.observe.cause).
@@ -166,6 +169,8 @@ def _run_once(kernel: Callable, pair: KernelPair, case: Case, inputs: Mapping[st
             client.on_run_end(ctx, outs, observe)
         if order_ops is not None:
             order_ops.extend(schedules.order_ops(ctx))
+        if reads is not None:
+            reads["uninitialised"] = ctx.uninitialised
         for counts, run_counts in ((stages, ctx.batch_stats), (loops, ctx.loop_stats)):
             for why, n in run_counts.items() if counts is not None else ():
                 counts[why] = counts.get(why, 0) + n
@@ -195,18 +200,23 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
     first, others, same_order = schedules.plan(base.schedules)
     ops: list[list[dict]] = []
 
-    def once(variant: schedules.RunVariant, observe: SideRun | None = None):
+    def once(variant: schedules.RunVariant, observe: SideRun | None = None, reads: dict | None = None):
         ops.append([])
         got = _run_once(kernel, pair, case, inputs, variant.options(base, case.seed), side, observe=observe,
-                        order_ops=ops[-1])
+                        order_ops=ops[-1], reads=reads)
         _free_large(inputs)
         return got
 
-    runs = [once(first, observe=run)] + [once(v) for v in others]
-    # The poison run separates the causes; where nothing differs there is nothing to separate.
-    poison = once(same_order) if not others or any(err for _, _, err in runs) or \
-        schedules.outputs_differ(runs[0][0], [o for o, _, _ in runs[1:]]) else None
+    reads: dict[str, Any] = {}
+    runs = [once(first, observe=run, reads=reads)] + [once(v) for v in others]
+    needed, why = _poison_run_needed(runs, bool(others), base, reads.get("uninitialised"))
+    run.poison_run = {"ran": needed, "why": why}
+    poison = once(same_order) if needed else None
     every = runs + ([poison] if poison else [])
+    if poison is None and not others:
+        # Left out because it cannot differ: its outputs are the NaN run's where written and
+        # the patterned poison it would have started with elsewhere.
+        poison = (_as_poison_run(pair, case, base, same_order, runs[0][0]), [], None)
     run.error = next((err for _, _, err in every if err), None)
     kind = getattr(run.error, "kind", "error")
     if kind == "gap":
@@ -235,7 +245,8 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
             run.poisoned[name] = torch.zeros(va.shape, dtype=torch.bool)
             run.nondeterministic[name] = torch.zeros(va.shape, dtype=torch.bool)
             continue
-        vp = poison[0][name].to_torch().cpu()
+        vp = poison[0][name]
+        vp = vp.to_torch().cpu() if isinstance(vp, Tensor) else vp
         run.poisoned[name] = ~bits_equal(va, vp)
         spread = torch.zeros(va.shape, dtype=torch.int64)
         for outs, _, _ in runs[1:]:
@@ -246,6 +257,47 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
     if poison is not None:
         schedules.add_findings(run, [o for o, _, _ in runs[1:]], poison[0])
     return run
+
+
+def _poison_run_needed(runs: list, others: bool, options: Options, read: str | None) -> tuple[bool, str]:
+    """Whether a version's patterned-poison run runs, and why (every surface shows it)."""
+    if others:
+        # The poison run separates the causes; where nothing differs there is nothing to separate.
+        if any(err for _, _, err in runs):
+            return True, "a run raised: the patterned-poison run tells poison apart from order"
+        if schedules.outputs_differ(runs[0][0], [o for o, _, _ in runs[1:]]):
+            return True, "outputs differ between schedules: the patterned-poison run tells poison apart from order"
+        return False, "outputs agree between schedules: nothing to separate"
+    if options.second_poison_run == "always":
+        return True, "second_poison_run=always"
+    if runs[0][2]:
+        return True, "the NaN-poison run raised"
+    if read:
+        return True, f"the NaN-poison run read uninitialised memory: {read}"
+    return False, "the NaN-poison run read no uninitialised memory: a patterned-poison run gives the same bits"
+
+
+def _as_poison_run(pair: KernelPair, case: Case, base: Options, variant: schedules.RunVariant,
+                   outs: Mapping[str, Tensor] | None) -> dict[str, torch.Tensor]:
+    """The outputs a patterned-poison run gives for a run that read no uninitialised memory:
+    the same bits where written, elsewhere the poison they start with there (drawn as
+    `_run_once` draws it: outputs made in order, first, at the kernel's root)."""
+    got: dict[str, torch.Tensor] = {}
+    if outs is None:
+        return got
+    start = None
+    for name, t in outs.items():
+        va = t.to_torch().cpu()
+        written = t.written.cpu()
+        if bool(written.all()):
+            got[name] = va
+            continue
+        if start is None:
+            ctx = RunContext(variant.options(base, case.seed), kernel_name=f"{pair.name}:poison", clients=[])
+            with running(ctx):
+                start = {n: Tensor(n, shape, dt) for n, (shape, dt) in pair.outputs(case.shape).items()}
+        got[name] = torch.where(written, va, start[name].to_torch().cpu())
+    return got
 
 
 class _one_thread:
@@ -290,6 +342,8 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
                 # deterministic for given options, so retiled's runs are pre's, not run again.
                 runs[side] = copy.copy(runs["pre"])
                 runs[side].side = side
+                if runs["pre"].poison_run:
+                    runs[side].poison_run = {**runs["pre"].poison_run, "runs_of": "pre"}
             else:
                 runs[side] = run_side(pair, side, case, lent, options)
         del lent  # before the reference: the stored forms are the runs' alone
@@ -320,7 +374,8 @@ def _run_case(pair: KernelPair, case: Case, options: Options, keep_runs: bool = 
                       hazards={s: r.hazards for s, r in runs.items() if r.hazards},
                       errors={s: r.error for s, r in runs.items() if r.error},
                       seconds=time.perf_counter() - t0, runs=runs if keep_runs else None, command=pair.command,
-                      decisions={s: getattr(r, "decisions", {}) for s, r in runs.items() if getattr(r, "decisions", None)})
+                      decisions={s: getattr(r, "decisions", {}) for s, r in runs.items() if getattr(r, "decisions", None)},
+                      poison_runs={s: r.poison_run for s, r in runs.items() if r.poison_run})
 
 
 def _observe_causes(pair: KernelPair, case: Case, inputs: Mapping[str, Any], options: Options,

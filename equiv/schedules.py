@@ -17,12 +17,14 @@ one definition:
   or more order-dependent contributions is added in another order, whatever the block count;
   schedules k ≥ 2 are fresh seeded orders.
 * ``poison``: finite poison, schedule 0. Run only when some output differs between
-  ``first`` and a schedule run (or there is no schedule run): it separates the two causes —
-  ``first`` vs ``poison`` differ only in poison (uninitialised memory), ``poison`` vs a
-  schedule run only in order (nondeterminism).
+  ``first`` and a schedule run: it separates the two causes — ``first`` vs ``poison``
+  differ only in poison (uninitialised memory), ``poison`` vs a schedule run only in order
+  (nondeterminism). Without a schedule run (``schedules=1``) it runs where ``first`` raised
+  or read uninitialised memory (`RunContext.uninitialised`), or under
+  ``Options.second_poison_run="always"``.
 
 A clean kernel therefore costs two runs per version under the default ``schedules=2``, as
-before schedules existed; a flagged one costs three.
+before schedules existed, and one under ``schedules=1``; a flagged one costs three (two).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import os
 import sys
 import textwrap
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 if TYPE_CHECKING:
     from equiv.results import CheckResult  # summary renders a CheckResult; check imports summary
@@ -231,6 +231,35 @@ def status_line(results: Sequence[CheckResult]) -> str:
     return f"result: OK (no regression) — {pairs}{cases} case{'s' if cases != 1 else ''}"
 
 
+def poison_run_groups(results: Sequence[Any]) -> list[dict]:
+    """Whether each version's patterned-poison run ran, grouped by reason: ``ran``, ``why``,
+    ``count`` (version runs), the first ``side`` and ``shape`` (text); from `CaseResult`s or
+    their ``--json`` dicts. Runs that ran come first; a side whose runs are another's (one
+    program on both sides) is not counted again."""
+    groups: dict[tuple[bool, str], dict] = {}
+    for r in results:
+        runs = r.get("poison_runs", {}) if isinstance(r, dict) else r.poison_runs
+        shape = r["case"]["shape"] if isinstance(r, dict) else dict(r.case.shape)
+        for side, p in runs.items():
+            if p.get("runs_of"):
+                continue
+            g = groups.setdefault((bool(p["ran"]), p["why"]), {
+                "ran": bool(p["ran"]), "why": p["why"], "count": 0, "side": side,
+                "shape": ",".join(f"{k}={v}" for k, v in shape.items())})
+            g["count"] += 1
+    return sorted(groups.values(), key=lambda g: (not g["ran"], -g["count"]))
+
+
+def poison_run_lines(results: Sequence[Any], limit: int = 4) -> list[str]:
+    """`poison_run_groups` as console lines, at most `limit` reasons."""
+    groups = poison_run_groups(results)
+    lines = [f"{'ran' if g['ran'] else 'left out'} in {g['count']} version run{'s' if g['count'] != 1 else ''} "
+             f"(first {g['side']} at {g['shape']}): {g['why']}" for g in groups[:limit]]
+    if len(groups) > limit:
+        lines.append(f"… {len(groups) - limit} more reasons (see --json / --report)")
+    return lines
+
+
 def render(result: CheckResult, max_findings: int = 12, max_cases: int = 40, max_width: int | None = None,
            with_status: bool = True) -> str:
     w = max_width or width()
@@ -238,6 +267,11 @@ def render(result: CheckResult, max_findings: int = 12, max_cases: int = 40, max
     pv = per_variant(result, w)
     if pv:
         parts += ["", pv]
+    poison = poison_run_lines(result.results)
+    if poison:
+        parts += ["", "Patterned-poison runs:"]
+        for line in poison:
+            parts += wrap(line, "  ", "    ", w)
     findings = result.findings()
     if findings:
         parts += ["", "Findings:"]

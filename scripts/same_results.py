@@ -4,11 +4,14 @@ field with the timings left out, and, with ``--table``, a Markdown row per pair 
 
     python scripts/same_results.py BEFORE.json AFTER.json
     python scripts/same_results.py --table BEFORE_DIR AFTER_DIR [NAME ...]
+    python scripts/same_results.py --ignore poison_runs --ignore second_poison_run AUTO.json ALWAYS.json
 
 A field named ``seconds`` (or ending in ``_seconds``) is a timing; everything else (verdicts,
 ULP distances and histograms, maps, first differences, hazards and findings, decision
-coverage, writer attribution, options) must be equal. The first difference is printed with
-its path in the document. Exit 0 when every pair is identical, 1 otherwise.
+coverage, writer attribution, options) must be equal, except fields named by ``--ignore``
+(wherever they occur: the option two runs were made to differ in, and its record). The first
+difference is printed with its path in the document. Exit 0 when every pair is identical, 1
+otherwise.
 """
 
 from __future__ import annotations
@@ -24,15 +27,16 @@ def _timing(key: str) -> bool:
     return key == "seconds" or key.endswith("_seconds")
 
 
-def first_difference(a: Any, b: Any, path: str = "$") -> str | None:
-    """The path and values of the first difference between `a` and `b`, or None."""
+def first_difference(a: Any, b: Any, path: str = "$", ignore: frozenset[str] = frozenset()) -> str | None:
+    """The path and values of the first difference between `a` and `b` (timings and the keys
+    in `ignore` left out), or None."""
     if isinstance(a, dict) and isinstance(b, dict):
-        ka = [k for k in a if not _timing(k)]
-        kb = [k for k in b if not _timing(k)]
+        ka = [k for k in a if not _timing(k) and k not in ignore]
+        kb = [k for k in b if not _timing(k) and k not in ignore]
         if ka != kb:
             return f"{path}: keys {sorted(set(ka) ^ set(kb)) or 'in another order'}"
         for k in ka:
-            d = first_difference(a[k], b[k], f"{path}.{k}")
+            d = first_difference(a[k], b[k], f"{path}.{k}", ignore)
             if d:
                 return d
         return None
@@ -40,7 +44,7 @@ def first_difference(a: Any, b: Any, path: str = "$") -> str | None:
         if len(a) != len(b):
             return f"{path}: {len(a)} items != {len(b)}"
         for i, (x, y) in enumerate(zip(a, b)):
-            d = first_difference(x, y, f"{path}[{i}]")
+            d = first_difference(x, y, f"{path}[{i}]", ignore)
             if d:
                 return d
         return None
@@ -66,10 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("a")
     ap.add_argument("b")
     ap.add_argument("names", nargs="*")
+    ap.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                    help="leave out fields named KEY wherever they occur (repeatable)")
     args = ap.parse_args(argv)
+    ignore = frozenset(args.ignore)
     if not args.table:
         with open(args.a) as fa, open(args.b) as fb:
-            d = first_difference(json.load(fa), json.load(fb))
+            d = first_difference(json.load(fa), json.load(fb), ignore=ignore)
         print("identical" if d is None else f"differ at {d}")
         return 0 if d is None else 1
     names = args.names or sorted(n[:-5] for n in os.listdir(args.a) if n.endswith(".json"))
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         with open(pa) as fa, open(pb) as fb:
             a, b = json.load(fa), json.load(fb)
-        d = first_difference(a, b)
+        d = first_difference(a, b, ignore=ignore)
         cases, verdicts, ulp = summary(b)
         print(f"| {name}.py | {cases} | {verdicts} | {ulp} | {'identical' if d is None else 'differ at ' + d} |")
         same = same and d is None

@@ -27,6 +27,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run each version of each case under K schedules (block orders, atomic-add "
                         "arrival, rank turns); an output whose bits differ between them is "
                         "nondeterministic (default 2; 1 turns the check off)")
+    p.add_argument("--second-poison-run", choices=("auto", "always"), default="auto",
+                   help="auto (default): leave out a version's patterned-poison run where it cannot "
+                        "differ (one schedule, its NaN-poison run raised nothing and read no "
+                        "uninitialised memory); always: run it every time (same results)")
     p.add_argument("--detectors", metavar="NAMES",
                    help="comma-separated detectors the runs have (default: every one: races, rank-races, "
                         "out-of-range, decisions, cache-lines, attribution; docs/observers.md)")
@@ -55,7 +59,7 @@ def options_from(args: argparse.Namespace) -> Options:
     detectors = getattr(args, "detectors", None)
     chosen = tuple(n.strip() for n in detectors.split(",") if n.strip()) if detectors is not None else None
     options = Options(device=device, batch_blocks=not getattr(args, "one_by_one", False), schedules=schedules,
-                      detectors=chosen)
+                      detectors=chosen, second_poison_run=getattr(args, "second_poison_run", "auto"))
     from equiv.observe import clients
 
     try:

@@ -227,7 +227,9 @@ def load_window(src: Tensor, shape: list[int], offset: Sequence[int], valid: lis
     if valid == shape:
         return Tile(src.load(win), src.dtype)  # nothing of the tile is left uninitialised
     ctx = current()
-    data = ctx.poison(shape, src.dtype)
+    # The tile's part past its valid shape holds whatever the buffer held: poison a kernel
+    # may compute with (counted as a read of uninitialised memory).
+    data = ctx.poison(shape, src.dtype, into=f"the unread part of a {shape} tile of {src.name} (valid {valid})")
     if all(v > 0 for v in valid):
         data[tuple(_slice_type(0, v) for v in valid)] = src.load(win)
     return Tile(data, src.dtype, valid)

@@ -218,6 +218,7 @@ def assemble(target: Tensor, tile: Tile, offset: Sequence[int], atomic: str | No
     src = tile.data[Tensor._slices(inside, win)] if clipped else tile.data
     if mask is not None and clipped:
         mask = mask[Tensor._slices(inside, win)]
+    target.check_initialised(inside, mask)  # an add reads what it adds to
     summed = _result(target.data[sl] + src, target.dtype, src.shape).data
     current().note_order_dependent("atomic add", target.name, target.dtype, shape=target.shape, sl=sl, mask=mask)
     current().atomic(target, inside, mask)

@@ -23,7 +23,7 @@ from equiv.tile.errors import PerBlockPoison
 from equiv.tile.events import Client, Fan
 from equiv.tile.findings import Finding
 from equiv.tile.poison import pattern_key, poison_pattern
-from equiv.tile.sites import _EQUIV_DIR, kernel_site
+from equiv.tile.sites import _EQUIV_DIR, kernel_site, short_path
 
 if TYPE_CHECKING:
     from equiv.tile.memory import Tensor, Window
@@ -86,6 +86,10 @@ class RunContext:
         # Caller's tensors lent to the run (`Tensor.from_torch(borrow=True)`), by storage:
         # [the caller's tensor, its pristine copy once something writes it, else None].
         self.borrowed: dict[int, list] = {}
+        # The first read of uninitialised memory the run made (what, where), or None: a run
+        # that read none computes the same bits under any poison (equiv.runner then leaves
+        # out its patterned-poison run).
+        self.uninitialised: str | None = None
         rounding.refresh_native_probe()  # the flush mode decides whether native rounding is exact
 
     # -- the event stream ---------------------------------------------------------------
@@ -251,13 +255,26 @@ class RunContext:
         for client in self.fan.atomic:
             client.on_atomic(self, tensor, win, mask, remote)
 
-    def poison(self, shape: Sequence[int], dtype: DType) -> torch.Tensor:
+    def read_uninitialised(self, what: str) -> None:
+        """The running code read uninitialised memory (`what`: which, as text); the first
+        such read of the run is kept, with the kernel line that made it."""
+        if self.uninitialised is None:
+            self.uninitialised = f"{what} at {short_path(kernel_site())}"
+
+    def poison(self, shape: Sequence[int], dtype: DType, into: str | None = "a value") -> torch.Tensor:
         """Values of uninitialised memory: NaN for floats in the ``nan`` run; otherwise a
         pattern (finite floats over many binades, or integers over the type's range) that is
         a function of the seed, the drawing block and how many patterns that block drew
         before — not of a shared generator, so blocks draw the same whether they run one
-        after another or batched."""
+        after another or batched.
+
+        `into` names what the poison fills when it goes straight into a value the kernel
+        computes with (a tile's unread part, a read past a tensor): that counts as a read of
+        uninitialised memory. ``None``: it fills memory (a new `Tensor`), whose reads of
+        elements never written are checked where they happen (`Tensor.check_initialised`)."""
         shape = tuple(int(s) for s in shape)
+        if into is not None and self.uninitialised is None and math.prod(shape):
+            self.read_uninitialised(into)
         if dtype.is_float and self.options.poison == "nan":
             return torch.full(shape, float("nan"), dtype=dtype.container, device=self.device)
         return poison_pattern(shape, dtype, self._poison_key(), self.device)

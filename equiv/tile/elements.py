@@ -35,12 +35,19 @@ def _read_lanes(src: Tensor | Tile, indices: Any, batch: Any) -> Any:
     if any(not 0 <= int(v) < n for col, n in zip(cols, src.shape) for v in col):
         return _wrapping.per_lane(_read, (src, indices), {}, batch)  # the per-block reads find it
     batch.on_load(src, False)
-    data = src.scalar_views()[0]
+    data, written, _ = src.scalar_views()
     if isinstance(data, torch.Tensor):
         index = tuple(torch.tensor([int(v) for v in col], dtype=torch.int64, device=data.device) for col in cols)
         values = data[index].to(src.dtype.container).tolist()
     else:  # NumPy on the CPU: one fancy-indexed read
-        values = data[tuple([int(v) for v in col] for col in cols)].tolist()
+        index = tuple([int(v) for v in col] for col in cols)
+        values = data[index].tolist()
+    if src.unset_reads():
+        # A lane reading an element never written reads uninitialised memory.
+        unset = ~written[index]
+        if bool(unset.any()):
+            lane = int(unset.nonzero()[0][0])
+            src.note_unset([int(col[lane]) for col in cols])
     convert = float if src.dtype.is_float else int
     if current().observed:
         return _lanes.Lanes([traced(convert(v)) for v in values])

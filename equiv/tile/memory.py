@@ -108,7 +108,10 @@ class Tensor:
             # batched, such stages measured no faster: their cost is arithmetic, not dispatch.)
             ctx.batch.stop(f"tensor {name} allocated by each block")
         # Stored narrow (bf16 as float32, int8 as int8, ...): exact, and Pro-size weights fit.
-        self.data = (ctx.poison(self.shape, dtype) if data is None else data).to(ctx.device, dtype.storage)
+        self.data = (ctx.poison(self.shape, dtype, into=None) if data is None else data).to(ctx.device, dtype.storage)
+        # Memory that starts as poison (an output, scratch): its reads of elements never
+        # written are reads of uninitialised memory (`check_initialised`). Views share it.
+        self.__dict__["_starts_poisoned"] = data is None
         if tuple(self.data.shape) != self.shape:
             raise ValueError(f"{name}: data shape {tuple(self.data.shape)} != declared {self.shape}")
         self.__dict__["_written_box"] = [None if written else
@@ -150,6 +153,28 @@ class Tensor:
 
     def __repr__(self) -> str:
         return f"Tensor({self.name}, {list(self.shape)}, {self.dtype!r})"
+
+    # -- reads of uninitialised memory ------------------------------------------------------
+    def unset_reads(self) -> bool:
+        """Whether a read of this tensor may need checking: it started as poison and the
+        running run has not read uninitialised memory yet (one check per run suffices)."""
+        return bool(self.__dict__.get("_starts_poisoned")) and current().uninitialised is None
+
+    def check_initialised(self, win: Window, mask: torch.Tensor | None = None) -> None:
+        """The running code reads `win` (inside this tensor; where `mask`): any element of it
+        never written is a read of uninitialised memory (`RunContext.read_uninitialised`)."""
+        if not self.unset_reads() or not all(b > a for a, b in win):
+            return
+        unset = ~self.written[self._slices(win)]
+        if mask is not None:
+            unset = unset & mask.to(unset.device)
+        if bool(unset.any()):
+            first = [a + int(i) for (a, _), i in zip(win, unset.nonzero()[0].tolist())]
+            self.note_unset(first)
+
+    def note_unset(self, index: Sequence[int]) -> None:
+        """Element `index` of this tensor, never written, was read."""
+        current().read_uninitialised(f"a read of {self.name}[{', '.join(map(str, index))}], never written")
 
     # -- windows --------------------------------------------------------------------------
     def window(self, key) -> Window:
@@ -226,10 +251,11 @@ class Tensor:
         ctx = current()
         if ctx.batch is not None:
             ctx.batch.on_load(self, clipped)
+        self.check_initialised(inside)
         if not clipped:
             out = self.data[self._slices(win)].to(self.dtype.container, copy=True)
         else:
-            out = ctx.poison(shape, self.dtype)
+            out = ctx.poison(shape, self.dtype, into=f"a read past the edge of {self.name}")
             if all(b > a for a, b in inside):
                 out[self._slices(inside, win)] = self.data[self._slices(inside)]
         for client in ctx.fan.load:
@@ -319,5 +345,8 @@ class Tensor:
         if (type(self) is not Tensor or current().batch is not None
                 or any(not 0 <= i < n for i, n in zip(idx, self.shape))):
             return None
-        value = self.scalar_views()[0][idx]
+        views = self.scalar_views()
+        if self.unset_reads() and not bool(views[1][idx]):
+            self.note_unset(idx)
+        value = views[0][idx]
         return float(value) if self.dtype.is_float else int(value)

@@ -95,7 +95,7 @@ def _index_guard(idx: torch.Tensor, n: int, what: str, dtype: DType) -> tuple[to
 def _poison_where(out: torch.Tensor, bad: torch.Tensor | None, dtype: DType) -> torch.Tensor:
     if bad is None:
         return out
-    return torch.where(bad, current().poison(out.shape, dtype), out)
+    return torch.where(bad, current().poison(out.shape, dtype, into="an element read at an out-of-range index"), out)
 
 
 # ----------------------------------------------------------------------------------------

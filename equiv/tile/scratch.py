@@ -57,7 +57,8 @@ class MemorySpace:
 def create_tile(shape: Sequence[int], dtype: DType, target_memory: str = MemorySpace.Vec,
                 transpose: bool | None = None, *, flat_layout: bool | None = None) -> Tile:
     """``pl.create_tile`` / ``pl.tile.create``: an uninitialised tile (poison), all valid."""
-    return Tile(current().poison([int(s) for s in shape], dtype), dtype)
+    shape = [int(s) for s in shape]
+    return Tile(current().poison(shape, dtype, into=f"an uninitialised {shape} tile (pl.create_tile)"), dtype)
 
 # docs/source-mode.md). Kept in one section so the core subset above stays readable.
 # ========================================================================================

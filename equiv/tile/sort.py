@@ -75,7 +75,7 @@ def sort32(src: Tile, idx: Tile) -> Tile:
     out_k = torch.gather(kblocks, -1, perm).reshape(vals.shape)
     out = _pairs(out_v, out_k)
     if padded < cols:
-        tail = current().poison((*out.shape[:-1], 2 * (cols - padded)), FP32)
+        tail = current().poison((*out.shape[:-1], 2 * (cols - padded)), FP32, into="sort32's columns past its sorted blocks")
         out = torch.cat([out, tail], dim=-1)
     return Tile(out, FP32, [*src.valid[:-1], 2 * padded])
 
@@ -175,7 +175,7 @@ def mrgsort(src0: Tile, src1: Tile | None = None, src2: Tile | None = None, src3
     out = _pairs(mv[..., :total], mk[..., :total])
     written = done[..., :total].repeat_interleave(2, dim=-1)
     if not bool(written.all()):
-        out = torch.where(written, out, current().poison(out.shape, FP32))
+        out = torch.where(written, out, current().poison(out.shape, FP32, into="mrgsort's output past an exhausted source"))
     return Tile(out, FP32, [*src0.valid[:-1], 2 * total])
 
 

@@ -201,14 +201,24 @@ def tensor_getitem(plain: Callable) -> Callable:
         found = lane_grid(starts, extent, distinct=False) if all(extent) else None
         if found is None and all(extent) and batch.n >= READ_GRID_LANES:
             found = read_grid(starts, extent)
-        if found is not None:
+
+        def windows_of(x: torch.Tensor) -> torch.Tensor:  # every lane's window of x: [lanes, *extent]
+            if found is None:
+                return _gather_windows(x, starts, extent)
             first, steps, counts, ranks = found
-            view = grid_view(tensor.data, first, steps, counts, extent)  # [*counts, *extent]
-            data = view.reshape(-1, *extent)
+            got = grid_view(x, first, steps, counts, extent).reshape(-1, *extent)  # [*counts, *extent]
             if ranks != list(range(len(ranks))):  # lanes in grid order read the view as it is
-                data = data.index_select(0, torch.tensor(ranks, device=data.device))
-        else:
-            data = _gather_windows(tensor.data, starts, extent)
+                got = got.index_select(0, torch.tensor(ranks, device=got.device))
+            return got
+
+        data = windows_of(tensor.data)
+        if tensor.unset_reads() and all(extent):
+            # The same windows of the written-mask: a lane reading an element never written
+            # reads uninitialised memory, as its block would one by one.
+            unset = ~windows_of(tensor.written)
+            if bool(unset.any()):
+                lane, *at = unset.nonzero()[0].tolist()
+                tensor.note_unset([starts[d][lane] + i for d, i in enumerate(at)])
         return Tile(data.to(tensor.dtype.container), tensor.dtype, list(extent))
     return getitem
 

@@ -138,6 +138,7 @@ def _atomic_add(world: World, dst: DistributedTensor, win, values: torch.Tensor,
     m = mask[Tensor._slices(inside, win)] if (mask is not None and clipped) else mask
     src = src.to(dst.data.device, dst.dtype.container)
     world.ctx.atomic(dst, inside, m, remote=True)  # the cross-rank race detector judges it
+    dst.check_initialised(inside, m)  # an add reads what it adds to
     summed = _result(dst.data[sl] + src, dst.dtype, list(src.shape)).data
     world.ctx.note_order_dependent("remote atomic add", dst.name, dst.dtype, world.running)
     keep = torch.ones_like(dst.written[sl]) if m is None else m
