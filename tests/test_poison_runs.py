@@ -53,11 +53,15 @@ def _stages(pair: KernelPair, options: Options) -> dict[str, int]:
     return stages
 
 
-@pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "batched"])
-@pytest.mark.parametrize("kernel,dtype,what,batchable", UNINITIALISED, ids=[k[0].__name__ for k in UNINITIALISED])
-def test_a_read_of_uninitialised_memory_keeps_the_poison_run(kernel, dtype, what, batchable, batch):
-    if batch and not batchable:
-        pytest.skip("its stage never runs batched (an atomic add, a read past a tensor)")
+# Each kernel block by block, and batched where its stage can run batched (an atomic add or a
+# read past a tensor never does).
+READ_PATHS = [(k, d, w, batch) for k, d, w, batchable in UNINITIALISED for batch in (False, True)
+              if batchable or not batch]
+
+
+@pytest.mark.parametrize("kernel,dtype,what,batch", READ_PATHS,
+                         ids=[f"{k[0].__name__}-{'batched' if k[3] else 'one-by-one'}" for k in READ_PATHS])
+def test_a_read_of_uninitialised_memory_keeps_the_poison_run(kernel, dtype, what, batch):
     pair = _pair(kernel, dtype)
     options = Options(schedules=1, batch_blocks=batch)
     if batch:
