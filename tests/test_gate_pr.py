@@ -535,3 +535,12 @@ def test_an_instance_the_file_refuses_at_both_revisions_is_skipped_once_not_pass
     pro = [line for line in out.splitlines() if f"{FILE}:scale_test [model PRO]" in line]
     assert len(pro) == 1 and pro[0].startswith("SKIPPED"), out
     assert "this kernel supports hidden_size 16 only" in out
+
+
+def test_checking_an_entry_no_mode_reaches_says_not_called(repo, capsys):  # noqa: F811
+    text = entry_chosen_by_option(kernel(tile=4), condition='args.platform == "never"')
+    a = commit(repo, {FILE: text})
+    code = main(["check", "--source", f"{FILE}:twice_test", "--pre-rev", a, "--retiled-rev", a, "--repo", str(repo),
+                 "--pair-free", "--recipe", "realistic"])
+    out = capsys.readouterr().out
+    assert code == 2 and "twice_test: NOT CALLED" in out and "entries it calls: scale_test" in out
