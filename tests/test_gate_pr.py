@@ -230,10 +230,10 @@ def test_an_entry_far_past_its_estimate_does_not_starve_the_others(repo, capsys,
     """Both files declare the same bytes (the same estimate); the slow one sorts first. It gets a
     share of its estimate, is put back after the other, which is judged, and then gets what is
     left of the budget."""
-    from equiv.pairfree import gate as pfg
+    from equiv.pairfree import budget
 
-    monkeypatch.setattr(pfg, "SHARE_FLOOR", 4.0)
-    monkeypatch.setattr(pfg, "SHARE_FACTOR", 0.0)
+    monkeypatch.setattr(budget, "SHARE_FLOOR", 4.0)
+    monkeypatch.setattr(budget, "SHARE_FACTOR", 0.0)
     slow = "models/toy/a_slow.py"
     spin = "for i in pl.range(3000000):\n            t = pl.add(t, 0.0)\n        " + STORE_LINE
     base = commit(repo, {slow: kernel(tile=4, body=spin), FILE: kernel(tile=4)})

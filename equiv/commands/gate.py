@@ -95,6 +95,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
     from equiv.commands.common import check_output_paths, options_from
     from equiv.commands.outputs import write_results
     from equiv.pairfree import gate as pfg
+    from equiv.pairfree.budget import run_gate
     from equiv.summary import own_contract_text
     from equiv.progress import Progress
     from equiv.errors import SourceError
@@ -131,7 +132,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     from equiv.pairfree import plan as planning
 
-    planned = planning.plan_changes(repo, base, head, changes, pfg._overrides(policy), not policy.model).entries
+    planned = planning.plan_changes(repo, base, head, changes, pfg.overrides(policy), not policy.model).entries
     if getattr(args, "shard", None) is not None:
         # Entries to run are the unit of work: balanced by estimated cost, the same on every machine.
         from equiv.commands.check import shard_from
@@ -154,7 +155,7 @@ def run_pair_free(args: argparse.Namespace) -> int:
         progress.clear()
         print(line, flush=True)
 
-    result = pfg.run_gate(repo, base, head, changes, policy, options_from(args), progress, log, planned,
+    result = run_gate(repo, base, head, changes, policy, options_from(args), progress, log, planned,
                           started=started)
     progress.clear()
     if args.junit:

@@ -4,7 +4,7 @@ pair-free checks → verdict against the base revision's own verdict.
 Selection (`selection`): the changed model files and every model file that transitively
 imports a changed file (bare-name sibling imports, root packages); head is a revision or the
 working tree. An entry whose checked program is the same at base and head (`fingerprint`) is
-``unchanged``: listed, not run. The others run cheapest first (`plan`) within the pull
+``unchanged``: listed, not run. The others run cheapest first (`plan`, `budget`) within the pull
 request's time budget; one not started before it is spent is ``not checked``.
 
 Each entry to run is checked twice at the **gate's shape policy**:
@@ -30,25 +30,20 @@ instances and, where a mode's token count fits in one tile, a count spanning sev
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from equiv import git
-from equiv.deadline import DeadlineReached, hard_deadline
 from equiv.results import CheckResult, EntryOutcome
 from equiv.options import Options
 from equiv.errors import GateError, PairFreeError, SelectionError
 from equiv.pairfree import run as pf
 from equiv.request import CheckRequest
 from equiv.summary import own_contract_text
-
-if TYPE_CHECKING:
-    from equiv.pairfree.plan import PlannedEntry
 
 
 @dataclass(frozen=True)
@@ -432,93 +427,8 @@ class GateRun:
                 "budget": self.budget}
 
 
-def run_gate(repo: str, base: str, head: str | None, changes: Sequence[Change], policy: Policy = POLICY,
-             options: Options | None = None, progress: Callable | None = None,
-             log: Callable[[str], None] = lambda s: None, planned: Sequence[Any] | None = None,
-             started: float | None = None) -> GateRun:
-    """Run the planned entries cheapest first within the pull request's budget
-    (`Policy.time_budget`); unchanged entries are listed, not run; an entry not started
-    before the budget is spent is ``not checked``. `started` (a ``time.perf_counter()``): when
-    the gate began, so that selection and planning count against the budget too."""
-    from equiv.pairfree import plan as planning
-
-    run = GateRun(repo, base, head, list(changes), budget=policy.time_budget)
-    if planned is None:
-        planned = planning.plan_changes(repo, base, head, changes, _overrides(policy), not policy.model).entries
-    by_path = {c.head_path: c for c in changes}
-    for pe in planned:
-        if pe.unchanged:
-            run.entries.append(GateEntry(by_path[pe.file].label, pe.label, "unchanged", [pe.why]))
-    t0 = started if started is not None else time.perf_counter()
-    retry: list[tuple[PlannedEntry, float]] = []
-    for pe in planning.order(planned):
-        _run_planned(run, pe, by_path[pe.file], policy, t0, options, progress, log, retry)
-    # Entries that overran their first share, cheapest first, with all that is left.
-    for pe, first in retry:
-        _run_planned(run, pe, by_path[pe.file], policy, t0, options, progress, log, None, first)
-    return run
-
-
-# An estimate can be far off (a block the meta device could not size, another model
-# instance's own costs): each entry first gets a share of a few times its estimate, so one
-# mis-estimated entry cannot spend the budget every other entry needed. Those that overrun
-# their share run again, after all the others, with what is left.
-SHARE_FACTOR = 4.0
-SHARE_FLOOR = 120.0  # seconds: loading a file and building its inputs, whatever the estimate
-
-
-def _run_planned(run: GateRun, pe: PlannedEntry, change: Change, policy: Policy, t0: float,
-                 options: Options | None, progress: Callable | None, log: Callable[[str], None],
-                 retry: list[tuple[PlannedEntry, float]] | None, first_try: float | None = None) -> None:
-    """Run one planned entry within the budget left (and, with `retry`, within its first share:
-    an entry that overruns it is appended to `retry` with the seconds it ran)."""
-    spent = time.perf_counter() - t0
-    left = policy.time_budget - spent
-    earlier = "" if first_try is None else f"; its first try ran {first_try:.0f} s, past its share"
-    if left <= 0:
-        run.entries.append(GateEntry(change.label, pe.label, "not checked", [
-            f"the pull request's budget of {policy.time_budget:g} s was spent ({spent:.0f} s) before it "
-            f"started (estimated {pe.estimate:.0f} s{earlier}); raise --time-budget or split with --shard"],
-            estimate=pe.estimate))
-        return
-    share = max(SHARE_FACTOR * pe.estimate, SHARE_FLOOR) if retry is not None else left
-    try:
-        at = dataclasses.replace(policy, model=pe.model) if pe.model else policy
-        if pe.config:  # a multi-tile token count (`equiv.pairfree.tokens`)
-            at = dataclasses.replace(at, config={**at.config, **pe.config})
-        try:
-            with hard_deadline(min(left, share)):
-                got = gate_file(run.repo, run.base, run.head, change, at, options, progress, log,
-                                entry=None if pe.entry == "(file)" else pe.entry.split("#")[0], time_budget=left)
-        except DeadlineReached:
-            ran = time.perf_counter() - t0 - spent
-            if share < left:
-                retry.append((pe, ran))  # type: ignore[union-attr] - a share is only set with `retry`
-                log(f"{change.label}: {pe.label}: past its share of {share:.0f} s (estimated {pe.estimate:.0f} s); "
-                    f"runs again after the other entries")
-                return
-            run.entries.append(GateEntry(change.label, pe.label, "not checked", [
-                f"stopped after {ran:.0f} s, when the pull request's budget of {policy.time_budget:g} s ran "
-                f"out (estimated {pe.estimate:.0f} s{earlier}); nothing of it is judged; raise --time-budget or "
-                f"split with --shard"], estimate=pe.estimate))
-            log(f"{change.label}: {pe.label}: stopped at the pull request's budget after {ran:.0f} s")
-            return
-        for g in got:
-            g.estimate = pe.estimate
-            if pe.model:
-                g.entry += f" [model {pe.model}]"
-            g.entry += "".join(f" [{k}={v}]" for k, v in pe.config.items())
-            g.reasons.append(f"run because {pe.why}" if not pe.why.startswith("added") else pe.why)
-            if first_try is not None:
-                g.reasons.append(f"run a second time, after the other entries: its first try ran {first_try:.0f} s, "
-                                 f"past its share of {max(SHARE_FACTOR * pe.estimate, SHARE_FLOOR):.0f} s")
-        run.entries += got
-    except (PairFreeError, GateError) as exc:
-        run.errors[change.label] = str(exc)
-        log(f"{change.label}: cannot be checked: {exc}")
-
-
-def _overrides(policy: Policy) -> dict[str, Any]:
+def overrides(policy: Policy) -> dict[str, Any]:
+    """The config values a policy sets for a file's run (its model instance, token counts)."""
     from equiv.pairfree.pair import MODEL_KEY
 
     out = dict(policy.config)
@@ -537,7 +447,7 @@ def dry_run(repo: str, base: str, head: str | None, changes: Sequence[Change], p
     from equiv.pairfree import plan as planning
 
     if planned is None:
-        planned = planning.plan_changes(repo, base, head, changes, _overrides(policy), not policy.model).entries
+        planned = planning.plan_changes(repo, base, head, changes, overrides(policy), not policy.model).entries
     lines = [f"policy: {policy.describe()}; each entry to run runs base -> head and base -> base"]
     by_file: dict[str, list] = {}
     for pe in planned:
