@@ -273,7 +273,7 @@ class RunContext:
         uninitialised memory. ``None``: it fills memory (a new `Tensor`), whose reads of
         elements never written are checked where they happen (`Tensor.check_initialised`)."""
         shape = tuple(int(s) for s in shape)
-        if into is not None and self.uninitialised is None and math.prod(shape):
+        if into is not None and math.prod(shape):
             self.read_uninitialised(into)
         if dtype.is_float and self.options.poison == "nan":
             return torch.full(shape, float("nan"), dtype=dtype.container, device=self.device)
