@@ -31,9 +31,11 @@ import ast
 import copy
 import inspect
 import textwrap
+import threading
 import types
 import weakref
-from typing import Callable
+from collections import OrderedDict
+from typing import Callable, NamedTuple
 
 from equiv.tile.errors import KernelError
 
@@ -62,11 +64,12 @@ def _walk_shallow(nodes: list[ast.stmt]):
     """Nodes of `nodes` without descending into nested function or class definitions, those
     among `nodes` themselves included (a rewritten barriered body is one): their names are
     their own scope's."""
+    roots = {id(n) for n in nodes}  # `node in nodes` compares by identity, one root at a time
     stack = list(nodes)
     while stack:
         node = stack.pop()
         yield node
-        if node in nodes and isinstance(node, _DEFINITIONS):
+        if id(node) in roots and isinstance(node, _DEFINITIONS):
             continue
         stack.extend(child for child in ast.iter_child_nodes(node) if not isinstance(child, _DEFINITIONS))
 
@@ -92,16 +95,137 @@ def _escapes(body: list[ast.stmt]) -> ast.stmt | None:
     return None
 
 
-def _bound_names(nodes: list[ast.stmt]) -> set[str]:
-    names: set[str] = set()
-    for node in _walk_shallow(nodes):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            names.add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-    return names
+def _own_bound(node: ast.AST) -> tuple[str, ...]:
+    """The names `node` itself binds (not its children)."""
+    if isinstance(node, ast.Name):
+        return (node.id,) if isinstance(node.ctx, (ast.Store, ast.Del)) else ()
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return (node.name,)
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return tuple((a.asname or a.name).split(".")[0] for a in node.names)
+    return ()
+
+
+_NO_USES: tuple = ()
+_LOOPS = (ast.For, ast.AsyncFor, ast.While)
+
+
+class _Facts(NamedTuple):
+    """What a subtree holds in its own scope (nested definitions not entered)."""
+    bound: frozenset[str]        # names bound: Store/Del names, imports
+    suspends: bool               # a yield, yield from or await
+    returns: bool                # a return
+    breaks: bool                 # a break not inside a loop of the subtree
+    declares: bool               # a global, nonlocal or import statement
+    receivers: frozenset[str]    # names whose mutating method (`_MUTATORS`) is called
+
+
+class _Names:
+    """What `_independent_blocks` asks of a list of statements (the names they bind, their name
+    uses in evaluation order, whether control leaves them, what they mutate), kept per node: a
+    loop asks it of its own body and of its whole function, so without the memo every loop
+    walks its function again (quadratic in a file's size). An entry depends on its node's
+    subtree only; whoever changes a subtree calls `forget` with the changed node and all its
+    ancestors. Entries hold their nodes, so an id is never reused while its entry lives."""
+
+    def __init__(self) -> None:
+        self._facts: dict[int, tuple[ast.AST, _Facts]] = {}
+        self._uses: dict[int, tuple[ast.AST, tuple]] = {}
+
+    def forget(self, nodes) -> None:
+        for node in nodes:
+            self._facts.pop(id(node), None)
+            self._uses.pop(id(node), None)
+
+    def bound(self, nodes: list[ast.stmt]) -> set[str]:
+        """The names `nodes` bind in their own scope, as a walk of `_walk_shallow` finds them:
+        Store/Del names, imports, and the name of a definition among `nodes` themselves (a
+        definition deeper down is not entered, and its name not counted)."""
+        names: set[str] = set()
+        for node in nodes:
+            if isinstance(node, _DEFINITIONS):
+                names.update(_own_bound(node))
+            else:
+                names |= self._of(node).bound
+        return names
+
+    def leaves(self, body: list[ast.stmt]) -> bool:
+        """A return, a break of the loop whose body `body` is, or a yield / await in `body`
+        (``continue`` is fine)."""
+        return any(f.suspends or f.returns or f.breaks
+                   for f in (self._of(n) for n in body if not isinstance(n, _DEFINITIONS)))
+
+    def mutates(self, body: list[ast.stmt], held: set[str]) -> bool:
+        """A global, nonlocal or import statement in `body`, or a call of a mutating method of
+        a name in `held`."""
+        return any(f.declares or not f.receivers.isdisjoint(held)
+                   for f in (self._of(n) for n in body if not isinstance(n, _DEFINITIONS)))
+
+    def _of(self, node: ast.AST) -> _Facts:
+        hit = self._facts.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        bound = set(_own_bound(node))
+        receivers: set[str] = set()
+        suspends = isinstance(node, (ast.Yield, ast.YieldFrom, ast.Await))
+        returns = isinstance(node, ast.Return)
+        breaks = isinstance(node, ast.Break)
+        declares = isinstance(node, (ast.Global, ast.Nonlocal, ast.Import, ast.ImportFrom))
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _MUTATORS and isinstance(node.func.value, ast.Name)):
+            receivers.add(node.func.value.id)
+        loop = isinstance(node, _LOOPS)
+        for field, value in ast.iter_fields(node):
+            for child in (value if isinstance(value, list) else (value,)):
+                if not isinstance(child, ast.AST) or isinstance(child, _DEFINITIONS):
+                    continue
+                f = self._of(child)
+                bound |= f.bound
+                receivers |= f.receivers
+                suspends = suspends or f.suspends
+                returns = returns or f.returns
+                # A break in a loop's body ends that loop; one in its else-clause does not.
+                breaks = breaks or (f.breaks and not (loop and field == "body"))
+                declares = declares or f.declares
+        out = _Facts(frozenset(bound), suspends, returns, breaks, declares, frozenset(receivers))
+        self._facts[id(node)] = (node, out)
+        return out
+
+    def uses(self, nodes: list[ast.stmt]) -> list[tuple[ast.Name, bool]]:
+        """(name node, is_load) of `nodes` in evaluation order: an assignment's value before
+        its targets, a loop's iterable before its target; nested definitions are not entered."""
+        out: list[tuple[ast.Name, bool]] = []
+        for node in nodes:
+            out.extend(self._subtree_uses(node))
+        return out
+
+    def _subtree_uses(self, node: ast.AST) -> tuple:
+        if isinstance(node, _DEFINITIONS):
+            return _NO_USES
+        if isinstance(node, ast.Name):
+            return ((node, not isinstance(node.ctx, (ast.Store, ast.Del))),)
+        hit = self._uses.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        first: list = []
+        if isinstance(node, ast.Assign):
+            order = [node.value, *node.targets]
+        elif isinstance(node, ast.AugAssign):
+            if isinstance(node.target, ast.Name):
+                first.append((node.target, True))  # read before it is written
+            order = [node.value, node.target]
+        elif isinstance(node, ast.AnnAssign):
+            order = [node.value, node.target] if node.value is not None else []
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            order = [node.iter, node.target, *node.body, *node.orelse]
+        else:
+            order = list(ast.iter_child_nodes(node))
+        for child in order:
+            if child is not None:
+                first.extend(self._subtree_uses(child))
+        out = tuple(first)
+        self._uses[id(node)] = (node, out)
+        return out
 
 
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
@@ -177,51 +301,7 @@ def _guarded(body: list[ast.stmt]) -> ast.With:
     return ast.copy_location(guarded, body[0])
 
 
-def _leaves_body(body: list[ast.stmt]) -> bool:
-    """A return, a break of the loop itself, or a yield in `body` (``continue`` is fine)."""
-    if any(isinstance(n, (ast.Yield, ast.YieldFrom, ast.Await)) for n in _walk_shallow(body)):
-        return True
-    stack: list[tuple[ast.AST, bool]] = [(s, False) for s in body]
-    while stack:
-        node, in_loop = stack.pop()
-        if isinstance(node, ast.Return) or (isinstance(node, ast.Break) and not in_loop):
-            return True
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            continue
-        loop = isinstance(node, (ast.For, ast.AsyncFor, ast.While))
-        for field, value in ast.iter_fields(node):
-            for child in (value if isinstance(value, list) else [value]):
-                if isinstance(child, ast.AST):
-                    stack.append((child, in_loop or (loop and field == "body")))
-    return False
-
-
-def _uses(node: ast.AST):
-    """(name node, is_load) in evaluation order: an assignment's value before its targets,
-    a loop's iterable before its target; nested functions are not entered."""
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-        return
-    if isinstance(node, ast.Name):
-        yield node, not isinstance(node.ctx, (ast.Store, ast.Del))
-        return
-    if isinstance(node, ast.Assign):
-        order = [node.value, *node.targets]
-    elif isinstance(node, ast.AugAssign):
-        if isinstance(node.target, ast.Name):
-            yield node.target, True  # read before it is written
-        order = [node.value, node.target]
-    elif isinstance(node, ast.AnnAssign):
-        order = [node.value, node.target] if node.value is not None else []
-    elif isinstance(node, (ast.For, ast.AsyncFor)):
-        order = [node.iter, node.target, *node.body, *node.orelse]
-    else:
-        order = list(ast.iter_child_nodes(node))
-    for child in order:
-        if child is not None:
-            yield from _uses(child)
-
-
-def _independent_blocks(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.For,
+def _independent_blocks(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.For, names: _Names,
                         shared: ast.expr | None = None) -> bool:
     """Whether running `loop`'s body once for all blocks equals running it per block, as far
     as Python names go (memory effects are the batch machinery's business): the body reads
@@ -229,20 +309,15 @@ def _independent_blocks(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.Fo
     after the loop reads no name the body binds before binding it again (nothing of one
     block leaks out), and the body mutates no outside object through a method call.
     `shared`: a loop target that is the same for every block (a ``with`` form's task id)."""
-    if not isinstance(loop.target, ast.Name) or loop.orelse or _leaves_body(loop.body):
+    if not isinstance(loop.target, ast.Name) or loop.orelse or names.leaves(loop.body):
         return False
-    bound = _bound_names(loop.body) | {loop.target.id}
+    bound = names.bound(loop.body) | {loop.target.id}
     # Objects the function holds (its locals and parameters, not modules such as ``pl``).
-    held = (_bound_names(fn.body) | _params(fn)) - bound
-    for node in _walk_shallow(loop.body):
-        if isinstance(node, (ast.Global, ast.Nonlocal, ast.Import, ast.ImportFrom)):
-            return False
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr in _MUTATORS and isinstance(node.func.value, ast.Name)
-                and node.func.value.id in held):
-            return False
+    held = (names.bound(fn.body) | _params(fn)) - bound
+    if names.mutates(loop.body, held):
+        return False
     seen_in_body = {loop.target.id}
-    for name, load in _uses(ast.Module(body=loop.body, type_ignores=[])):
+    for name, load in names.uses(loop.body):
         if name.id in bound and name.id not in seen_in_body:
             if load:
                 return False
@@ -251,7 +326,7 @@ def _independent_blocks(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.Fo
     seen_after: set[str] = set()
     if isinstance(shared, ast.Name):
         seen_after.add(shared.id)
-    for name, load in _uses(ast.Module(body=fn.body, type_ignores=[])):
+    for name, load in names.uses(fn.body):
         if (name.lineno, name.col_offset) <= end or name.id not in bound or name.id in seen_after:
             continue
         if load:
@@ -272,6 +347,30 @@ class _SpmdRewriter(ast.NodeTransformer):
         self.functions: list[ast.FunctionDef | ast.AsyncFunctionDef] = []
         self.scopes: list[ast.AST] = []  # the enclosing functions and classes, innermost last
         self.changed = False
+        self.names = _Names()
+        self.path: list[ast.AST] = []  # the node being visited and its ancestors, innermost last
+        self.replaced: list[bool] = []  # per node of `path`: a child's visit returned another node
+
+    def visit(self, node):
+        self.path.append(node)
+        self.replaced.append(False)
+        try:
+            out = super().visit(node)
+        finally:
+            self.path.pop()
+            self.replaced.pop()
+        if out is not node and self.replaced:
+            self.replaced[-1] = True
+        return out
+
+    def generic_visit(self, node):
+        super().generic_visit(node)
+        if self.replaced and self.replaced[-1]:
+            # generic_visit put the replacement (a `with pl.spmd` statement's loop) in place:
+            # this subtree and its ancestors' changed, their `names` entries go.
+            self.names.forget(self.path)
+            self.replaced[-1] = False
+        return node
 
     def visit_FunctionDef(self, node):  # noqa: N802 - ast visitor
         self.functions.append(node)
@@ -297,10 +396,12 @@ class _SpmdRewriter(ast.NodeTransformer):
         self.generic_visit(node)
         if not any(_is_call_of(node.iter, name) for name in _PARALLEL_LOOPS) or not self.functions:
             return node
-        if not _independent_blocks(self.functions[-1], node):
+        if not _independent_blocks(self.functions[-1], node, self.names):
             return node
         self.changed = True
-        return self._batchable(node)
+        self._batchable(node)
+        self.names.forget(self.path)
+        return node
 
     @staticmethod
     def _batchable(node: ast.For) -> ast.For:
@@ -317,6 +418,7 @@ class _SpmdRewriter(ast.NodeTransformer):
             if (isinstance(first, ast.Attribute) and isinstance(first.value, ast.Name)
                     and first.value.id == "self" and not in_method):
                 node.args[0] = ast.copy_location(ast.Name(first.attr, ast.Load()), first)
+                self.names.forget(self.path)
                 self.changed = True
         return node
 
@@ -344,7 +446,7 @@ class _SpmdRewriter(ast.NodeTransformer):
                 body=node.body, orelse=[], type_comment=None)
             loop = ast.fix_missing_locations(ast.copy_location(loop, node))
             # The task id is one value for every block, so the code after may read it.
-            if self.functions and _independent_blocks(self.functions[-1], loop, shared=target):
+            if self.functions and _independent_blocks(self.functions[-1], loop, self.names, shared=target):
                 self._batchable(loop)
             return loop
         return self._barriered(node, item.context_expr, target)
@@ -400,10 +502,10 @@ def _sequential_loop(node: ast.AST) -> bool:
             and not any(k.arg == "init_values" for k in node.iter.keywords))
 
 
-def _outside_names(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.For) -> list[str]:
+def _outside_names(fn: ast.FunctionDef | ast.AsyncFunctionDef, loop: ast.For, names: _Names) -> list[str]:
     """The function's own names (locals, parameters) that `loop`'s body reads and does not bind."""
-    bound = _bound_names(loop.body) | {loop.target.id}  # type: ignore[attr-defined]
-    held = (_bound_names(fn.body) | _params(fn)) - bound
+    bound = names.bound(loop.body) | {loop.target.id}  # type: ignore[attr-defined]
+    held = (names.bound(fn.body) | _params(fn)) - bound
     read = {n.id for stmt in loop.body for n in ast.walk(stmt)
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     return sorted(n for n in read & held if not n.startswith(_PREFIX))
@@ -465,12 +567,13 @@ def _iteration_loops(tree: ast.Module) -> dict[int, tuple[list[str], list[ast.st
     """The sequential loops of every function of `tree` that may run as lanes, with the
     outside names their bodies read and a copy of their bodies as written."""
     loops: dict[int, tuple[list[str], list[ast.stmt]]] = {}
+    names = _Names()  # nothing changes the tree until every loop is found
     for fn in ast.walk(tree):
         if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         for node in _walk_shallow(fn.body):
-            if _sequential_loop(node) and _independent_blocks(fn, node):
-                loops[id(node)] = (_outside_names(fn, node), copy.deepcopy(node.body))
+            if _sequential_loop(node) and _independent_blocks(fn, node, names):
+                loops[id(node)] = (_outside_names(fn, node, names), copy.deepcopy(node.body))
     return loops
 
 
@@ -486,8 +589,33 @@ def rewrite_module(tree: ast.Module, filename: str = "<kernel>") -> bool:
     return True
 
 
-def compile_kernel_source(source: str, filename: str, flags: int = 0):
-    """Code of a kernel module with the rewrites applied (compiled from the text when none apply)."""
+_COMPILED: "OrderedDict[tuple[str, int, str], types.CodeType]" = OrderedDict()
+_COMPILED_MAX = 64  # modules: a model file and its siblings at two revisions fit many times over
+_COMPILED_LOCK = threading.Lock()
+
+
+def compile_kernel_source(source: str, filename: str, flags: int = 0) -> types.CodeType:
+    """Code of a kernel module with the rewrites applied (compiled from the text when none apply).
+
+    A process loads the same text again (discovery, sizing and the runs each load the file;
+    a same-revision check loads it for both sides), so code is kept per (file name, flags,
+    whole text): code objects are immutable, and every load executes its own in a namespace
+    of its own. A text that changes in any character is compiled anew."""
+    key = (filename, flags, source)
+    with _COMPILED_LOCK:
+        code = _COMPILED.get(key)
+        if code is not None:
+            _COMPILED.move_to_end(key)
+            return code
+    code = _compile_kernel_source(source, filename, flags)
+    with _COMPILED_LOCK:
+        _COMPILED[key] = code
+        while len(_COMPILED) > _COMPILED_MAX:
+            _COMPILED.popitem(last=False)
+    return code
+
+
+def _compile_kernel_source(source: str, filename: str, flags: int) -> types.CodeType:
     if "spmd" not in source and "parallel" not in source:
         return compile(source, filename, "exec", flags=flags, dont_inherit=True)
     tree = ast.parse(source, filename)
