@@ -106,36 +106,41 @@ def _own_bound(node: ast.AST) -> tuple[str, ...]:
     return ()
 
 
-_NO_USES: tuple = ()
 _LOOPS = (ast.For, ast.AsyncFor, ast.While)
+_SUSPENDS = (ast.Yield, ast.YieldFrom, ast.Await)
+_DECLARES = (ast.Global, ast.Nonlocal, ast.Import, ast.ImportFrom)
+_STORES = (ast.Store, ast.Del)
 
 
 class _Facts(NamedTuple):
-    """What a subtree holds in its own scope (nested definitions not entered)."""
+    """What a statement holds in its own scope (nested definitions not entered)."""
     bound: frozenset[str]        # names bound: Store/Del names, imports
     suspends: bool               # a yield, yield from or await
     returns: bool                # a return
-    breaks: bool                 # a break not inside a loop of the subtree
+    breaks: bool                 # a break not inside a loop of the statement
     declares: bool               # a global, nonlocal or import statement
     receivers: frozenset[str]    # names whose mutating method (`_MUTATORS`) is called
+    uses: tuple                  # (name node, is_load) in evaluation order (see `_Names.uses`)
 
 
 class _Names:
     """What `_independent_blocks` asks of a list of statements (the names they bind, their name
-    uses in evaluation order, whether control leaves them, what they mutate), kept per node: a
-    loop asks it of its own body and of its whole function, so without the memo every loop
-    walks its function again (quadratic in a file's size). An entry depends on its node's
-    subtree only; whoever changes a subtree calls `forget` with the changed node and all its
-    ancestors. Entries hold their nodes, so an id is never reused while its entry lives."""
+    uses in evaluation order, whether control leaves them, what they mutate), kept per
+    statement: a loop asks it of its own body and of its whole function, so without the memo
+    every loop walks its function again (quadratic in a file's size). An entry depends on its
+    statement's subtree only; whoever changes a subtree calls `forget` with the changed node
+    and all its ancestors. Entries hold their statements, so an id is never reused while its
+    entry lives."""
 
     def __init__(self) -> None:
-        self._facts: dict[int, tuple[ast.AST, _Facts]] = {}
-        self._uses: dict[int, tuple[ast.AST, tuple]] = {}
+        self._facts: dict[int, tuple[ast.stmt, _Facts]] = {}
 
     def forget(self, nodes) -> None:
         for node in nodes:
             self._facts.pop(id(node), None)
-            self._uses.pop(id(node), None)
+
+    def _each(self, nodes: list[ast.stmt]):
+        return (self._of(n) for n in nodes if not isinstance(n, _DEFINITIONS))
 
     def bound(self, nodes: list[ast.stmt]) -> set[str]:
         """The names `nodes` bind in their own scope, as a walk of `_walk_shallow` finds them:
@@ -145,86 +150,89 @@ class _Names:
         for node in nodes:
             if isinstance(node, _DEFINITIONS):
                 names.update(_own_bound(node))
-            else:
-                names |= self._of(node).bound
+        for f in self._each(nodes):
+            names |= f.bound
         return names
-
-    def leaves(self, body: list[ast.stmt]) -> bool:
-        """A return, a break of the loop whose body `body` is, or a yield / await in `body`
-        (``continue`` is fine)."""
-        return any(f.suspends or f.returns or f.breaks
-                   for f in (self._of(n) for n in body if not isinstance(n, _DEFINITIONS)))
-
-    def mutates(self, body: list[ast.stmt], held: set[str]) -> bool:
-        """A global, nonlocal or import statement in `body`, or a call of a mutating method of
-        a name in `held`."""
-        return any(f.declares or not f.receivers.isdisjoint(held)
-                   for f in (self._of(n) for n in body if not isinstance(n, _DEFINITIONS)))
-
-    def _of(self, node: ast.AST) -> _Facts:
-        hit = self._facts.get(id(node))
-        if hit is not None and hit[0] is node:
-            return hit[1]
-        bound = set(_own_bound(node))
-        receivers: set[str] = set()
-        suspends = isinstance(node, (ast.Yield, ast.YieldFrom, ast.Await))
-        returns = isinstance(node, ast.Return)
-        breaks = isinstance(node, ast.Break)
-        declares = isinstance(node, (ast.Global, ast.Nonlocal, ast.Import, ast.ImportFrom))
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr in _MUTATORS and isinstance(node.func.value, ast.Name)):
-            receivers.add(node.func.value.id)
-        loop = isinstance(node, _LOOPS)
-        for field, value in ast.iter_fields(node):
-            for child in (value if isinstance(value, list) else (value,)):
-                if not isinstance(child, ast.AST) or isinstance(child, _DEFINITIONS):
-                    continue
-                f = self._of(child)
-                bound |= f.bound
-                receivers |= f.receivers
-                suspends = suspends or f.suspends
-                returns = returns or f.returns
-                # A break in a loop's body ends that loop; one in its else-clause does not.
-                breaks = breaks or (f.breaks and not (loop and field == "body"))
-                declares = declares or f.declares
-        out = _Facts(frozenset(bound), suspends, returns, breaks, declares, frozenset(receivers))
-        self._facts[id(node)] = (node, out)
-        return out
 
     def uses(self, nodes: list[ast.stmt]) -> list[tuple[ast.Name, bool]]:
         """(name node, is_load) of `nodes` in evaluation order: an assignment's value before
         its targets, a loop's iterable before its target; nested definitions are not entered."""
         out: list[tuple[ast.Name, bool]] = []
-        for node in nodes:
-            out.extend(self._subtree_uses(node))
+        for f in self._each(nodes):
+            out.extend(f.uses)
         return out
 
-    def _subtree_uses(self, node: ast.AST) -> tuple:
-        if isinstance(node, _DEFINITIONS):
-            return _NO_USES
-        if isinstance(node, ast.Name):
-            return ((node, not isinstance(node.ctx, (ast.Store, ast.Del))),)
-        hit = self._uses.get(id(node))
-        if hit is not None and hit[0] is node:
+    def leaves(self, body: list[ast.stmt]) -> bool:
+        """A return, a break of the loop whose body `body` is, or a yield / await in `body`
+        (``continue`` is fine)."""
+        return any(f.suspends or f.returns or f.breaks for f in self._each(body))
+
+    def mutates(self, body: list[ast.stmt], held: set[str]) -> bool:
+        """A global, nonlocal or import statement in `body`, or a call of a mutating method of
+        a name in `held`."""
+        return any(f.declares or not f.receivers.isdisjoint(held) for f in self._each(body))
+
+    def _of(self, stmt: ast.stmt) -> _Facts:
+        hit = self._facts.get(id(stmt))
+        if hit is not None and hit[0] is stmt:
             return hit[1]
-        first: list = []
-        if isinstance(node, ast.Assign):
-            order = [node.value, *node.targets]
-        elif isinstance(node, ast.AugAssign):
-            if isinstance(node.target, ast.Name):
-                first.append((node.target, True))  # read before it is written
-            order = [node.value, node.target]
-        elif isinstance(node, ast.AnnAssign):
-            order = [node.value, node.target] if node.value is not None else []
-        elif isinstance(node, (ast.For, ast.AsyncFor)):
-            order = [node.iter, node.target, *node.body, *node.orelse]
+        bound = set(_own_bound(stmt))
+        receivers: set[str] = set()
+        uses: list = []
+        returns, breaks = isinstance(stmt, ast.Return), isinstance(stmt, ast.Break)
+        suspends, declares = False, isinstance(stmt, _DECLARES)
+        loop = isinstance(stmt, _LOOPS)
+        # (field, child, whether its names are uses), in evaluation order: an assignment's
+        # value before its targets, a loop's iterable before its target.
+        if isinstance(stmt, ast.Assign):
+            parts = [("value", stmt.value, True), *(("targets", t, True) for t in stmt.targets)]
+        elif isinstance(stmt, ast.AugAssign):
+            if isinstance(stmt.target, ast.Name):
+                uses.append((stmt.target, True))  # read before it is written
+            parts = [("value", stmt.value, True), ("target", stmt.target, True)]
+        elif isinstance(stmt, ast.AnnAssign):
+            # The annotation is no use, and without a value the target is not either; both
+            # still count for what is bound, called or awaited.
+            with_value = stmt.value is not None
+            parts = [("value", stmt.value, True)] if with_value else []
+            parts += [("target", stmt.target, with_value), ("annotation", stmt.annotation, False)]
+        elif isinstance(stmt, (ast.For, ast.AsyncFor)):
+            parts = [("iter", stmt.iter, True), ("target", stmt.target, True),
+                     *(("body", b, True) for b in stmt.body), *(("orelse", b, True) for b in stmt.orelse)]
         else:
-            order = list(ast.iter_child_nodes(node))
-        for child in order:
-            if child is not None:
-                first.extend(self._subtree_uses(child))
-        out = tuple(first)
-        self._uses[id(node)] = (node, out)
+            parts = [(field, c, True) for field, value in ast.iter_fields(stmt)
+                     for c in (value if isinstance(value, list) else (value,)) if isinstance(c, ast.AST)]
+        for field, part, counted in parts:
+            in_body = loop and field == "body"  # a break there ends this loop, not the body
+            stack = [part]
+            while stack:
+                node = stack.pop()
+                if isinstance(node, _DEFINITIONS):
+                    continue
+                if isinstance(node, ast.stmt):
+                    f = self._of(node)
+                    bound |= f.bound
+                    receivers |= f.receivers
+                    if counted:
+                        uses.extend(f.uses)
+                    suspends, returns, declares = suspends or f.suspends, returns or f.returns, declares or f.declares
+                    breaks = breaks or (f.breaks and not in_body)
+                    continue
+                if isinstance(node, ast.Name):
+                    store = isinstance(node.ctx, _STORES)
+                    if store:
+                        bound.add(node.id)
+                    if counted:
+                        uses.append((node, not store))
+                    continue
+                if isinstance(node, _SUSPENDS):
+                    suspends = True
+                elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr in _MUTATORS and isinstance(node.func.value, ast.Name)):
+                    receivers.add(node.func.value.id)
+                stack.extend(reversed(list(ast.iter_child_nodes(node))))  # children in order
+        out = _Facts(frozenset(bound), suspends, returns, breaks, declares, frozenset(receivers), tuple(uses))
+        self._facts[id(stmt)] = (stmt, out)
         return out
 
 
@@ -527,6 +535,11 @@ class _IterationRewriter(ast.NodeTransformer):
 
     def __init__(self, loops: dict[int, tuple[list[str], list[ast.stmt]]]):
         self.loops = loops  # id(For node) -> (names to widen, the body as written)
+
+    def visit(self, node):
+        # Loops are statements and no expression holds one (a lambda's body is an expression):
+        # an expression's subtree has nothing to rewrite.
+        return node if isinstance(node, ast.expr) else super().visit(node)
 
     def visit_For(self, node: ast.For):  # noqa: N802 - ast visitor
         self.generic_visit(node)
