@@ -118,13 +118,15 @@ def test_a_files_memory_counts_the_children_it_forks():
 
     if not os.path.exists(f"/proc/{os.getpid()}/smaps_rollup"):
         pytest.skip("no /proc/PID/smaps_rollup here")
-    shared = bytearray(64 * 2**20)  # touched by the parent, shared with the child after the fork
+    shared = bytearray(64 * 2**20)
+    shared[::4096] = b"\x01" * (len(shared) // 4096)  # the parent's pages, shared with the child after the fork
     before = tree_kib(os.getpid())
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        own = bytearray(b"\x01" * (128 * 2**20))  # the child's own pages
+        own = bytearray(128 * 2**20)
+        own[::4096] = b"\x01" * (len(own) // 4096)  # the child's own pages, each touched once
         os.write(write_end, b"x")
         time.sleep(30)
         os._exit(len(own) & 0)
