@@ -11,7 +11,8 @@ gives: a run reads no state an earlier run leaves (poison and orders are functio
 options and the seed; inputs a run writes are restored at its end).
 
 Nothing changes but the wall time. A child is not used where it cannot pay or is not safe
-(`reason_not_to_fork`). A child that fails, takes far longer than the parent's run, or is
+(`reason_not_to_fork`): inputs under 16 MiB (the run is shorter than a fork) or over 1 GiB
+(a second run at once would need GiBs more memory, which a CI runner lacks before CPUs). A child that fails, takes far longer than the parent's run, or is
 stopped because the machine runs short of memory is not waited for: that variant runs in the
 parent afterwards, as it would have without children.
 """
@@ -35,6 +36,9 @@ from equiv.options import Options
 
 # Below this many input bytes a run takes milliseconds, less than a fork and the hand-back cost.
 MIN_INPUT_BYTES = 16 * 2**20
+# Above this many input bytes a second run at once would cost GiBs more (a run's tiles, outputs
+# and masks grow with its inputs): on a CI runner memory, not a CPU, is then what runs short.
+MAX_INPUT_BYTES = 2**30
 # A child is stopped when the memory a new allocation can get falls below this.
 MEMORY_FLOOR_BYTES = 2**30
 WATCH_SECONDS = 0.25
@@ -54,6 +58,8 @@ def reason_not_to_fork(options: Options, inputs_bytes: int) -> str | None:
         return "one CPU"
     if inputs_bytes < MIN_INPUT_BYTES:
         return "small inputs: a run costs less than a fork"
+    if inputs_bytes > MAX_INPUT_BYTES:
+        return "large inputs: a second run at once would need GiBs more memory"
     have = available_memory_bytes()
     if have is not None and have < 2 * inputs_bytes + 2 * MEMORY_FLOOR_BYTES:
         return "too little memory free for a second run at once"

@@ -68,7 +68,8 @@ class Options:
             happened and why.
         variant_processes: ``"auto"`` makes a version's schedule runs in forked child
             processes while the parent makes its first run, where a CPU is free and the inputs
-            are large enough to pay for a fork (`equiv.forked`); ``"off"`` makes every run in
+            are large enough to pay for a fork and small enough for a second run's memory
+            (`equiv.forked`); ``"off"`` makes every run in
             this process, one after another. The same results either way; only wall time.
     """
 

@@ -137,6 +137,7 @@ def test_where_children_are_not_used_it_says_why(monkeypatch):
     assert forked.reason_not_to_fork(Options(), big) is None
     assert forked.reason_not_to_fork(Options(variant_processes="off"), big) == "variant_processes=off"
     assert "small inputs" in forked.reason_not_to_fork(Options(), forked.MIN_INPUT_BYTES - 1)
+    assert "large inputs" in forked.reason_not_to_fork(Options(), forked.MAX_INPUT_BYTES + 1)
     assert "cuda" in forked.reason_not_to_fork(Options(device="cuda"), big)
     monkeypatch.setattr(forked, "available_memory_bytes", lambda: big)
     assert "memory" in forked.reason_not_to_fork(Options(), big)

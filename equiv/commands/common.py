@@ -33,7 +33,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "uninitialised memory); always: run it every time (same results)")
     p.add_argument("--variant-processes", choices=("auto", "off"), default="auto",
                    help="auto (default): make a version's schedule runs in child processes beside its "
-                        "first run where a CPU is free and the inputs are 16 MiB or more; off: every run "
+                        "first run where a CPU is free and the inputs are 16 MiB to 1 GiB; off: every run "
                         "in this process (same results)")
     p.add_argument("--detectors", metavar="NAMES",
                    help="comma-separated detectors the runs have (default: every one: races, rank-races, "
