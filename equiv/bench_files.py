@@ -4,10 +4,12 @@ pair-free check of one model file (``equiv check --source FILE --pre-rev REV --r
 ``realistic`` inputs (or the recipes asked for), seed 0, no shrinking: the check
 `scripts/pypto_lib_table.py` runs.
 
-Each file runs in a process of its own, so its peak resident memory is its own (the kernel's
-high-water mark of the process, ``VmHWM``), and a file that would take the machine down is
-stopped: the parent reads the child's resident memory every half second and ends it above
-`memory_limit_gib`, reporting the size it had reached (a lower bound of its peak).
+Each file runs in a process of its own, so its peak memory is its own: the larger of the
+process's high-water mark (``VmHWM``) and the largest sum, sampled every half second, of the
+proportional set sizes (``Pss``: shared pages divided among their sharers) of the process and
+the children it forks for variant runs (`equiv.forked`). A file that would take the machine
+down is stopped: above `memory_limit_gib` the parent ends it, reporting the size it had reached
+(a lower bound of its peak).
 """
 
 from __future__ import annotations
@@ -49,6 +51,38 @@ def _status_kib(pid: int, key: str) -> int:
     return 0
 
 
+def _descendants(pid: int) -> list[int]:
+    """`pid` and every process it forked that still runs (``/proc/PID/task/*/children``)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def _pss_kib(pid: int) -> int:
+    """The proportional set size of `pid` in KiB (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_kib(pid: int) -> int:
+    """Memory of `pid` and its children now: the sum of their proportional set sizes."""
+    return sum(_pss_kib(p) for p in _descendants(pid))
+
+
 def bench_file(repo: str, rev: str, path: str, memory_limit_gib: float = 14.0, timeout: float = 1800.0,
                model: str | None = None, recipes: tuple[str, ...] = ("realistic",)) -> FileRow:
     """Check `path` against itself at `rev` in a child process under `recipes` (empty: every
@@ -63,7 +97,7 @@ def bench_file(repo: str, rev: str, path: str, memory_limit_gib: float = 14.0, t
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak_kib, stopped = 0, ""
     while child.poll() is None:
-        peak_kib = max(peak_kib, _status_kib(child.pid, "VmHWM"))
+        peak_kib = max(peak_kib, _status_kib(child.pid, "VmHWM"), tree_kib(child.pid))
         if peak_kib > memory_limit_gib * 2**20:
             stopped = f"stopped above the memory limit of {memory_limit_gib:g} GiB"
         elif time.perf_counter() - t0 > timeout:

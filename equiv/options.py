@@ -66,6 +66,11 @@ class Options:
             (`RunContext.uninitialised`). ``"always"`` runs it as every case did before.
             Results are the same either way; the results document says per version which
             happened and why.
+        variant_processes: ``"auto"`` makes a version's schedule runs in forked child
+            processes while the parent makes its first run, where a CPU is free and the inputs
+            are large enough to pay for a fork and small enough for a second run's memory
+            (`equiv.forked`); ``"off"`` makes every run in
+            this process, one after another. The same results either way; only wall time.
     """
 
     seed: int = 0
@@ -82,6 +87,7 @@ class Options:
     reverse_order: bool = False
     detectors: tuple[str, ...] | None = None
     second_poison_run: Literal["auto", "always"] = "auto"
+    variant_processes: Literal["auto", "off"] = "auto"
 
     def __post_init__(self) -> None:
         if self.detectors is not None:
@@ -93,6 +99,8 @@ class Options:
             raise ValueError(f"Options.poison must be 'nan' or 'pattern', not {self.poison!r}")
         if self.second_poison_run not in ("auto", "always"):
             raise ValueError(f"Options.second_poison_run must be 'auto' or 'always', not {self.second_poison_run!r}")
+        if self.variant_processes not in ("auto", "off"):
+            raise ValueError(f"Options.variant_processes must be 'auto' or 'off', not {self.variant_processes!r}")
         if self.out_of_bounds not in ("record", "raise"):
             raise ValueError(
                 f"Options.out_of_bounds must be 'record' or 'raise', not {self.out_of_bounds!r}")
@@ -113,4 +121,5 @@ class Options:
             out["detectors"] = list(self.detectors)
         if self.second_poison_run == "auto":
             del out["second_poison_run"]  # the default: documents of the default stay as they were
+        del out["variant_processes"]  # how runs are placed, not what they compute
         return out

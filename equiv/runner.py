@@ -22,10 +22,11 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from equiv import schedules
+from equiv import forked, schedules
 from equiv.results import Case, CaseResult, OutputResult
 from equiv.compare import SideRun, bits_equal, compare_output
 from equiv.inputs import generator
+from equiv.machine import usable_cpus
 from equiv.tile.context import RunContext, running
 from equiv.tile.memory import Tensor
 from equiv.tile.sites import short_path
@@ -201,17 +202,39 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
     ops: list[list[dict]] = []
 
     def once(variant: schedules.RunVariant, observe: SideRun | None = None, reads: dict | None = None):
-        ops.append([])
+        done: list[dict] = []
         got = _run_once(kernel, pair, case, inputs, variant.options(base, case.seed), side, observe=observe,
-                        order_ops=ops[-1], reads=reads)
+                        order_ops=done, reads=reads)
         _free_large(inputs)
-        return got
+        return got, done
 
+    def in_child(variant: schedules.RunVariant):
+        (outs, haz, err), done = once(variant)
+        return (forked.portable(outs), haz, err), done
+
+    # The schedule runs do not depend on the first: where a CPU is free they run beside it.
+    why_not = forked.reason_not_to_fork(base, input_bytes(inputs)) if others else "no other schedule"
+    children = [forked.Child(lambda v=v: in_child(v)) for v in others[:usable_cpus() - 1]] if why_not is None else []
     reads: dict[str, Any] = {}
-    runs = [once(first, observe=run, reads=reads)] + [once(v) for v in others]
+    t0 = time.perf_counter()
+    try:
+        made = [once(first, observe=run, reads=reads)]
+    except BaseException:
+        for child in children:
+            child.cancel()
+        raise
+    timeout = forked.child_timeout(time.perf_counter() - t0)
+    for i, variant in enumerate(others):
+        got = children[i].result(timeout) if i < len(children) else None
+        made.append(got if got is not None else once(variant))
+    runs = [got for got, _ in made]
+    ops.extend(done for _, done in made)
     needed, why = _poison_run_needed(runs, bool(others), base, reads.get("uninitialised"))
     run.poison_run = {"ran": needed, "why": why}
-    poison = once(same_order) if needed else None
+    poison = None
+    if needed:
+        poison, done = once(same_order)
+        ops.append(done)
     every = runs + ([poison] if poison else [])
     if poison is None and not others:
         # Left out because it cannot differ: its outputs are the NaN run's where written and

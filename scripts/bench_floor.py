@@ -3,9 +3,11 @@ part of the overhead that no reduction of Python per op can remove.
 
 For each row it prints the emulated run's wall time (best of --repeat, mean of both
 versions), the time its torch operators take (torch.profiler self CPU time, per run), the
-float64 reference's wall time, the overhead (emulated ÷ reference) and the *operator floor*
-(time in torch operators ÷ reference wall time). The profiler adds about a microsecond per
-operator, so the floor is slightly high on rows of many small operators.
+float64 reference's wall time, the overhead (emulated ÷ reference), the *operator floor*
+(time in torch operators ÷ reference wall time) and the *case floor*: the operators of one run
+of each version together ÷ the reference, the least a check of one case can cost (it runs both
+versions at least once, whatever else it shares or leaves out). The profiler adds about a
+microsecond per operator, so the floors are slightly high on rows of many small operators.
 
     .venv/bin/python scripts/bench_floor.py [--presets demo,flash,pro] [--repeat 10] [PAIR ...]
 """
@@ -51,9 +53,9 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=10)
     args = ap.parse_args()
     names = args.pairs or registry.names()
-    overheads, floors = [], []
+    overheads, floors, case_floors = [], [], []
     print(f"{'pair':18s} {'preset':6s} {'emulated ms':>11s} {'in ops ms':>9s} {'reference ms':>12s} "
-          f"{'overhead':>8s} {'op floor':>8s}")
+          f"{'overhead':>8s} {'op floor':>8s} {'case floor':>10s}")
     with _one_thread():
         for name in names:
             pair = registry.get(name)
@@ -74,14 +76,17 @@ def main() -> int:
                 reference = wall_ms(lambda: pair.reference(ref_inputs, shape), args.repeat)
                 overheads.append(emulated / reference)
                 floors.append(in_ops / reference)
+                case_floors.append(2 * in_ops / reference)
                 print(f"{name:18s} {preset:6s} {emulated:11.3f} {in_ops:9.3f} {reference:12.3f} "
-                      f"{emulated / reference:7.1f}x {in_ops / reference:7.1f}x", flush=True)
+                      f"{emulated / reference:7.1f}x {in_ops / reference:7.1f}x {2 * in_ops / reference:9.1f}x",
+                      flush=True)
 
     def geomean(xs: list[float]) -> float:
         return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
     print(f"geometric mean over {len(overheads)} rows: overhead {geomean(overheads):.1f}x, "
-          f"operator floor {geomean(floors):.1f}x")
+          f"operator floor {geomean(floors):.1f}x, case floor {geomean(case_floors):.1f}x "
+          f"(largest {max(case_floors):.1f}x)")
     return 0
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import pytest
+
 from equiv import registry
 from equiv.bench import bench_cases, bench_preset, geometric_mean_overhead
 from equiv.bench_files import bench_file
@@ -104,3 +106,37 @@ def test_a_model_file_under_every_recipe_runs_what_equiv_check_runs(tmp_path):
     row = bench_file(str(r), a, FILE, recipes=())  # every recipe: realistic + 6 adversarial
     assert row.outcome == "equivalent" and row.entries[0]["counts"] == {"equivalent": 7}
     assert bench_file(str(r), a, FILE, recipes=("binades",)).entries[0]["counts"] == {"equivalent": 1}
+
+
+def test_a_files_memory_counts_the_children_it_forks():
+    """What a forked child allocates is counted in the file's memory; pages it shares with its
+    parent are not counted twice."""
+    import os
+    import time
+
+    from equiv.bench_files import tree_kib
+
+    if not os.path.exists(f"/proc/{os.getpid()}/smaps_rollup"):
+        pytest.skip("no /proc/PID/smaps_rollup here")
+    shared = bytearray(64 * 2**20)
+    shared[::4096] = b"\x01" * (len(shared) // 4096)  # the parent's pages, shared with the child after the fork
+    before = tree_kib(os.getpid())
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        own = bytearray(128 * 2**20)
+        own[::4096] = b"\x01" * (len(own) // 4096)  # the child's own pages, each touched once
+        os.write(write_end, b"x")
+        time.sleep(30)
+        os._exit(len(own) & 0)
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 1) == b"x"
+        grown = tree_kib(os.getpid()) - before
+        assert 120 * 2**10 < grown < (128 + 48) * 2**10, grown  # the child's 128 MiB, not the shared 64 again
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(read_end)
+    del shared

@@ -31,6 +31,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="auto (default): leave out a version's patterned-poison run where it cannot "
                         "differ (one schedule, its NaN-poison run raised nothing and read no "
                         "uninitialised memory); always: run it every time (same results)")
+    p.add_argument("--variant-processes", choices=("auto", "off"), default="auto",
+                   help="auto (default): make a version's schedule runs in child processes beside its "
+                        "first run where a CPU is free and the inputs are 16 MiB to 1 GiB; off: every run "
+                        "in this process (same results)")
     p.add_argument("--detectors", metavar="NAMES",
                    help="comma-separated detectors the runs have (default: every one: races, rank-races, "
                         "out-of-range, decisions, cache-lines, attribution; docs/observers.md)")
@@ -59,7 +63,8 @@ def options_from(args: argparse.Namespace) -> Options:
     detectors = getattr(args, "detectors", None)
     chosen = tuple(n.strip() for n in detectors.split(",") if n.strip()) if detectors is not None else None
     options = Options(device=device, batch_blocks=not getattr(args, "one_by_one", False), schedules=schedules,
-                      detectors=chosen, second_poison_run=getattr(args, "second_poison_run", "auto"))
+                      detectors=chosen, second_poison_run=getattr(args, "second_poison_run", "auto"),
+                      variant_processes=getattr(args, "variant_processes", "auto"))
     from equiv.observe import clients
 
     try:

@@ -25,6 +25,7 @@ from typing import Iterator
 
 import torch
 
+from equiv.machine import available_memory_bytes  # noqa: F401  (check_fits and the planners read it here)
 from equiv.pairfree import golden as golden_stub
 from equiv.errors import DiscoveryError, InputsTooLarge
 
@@ -273,19 +274,6 @@ def _spec_bytes(spec: object) -> int:
     for d in spec.shape:
         n *= int(d)
     return n * torch.empty(0, dtype=spec.dtype).element_size()
-
-
-def available_memory_bytes() -> int | None:
-    """Memory the kernel says a new allocation can get (``MemAvailable``), or None where it
-    does not say (not Linux)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def check_fits(module: types.ModuleType, source: str) -> None:
