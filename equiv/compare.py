@@ -153,7 +153,8 @@ def _far_buckets(d: torch.Tensor) -> dict[str, int]:
 
 
 def _ulp_histogram_any(dist: torch.Tensor) -> dict[str, int]:
-    """ulp_histogram for any int64 distances (negative ones included: bucket 0)."""
+    """ulp_histogram for any int64 distances (the form kept for negative ones, which the
+    one-pass count cannot take; no distance is negative)."""
     hist: dict[str, int] = {}
     mism = dist >= numerics.MISMATCH
     d = dist[~mism]

@@ -302,6 +302,8 @@ def _isfinite(x: torch.Tensor) -> torch.Tensor:
 
 def _special_distance(a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """:func:`ulp_distance`'s NaN/inf rules applied to the ordinal distances `d` of `a` and `b`."""
+    if a.dtype == torch.float8_e4m3fn:  # torch has no isnan/isinf for float8; widening is exact
+        a, b = a.to(torch.float64), b.to(torch.float64)
     nan_a, nan_b = torch.isnan(a), torch.isnan(b)
     inf_a, inf_b = torch.isinf(a), torch.isinf(b)
     mismatch = torch.full_like(d, MISMATCH)
