@@ -46,6 +46,8 @@ __all__ = [
 #: safe to add a few of without overflowing int64.
 MISMATCH: int = 2**62
 
+_INF = float("inf")
+
 # float64 layout constants.
 _F64_MANT_BITS = 52
 _F64_BIAS = 1023
@@ -297,7 +299,7 @@ def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _isfinite(x: torch.Tensor) -> torch.Tensor:
     # |x| < inf is false for NaN and ±inf alike, and several times faster than torch.isfinite;
     # torch has neither for float8, whose widening to float64 is exact.
-    return (x if x.dtype != torch.float8_e4m3fn else x.to(torch.float64)).abs() < float("inf")
+    return (x if x.dtype != torch.float8_e4m3fn else x.to(torch.float64)).abs() < _INF
 
 
 def _special_distance(a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -363,9 +365,9 @@ def ulp_error(x: torch.Tensor, ref: torch.Tensor, fmt: FloatFormat) -> torch.Ten
     # alone (rounding the reference to fmt only there). A finite largest error (NaN fails the
     # test) means every x and ref was finite: an infinity or NaN in either makes its error
     # inf or NaN.
-    if err.numel() and bool(err.max() < float("inf")):
+    if err.numel() and bool(err.max() < _INF):
         return err
-    special = ~(torch.isfinite(x64) & torch.isfinite(r64))
+    special = ~((x64.abs() < _INF) & (r64.abs() < _INF))  # torch.isfinite, several times faster
     if bool(special.any()):
         if special.shape != err.shape:
             special = special.expand(err.shape)
