@@ -46,6 +46,8 @@ __all__ = [
 #: safe to add a few of without overflowing int64.
 MISMATCH: int = 2**62
 
+_INF = float("inf")
+
 # float64 layout constants.
 _F64_MANT_BITS = 52
 _F64_BIAS = 1023
@@ -282,15 +284,35 @@ def ulp_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     _check_fmt_dtype(b, "b")
     if a.dtype != b.dtype:
         raise ValueError(f"ulp_distance needs equal dtypes, got {a.dtype} and {b.dtype}")
-    d = (ordinal(a) - ordinal(b)).abs()
+    d = (ordinal(a) - ordinal(b)).abs_()
+    # The NaN/inf rules only touch pairs with a non-finite member: applied to those alone
+    # (most outputs have none, and then nothing more is read).
+    special = ~(_isfinite(a) & _isfinite(b))
+    if bool(special.any()):
+        if special.shape != d.shape:
+            special = special.expand(d.shape)
+        sa, sb = a.expand(d.shape)[special], b.expand(d.shape)[special]
+        d[special] = _special_distance(sa, sb, d[special])
+    return d
+
+
+def _isfinite(x: torch.Tensor) -> torch.Tensor:
+    # |x| < inf is false for NaN and ±inf alike, and several times faster than torch.isfinite;
+    # torch has neither for float8, whose widening to float64 is exact.
+    return (x if x.dtype != torch.float8_e4m3fn else x.to(torch.float64)).abs() < _INF
+
+
+def _special_distance(a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """:func:`ulp_distance`'s NaN/inf rules applied to the ordinal distances `d` of `a` and `b`."""
+    if a.dtype == torch.float8_e4m3fn:  # torch has no isnan/isinf for float8; widening is exact
+        a, b = a.to(torch.float64), b.to(torch.float64)
     nan_a, nan_b = torch.isnan(a), torch.isnan(b)
     inf_a, inf_b = torch.isinf(a), torch.isinf(b)
     mismatch = torch.full_like(d, MISMATCH)
     zero = torch.zeros_like(d)
     # Infinities only match the identical infinity; a == b is exact for infs.
     d = torch.where(inf_a | inf_b, torch.where(a == b, zero, mismatch), d)
-    d = torch.where(nan_a | nan_b, torch.where(nan_a & nan_b, zero, mismatch), d)
-    return d
+    return torch.where(nan_a | nan_b, torch.where(nan_a & nan_b, zero, mismatch), d)
 
 
 # ---------------------------------------------------------------------------
@@ -338,8 +360,29 @@ def ulp_error(x: torch.Tensor, ref: torch.Tensor, fmt: FloatFormat) -> torch.Ten
     x64 = _as_f64(x)
     r64 = _as_f64(ref, "ref")
     # One correctly rounded subtraction, then an exact division by a power of two.
-    err = (x64 - r64).abs() / ulp_of(r64, fmt)
-    return _nan_inf_rules(x64, r64, err, fmt)
+    err = (x64 - r64).abs_().div_(_spacing(r64, fmt))
+    # Where both are finite the NaN/inf rules change nothing: they run on the other elements
+    # alone (rounding the reference to fmt only there). A finite largest error (NaN fails the
+    # test) means every x and ref was finite: an infinity or NaN in either makes its error
+    # inf or NaN.
+    if err.numel() and bool(err.max() < _INF):
+        return err
+    special = ~((x64.abs() < _INF) & (r64.abs() < _INF))  # torch.isfinite, several times faster
+    if bool(special.any()):
+        if special.shape != err.shape:
+            special = special.expand(err.shape)
+        xs, rs = x64.expand(err.shape)[special], r64.expand(err.shape)[special]
+        err[special] = _nan_inf_rules(xs, rs, err[special], fmt)
+    return err
+
+
+def _spacing(r64: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """:func:`ulp_of` for finite float64 `r64` (non-finite elements get some finite power of two,
+    where ulp_of gives NaN), built in place from the exponent field: the clamped biased exponent
+    less the mantissa bits is the biased exponent of the spacing."""
+    e = (r64.view(torch.int64) >> _F64_MANT_BITS).bitwise_and_(_F64_EXP_MASK)
+    e.clamp_(fmt.emin + _F64_BIAS, fmt.emax + _F64_BIAS).sub_(fmt.mantissa_bits).bitwise_left_shift_(_F64_MANT_BITS)
+    return e.view(torch.float64)
 
 
 def rounded_ulp_distance(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
