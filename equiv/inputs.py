@@ -41,7 +41,11 @@ def _rand64(gen: torch.Generator, n: int) -> torch.Tensor:
 
 
 def _randint(low: int, high: int) -> Callable[[torch.Generator, int], torch.Tensor]:
-    return lambda gen, n: torch.randint(low, high, (n,), generator=gen)
+    # randint draws the same values (and advances the generator alike) whatever integer
+    # dtype holds them: the narrowest that holds low..high-1 writes a fraction of int64's bytes
+    dtype = next(d for d in (torch.int8, torch.int16, torch.int32, torch.int64)
+                 if torch.iinfo(d).min <= low and high - 1 <= torch.iinfo(d).max)
+    return lambda gen, n: torch.randint(low, high, (n,), generator=gen, dtype=dtype)
 
 
 def _rand32(gen: torch.Generator, n: int) -> torch.Tensor:

@@ -268,3 +268,13 @@ def _state_after(recipe, shape, seed: int) -> torch.Tensor:
     g = generator(seed)
     recipe(shape, g)
     return g.get_state()
+
+
+@pytest.mark.parametrize("low,high", [(0, 2), (-24, 25), (-128, 128), (-129, 128), (-128, 129),
+                                      (-(2**15), 2**15), (-(2**15) - 1, 2**15), (-(2**24) + 1, 2**24)])
+def test_integer_draws_in_a_narrow_dtype_are_the_int64_draws(low, high):
+    for n in (7, 3000):
+        want_gen, gen = generator(n), generator(n)
+        want = torch.randint(low, high, (n,), generator=want_gen)
+        got = inputs._randint(low, high)(gen, n)
+        assert torch.equal(got.to(torch.int64), want) and torch.equal(gen.get_state(), want_gen.get_state())
