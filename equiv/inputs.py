@@ -65,9 +65,10 @@ def narrow(x: torch.Tensor, fmt: numerics.FloatFormat) -> torch.Tensor:
 
     float64 -> float32 is one correctly rounded conversion; to bf16/fp16 the float32 step
     rounds to odd first (`rounding._nearest_even_fast`), so the final native conversion is
-    the single rounding `numerics.round_to` computes by scaling. NaN is left to
-    `numerics.cast`: a NaN's narrow bits depend on which conversion loop (vector or scalar)
-    reaches it, so only the same call gives the same bits; so is a flush-to-zero CPU."""
+    the single rounding `numerics.round_to` computes by scaling. A tensor holding NaN, and
+    any tensor on a CPU that flushes subnormals, goes to `numerics.cast`: a NaN's narrow bits
+    depend on which conversion loop (vector or scalar tail) reaches it, so only the same
+    call gives the same bits."""
     target = fmt.torch_dtype
     if (target not in _NATIVE_NARROW or not rounding.native_conversions_exact(x.device)
             or bool(torch.isnan(x).any())):
