@@ -131,7 +131,8 @@ def bench_cases(pair: KernelPair, shape: Any, options: Options, repeat: int = 1)
         raise ValueError(f"repeat must be ≥ 1, not {repeat}")
     got = {"cases": 0, "case_s": 0.0, "inputs_s": 0.0, "runs_s": 0.0, "reference_s": 0.0}
     cases = [Case(shape, recipe, 0, variant) for recipe in pair.recipes for variant in variants(pair)]
-    got["inputs_s"] = _timed(lambda: _inputs_in_order(pair, cases), options.device, repeat)
+    with _one_thread():  # as run_case makes them (two threads on a busy machine: several times slower)
+        got["inputs_s"] = _timed(lambda: _inputs_in_order(pair, cases), options.device, repeat)
     for case in cases:
         got["case_s"] += _timed(lambda: run_case(pair, case, options), options.device, repeat)
         inputs = {k: (v.to(options.device) if isinstance(v, torch.Tensor) else v)
