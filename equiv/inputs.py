@@ -19,11 +19,12 @@ change of operation order or rounding visible:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from equiv import numerics
+from equiv import numerics, rounding
 from equiv.pair import Recipe
 from equiv.shapes import Shape
 
@@ -40,7 +41,11 @@ def _rand64(gen: torch.Generator, n: int) -> torch.Tensor:
 
 
 def _randint(low: int, high: int) -> Callable[[torch.Generator, int], torch.Tensor]:
-    return lambda gen, n: torch.randint(low, high, (n,), generator=gen)
+    # randint draws the same values (and advances the generator alike) whatever integer
+    # dtype holds them: the narrowest that holds low..high-1 writes a fraction of int64's bytes
+    dtype = next(d for d in (torch.int8, torch.int16, torch.int32, torch.int64)
+                 if torch.iinfo(d).min <= low and high - 1 <= torch.iinfo(d).max)
+    return lambda gen, n: torch.randint(low, high, (n,), generator=gen, dtype=dtype)
 
 
 def _rand32(gen: torch.Generator, n: int) -> torch.Tensor:
@@ -49,6 +54,32 @@ def _rand32(gen: torch.Generator, n: int) -> torch.Tensor:
 
 def _signs(bits: torch.Tensor) -> torch.Tensor:
     return bits.to(torch.float64) * 2 - 1
+
+
+_NATIVE_NARROW = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def narrow(x: torch.Tensor, fmt: numerics.FloatFormat) -> torch.Tensor:
+    """`numerics.cast(x, fmt)` of float64 `x`, bit for bit, with a few native conversions
+    where they give the same bits.
+
+    float64 -> float32 is one correctly rounded conversion; to bf16/fp16 the float32 step
+    rounds to odd first (`rounding._nearest_even_fast`), so the final native conversion is
+    the single rounding `numerics.round_to` computes by scaling. A tensor holding NaN, and
+    any tensor on a CPU that flushes subnormals, goes to `numerics.cast`: a NaN's narrow bits
+    depend on which conversion loop (vector or scalar tail) reaches it, so only the same
+    call gives the same bits."""
+    target = fmt.torch_dtype
+    if (target not in _NATIVE_NARROW or not rounding.native_conversions_exact(x.device)
+            or bool(torch.isnan(x).any())):
+        return numerics.cast(x, fmt)
+    f = x.to(torch.float32)
+    if target is torch.float32:
+        return f
+    back = f.to(torch.float64)
+    away = back.abs() > x.abs()  # includes finite values that overflowed to inf
+    odd = (f.view(torch.int32) - away.to(torch.int32)) | (back != x).to(torch.int32)
+    return odd.view(torch.float32).to(target)
 
 
 def adversarial_values(kind: str, like: torch.Tensor, gen: torch.Generator, spread: int = 24) -> torch.Tensor:
@@ -88,11 +119,11 @@ def adversarial_values(kind: str, like: torch.Tensor, gen: torch.Generator, spre
             return _signs(sign) * (1 + mant) * fmt.min_normal * torch.exp2(k.to(torch.float64))
     elif kind == "spread":
         draws = []
-        exps_of = _axis_exponent_vectors(shape, gen)
+        exps = _exponent_table(shape, _axis_exponent_vectors(shape, gen))
         cap = fmt.max_finite / 8  # leave headroom for the kernel's own sums
 
         def combine(d, a, b):
-            x = base[a:b].to(torch.float64) * torch.exp2(_flat_exponents(shape, exps_of, a, b))
+            x = base[a:b].to(torch.float64) * torch.exp2(exps[a:b].to(torch.float64))
             return torch.where(x.abs() > cap, torch.sign(x) * cap, x)
     elif kind == "extremes":
         draws = [_rand64, _randint(0, 2)]
@@ -106,18 +137,22 @@ def adversarial_values(kind: str, like: torch.Tensor, gen: torch.Generator, spre
     out = torch.empty(shape, dtype=fmt.torch_dtype)
     flat = out.view(-1)
     if n <= CHUNK:
-        flat.copy_(numerics.cast(combine([draw(gen, n) for draw in draws], 0, n), fmt))
+        flat.copy_(narrow(combine([draw(gen, n) for draw in draws], 0, n), fmt))
         return out
     # One generator per stream, at the state where that stream starts (found by drawing the
-    # streams before it, chunk by chunk); `gen` ends where drawing every stream whole ends.
+    # streams before it, chunk by chunk). The last stream draws from `gen` itself, which so
+    # ends where drawing every stream whole ends, without drawing that stream twice.
     streams = []
-    for draw in draws:
+    for i, draw in enumerate(draws):
+        if i == len(draws) - 1:
+            streams.append(gen)
+            break
         streams.append(torch.Generator(device="cpu").set_state(gen.get_state()))
         for a in range(0, n, CHUNK):
             draw(gen, min(CHUNK, n - a))
     for a in range(0, n, CHUNK):
         b = min(a + CHUNK, n)
-        flat[a:b] = numerics.cast(combine([draw(g, b - a) for draw, g in zip(draws, streams)], a, b), fmt)
+        flat[a:b] = narrow(combine([draw(g, b - a) for draw, g in zip(draws, streams)], a, b), fmt)
     return out
 
 
@@ -126,18 +161,17 @@ def _axis_exponent_vectors(shape: Sequence[int], gen: torch.Generator) -> list[t
     return [_axis_draw(n, gen) if n > 1 else None for n in shape]
 
 
-def _flat_exponents(shape: Sequence[int], vectors: list[torch.Tensor | None], a: int, b: int) -> torch.Tensor:
-    """`axis_exponents` of `shape` at row-major flat positions a..b-1 (the same sums)."""
-    idx = torch.arange(a, b, dtype=torch.int64)
-    per_axis: list[torch.Tensor] = [idx] * len(shape)
-    for axis in range(len(shape) - 1, -1, -1):
-        per_axis[axis] = idx % shape[axis]
-        idx = idx // shape[axis]
-    total = torch.zeros(b - a, dtype=torch.float64)
+def _exponent_table(shape: Sequence[int], vectors: list[torch.Tensor | None]) -> torch.Tensor:
+    """`axis_exponents` of `shape`, flat, as int16: the same sums (small integers, exact in
+    float64 in any order), a quarter of float64's bytes, made by broadcasting rather than
+    by dividing every flat position by each axis length."""
+    total = torch.zeros(tuple(shape), dtype=torch.int16)
     for axis, e in enumerate(vectors):
         if e is not None:
-            total = total + e[per_axis[axis]]
-    return total
+            view = [1] * len(shape)
+            view[axis] = shape[axis]
+            total += e.to(torch.int16).reshape(view)  # |exponent| <= 24 per axis
+    return total.reshape(-1)
 
 
 def axis_exponents(shape: Sequence[int], gen: torch.Generator, low: int = 24, high: int = 3,
@@ -174,6 +208,7 @@ def with_adversarial(realistic: Recipe, free_inputs: Sequence[str],
     `free_inputs` are the floating inputs that may take any value of their type (data, not
     scales or tables whose structure the kernel relies on).
     """
+    realistic = remembered(realistic)
     recipes: dict[str, Recipe] = {"realistic": realistic}
 
     def make(kind: str) -> Recipe:
@@ -184,12 +219,54 @@ def with_adversarial(realistic: Recipe, free_inputs: Sequence[str],
             return inputs
         recipe.__name__ = f"{kind}_recipe"
         recipe.__doc__ = f"realistic inputs with {', '.join(free_inputs)} drawn from '{kind}'"
+        # what it is made of, for whoever rebuilds it (the input tests' reference path)
+        recipe.adversarial = (kind, realistic.__wrapped__, tuple(free_inputs))  # type: ignore[attr-defined]
         return recipe
 
     for kind in kinds:
         recipes[kind] = make(kind)
     recipes.update(extra or {})
     return recipes
+
+
+# Draws `remembered` keeps per recipe: a check makes one shape's cases one after the other.
+REMEMBERED = 2
+# A draw larger than this is made again rather than held between cases.
+REMEMBER_BYTES = 256 << 20
+
+
+def remembered(recipe: Recipe) -> Recipe:
+    """`recipe`, remembering its last draws by (shape, generator state) and restoring the
+    state each draw left, so a repeat is the recipe's own result (same tensors, read-only:
+    a run restores any input it writes) and leaves the generator where the recipe would.
+
+    Every adversarial recipe of a case starts by drawing the realistic inputs from the same
+    seed; drawn once per shape, that share of a case's inputs goes."""
+    if getattr(recipe, "remembers", False):
+        return recipe
+    cache: OrderedDict[tuple, tuple[dict[str, Any], torch.Tensor]] = OrderedDict()
+
+    def wrapped(shape: Shape, gen: torch.Generator) -> dict[str, Any]:
+        key = (tuple(sorted(shape.items())), gen.get_state().numpy().tobytes())
+        hit = cache.get(key)
+        if hit is None:
+            inputs = recipe(shape, gen)
+            size = sum(v.nbytes for v in inputs.values() if isinstance(v, torch.Tensor))
+            if size > REMEMBER_BYTES:
+                return inputs
+            hit = cache[key] = (inputs, gen.get_state())
+            while len(cache) > REMEMBERED:
+                cache.popitem(last=False)
+        cache.move_to_end(key)
+        gen.set_state(hit[1])
+        return dict(hit[0])  # the recipes built on it replace entries, never tensors in place
+
+    wrapped.__name__ = getattr(recipe, "__name__", "recipe")
+    wrapped.__doc__ = recipe.__doc__
+    wrapped.__wrapped__ = recipe  # type: ignore[attr-defined]
+    wrapped.remembers = True  # type: ignore[attr-defined]
+    wrapped.forget = cache.clear  # type: ignore[attr-defined]
+    return wrapped
 
 
 def generator(seed: int) -> torch.Generator:

@@ -51,8 +51,8 @@ def single_rows_table(rows: dict) -> str:
 def rows_table(before: dict, after: dict) -> str:
     old = {(r["pair"], r["preset"], r["shape"]): r for r in before["rows"]}
     lines = ["| pair | preset | per run × before | per run × after | per case × before | per case × after "
-             "| ms per case after: inputs / runs / reference / rest |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+             "| inputs ms per case before | ms per case after: inputs / runs / reference / rest |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     per_run = {"before": [], "after": []}
     per_case = {"before": [], "after": []}
     for r in after["rows"]:
@@ -63,7 +63,8 @@ def rows_table(before: dict, after: dict) -> str:
                                                r["case_reference_s"], max(rest, 0.0))) if n else "–"
         cells = [r["pair"], r["preset"], f"{b['overhead']:.1f}" if b else "–", f"{r['overhead']:.1f}",
                  f"{b['case_overhead']:.0f}" if b and b.get("case_overhead") else "–",
-                 f"{r['case_overhead']:.0f}" if r.get("case_overhead") else "–", split]
+                 f"{r['case_overhead']:.0f}" if r.get("case_overhead") else "–",
+                 _ms(b.get("case_inputs_s", 0), b.get("cases") or 0) if b and b.get("cases") else "–", split]
         lines.append("| " + " | ".join(cells) + " |")
         if b:
             per_run["before"].append(b["overhead"])
@@ -76,7 +77,7 @@ def rows_table(before: dict, after: dict) -> str:
     def summary(vals: list[float]) -> str:
         return f"**{_geo(vals):.1f}× / {max(vals):.0f}×**" if vals else "–"
     lines.append(f"| **geometric mean / largest row** | | {summary(per_run['before'])} | {summary(per_run['after'])} "
-                 f"| {summary(per_case['before'])} | {summary(per_case['after'])} | |")
+                 f"| {summary(per_case['before'])} | {summary(per_case['after'])} | | |")
     return "\n".join(lines)
 
 

@@ -140,3 +140,28 @@ def test_a_files_memory_counts_the_children_it_forks():
         os.waitpid(pid, 0)
         os.close(read_end)
     del shared
+
+
+def test_a_shapes_inputs_are_timed_as_a_check_makes_them_the_shared_draw_once():
+    """The realistic draw every adversarial recipe starts from is made once per shape
+    (`inputs.remembered`), and the bench's inputs figure pays it once: not once per recipe,
+    and not zero because a repeat found it remembered."""
+    from equiv import bench
+    from equiv.inputs import with_adversarial
+    from equiv.results import Case
+    from kernels.moe_combine.pair import realistic
+
+    draws: list = []
+
+    def slow_realistic(cfg, gen):
+        draws.append(1)
+        time.sleep(10 * PAUSE)
+        return realistic(cfg, gen)
+
+    pair = dataclasses.replace(registry.get("moe.combine"),
+                               recipes=with_adversarial(slow_realistic, free_inputs=("sh",)))
+    shape = pair.shapes.preset("demo")[0]
+    cases = [Case(shape, recipe, 0) for recipe in pair.recipes]
+    seconds = bench._timed(lambda: bench._inputs_in_order(pair, cases), "cpu", 3)
+    assert len(draws) == 3  # once per repeat, for all the recipes of the shape
+    assert 10 * PAUSE <= seconds < 2 * 10 * PAUSE + 0.5

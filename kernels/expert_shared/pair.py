@@ -102,19 +102,21 @@ def saturated(cfg: Shape, gen: torch.Generator) -> dict:
     activations: the int32 gate/up sums exceed 2^24 (so the int32 -> fp32 cast rounds) and
     the dequantised gate/up values reach well past ±10 (both sides of the SwiGLU clamp)."""
     T, D, I = cfg.T, cfg.D, cfg.I
-    sign_x = torch.randint(0, 2, (T, D), generator=gen) * 2 - 1
-    x_i8 = (sign_x * 127).to(torch.int8)
+    # Signs and magnitudes are drawn and combined as int8 (|sign * mag| <= 127): randint
+    # draws the same values whatever integer dtype holds them, at an eighth of int64's bytes.
+    sign_x = torch.randint(0, 2, (T, D), generator=gen, dtype=torch.int8) * 2 - 1
+    x_i8 = sign_x * 127
     x_sd = torch.full((T, 1), 3.5 / 127.0, dtype=torch.float32)
 
     def aligned(out: int) -> tuple[torch.Tensor, torch.Tensor]:
         token = torch.randint(0, T, (out,), generator=gen)
         agree = torch.rand(out, 1, generator=gen)
         same = torch.rand(out, D, generator=gen) < agree
-        rand_sign = torch.randint(0, 2, (out, D), generator=gen) * 2 - 1
-        flip = torch.randint(0, 2, (out, 1), generator=gen) * 2 - 1
+        rand_sign = torch.randint(0, 2, (out, D), generator=gen, dtype=torch.int8) * 2 - 1
+        flip = torch.randint(0, 2, (out, 1), generator=gen, dtype=torch.int8) * 2 - 1
         sign = torch.where(same, sign_x[token] * flip, rand_sign)
-        mag = torch.randint(64, 128, (out, D), generator=gen)
-        w = (sign * mag).to(torch.int8)
+        mag = torch.randint(64, 128, (out, D), generator=gen, dtype=torch.int8)
+        w = sign * mag
         # |gate| up to about 40 for the most aligned channels.
         s = (40.0 / (D * 96.0 * 3.5)) * (0.5 + torch.rand(out, generator=gen))
         return w, s.float()
