@@ -105,6 +105,7 @@ class Child:
                 os._exit(status)  # no exit handlers, no flush of the parent's buffers
         os.close(write_end)
         self.pid, self._fd = pid, read_end
+        self._reaped = False  # once waited for, the pid may be another process's: never signalled
         self.stopped: str | None = None
         self._done = threading.Event()
         self._watch = threading.Thread(target=self._watch_memory, daemon=True)
@@ -121,6 +122,8 @@ class Child:
                 return
 
     def _kill(self) -> None:
+        if self._reaped:
+            return
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -142,6 +145,9 @@ class Child:
                 if not chunk:
                     break
                 chunks.append(chunk)
+        except BaseException:  # the parent is stopped (a deadline, an interrupt): so is the child
+            self._kill()
+            raise
         finally:
             self._finish()
         status = self._status
@@ -167,6 +173,7 @@ class Child:
         except OSError:
             pass
         _, status = os.waitpid(self.pid, 0)
+        self._reaped = True
         self._status = status
 
 

@@ -219,14 +219,14 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
     t0 = time.perf_counter()
     try:
         made = [once(first, observe=run, reads=reads)]
-    except BaseException:
+        timeout = forked.child_timeout(time.perf_counter() - t0)
+        for i, variant in enumerate(others):
+            got = children[i].result(timeout) if i < len(children) else None
+            made.append(got if got is not None else once(variant))
+    except BaseException:  # a deadline or an interrupt: no child outlives the run it belongs to
         for child in children:
             child.cancel()
         raise
-    timeout = forked.child_timeout(time.perf_counter() - t0)
-    for i, variant in enumerate(others):
-        got = children[i].result(timeout) if i < len(children) else None
-        made.append(got if got is not None else once(variant))
     runs = [got for got, _ in made]
     ops.extend(done for _, done in made)
     needed, why = _poison_run_needed(runs, bool(others), base, reads.get("uninitialised"))

@@ -153,3 +153,41 @@ def test_where_children_are_not_used_it_says_why(monkeypatch):
     with pytest.raises(ValueError, match="variant_processes"):
         Options(variant_processes="always")
     assert "variant_processes" not in Options(variant_processes="off").to_dict()
+
+
+def test_a_stopped_parent_stops_and_reaps_its_children(children, monkeypatch):
+    """A deadline or an interrupt during the first run ends the children with it."""
+    real = runner._run_once
+
+    def first_run_stopped(kernel, pair, case, inputs, options, side, *a, **kw):
+        if kw.get("observe") is not None:
+            time.sleep(0.2)  # the child is running its schedule run meanwhile
+            raise KeyboardInterrupt
+        return real(kernel, pair, case, inputs, options, side, *a, **kw)
+
+    monkeypatch.setattr(runner, "_run_once", first_run_stopped)
+    case = Case(Shape(sp.SHAPES.presets["nominal"][0]), "realistic", 0)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_case(sp.PAIR, case, Options())
+    assert children
+    for pid in children:
+        with pytest.raises(ChildProcessError):  # already waited for: no zombie, nothing running
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_parent_stopped_while_waiting_stops_the_child():
+    import signal
+
+    child = forked.Child(lambda: time.sleep(30))
+    previous = signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("deadline")))
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            child.result(timeout=60)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child.pid, os.WNOHANG)
