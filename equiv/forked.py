@@ -11,10 +11,11 @@ gives: a run reads no state an earlier run leaves (poison and orders are functio
 options and the seed; inputs a run writes are restored at its end).
 
 Nothing changes but the wall time. A child is not used where it cannot pay or is not safe
-(`reason_not_to_fork`): inputs under 16 MiB (the run is shorter than a fork) or over 1 GiB
-(a second run at once would need GiBs more memory, which a CI runner lacks before CPUs). A child that fails, takes far longer than the parent's run, or is
-stopped because the machine runs short of memory is not waited for: that variant runs in the
-parent afterwards, as it would have without children.
+(`reason_not_to_fork`): inputs under 16 MiB (the run is shorter than a fork) or over 1 GiB (a
+second run at once would need GiBs more memory, which a CI runner lacks before CPUs). A child
+that fails, takes far longer than the parent's run, or is stopped because the machine runs
+short of memory is not waited for: that variant runs in the parent afterwards, as it would
+have without children.
 """
 
 from __future__ import annotations

@@ -199,7 +199,6 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
     kernel = pair.kernel(side)
     base = options.replace(**dict(case.variant))
     first, others, same_order = schedules.plan(base.schedules)
-    ops: list[list[dict]] = []
 
     def once(variant: schedules.RunVariant, observe: SideRun | None = None, reads: dict | None = None):
         done: list[dict] = []
@@ -213,8 +212,8 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
         return (forked.portable(outs), haz, err), done
 
     # The schedule runs do not depend on the first: where a CPU is free they run beside it.
-    why_not = forked.reason_not_to_fork(base, input_bytes(inputs)) if others else "no other schedule"
-    children = [forked.Child(lambda v=v: in_child(v)) for v in others[:usable_cpus() - 1]] if why_not is None else []
+    forking = bool(others) and forked.reason_not_to_fork(base, input_bytes(inputs)) is None
+    children = [forked.Child(lambda v=v: in_child(v)) for v in others[:usable_cpus() - 1]] if forking else []
     reads: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
@@ -228,7 +227,7 @@ def run_side(pair: KernelPair, side: str, case: Case, inputs: Mapping[str, Any],
             child.cancel()
         raise
     runs = [got for got, _ in made]
-    ops.extend(done for _, done in made)
+    ops = [done for _, done in made]
     needed, why = _poison_run_needed(runs, bool(others), base, reads.get("uninitialised"))
     run.poison_run = {"ran": needed, "why": why}
     poison = None

@@ -25,7 +25,7 @@ from typing import Iterator
 
 import torch
 
-from equiv.machine import available_memory_bytes  # noqa: F401  (check_fits and the planners read it here)
+from equiv.machine import available_memory_bytes
 from equiv.pairfree import golden as golden_stub
 from equiv.errors import DiscoveryError, InputsTooLarge
 

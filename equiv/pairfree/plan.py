@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from equiv.machine import available_memory_bytes
 from equiv.pairfree import fingerprint as fp
 
 # The estimate's model of a run on a 2-core CPU: a fixed cost (load, discovery) per run and
@@ -121,8 +122,6 @@ def plan_file(repo: str, base: str, base_path: str | None, head: str | None, hea
     if not changes:
         out.append(PlannedEntry(head_path, "(file)", False, "no run_jit entry found statically", UNKNOWN_SECONDS))
     if models and kept.get("head"):
-        from equiv.pairfree.discovery import available_memory_bytes
-
         extra = extra_models(kept["head"].get("<models>"), available_memory_bytes())
         harness_only = {c.entry for c in changes if c.harness_only}
         for pe in [p for p in out if not p.unchanged and p.entry != "(file)" and p.entry not in harness_only]:

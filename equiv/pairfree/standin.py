@@ -27,6 +27,8 @@ import os
 import types
 from typing import Any
 
+from equiv.machine import available_memory_bytes
+
 # Seconds one CPU recording may take (a Flash decode block at its own sizes: a few seconds).
 SECONDS = 90.0
 # At most this many bytes of new address space, and at most this share of the memory available.
@@ -37,8 +39,6 @@ SEED = 0
 
 def memory_cap() -> int:
     """Bytes of address space the recording child may add to what it maps when forked."""
-    from equiv.pairfree.discovery import available_memory_bytes
-
     have = available_memory_bytes()
     return int(min(MEMORY_BYTES, have * MEMORY_SHARE)) if have else MEMORY_BYTES
 
