@@ -39,10 +39,11 @@ class FileRow:
         return asdict(self)
 
 
-def _status_kib(pid: int, key: str) -> int:
-    """A ``/proc/PID/status`` field in KiB (0 once the process is gone)."""
+def proc_kib(pid: int, key: str, table: str = "status") -> int:
+    """A field of ``/proc/PID/<table>`` (``status``, ``smaps_rollup``) in KiB (0 once the
+    process is gone)."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{table}") as f:
             for line in f:
                 if line.startswith(key + ":"):
                     return int(line.split()[1])
@@ -66,21 +67,9 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _pss_kib(pid: int) -> int:
-    """The proportional set size of `pid` in KiB (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def tree_kib(pid: int) -> int:
     """Memory of `pid` and its children now: the sum of their proportional set sizes."""
-    return sum(_pss_kib(p) for p in _descendants(pid))
+    return sum(proc_kib(p, "Pss", "smaps_rollup") for p in _descendants(pid))
 
 
 def bench_file(repo: str, rev: str, path: str, memory_limit_gib: float = 14.0, timeout: float = 1800.0,
@@ -97,7 +86,7 @@ def bench_file(repo: str, rev: str, path: str, memory_limit_gib: float = 14.0, t
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak_kib, stopped = 0, ""
     while child.poll() is None:
-        peak_kib = max(peak_kib, _status_kib(child.pid, "VmHWM"), tree_kib(child.pid))
+        peak_kib = max(peak_kib, proc_kib(child.pid, "VmHWM"), tree_kib(child.pid))
         if peak_kib > memory_limit_gib * 2**20:
             stopped = f"stopped above the memory limit of {memory_limit_gib:g} GiB"
         elif time.perf_counter() - t0 > timeout:

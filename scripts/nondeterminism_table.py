@@ -28,6 +28,9 @@ import time
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(HERE, "scripts"))
+sys.path.insert(0, HERE)
+
+from equiv.bench_files import proc_kib  # noqa: E402
 
 # Peaks measured in docs/pypto-lib-runs.md (whole-layer and multi-rank model files build their
 # full-size weights in their own __main__ block before any kernel runs).
@@ -83,14 +86,7 @@ def one(repo: str, rev: str, path: str, schedules: int) -> list[dict]:
 
 
 def _rss_gib(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return 0.0
+    return proc_kib(pid, "VmRSS") / 2**20
 
 
 def run_file(args: argparse.Namespace, path: str) -> tuple[list[dict], float, float]:
