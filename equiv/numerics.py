@@ -367,7 +367,7 @@ def ulp_error(x: torch.Tensor, ref: torch.Tensor, fmt: FloatFormat) -> torch.Ten
     # inf or NaN.
     if err.numel() and bool(err.max() < _INF):
         return err
-    special = ~((x64.abs() < _INF) & (r64.abs() < _INF))  # torch.isfinite, several times faster
+    special = ~(_isfinite(x64) & _isfinite(r64))
     if bool(special.any()):
         if special.shape != err.shape:
             special = special.expand(err.shape)
