@@ -63,23 +63,15 @@ def narrow(x: torch.Tensor, fmt: numerics.FloatFormat) -> torch.Tensor:
     """`numerics.cast(x, fmt)` of float64 `x`, bit for bit, with a few native conversions
     where they give the same bits.
 
-    float64 -> float32 is one correctly rounded conversion; to bf16/fp16 the float32 step
-    rounds to odd first (`rounding._nearest_even_fast`), so the final native conversion is
-    the single rounding `numerics.round_to` computes by scaling. A tensor holding NaN, and
-    any tensor on a CPU that flushes subnormals, goes to `numerics.cast`: a NaN's narrow bits
-    depend on which conversion loop (vector or scalar tail) reaches it, so only the same
-    call gives the same bits."""
-    target = fmt.torch_dtype
-    if (target not in _NATIVE_NARROW or not rounding.native_conversions_exact(x.device)
-            or bool(torch.isnan(x).any())):
-        return numerics.cast(x, fmt)
-    f = x.to(torch.float32)
-    if target is torch.float32:
-        return f
-    back = f.to(torch.float64)
-    away = back.abs() > x.abs()  # includes finite values that overflowed to inf
-    odd = (f.view(torch.int32) - away.to(torch.int32)) | (back != x).to(torch.int32)
-    return odd.view(torch.float32).to(target)
+    `rounding.nearest_even_native` gives the single rounding `numerics.round_to` computes by
+    scaling. A tensor holding NaN, and any tensor on a CPU that flushes subnormals, goes to
+    `numerics.cast`: a NaN's narrow bits depend on which conversion loop (vector or scalar
+    tail) reaches it, so only the same call gives the same bits."""
+    if fmt.torch_dtype in _NATIVE_NARROW and not bool(torch.isnan(x).any()):
+        got = rounding.nearest_even_native(x, fmt.torch_dtype)
+        if got is not None:
+            return got
+    return numerics.cast(x, fmt)
 
 
 def adversarial_values(kind: str, like: torch.Tensor, gen: torch.Generator, spread: int = 24) -> torch.Tensor:

@@ -99,8 +99,15 @@ def native_conversions_exact(device: torch.device) -> bool:
 
 
 def _nearest_even_fast(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
-    """Round-to-nearest-even to fp32, bf16 or fp16 with native conversions, or None to use the
-    general path (a float flush mode is on).
+    """`nearest_even_native` of `x` to `dtype`, in `dtype`'s container (or None)."""
+    got = nearest_even_native(x, dtype.torch_dtype)
+    return None if got is None else got.to(dtype.container)
+
+
+def nearest_even_native(x: torch.Tensor, target: torch.dtype) -> torch.Tensor | None:
+    """Float64 `x` rounded to nearest-even to torch.float32, bfloat16 or float16 (`target`) with
+    native conversions, or None to use the general path (another target, or a float flush
+    mode is on).
 
     float64 -> float32 is one correctly rounded IEEE conversion (gradual underflow, overflow to
     inf, NaN kept). A direct bf16/fp16 conversion would round twice (via float32), so the float32
@@ -108,16 +115,15 @@ def _nearest_even_fast(x: torch.Tensor, dtype: DType) -> torch.Tensor | None:
     from zero, then the last bit set when inexact. With >= 2 spare bits (bf16: 16, fp16: 13) the
     final native RNE is then exact. No data-dependent branch: nothing synchronises.
     """
-    target = dtype.torch_dtype
     if target not in (torch.float32, torch.bfloat16, torch.float16) or not native_conversions_exact(x.device):
         return None
     f = x.to(torch.float32)
     if target is torch.float32:
-        return f.to(dtype.container)
+        return f
     back = f.to(torch.float64)
     away = back.abs() > x.abs()  # includes finite values that overflowed to inf
     odd = (f.view(torch.int32) - away.to(torch.int32)) | (back != x)  # NaN: stays NaN
-    return odd.view(torch.float32).to(target).to(dtype.container)
+    return odd.view(torch.float32).to(target)
 
 
 def to_float(x: torch.Tensor, dtype: DType, mode: str = "rint") -> torch.Tensor:
