@@ -23,7 +23,6 @@ its ``run_jit`` call; no kernel runs there, and the check itself still reports t
 from __future__ import annotations
 
 import hashlib
-import os
 import types
 from typing import Any
 
