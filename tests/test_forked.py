@@ -191,3 +191,20 @@ def test_a_parent_stopped_while_waiting_stops_the_child():
     assert time.monotonic() - t0 < 10
     with pytest.raises(ChildProcessError):
         os.waitpid(child.pid, os.WNOHANG)
+
+
+def _uncovered(x, y, cfg):
+    """A correct kernel that then uses a form the emulator lacks."""
+    from equiv.tile.errors import UnsupportedOpError
+
+    K.window_written(x, y, cfg)
+    raise UnsupportedOpError("pl.frobnicate")
+
+
+@pytest.mark.parametrize("sides", ["retiled", "both"])
+def test_an_emulator_gap_in_a_childs_run_is_cannot_judge_never_a_verdict(children, sides):
+    pre = _uncovered if sides == "both" else K.window_written
+    got = _both(_pair(pre, FP32, retiled=_uncovered), CASE)
+    assert children
+    assert got["auto"].outputs["y"].verdict == "cannot judge"
+    _assert_same(got, f"gap on {sides}")
